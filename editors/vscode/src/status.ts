@@ -1,0 +1,65 @@
+// The status-bar item: model loading / ready (last latency) / error / completions off.
+//
+// Fed by the server's `coda/status` notification and by the client's own state; clicking it
+// toggles completions. This module does not talk to the server.
+import * as vscode from "vscode";
+
+export interface CodaStatus {
+  state: "loading" | "ready" | "error";
+  message: string;
+  latencyMs: number | null;
+}
+
+export class StatusBar implements vscode.Disposable {
+  private readonly item: vscode.StatusBarItem;
+  private server: CodaStatus = { state: "loading", message: "starting", latencyMs: null };
+  private enabled = true;
+
+  constructor() {
+    this.item = vscode.window.createStatusBarItem("coda.status", vscode.StatusBarAlignment.Right, 100);
+    this.item.name = "Coda";
+    this.item.command = "coda.toggleCompletions";
+    this.render();
+    this.item.show();
+  }
+
+  setServerStatus(status: CodaStatus): void {
+    this.server = status;
+    this.render();
+  }
+
+  setEnabled(enabled: boolean): void {
+    this.enabled = enabled;
+    this.render();
+  }
+
+  /** Shown when the server cannot be started or has stopped. */
+  setStopped(message: string): void {
+    this.server = { state: "error", message, latencyMs: null };
+    this.render();
+  }
+
+  private render(): void {
+    const { state, message, latencyMs } = this.server;
+    this.item.backgroundColor = undefined;
+    if (state === "loading") {
+      this.item.text = "$(loading~spin) Coda";
+      this.item.tooltip = `Coda: ${message || "loading the model"}`;
+    } else if (state === "error") {
+      this.item.text = "$(error) Coda";
+      this.item.tooltip = `Coda: ${message}\nClick to toggle completions; see "Coda: Show log".`;
+      this.item.backgroundColor = new vscode.ThemeColor("statusBarItem.errorBackground");
+    } else if (!this.enabled) {
+      this.item.text = "$(circle-slash) Coda";
+      this.item.tooltip = "Coda: completions off (click to turn on)";
+    } else {
+      const latency = latencyMs === null ? "" : ` ${Math.round(latencyMs)} ms`;
+      this.item.text = `$(sparkle) Coda${latency}`;
+      this.item.tooltip = `Coda: ${message || "ready"}${latency ? `\nlast completion:${latency}` : ""}\nClick to turn completions off.`;
+    }
+  }
+
+  dispose(): void {
+    this.item.dispose();
+  }
+}
