@@ -1,0 +1,180 @@
+"""Load and save CoDA checkpoints in the Hugging Face release layout, safetensors only.
+
+Our parameter names are Hugging Face Qwen3's, so the name table is the identity; loading is
+strict (a missing, unexpected or mis-shaped tensor is one error naming it). Compatibility shims
+are few and each is logged: an absent `lm_head.weight` is tied to the embedding, a sharded
+index is followed, on-disk dtypes are cast. `auto_map` is ignored: no checkpoint code runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .config import CodaConfig
+from .modeling import CodaModel
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.json", "merges.txt", "added_tokens.json", "generation_config.json")
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be served, with the reason and the file at fault."""
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """None means float32: exact on every CPU; bf16 is opt-in (faster on recent CPUs)."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPES[dtype.lower()]
+    except KeyError:
+        raise CheckpointError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}") from None
+
+
+def read_config(path: Path) -> CodaConfig:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{path}: no config.json (not a Hugging Face model folder)")
+    try:
+        data = json.loads(config_file.read_text(encoding="utf-8"))
+        if "auto_map" in data:
+            log.info("ignoring auto_map in %s: checkpoint code is never executed", config_file)
+        return CodaConfig.from_dict(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{config_file}: {exc}") from exc
+
+
+def weight_files(path: Path) -> list[Path]:
+    if (path / INDEX).is_file():
+        try:
+            index = json.loads((path / INDEX).read_text(encoding="utf-8"))
+            shards = sorted(set(index["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as exc:
+            raise CheckpointError(f"{path / INDEX}: unreadable shard index ({exc})") from exc
+        log.info("loading %d safetensors shards listed in %s", len(shards), INDEX)
+        files = [path / s for s in shards]
+        for f in files:
+            if not f.is_file():
+                raise CheckpointError(f"{path}: shard {f.name} named in {INDEX} is missing")
+        return files
+    if (path / WEIGHTS).is_file():
+        return [path / WEIGHTS]
+    pickled = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    if pickled:
+        raise CheckpointError(
+            f"{path}: only pickled weights found ({', '.join(pickled)}); they are never loaded "
+            "because unpickling runs code. Convert them to safetensors "
+            "(e.g. safetensors.torch.save_file on a trusted machine) and retry."
+        )
+    raise CheckpointError(f"{path}: no {WEIGHTS} or {INDEX}")
+
+
+def read_tensors(files: list[Path], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    tensors: dict[str, torch.Tensor] = {}
+    for f in files:
+        try:
+            with safe_open(str(f), framework="pt") as handle:
+                for name in handle.keys():
+                    tensors[name] = handle.get_tensor(name).to(dtype)
+        except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"{f}: corrupt or unreadable safetensors file ({exc})") from exc
+    return tensors
+
+
+def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
+               dtype: str | torch.dtype | None = None) -> CodaModel:
+    """Load a CoDA folder strictly into a CodaModel in eval mode."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a directory")
+    config = read_config(path)
+    dtype = resolve_dtype(dtype)
+    state = read_tensors(weight_files(path), dtype)
+    if "lm_head.weight" not in state:
+        log.info("no lm_head.weight in %s: tying it to the embedding", path)
+        config = CodaConfig(**{**_fields(config), "tie_word_embeddings": True}, extra=config.extra)
+    elif config.tie_word_embeddings:
+        log.info("lm_head.weight present although config ties embeddings: loading it untied")
+        config = CodaConfig(**{**_fields(config), "tie_word_embeddings": False}, extra=config.extra)
+    with torch.device("meta"):
+        model = CodaModel(config)
+    expected = dict(model.state_dict())
+    if config.tie_word_embeddings:
+        expected.pop("lm_head.weight", None)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing tensors: {', '.join(missing[:8])}" + (" ..." if len(missing) > 8 else ""))
+        if unexpected:
+            parts.append(f"unexpected tensors: {', '.join(unexpected[:8])}"
+                         + (" ..." if len(unexpected) > 8 else ""))
+        raise CheckpointError(f"{path}: does not match its config.json ({'; '.join(parts)})")
+    for name, tensor in expected.items():
+        if tuple(state[name].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{path}: tensor {name} has shape {tuple(state[name].shape)}, "
+                f"config.json implies {tuple(tensor.shape)}"
+            )
+    model.load_state_dict(state, strict=False, assign=True)
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    return model.to(device).eval()
+
+
+def _fields(config: CodaConfig) -> dict:
+    return {k: v for k, v in config.to_dict().items()
+            if k in CodaConfig.__dataclass_fields__ and k != "extra"}
+
+
+def save_model(model: CodaModel, out_dir: str | os.PathLike, *,
+               tokenizer_dir: str | os.PathLike | None = None,
+               dtype: str | torch.dtype | None = None) -> Path:
+    """Write config.json + model.safetensors (+ tokenizer files) as one atomic folder swap."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        state = {}
+        for name, tensor in model.state_dict().items():
+            if name == "lm_head.weight" and model.config.tie_word_embeddings:
+                continue
+            t = tensor.detach().to("cpu")
+            state[name] = (t.to(resolve_dtype(dtype)) if dtype is not None else t).contiguous()
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        if tokenizer_dir is not None:
+            for name in TOKENIZER_FILES:
+                src = Path(tokenizer_dir) / name
+                if src.is_file():
+                    shutil.copyfile(src, tmp / name)
+        (tmp / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+        old = None
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir

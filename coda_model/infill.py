@@ -1,0 +1,88 @@
+"""Fill-in-the-middle: prefix + n masks + suffix for several candidate n, decoded as one batch.
+
+Rows are right-padded to a common length and the padding is hidden from attention, so each
+candidate decodes as it would alone. A candidate's text stops at the first pad/eos token the
+model wrote into the hole: an over-allocated canvas is meant to end in padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .forward import ContextCache, FullForward
+from .sampler import SamplerConfig, denoise
+
+
+@dataclass(frozen=True)
+class InfillCandidate:
+    length: int  # mask tokens given to the model
+    ids: list[int]  # the middle's ids up to (not including) the first pad/eos
+    text: str
+    confidences: list[float]  # probability of each canvas token when it was committed
+    mean_confidence: float  # over the whole canvas, padding included
+
+    @property
+    def canvas_used(self) -> float:
+        return len(self.ids) / self.length if self.length else 0.0
+
+
+def build_batch(prefix_ids: Sequence[int], suffix_ids: Sequence[int], lengths: Sequence[int],
+                mask_id: int, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = [list(prefix_ids) + [mask_id] * n + list(suffix_ids) for n in lengths]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
+    key_mask = torch.zeros((len(rows), width), dtype=torch.bool, device=device)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        key_mask[i, : len(row)] = True
+    return ids, key_mask
+
+
+def infill(
+    model,
+    tokenizer,
+    prefix_ids: Sequence[int],
+    suffix_ids: Sequence[int],
+    lengths: Sequence[int],
+    config: SamplerConfig,
+    *,
+    should_stop: Callable[[], bool] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> list[InfillCandidate]:
+    """One candidate per length, in the order given. Raises Cancelled if should_stop() fires."""
+    if not prefix_ids:
+        raise ValueError("infill needs at least one prefix token: the first mask is predicted "
+                         "by the output of the token before it")
+    lengths = [int(n) for n in lengths]
+    if not lengths or min(lengths) < 1:
+        raise ValueError(f"candidate lengths must be positive, got {lengths}")
+    device = next(model.parameters()).device
+    ids, key_mask = build_batch(prefix_ids, suffix_ids, lengths, tokenizer.mask_id,
+                                tokenizer.pad_id, device)
+    if key_mask.all():
+        key_mask = None  # equal lengths: exactly the reference's unmasked attention
+    if config.context_cache:
+        forward = ContextCache(model, ids, key_mask, len(prefix_ids), lengths, config)
+    else:
+        forward = FullForward(model, key_mask)
+    probs = torch.zeros(ids.shape, dtype=torch.float32, device=device)
+    out = denoise(model, ids, config, mask_id=tokenizer.mask_id, should_stop=should_stop,
+                  on_step=on_step, key_mask=key_mask, forward=forward, probs_out=probs)
+    stops = {tokenizer.pad_id, tokenizer.eos_id}
+    start = len(prefix_ids)
+    candidates = []
+    for row, n in enumerate(lengths):
+        middle = out[row, start : start + n].tolist()
+        kept = next((i for i, tok in enumerate(middle) if tok in stops), n)
+        confidences = probs[row, start : start + n].tolist()
+        candidates.append(InfillCandidate(
+            length=n,
+            ids=middle[:kept],
+            text=tokenizer.decode(middle[:kept]),
+            confidences=confidences,
+            mean_confidence=sum(confidences) / n,
+        ))
+    return candidates

@@ -1,0 +1,164 @@
+"""The CoDA transformer in plain PyTorch.
+
+How it differs from Qwen3 (Hugging Face `Qwen3ForCausalLM`), and nothing else:
+  * attention is bidirectional: no causal mask. The release applies no padding mask either;
+    we accept an optional key-padding mask so differently sized candidates can share a batch
+    (all-True reproduces the release exactly);
+  * the logits keep the autoregressive parent's shift: the raw output at position i predicts
+    token i+1. `forward` returns them unshifted, like the reference; samplers and losses shift.
+Shared with Qwen3: RMSNorm computed in fp32, per-head q_norm/k_norm before rotate-half RoPE,
+grouped-query attention, SwiGLU MLP, no biases, parameter names as in Hugging Face.
+
+`forward` also takes an optional `kv_context` (keys/values of fixed context positions computed
+earlier) for the fast infill path; see coda_model/fast.py.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import CodaConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(dtype)
+
+
+def rotary_tables(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
+    """cos/sin tables [L, head_dim] for rotate-half RoPE, computed in fp32 then cast."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64,
+                                             device=positions.device).float() / head_dim))
+    freqs = positions.float()[:, None] * inv_freq[None, :]  # [L, D/2]
+    emb = torch.cat((freqs, freqs), dim=-1)  # [L, D]
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, H, L, D]; rotate-half convention (first half pairs with second half)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, config: CodaConfig) -> None:
+        super().__init__()
+        self.n_heads = config.num_attention_heads
+        self.n_kv = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        h, q, kv = config.hidden_size, self.n_heads * self.head_dim, self.n_kv * self.head_dim
+        self.q_proj = nn.Linear(h, q, bias=False)
+        self.k_proj = nn.Linear(h, kv, bias=False)
+        self.v_proj = nn.Linear(h, kv, bias=False)
+        self.o_proj = nn.Linear(q, h, bias=False)
+        self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+        self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+
+    def keys_values(self, x: torch.Tensor, cos, sin) -> tuple[torch.Tensor, torch.Tensor]:
+        """Post-k_norm, post-RoPE keys and values [B, n_kv, L, D]: what a context cache stores."""
+        b, n, _ = x.shape
+        k = self.k_norm(self.k_proj(x).view(b, n, self.n_kv, self.head_dim)).transpose(1, 2)
+        v = self.v_proj(x).view(b, n, self.n_kv, self.head_dim).transpose(1, 2)
+        return apply_rotary(k, cos, sin), v
+
+    def forward(self, x, cos, sin, key_mask=None, kv_context=None, out_kv=None):
+        b, n, _ = x.shape
+        q = self.q_norm(self.q_proj(x).view(b, n, self.n_heads, self.head_dim)).transpose(1, 2)
+        q = apply_rotary(q, cos, sin)  # [B, H, L, D]
+        k, v = self.keys_values(x, cos, sin)  # [B, KV, L, D]
+        if out_kv is not None:
+            out_kv.append((k, v))
+        if kv_context is not None:  # fixed context positions computed earlier
+            k = torch.cat((kv_context[0].expand(b, -1, -1, -1), k), dim=2)
+            v = torch.cat((kv_context[1].expand(b, -1, -1, -1), v), dim=2)
+        groups = self.n_heads // self.n_kv
+        if groups > 1:
+            k = k.repeat_interleave(groups, dim=1)
+            v = v.repeat_interleave(groups, dim=1)
+        attn_mask = None if key_mask is None else key_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)
+        return self.o_proj(out.transpose(1, 2).reshape(b, n, self.n_heads * self.head_dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: CodaConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: CodaConfig) -> None:
+        super().__init__()
+        self.self_attn = Attention(config)
+        self.mlp = MLP(config)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, x, cos, sin, key_mask=None, kv_context=None, out_kv=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, key_mask, kv_context, out_kv)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Backbone(nn.Module):
+    """Named `model` inside CodaModel so parameter names match Hugging Face Qwen3."""
+
+    def __init__(self, config: CodaConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+class CodaModel(nn.Module):
+    def __init__(self, config: CodaConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = Backbone(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        positions: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
+        kv_context: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        out_kv: list | None = None,
+    ) -> torch.Tensor:
+        """Final-norm hidden states [B, L, H].
+
+        positions: [L] position ids (default 0..L-1); key_mask: [B, L_keys] bool, True = attend;
+        kv_context: per-layer (k, v) [1 or B, KV, Lc, D] prepended to this call's keys;
+        out_kv: if given, receives each layer's (k, v) for this call's positions.
+        """
+        n = input_ids.shape[1]
+        if positions is None:
+            positions = torch.arange(n, device=input_ids.device)
+        x = self.model.embed_tokens(input_ids)  # [B, L, H]
+        cos, sin = rotary_tables(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
+        for i, layer in enumerate(self.model.layers):
+            ctx = None if kv_context is None else kv_context[i]
+            x = layer(x, cos, sin, key_mask, ctx, out_kv)
+        return self.model.norm(x)
+
+    def forward(self, input_ids: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw logits [B, L, V]: row i predicts token i+1 (unshifted, like the reference)."""
+        return self.lm_head(self.hidden_states(input_ids, key_mask=key_mask))

@@ -1,0 +1,221 @@
+"""Masked-diffusion sampling: fill every mask token in a batch of sequences.
+
+With the reference settings (`skip_idle_steps` aside, which changes nothing for deterministic
+runs) this follows the public CoDA/Dream sampler exactly: timesteps `linspace(1, eps, steps+1)`;
+at step i with M masks commit `int(M * (1 - s/t))` tokens (all remaining at the last step),
+ranked by the algorithm's confidence; logits are shifted right by one before use (the output at
+position p-1 predicts token p). Counts are per row here, so a batch of differently sized
+candidates decodes each row as it would decode alone (the reference averages over the batch;
+identical for one row).
+
+Beyond the reference, switchable in SamplerConfig: confidence-threshold parallel decoding
+(`threshold`), block-wise decoding (`block_length`) and, for infill, the context K/V cache
+(`context_cache`, see coda_model/forward.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .forward import FullForward
+
+ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy")
+ALIASES = {"original": "origin"}
+
+
+class Cancelled(Exception):
+    """Raised between denoising steps when `should_stop()` says the result is no longer wanted."""
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    steps: int = 8
+    alg: str = "maskgit_plus"
+    alg_temp: float | None = None
+    temperature: float = 0.0
+    top_p: float | None = None
+    top_k: int | None = None
+    eps: float = 1e-3
+    block_length: int | None = None
+    seed: int | None = None
+    skip_idle_steps: bool = True  # exact: a step that commits nothing needs no forward pass
+    threshold: float | None = None  # commit every mask whose probability exceeds it (>= 1/step)
+    context_cache: bool = False  # infill: compute prefix/suffix keys and values once
+    refresh_every: int = 0  # context cache: recompute everything every k steps (0 = never)
+    cache_window: int = 0  # context cache: context tokens each side of the hole recomputed
+
+    def __post_init__(self) -> None:
+        alg = ALIASES.get(self.alg, self.alg)
+        if alg not in ALGS:
+            raise ValueError(f"alg must be one of {ALGS} (or 'original'), got {self.alg!r}")
+        object.__setattr__(self, "alg", alg)
+        checks = [
+            (_is_int(self.steps) and self.steps >= 1, "steps must be an integer >= 1"),
+            (self.alg_temp is None or self.alg_temp >= 0, "alg_temp must be >= 0 or None"),
+            (self.temperature >= 0, "temperature must be >= 0"),
+            (self.top_p is None or 0 < self.top_p <= 1, "top_p must be in (0, 1] or None"),
+            (self.top_k is None or (_is_int(self.top_k) and self.top_k >= 1),
+             "top_k must be an integer >= 1 or None"),
+            (0 < self.eps < 1, "eps must be in (0, 1)"),
+            (self.block_length is None or (_is_int(self.block_length) and self.block_length >= 1),
+             "block_length must be an integer >= 1 or None"),
+            (self.threshold is None or self.threshold > 0, "threshold must be > 0 or None"),
+            (_is_int(self.refresh_every) and self.refresh_every >= 0,
+             "refresh_every must be an integer >= 0"),
+            (_is_int(self.cache_window) and self.cache_window >= 0,
+             "cache_window must be an integer >= 0"),
+            (not (self.threshold is not None and self.alg == "origin"),
+             "threshold decoding needs a confidence-ranked alg, not 'origin'"),
+        ]
+        for ok, reason in checks:
+            if not ok:
+                raise ValueError(f"SamplerConfig: {reason}")
+
+    @property
+    def stochastic(self) -> bool:
+        return self.temperature > 0 or bool(self.alg_temp) or self.alg == "origin"
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def filter_logits(logits: torch.Tensor, config: SamplerConfig) -> torch.Tensor:
+    """Temperature, then top-p, then top-k, as the reference does (they change confidences)."""
+    if config.temperature > 0:
+        logits = logits / config.temperature
+    floor = torch.finfo(logits.dtype).min
+    if config.top_p is not None and config.top_p < 1:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cumulative = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
+        drop = cumulative > config.top_p
+        drop[..., 1:] = drop[..., :-1].clone()
+        drop[..., 0] = False
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), floor)
+    if config.top_k is not None:
+        k = min(config.top_k, logits.shape[-1])
+        kth = torch.topk(logits, k)[0][..., -1, None]
+        logits = logits.masked_fill(logits < kth, floor)
+    return logits
+
+
+def propose(logits: torch.Tensor, config: SamplerConfig, generator=None):
+    """For logits [N, V]: (confidence by alg, proposed token, its probability), each [N]."""
+    probs = F.softmax(filter_logits(logits.float(), config), dim=-1)
+    if config.temperature > 0:
+        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        prob = probs.gather(-1, tokens[:, None]).squeeze(-1)
+    else:
+        prob, tokens = probs.max(dim=-1)
+    confidence = prob
+    if config.alg == "topk_margin":
+        top2 = torch.topk(probs, 2, dim=-1).values
+        confidence = top2[:, 0] - top2[:, 1]
+    elif config.alg == "entropy":
+        confidence = torch.sum(probs * torch.log(probs + 1e-10), dim=-1)
+    return confidence, tokens, prob
+
+
+def _blocks(eligible_order: torch.Tensor, block_length: int | None) -> list[torch.Tensor]:
+    """Split the masked positions of a [B, L] mask into left-to-right blocks of masks."""
+    if block_length is None:
+        return [eligible_order]
+    rank = torch.cumsum(eligible_order.long(), dim=1) - 1  # index of each mask within its row
+    count = int(eligible_order.sum(dim=1).max())
+    return [eligible_order & (rank // block_length == b)
+            for b in range(math.ceil(count / block_length))]
+
+
+def denoise(
+    model,
+    input_ids: torch.Tensor,
+    config: SamplerConfig,
+    *,
+    mask_id: int,
+    should_stop: Callable[[], bool] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    key_mask: torch.Tensor | None = None,
+    forward=None,
+    probs_out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Return `input_ids` [B, L] with every mask filled.
+
+    should_stop() is polled before each step and raises Cancelled; on_step(step, steps) reports
+    progress; key_mask [B, L] marks real tokens when rows are right-padded; forward is the
+    logits provider (default: full recomputation); probs_out [B, L] receives the probability
+    each committed token had when it was committed.
+    """
+    x = input_ids.clone()
+    forward = forward or FullForward(model, key_mask)
+    generator = None
+    if config.seed is not None:
+        generator = torch.Generator(device=x.device).manual_seed(config.seed)
+    blocks = _blocks(x == mask_id, config.block_length)
+    steps_per_block = max(1, config.steps // len(blocks)) if blocks else 0
+    done = 0
+    for block in blocks:
+        timesteps = torch.linspace(1, config.eps, steps_per_block + 1, device=x.device)
+        for i in range(steps_per_block):
+            if should_stop is not None and should_stop():
+                raise Cancelled()
+            mask_index = x == mask_id
+            eligible = mask_index & block
+            if not eligible.any():
+                break
+            _step(forward, x, mask_index, eligible, timesteps[i], timesteps[i + 1],
+                  i == steps_per_block - 1, config, mask_id, generator, probs_out)
+            done += 1
+            if on_step is not None:
+                on_step(done, steps_per_block * len(blocks))
+    return x
+
+
+def _step(forward, x, mask_index, eligible, t, s, last, config, mask_id, generator, probs_out):
+    batch = x.shape[0]
+    if config.alg == "origin":
+        p_transfer = 1 - s / t if not last else 1
+        # One draw per masked position, in row-major order, as the reference draws them.
+        draws = torch.rand(int(eligible.sum()), generator=generator, device=x.device)
+        reveal = torch.zeros_like(eligible)
+        reveal[eligible] = draws < p_transfer
+        if reveal.any():
+            logits = forward(x, reveal)
+            _, tokens, prob = propose(logits, config, generator)
+            x[reveal] = tokens
+            if probs_out is not None:
+                probs_out[reveal] = prob.to(probs_out.dtype)
+        return
+    counts = []
+    for r in range(batch):
+        n_masks = eligible[r].sum() / 1  # a float32 tensor, as in the reference's arithmetic
+        counts.append(int(n_masks * (1 - s / t)) if not last else int(n_masks))
+    if config.threshold is None and not any(counts) and config.skip_idle_steps:
+        return
+    logits = forward(x, eligible)  # [N, V] for the eligible positions, row-major order
+    confidence, tokens, prob = propose(logits, config, generator)
+    full_conf = torch.full(x.shape, -torch.inf, dtype=confidence.dtype, device=x.device)
+    full_conf[eligible] = confidence
+    proposal = torch.full_like(x, mask_id)
+    proposal[eligible] = tokens
+    full_prob = torch.zeros(x.shape, dtype=prob.dtype, device=x.device)
+    full_prob[eligible] = prob
+    for r in range(batch):
+        k = counts[r]
+        if config.threshold is not None and not last:
+            above = int(((full_prob[r] > config.threshold) & eligible[r]).sum())
+            k = min(max(1, above), int(eligible[r].sum()))
+        if k <= 0:
+            continue
+        if not config.alg_temp:
+            chosen = torch.topk(full_conf[r : r + 1], k).indices[0]
+        else:
+            weights = F.softmax(full_conf[r : r + 1] / config.alg_temp, dim=-1)
+            chosen = torch.multinomial(weights, k, generator=generator)[0]
+        x[r, chosen] = proposal[r, chosen]
+        if probs_out is not None:
+            probs_out[r, chosen] = full_prob[r, chosen].to(probs_out.dtype)

@@ -1,0 +1,128 @@
+"""The tokenizer of a CoDA folder, with its special ids read from the folder's own files.
+
+`tokenizer.json` is loaded with the `tokenizers` library; a folder with only the slow-tokenizer
+files (`vocab.json` + `merges.txt` + `added_tokens.json`) gets the same Qwen2 byte-level BPE
+built from them. Nothing is hard-coded: the mask, pad and eos tokens are named in
+`tokenizer_config.json` / `special_tokens_map.json`, and FIM tokens are looked up by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer as FastTokenizer
+
+# Qwen2's pre-tokenizer split (contractions, letters, single digits, punctuation runs, newlines).
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+FIM_NAMES = {"fim_prefix_id": "<|fim_prefix|>", "fim_middle_id": "<|fim_middle|>",
+             "fim_suffix_id": "<|fim_suffix|>", "fim_pad_id": "<|fim_pad|>"}
+# Used only when a folder names no mask token at all (the CoDA release always does).
+DEFAULT_MASK = "<|mask|>"
+
+
+class TokenizerError(ValueError):
+    """A tokenizer folder that cannot be used, with the reason."""
+
+
+class Tokenizer:
+    def __init__(self, backend: FastTokenizer, special: dict[str, str | None]) -> None:
+        self.backend = backend
+        self.mask_id = self._require(special.get("mask_token") or DEFAULT_MASK, "mask")
+        self.pad_id = self._require(special.get("pad_token") or special.get("eos_token"), "pad")
+        self.eos_id = self._require(special.get("eos_token") or special.get("pad_token"), "eos")
+        for attr, name in FIM_NAMES.items():
+            setattr(self, attr, backend.token_to_id(name))
+        self.vocab_size = backend.get_vocab_size(with_added_tokens=True)
+
+    def _require(self, name: str | None, role: str) -> int:
+        token_id = None if name is None else self.backend.token_to_id(name)
+        if token_id is None:
+            raise TokenizerError(f"the tokenizer has no {role} token ({name!r} not in vocabulary)")
+        return token_id
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids without any special tokens added."""
+        return self.backend.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def token(self, token_id: int) -> str | None:
+        return self.backend.id_to_token(token_id)
+
+
+def _token_name(value) -> str | None:
+    if isinstance(value, dict):
+        return value.get("content")
+    return value
+
+
+def _special_names(path: Path) -> dict[str, str | None]:
+    names: dict[str, str | None] = {}
+    for filename in ("special_tokens_map.json", "tokenizer_config.json"):
+        f = path / filename
+        if f.is_file():
+            data = json.loads(f.read_text(encoding="utf-8"))
+            for key in ("mask_token", "pad_token", "eos_token"):
+                if names.get(key) is None and data.get(key) is not None:
+                    names[key] = _token_name(data[key])
+    return names
+
+
+def _added_tokens(path: Path) -> list[tuple[int, str, bool]]:
+    tokens: dict[int, tuple[str, bool]] = {}
+    config = path / "tokenizer_config.json"
+    if config.is_file():
+        decoder = json.loads(config.read_text(encoding="utf-8")).get("added_tokens_decoder", {})
+        for token_id, entry in decoder.items():
+            tokens[int(token_id)] = (entry["content"], bool(entry.get("special", True)))
+    added = path / "added_tokens.json"
+    if added.is_file():
+        for content, token_id in json.loads(added.read_text(encoding="utf-8")).items():
+            tokens.setdefault(int(token_id), (content, True))
+    return [(i, c, s) for i, (c, s) in sorted(tokens.items())]
+
+
+def _from_vocab_and_merges(path: Path) -> FastTokenizer:
+    model = models.BPE.from_file(str(path / "vocab.json"), str(path / "merges.txt"))
+    backend = FastTokenizer(model)
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    backend.decoder = decoders.ByteLevel()
+    added = _added_tokens(path)
+    for expected_id, content, special in added:
+        token = AddedToken(content, special=special, normalized=False)
+        if special:
+            backend.add_special_tokens([token])
+        else:
+            backend.add_tokens([token])
+        if backend.token_to_id(content) != expected_id:
+            raise TokenizerError(
+                f"{path}: added token {content!r} got id {backend.token_to_id(content)}, "
+                f"files say {expected_id} (vocab.json and added_tokens.json disagree)"
+            )
+    return backend
+
+
+def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    path = Path(path)
+    try:
+        if (path / "tokenizer.json").is_file():
+            backend = FastTokenizer.from_file(str(path / "tokenizer.json"))
+        elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+            backend = _from_vocab_and_merges(path)
+        else:
+            raise TokenizerError(f"{path}: no tokenizer.json, nor vocab.json + merges.txt")
+        return Tokenizer(backend, _special_names(path))
+    except TokenizerError:
+        raise
+    except Exception as exc:  # the tokenizers library raises plain Exception on bad files
+        raise TokenizerError(f"{path}: unreadable tokenizer files ({exc})") from exc
