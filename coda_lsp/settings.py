@@ -1,0 +1,150 @@
+"""User settings: one frozen dataclass, structured once from camelCase wire payloads.
+
+Settings arrive in ``initializationOptions`` and in ``workspace/didChangeConfiguration`` as
+``{"settings": {"coda": {...}}}``. Editors rely on the camelCase names below
+(``WIRE_NAMES``). A value that is missing keeps the current value; a value that is invalid
+falls back to the field's default and is reported in the list of problems, which the server
+shows to the user once. Unknown keys are reported too (a typo should not pass silently).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ALGORITHMS = ("maskgit_plus", "topk_margin", "entropy", "origin")
+
+
+@dataclass(frozen=True)
+class Settings:
+    steps: int = 16
+    alg: str = "maskgit_plus"
+    alg_temp: float | None = None
+    temperature: float = 0.0
+    context_tokens: int = 1024
+    max_middle_tokens: int = 64
+    confidence_threshold: float = 0.1
+    enabled_languages: tuple[str, ...] = ()  # empty: every language
+    fill_hole_steps: int = 64
+    enabled: bool = True
+
+    def language_enabled(self, language_id: str) -> bool:
+        return self.enabled and (not self.enabled_languages or language_id in self.enabled_languages)
+
+
+WIRE_NAMES = {
+    "steps": "steps",
+    "alg": "alg",
+    "algTemp": "alg_temp",
+    "temperature": "temperature",
+    "contextTokens": "context_tokens",
+    "maxMiddleTokens": "max_middle_tokens",
+    "confidenceThreshold": "confidence_threshold",
+    "enabledLanguages": "enabled_languages",
+    "fillHoleSteps": "fill_hole_steps",
+    "enabled": "enabled",
+}
+
+
+def _int_in(lo: int, hi: int):
+    def check(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ValueError(f"an integer in [{lo}, {hi}]")
+        return v
+
+    return check
+
+
+def _float_in(lo: float, hi: float, optional: bool = False):
+    def check(v: Any) -> float | None:
+        if v is None and optional:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
+            raise ValueError(f"a number in [{lo}, {hi}]" + (" or null" if optional else ""))
+        return float(v)
+
+    return check
+
+
+def _alg(v: Any) -> str:
+    if v == "original":  # the name the released generation_config.json uses
+        v = "origin"
+    if v not in ALGORITHMS:
+        raise ValueError("one of " + ", ".join(ALGORITHMS))
+    return v
+
+
+def _languages(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list | tuple) or not all(isinstance(x, str) for x in v):
+        raise ValueError("a list of language ids")
+    return tuple(v)
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError("true or false")
+    return v
+
+
+_CHECKS = {
+    "steps": _int_in(1, 1024),
+    "alg": _alg,
+    "alg_temp": _float_in(0.0, 100.0, optional=True),
+    "temperature": _float_in(0.0, 10.0),
+    "context_tokens": _int_in(16, 32768),
+    "max_middle_tokens": _int_in(1, 1024),
+    "confidence_threshold": _float_in(0.0, 1.0),
+    "enabled_languages": _languages,
+    "fill_hole_steps": _int_in(1, 4096),
+    "enabled": _bool,
+}
+
+
+def update(current: Settings, payload: Any, defaults: Settings) -> tuple[Settings, list[str]]:
+    """Apply a wire payload (the ``coda`` object) to ``current``.
+
+    Returns the new settings and human-readable problems (invalid values fell back to
+    ``defaults``; unknown keys were ignored).
+    """
+    if payload is None:
+        return current, []
+    if not isinstance(payload, Mapping):
+        return current, ["coda settings must be an object"]
+    changes: dict[str, Any] = {}
+    problems: list[str] = []
+    for key, value in payload.items():
+        name = WIRE_NAMES.get(key)
+        if name is None:
+            problems.append(f"unknown setting coda.{key} ignored")
+            continue
+        try:
+            changes[name] = _CHECKS[name](value)
+        except ValueError as exc:
+            fallback = getattr(defaults, name)
+            changes[name] = fallback
+            problems.append(f"coda.{key} must be {exc}; using {fallback!r}")
+    return dataclasses.replace(current, **changes), problems
+
+
+def coda_section(payload: Any) -> Any:
+    """The ``coda`` object inside ``initializationOptions`` or a configuration payload.
+
+    Accepts ``{"settings": {"coda": {...}}}``, ``{"coda": {...}}`` and the bare object.
+    """
+    if isinstance(payload, Mapping):
+        if isinstance(payload.get("settings"), Mapping):
+            payload = payload["settings"]
+        if "coda" in payload:
+            return payload["coda"]
+    return payload
+
+
+def to_wire(settings: Settings) -> dict[str, Any]:
+    """The camelCase form, e.g. for logs and for editors' default configuration."""
+    out = {}
+    for key, name in WIRE_NAMES.items():
+        value = getattr(settings, name)
+        out[key] = list(value) if isinstance(value, tuple) else value
+    return out
