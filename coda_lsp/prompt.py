@@ -1,0 +1,83 @@
+"""The model's input: prefix tokens | mask canvas | suffix tokens, within a token budget.
+
+The hole is fixed by the span; what varies is how much context surrounds it and how many
+mask tokens each candidate gets. Context is cut at token boundaries from the far ends (the
+code next to the hole matters most), and only a character window of the document is ever
+tokenized, so a multi-megabyte file costs no more than a small one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+# Generous upper bound on characters per token: a window this wide always holds the budget.
+CHARS_PER_TOKEN = 8
+MAX_CANDIDATES = 4
+SUFFIX_SHARE = 0.25  # suffix gets a quarter of the context budget, prefix the rest
+
+
+class TokenizerLike(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class Prompt:
+    prefix_ids: list[int]
+    suffix_ids: list[int]
+    lengths: tuple[int, ...]
+
+
+def candidate_lengths(span_lengths: tuple[int, ...] | list[int], max_middle: int) -> tuple[int, ...]:
+    """Distinct mask counts, clipped to the setting, at most MAX_CANDIDATES of them."""
+    clipped = sorted({max(1, min(int(n), max_middle)) for n in span_lengths})
+    if not clipped:
+        clipped = [min(16, max_middle)]
+    if len(clipped) > MAX_CANDIDATES:  # keep the shortest, the longest and evenly between
+        step = (len(clipped) - 1) / (MAX_CANDIDATES - 1)
+        clipped = [clipped[round(i * step)] for i in range(MAX_CANDIDATES)]
+    return tuple(clipped)
+
+
+def _tail(tokenizer: TokenizerLike, text: str, budget: int) -> list[int]:
+    window = budget * CHARS_PER_TOKEN
+    cut = len(text) > window
+    ids = tokenizer.encode(text[-window:] if cut else text)
+    if cut and ids:
+        ids = ids[1:]  # the first token may be half of a word cut by the window
+    return ids[-budget:] if budget > 0 else []
+
+
+def _head(tokenizer: TokenizerLike, text: str, budget: int) -> list[int]:
+    window = budget * CHARS_PER_TOKEN
+    cut = len(text) > window
+    ids = tokenizer.encode(text[:window] if cut else text)
+    if cut and ids:
+        ids = ids[:-1]
+    return ids[:budget] if budget > 0 else []
+
+
+def build(
+    tokenizer: TokenizerLike,
+    prefix: str,
+    suffix: str,
+    span_lengths: tuple[int, ...] | list[int],
+    context_tokens: int,
+    max_middle_tokens: int,
+) -> Prompt:
+    """Token ids around the hole: at most ``context_tokens`` in all, canvas included.
+
+    The prefix is never empty: the first mask is predicted by the output of the token before
+    it, so an empty prefix gets a newline token.
+    """
+    lengths = candidate_lengths(span_lengths, max_middle_tokens)
+    budget = max(2, context_tokens - max(lengths))
+    suffix_budget = int(budget * SUFFIX_SHARE)
+    suffix_ids = _head(tokenizer, suffix, suffix_budget) if suffix else []
+    prefix_ids = _tail(tokenizer, prefix, budget - len(suffix_ids)) if prefix else []
+    if len(prefix_ids) + len(suffix_ids) < budget and suffix and len(suffix_ids) == suffix_budget:
+        # a short prefix leaves room: give it to the suffix
+        suffix_ids = _head(tokenizer, suffix, budget - len(prefix_ids))
+    if not prefix_ids:
+        prefix_ids = tokenizer.encode("\n")[-1:]
+    return Prompt(prefix_ids=prefix_ids, suffix_ids=suffix_ids, lengths=lengths)

@@ -1,0 +1,140 @@
+"""One model worker thread; the newest request per key (document) wins.
+
+The event loop submits work and awaits an asyncio future; the model runs on a single worker
+thread so the loop stays free for ``didChange`` and ``$/cancelRequest``. A newer submission
+with the same key drops the older one if it has not started and raises its stop flag if it
+has; the sampler polls that flag between denoising steps (``should_stop``). Cancelling the
+awaiting task (what pygls does on ``$/cancelRequest``) raises the flag too.
+
+``submit`` and ``close`` must be called on the event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ShouldStop = Callable[[], bool]
+Work = Callable[[ShouldStop], Any]
+
+
+class Superseded(Exception):
+    """The request was replaced by a newer one for the same document, or cancelled."""
+
+
+@dataclass(eq=False)
+class Job:
+    key: str | None
+    work: Work
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    id: int
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def should_stop(self) -> bool:
+        return self.stop.is_set()
+
+
+class Scheduler:
+    def __init__(self) -> None:
+        self._queue: deque[Job] = deque()
+        self._pending: dict[str, Job] = {}
+        self._running: Job | None = None
+        self._cond = threading.Condition()
+        self._closed = False
+        self._ids = itertools.count(1)
+        self._thread: threading.Thread | None = None
+        self.started = 0  # jobs whose work actually ran (tests and logs read it)
+
+    def submit(self, key: str | None, work: Work) -> asyncio.Future:
+        """Queue ``work(should_stop)``; keyed work replaces older work with the same key."""
+        loop = asyncio.get_running_loop()
+        job = Job(key, work, loop.create_future(), loop, next(self._ids))
+        job.future.add_done_callback(lambda fut: fut.cancelled() and job.stop.set())
+        with self._cond:
+            if self._closed:
+                job.future.set_exception(Superseded("the model worker is closed"))
+                return job.future
+            if key is not None:
+                older = self._pending.pop(key, None)
+                if older is not None:
+                    older.stop.set()
+                    self._resolve(older, exc=Superseded(f"replaced by job {job.id}"))
+                if self._running is not None and self._running.key == key:
+                    self._running.stop.set()
+                self._pending[key] = job
+            self._queue.append(job)
+            self._ensure_thread()
+            self._cond.notify()
+        return job.future
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            if self._running is not None:
+                self._running.stop.set()
+            for job in self._queue:
+                job.stop.set()
+                self._resolve(job, exc=Superseded("server shutting down"))
+            self._queue.clear()
+            self._pending.clear()
+            self._cond.notify_all()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="coda-model", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                job = self._queue.popleft()
+                if job.key is not None and self._pending.get(job.key) is job:
+                    del self._pending[job.key]
+                if job.stop.is_set():
+                    continue
+                self._running = job
+            self._run(job)
+            with self._cond:
+                self._running = None
+
+    def _run(self, job: Job) -> None:
+        self.started += 1
+        try:
+            result = job.work(job.should_stop)
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the awaiter
+            if job.stop.is_set():
+                exc = Superseded(f"job {job.id} stopped")
+            self._resolve(job, exc=exc)
+            return
+        if job.stop.is_set():
+            self._resolve(job, exc=Superseded(f"job {job.id} stopped"))
+        else:
+            self._resolve(job, result=result)
+
+    @staticmethod
+    def _resolve(job: Job, result: Any = None, exc: BaseException | None = None) -> None:
+        def settle() -> None:
+            if job.future.done():
+                return
+            if exc is not None:
+                job.future.set_exception(exc)
+            else:
+                job.future.set_result(result)
+
+        try:
+            job.loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
