@@ -1,0 +1,101 @@
+"""A document's bytes and (when a grammar exists) its tree-sitter tree, kept in step by edits.
+
+`Syntax` owns parsing and incremental reparsing; choosing spans lives in `spans`. Any failure
+to parse leaves `tree` as None so callers take the line fallback instead of raising.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import tree_sitter
+
+from coda_lsp.languages import Language
+
+log = logging.getLogger(__name__)
+
+
+class Syntax:
+    """Source bytes plus an optional tree; byte offsets everywhere."""
+
+    def __init__(self, language: Language | None, source: bytes) -> None:
+        self.language = language
+        self.source = bytes(source)
+        self.tree: tree_sitter.Tree | None = None
+        self._parse(None)
+
+    def edit(self, start_byte: int, old_end_byte: int, new_bytes: bytes) -> None:
+        """Replace source[start:old_end] with new_bytes and reparse only what changed."""
+        size = len(self.source)
+        start = min(max(0, start_byte), size)
+        old_end = min(max(start, old_end_byte), size)
+        old = self.source
+        self.source = old[:start] + bytes(new_bytes) + old[old_end:]
+        new_end = start + len(new_bytes)
+        if self.tree is None:
+            self._parse(None)
+            return
+        self.tree.edit(
+            start_byte=start,
+            old_end_byte=old_end,
+            new_end_byte=new_end,
+            start_point=point_at(old, start),
+            old_end_point=point_at(old, old_end),
+            new_end_point=point_at(self.source, new_end),
+        )
+        self._parse(self.tree)
+
+    def reparsed_with(self, start: int, end: int, fill: bytes) -> tree_sitter.Tree | None:
+        """The tree after replacing [start, end) with fill, leaving this document untouched."""
+        if self.tree is None:
+            return None
+        source = self.source[:start] + fill + self.source[end:]
+        tree = self.tree.copy()
+        tree.edit(
+            start_byte=start,
+            old_end_byte=end,
+            new_end_byte=start + len(fill),
+            start_point=point_at(self.source, start),
+            old_end_point=point_at(self.source, end),
+            new_end_point=point_at(source, start + len(fill)),
+        )
+        parser = self.language.parser() if self.language else None
+        try:
+            return parser.parse(source, tree) if parser else None
+        except Exception as exc:
+            log.warning("reparse for validity failed: %s", exc)
+            return None
+
+    def _parse(self, old_tree: tree_sitter.Tree | None) -> None:
+        parser = self.language.parser() if self.language else None
+        if parser is None:
+            self.tree = None
+            return
+        try:
+            self.tree = parser.parse(self.source, old_tree) if old_tree else parser.parse(
+                self.source
+            )
+        except Exception as exc:  # a grammar bug must cost us the tree, not the request
+            log.warning("parse failed (%s): %s", self.language and self.language.name, exc)
+            self.tree = None
+
+
+def point_at(source: bytes, offset: int) -> tuple[int, int]:
+    """(row, byte column) of a byte offset, as tree-sitter counts them."""
+    row = source.count(b"\n", 0, offset)
+    line_start = source.rfind(b"\n", 0, offset) + 1
+    return row, offset - line_start
+
+
+def error_nodes(tree: tree_sitter.Tree, start: int, end: int) -> Iterator[tree_sitter.Node]:
+    """ERROR and MISSING nodes touching [start, end]; clean subtrees are skipped."""
+    stack = [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.end_byte < start or node.start_byte > end:
+            continue
+        if node.is_error or node.is_missing:
+            yield node
+        if node.has_error:
+            stack.extend(node.children)
