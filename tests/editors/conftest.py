@@ -1,0 +1,37 @@
+"""Fixtures for the real-editor tests: which server to run the editors against.
+
+`server` is parametrized: "standin" (tests/editors/standin_server.py, canned answers, exact
+assertions) and "coda-lsp" (the real server with a tiny checkpoint; skipped until it and the
+checkpoint exist)."""
+
+from __future__ import annotations
+
+import pytest
+
+import editor_tools
+
+
+class Server:
+    def __init__(self, name: str, command: list[str]):
+        self.name = name
+        self.command = command
+
+    @property
+    def is_standin(self) -> bool:
+        return self.name == "standin"
+
+
+@pytest.fixture(params=["standin", "coda-lsp"])
+def server(request) -> Server:
+    if request.param == "standin":
+        return Server("standin", editor_tools.standin_server_command())
+    command, why_not = editor_tools.real_server_command()
+    if command is None:
+        pytest.skip(f"real server unavailable: {why_not}")
+    return Server("coda-lsp", command)
+
+
+@pytest.fixture
+def artifacts_dir():
+    editor_tools.ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return editor_tools.ARTIFACTS

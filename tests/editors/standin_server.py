@@ -1,0 +1,114 @@
+"""A stand-in for coda-lsp that speaks the editors' wire contract (ARCHITECTURE.md) with canned
+answers, so the editor clients can be tested without a model.
+
+Inline completion always offers STANDIN_COMPLETION at the cursor; "Fill this hole" (code
+action and the `coda.fillHole` command) replaces the `...` on the requested lines with
+STANDIN_FILL. Every settings payload it receives is appended as a JSON line to the file named
+by $CODA_STANDIN_LOG, so tests can check what the editor sent. Not a model, not the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+
+STANDIN_COMPLETION = "coda_value = 42"
+STANDIN_FILL = "return 42"
+HOLE = "..."
+
+server = LanguageServer("coda-standin", "0")
+
+
+def _record(kind: str, payload) -> None:
+    path = os.environ.get("CODA_STANDIN_LOG")
+    if path:
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(json.dumps({"kind": kind, "payload": payload}) + "\n")
+
+
+def _status(state: str, message: str, latency_ms: float | None) -> None:
+    server.protocol.notify(
+        "coda/status", {"state": state, "message": message, "latencyMs": latency_ms}
+    )
+
+
+@server.feature(types.INITIALIZED)
+def initialized(ls: LanguageServer, params: types.InitializedParams) -> None:
+    _record("initializationOptions", ls.initialization_options)
+    _status("loading", "loading the stand-in model", None)
+    _status("ready", "stand-in ready", None)
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+def did_change_configuration(ls: LanguageServer, params: types.DidChangeConfigurationParams):
+    _record("didChangeConfiguration", params.settings)
+
+
+@server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+def inline_completion(ls: LanguageServer, params: types.InlineCompletionParams):
+    started = time.perf_counter()
+    doc = ls.workspace.get_text_document(params.text_document.uri)
+    lines = doc.lines
+    line = lines[params.position.line] if params.position.line < len(lines) else ""
+    before = line[: params.position.character].strip()
+    # Offer nothing on a blank line or after the completion itself, like a model that is done.
+    if not before or STANDIN_COMPLETION in line:
+        return None
+    _record("inlineCompletion", {"line": params.position.line, "character": params.position.character})
+    at = types.Range(start=params.position, end=params.position)
+    item = types.InlineCompletionItem(
+        insert_text=" " + STANDIN_COMPLETION if not line[: params.position.character].endswith(" ")
+        else STANDIN_COMPLETION,
+        range=at,
+    )
+    item.filter_text = item.insert_text
+    _status("ready", "stand-in ready", round((time.perf_counter() - started) * 1000, 1))
+    return types.InlineCompletionList(items=[item])
+
+
+def _hole_edit(uri: str, lines: list[str], first: int, last: int) -> types.WorkspaceEdit | None:
+    for number in range(first, min(last, len(lines) - 1) + 1):
+        column = lines[number].find(HOLE)
+        if column >= 0:
+            hole = types.Range(
+                start=types.Position(line=number, character=column),
+                end=types.Position(line=number, character=column + len(HOLE)),
+            )
+            return types.WorkspaceEdit(changes={uri: [types.TextEdit(range=hole, new_text=STANDIN_FILL)]})
+    return None
+
+
+@server.feature(
+    types.TEXT_DOCUMENT_CODE_ACTION,
+    types.CodeActionOptions(code_action_kinds=[types.CodeActionKind.QuickFix,
+                                               types.CodeActionKind.RefactorRewrite]),
+)
+def code_action(ls: LanguageServer, params: types.CodeActionParams):
+    doc = ls.workspace.get_text_document(params.text_document.uri)
+    edit = _hole_edit(doc.uri, doc.lines, params.range.start.line, params.range.end.line)
+    if edit is None:
+        return None
+    return [types.CodeAction(title="Fill this hole", kind=types.CodeActionKind.QuickFix, edit=edit)]
+
+
+@server.command("coda.fillHole")
+def fill_hole(ls: LanguageServer, arguments):
+    target = arguments[0]
+    uri = target["uri"]
+    first, last = target["range"]["start"]["line"], target["range"]["end"]["line"]
+    doc = ls.workspace.get_text_document(uri)
+    edit = _hole_edit(uri, doc.lines, first, last)
+    _record("fillHole", target)
+    if edit is not None:
+        ls.workspace_apply_edit(types.ApplyWorkspaceEditParams(edit=edit, label="Fill this hole"))
+    return None
+
+
+if __name__ == "__main__":
+    print("coda stand-in server on stdio", file=sys.stderr)
+    server.start_io()

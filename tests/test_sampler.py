@@ -1,0 +1,155 @@
+"""The sampler's mechanics, with a model whose logits the test controls."""
+
+import pytest
+import torch
+from torch import nn
+
+from coda_model import Cancelled, SamplerConfig, denoise, infill, load_model, load_tokenizer
+from coda_model.forward import FullForward
+
+MASK, PAD, EOS = 0, 1, 2
+
+
+class ScriptedModel(nn.Module):
+    """hidden state at position i is the one-hot e_i, so logits row i is column i of `table`:
+    the token at position p is predicted by column p-1 (the shift)."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__()
+        vocab, length = table.shape
+        self.lm_head = nn.Linear(length, vocab, bias=False)
+        self.lm_head.weight.data = table.clone()
+
+    def hidden_states(self, x, key_mask=None, **_):
+        return torch.eye(self.lm_head.in_features)[: x.shape[1]].expand(x.shape[0], -1, -1)
+
+
+def scripted(predictions: dict[int, tuple[int, float]], length: int, vocab: int = 16):
+    """predictions: position -> (token, logit); other tokens get logit 0."""
+    table = torch.zeros(vocab, length)
+    for pos, (tok, logit) in predictions.items():
+        table[tok, pos - 1] = logit
+    return ScriptedModel(table)
+
+
+@pytest.mark.parametrize("bad", [
+    {"steps": 0}, {"steps": 2.5}, {"alg": "greedy"}, {"temperature": -1}, {"top_p": 0},
+    {"top_k": 0}, {"eps": 1.0}, {"block_length": 0}, {"threshold": 0},
+    {"alg": "origin", "threshold": 0.9}, {"refresh_every": -1},
+])
+def test_invalid_config_is_rejected_with_reason(bad):
+    with pytest.raises(ValueError, match="SamplerConfig|alg must be"):
+        SamplerConfig(**bad)
+
+
+def test_release_spelling_of_origin_is_accepted():
+    assert SamplerConfig(alg="original").alg == "origin"
+
+
+def test_most_confident_mask_is_committed_first():
+    x = torch.tensor([[5, MASK, MASK, MASK, 6]])
+    model = scripted({1: (7, 1.0), 2: (8, 9.0), 3: (9, 4.0)}, length=5)
+    seen = []
+
+    class Recording(FullForward):
+        def __call__(self, ids, mask):
+            seen.append(ids.clone())
+            return super().__call__(ids, mask)
+
+    out = denoise(model, x, SamplerConfig(steps=3, threshold=2.0), mask_id=MASK,
+                  forward=Recording(model))
+    assert out.tolist() == [[5, 7, 8, 9, 6]]
+    assert seen[1].tolist() == [[5, MASK, 8, MASK, 6]]  # position 2 was the most confident
+    assert seen[2].tolist() == [[5, MASK, 8, 9, 6]]
+
+
+def test_cancellation_between_steps_stops_the_model():
+    x = torch.tensor([[5] + [MASK] * 6])
+    model = scripted({p: (3, 1.0) for p in range(1, 7)}, length=7)
+    forward = FullForward(model)
+    polls = []
+
+    def should_stop():
+        polls.append(1)
+        return len(polls) > 2
+
+    with pytest.raises(Cancelled):
+        denoise(model, x, SamplerConfig(steps=6), mask_id=MASK, forward=forward,
+                should_stop=should_stop)
+    assert forward.passes == 2
+
+
+def test_threshold_above_one_commits_one_token_per_step():
+    x = torch.tensor([[5] + [MASK] * 6])
+    model = scripted({p: (3, 20.0) for p in range(1, 7)}, length=7)
+    forward = FullForward(model)
+    out = denoise(model, x, SamplerConfig(steps=6, threshold=1.5), mask_id=MASK, forward=forward)
+    assert forward.passes == 6 and (out[0, 1:] == 3).all()
+
+
+def test_confident_threshold_commits_everything_in_one_pass():
+    x = torch.tensor([[5] + [MASK] * 6])
+    model = scripted({p: (3, 20.0) for p in range(1, 7)}, length=7)
+    forward = FullForward(model)
+    out = denoise(model, x, SamplerConfig(steps=6, threshold=0.9), mask_id=MASK, forward=forward)
+    assert forward.passes == 1 and (out[0, 1:] == 3).all()
+
+
+def test_blocks_are_decoded_left_to_right():
+    x = torch.tensor([[5] + [MASK] * 8])
+    # The right half is far more confident: without blocks it would be committed first.
+    model = scripted({**{p: (3, 1.0) for p in range(1, 5)}, **{p: (4, 9.0) for p in range(5, 9)}},
+                     length=9)
+    order = []
+
+    class Recording(FullForward):
+        def __call__(self, ids, mask):
+            order.append(mask.nonzero()[:, 1].tolist())
+            return super().__call__(ids, mask)
+
+    out = denoise(model, x, SamplerConfig(steps=8, block_length=4), mask_id=MASK,
+                  forward=Recording(model))
+    assert out[0].tolist() == [5, 3, 3, 3, 3, 4, 4, 4, 4]
+    assert all(max(eligible) <= 4 for eligible in order[:4])
+    assert all(min(eligible) >= 5 for eligible in order[4:])
+
+
+def test_seeded_sampling_is_reproducible():
+    x = torch.tensor([[5] + [MASK] * 6])
+    model = scripted({p: (3, 0.5) for p in range(1, 7)}, length=7)
+    config = SamplerConfig(steps=3, temperature=1.0, alg_temp=0.5, seed=7)
+    a = denoise(model, x, config, mask_id=MASK)
+    assert torch.equal(a, denoise(model, x, config, mask_id=MASK))
+    assert not (a == MASK).any()
+
+
+class Tok:
+    mask_id, pad_id, eos_id = MASK, PAD, EOS
+
+    def decode(self, ids):
+        return " ".join(map(str, ids))
+
+
+def test_infill_text_stops_at_the_first_padding_token():
+    # prefix [5], canvas of 4: model writes 7, 8, pad, pad.
+    model = scripted({1: (7, 9.0), 2: (8, 9.0), 3: (PAD, 9.0), 4: (PAD, 9.0)}, length=6)
+    [cand] = infill(model, Tok(), [5], [6], [4], SamplerConfig(steps=4))
+    assert cand.ids == [7, 8] and cand.text == "7 8" and cand.length == 4
+    assert len(cand.confidences) == 4 and 0.99 < cand.mean_confidence <= 1.0
+
+
+def test_infill_needs_a_prefix_token():
+    model = scripted({}, length=4)
+    with pytest.raises(ValueError, match="prefix"):
+        infill(model, Tok(), [], [6], [2], SamplerConfig())
+
+
+def test_batched_candidates_decode_as_they_would_alone(tiny_model_dir):
+    model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    prefix, suffix = tok.encode("def push(self, item):\n    "), tok.encode("\n\nclass Stack:\n")
+    config = SamplerConfig(steps=4)
+    batched = infill(model, tok, prefix, suffix, [3, 6, 9], config)
+    for cand in batched:
+        [alone] = infill(model, tok, prefix, suffix, [cand.length], config)
+        assert alone.ids == cand.ids
+        assert alone.confidences == pytest.approx(cand.confidences, abs=1e-4)
