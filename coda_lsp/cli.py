@@ -1,0 +1,214 @@
+"""Command line: ``coda-lsp`` serves LSP (stdio or TCP); ``coda-lsp fill`` fills once and exits.
+
+Startup problems (bad flags, a missing or unreadable model folder) end in one line on stderr
+and a non-zero exit status; nothing but the protocol ever reaches stdout in stdio mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from coda_lsp import __version__, logs
+from coda_lsp.settings import ALGORITHMS, Settings
+
+EXIT_NOTHING, EXIT_USAGE = 1, 2
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class StartupError(Exception):
+    """A problem worth one line on stderr and exit status 2."""
+
+
+def default_model_dir() -> Path:
+    """The shipped model: package data when installed, else the repository's ``model/``."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "model", here.parent / "model"):
+        if (candidate / "config.json").is_file():
+            return candidate
+    return here.parent / "model"
+
+
+def check_model_dir(path: Path) -> Path:
+    """Cheap checks so a wrong path fails at startup, not minutes later in the editor."""
+    if not path.is_dir():
+        raise StartupError(f"model folder not found: {path} (pass --model DIR)")
+    config = path / "config.json"
+    if not config.is_file():
+        raise StartupError(f"{path} is not a model folder: no config.json")
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StartupError(f"{config}: unreadable ({exc})") from exc
+    if not any(path.glob("*.safetensors")):
+        raise StartupError(f"{path}: no .safetensors weights")
+    return path
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not the usage block
+        raise StartupError(message)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, default=None, help="model folder (default: shipped)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: auto)")
+    p.add_argument("--alg", choices=(*ALGORITHMS, "original"), default=None)
+    p.add_argument("--log-file", default=None)
+    p.add_argument("-v", "--verbose", action="count", default=0)
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="coda-lsp", description="Diffusion fill-in-the-middle language server")
+    _common(p)
+    p.add_argument("--tcp", action="store_true", help="listen on TCP instead of stdio")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=2087)
+    p.add_argument("--version", action="version", version=f"coda-lsp {__version__}")
+    return p
+
+
+def fill_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="coda-lsp fill", description="Fill the span at FILE:LINE:COL (1-based)")
+    _common(p)
+    p.add_argument("target", help="FILE:LINE:COL, or FILE with --holes")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--write", action="store_true", help="rewrite the file in place")
+    out.add_argument("--diff", action="store_true", help="print a unified diff")
+    p.add_argument("--holes", action="store_true", help="fill every hole marker in the file")
+    return p
+
+
+def defaults_from(args: argparse.Namespace) -> Settings:
+    s = Settings()
+    if args.steps is not None:
+        if args.steps < 1:
+            raise StartupError("--steps must be at least 1")
+        s = replace(s, steps=args.steps)
+    if args.alg is not None:
+        s = replace(s, alg="origin" if args.alg == "original" else args.alg)
+    return s
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv[:1] == ["fill"]:
+            return fill_main(fill_parser().parse_args(argv[1:]))
+        return serve_main(serve_parser().parse_args(argv))
+    except StartupError as exc:
+        print(f"coda-lsp: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def serve_main(args: argparse.Namespace) -> int:
+    defaults = defaults_from(args)
+    model_dir = check_model_dir(args.model or default_model_dir())
+    logs.setup(args.verbose, args.log_file)
+    from coda_lsp.engine import Engine  # torch import: only once the flags are known good
+    from coda_lsp.server import create_server
+
+    server = create_server(
+        defaults, lambda: Engine.load(model_dir, args.device, args.dtype), args.verbose
+    )
+    if args.tcp:
+        server.start_tcp(args.host, args.port)
+    else:
+        stdout = sys.stdout.buffer
+        sys.stdout = sys.stderr  # a stray print must not corrupt the protocol stream
+        server.start_io(sys.stdin.buffer, stdout)
+    return 0
+
+
+_TARGET = re.compile(r"^(?P<path>.+?)(?::(?P<line>\d+):(?P<col>\d+))?$")
+
+
+def fill_main(args: argparse.Namespace) -> int:
+    m = _TARGET.match(args.target)
+    if m is None or (m["line"] is None and not args.holes):
+        raise StartupError(f"expected FILE:LINE:COL, got {args.target!r}")
+    path = Path(m["path"])
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise StartupError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise StartupError(f"{path} is not UTF-8 text") from exc
+    defaults = defaults_from(args)
+    model_dir = check_model_dir(args.model or default_model_dir())
+    logs.setup(args.verbose, args.log_file)
+    from coda_lsp.engine import Engine
+
+    try:
+        engine = Engine.load(model_dir, args.device, args.dtype)
+    except Exception as exc:  # CheckpointError, TokenizerError, torch errors: one line
+        raise StartupError(f"cannot load the model from {model_dir}: {exc}") from exc
+    position = None if args.holes else (int(m["line"]), int(m["col"]))
+    result, filled, total = fill_text(engine, path, text, defaults, position)
+    print(f"coda-lsp: filled {filled} of {total} span(s) in {path}", file=sys.stderr)
+    if args.write:
+        if result != text:
+            path.write_bytes(result.encode("utf-8"))
+    elif args.diff:
+        sys.stdout.writelines(difflib.unified_diff(
+            text.splitlines(keepends=True), result.splitlines(keepends=True),
+            f"{path} (original)", f"{path} (filled)"))
+    else:
+        sys.stdout.write(result)
+    return 0 if filled else EXIT_NOTHING
+
+
+def fill_text(engine, path: Path, text: str, settings: Settings,
+              position: tuple[int, int] | None) -> tuple[str, int, int]:
+    """Fill the span at a 1-based (line, column in characters), or every hole; last first.
+
+    Returns the new text, how many spans were filled and how many were tried.
+    """
+    from lsprotocol import types
+
+    from coda_lsp import edits, positions, spans
+    from coda_lsp.documents import DocumentStore
+    from coda_lsp.engine import FillJob, rank
+    from coda_lsp.server import make_syntax
+
+    store = DocumentStore(encoding=positions.UTF32, syntax_factory=make_syntax)
+    doc = store.open(types.TextDocumentItem(uri=path.resolve().as_uri(), language_id="",
+                                            version=1, text=text))
+    settings = replace(settings, confidence_threshold=0.0)  # asked for explicitly: show it
+    if position is None:
+        targets = spans.holes(doc.syntax)
+        steps = settings.fill_hole_steps
+    else:
+        cursor = doc.offset_at(types.Position(line=max(0, position[0] - 1),
+                                              character=max(0, position[1] - 1)), positions.UTF32)
+        hole = spans.hole_at(doc.syntax, doc.byte_at(cursor))
+        if hole is not None:
+            targets, steps = [hole], settings.fill_hole_steps
+        else:
+            span = spans.choose(doc.syntax, doc.byte_at(cursor))
+            end = edits.clamp_to_line(doc, cursor, doc.offset_of_byte(span.end))
+            targets, steps = [replace(span, end=doc.byte_at(end))], settings.steps
+    ending = edits.line_ending(text)
+    filled = 0
+    for span in sorted(targets, key=lambda s: s.start, reverse=True):
+        start, end = doc.offset_of_byte(span.start), doc.offset_of_byte(span.end)
+        job = FillJob(doc.text[:start], doc.text[end:], tuple(span.lengths), steps, settings,
+                      ending)
+        syn = doc.syntax
+        fills = rank(engine.fill(job).fills, 0.0,
+                     lambda t, sp=span, syn=syn: spans.new_errors(syn, sp, positions.to_bytes(t)))
+        if fills:
+            filled += 1
+            doc = store.open(types.TextDocumentItem(
+                uri=doc.uri, language_id="", version=doc.version + 1,
+                text=doc.text[:start] + fills[0].text + doc.text[end:]))
+    return doc.text, filled, len(targets)

@@ -1,0 +1,158 @@
+"""The model side of a completion: load once, turn a span into ranked candidate fills.
+
+``Engine.fill`` runs on the model worker thread (tokenize, batch every candidate length,
+denoise, tidy). Ranking needs the document's syntax tree, which only the event loop touches,
+so ``rank`` is a separate pure function the caller runs once the fills come back. The CLI
+uses the same two calls synchronously.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from coda_lsp import prompt
+from coda_lsp.settings import Settings
+from coda_model import Cancelled, SamplerConfig, infill, load_model, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FillJob:
+    """Everything the worker needs, copied from the document so edits cannot race it."""
+
+    prefix: str
+    suffix: str
+    span_lengths: tuple[int, ...]
+    steps: int
+    settings: Settings
+    line_ending: str = "\n"
+
+
+@dataclass(frozen=True)
+class Fill:
+    text: str
+    confidence: float
+    length: int
+    errors: int = 0
+
+
+@dataclass
+class FillResult:
+    fills: list[Fill]
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
+
+
+def pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(dtype: str | None, device: str) -> str | None:
+    if dtype not in (None, "auto"):
+        return dtype
+    return "bfloat16" if device == "cuda" else None  # CPU/MPS: the checkpoint's own dtype
+
+
+class Engine:
+    def __init__(self, model, tokenizer, device: str = "cpu") -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+
+    @classmethod
+    def load(cls, model_dir: str | Path, device: str = "auto", dtype: str | None = None) -> Engine:
+        """Load weights and tokenizer; raises CheckpointError/TokenizerError with the path."""
+        dev = pick_device(device)
+        model = load_model(model_dir, device=dev, dtype=pick_dtype(dtype, dev))
+        tokenizer = load_tokenizer(model_dir)
+        return cls(model, tokenizer, dev)
+
+    def sampler(self, settings: Settings, steps: int) -> SamplerConfig:
+        return SamplerConfig(
+            steps=steps,
+            alg=settings.alg,
+            alg_temp=settings.alg_temp,
+            temperature=settings.temperature,
+        )
+
+    def fill(self, job: FillJob, should_stop: Callable[[], bool] | None = None) -> FillResult:
+        """Candidate fills for one hole, one per length; raises Cancelled when told to stop."""
+        t0 = time.perf_counter()
+        p = prompt.build(
+            self.tokenizer,
+            job.prefix,
+            job.suffix,
+            job.span_lengths,
+            job.settings.context_tokens,
+            job.settings.max_middle_tokens,
+        )
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            candidates = infill(
+                self.model,
+                self.tokenizer,
+                p.prefix_ids,
+                p.suffix_ids,
+                list(p.lengths),
+                self.sampler(job.settings, job.steps),
+                should_stop=should_stop,
+            )
+        t2 = time.perf_counter()
+        fills = [
+            Fill(tidy(c.text, job.suffix, job.line_ending), float(c.mean_confidence), c.length)
+            for c in candidates
+        ]
+        timings = {"prompt": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3}
+        log.debug("prompt %d+%d tokens, lengths %s", len(p.prefix_ids), len(p.suffix_ids),
+                  p.lengths)
+        return FillResult(fills, timings)
+
+
+def tidy(text: str, suffix: str, line_ending: str = "\n") -> str:
+    """Make a raw fill fit between the prefix and the suffix.
+
+    The suffix is fixed by the model's input, so any tail of the fill that repeats the start
+    of the suffix is cut (the code after the cursor would otherwise appear twice), and
+    trailing whitespace goes when the suffix starts a new line or the file ends.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    plain_suffix = suffix.replace("\r\n", "\n")
+    for k in range(min(len(text), len(plain_suffix)), 0, -1):
+        head = plain_suffix[:k]
+        if head.strip() and text.endswith(head):
+            text = text[:-k]
+            break
+    if not plain_suffix or plain_suffix[0] == "\n":
+        text = text.rstrip()
+    if line_ending != "\n":
+        text = text.replace("\n", line_ending)
+    return text
+
+
+def rank(fills: list[Fill], threshold: float, errors_of: Callable[[str], int]) -> list[Fill]:
+    """Usable fills, best first: parses without new errors, then the model's confidence.
+
+    Empty and whitespace-only fills, and those under the confidence threshold, are dropped.
+    """
+    kept = []
+    for f in fills:
+        if not f.text.strip() or f.confidence < threshold:
+            continue
+        kept.append(Fill(f.text, f.confidence, f.length, errors_of(f.text)))
+    kept.sort(key=lambda f: (f.errors > 0, -f.confidence))
+    return kept
+
+
+__all__ = ["Cancelled", "Engine", "Fill", "FillJob", "FillResult", "rank", "tidy"]

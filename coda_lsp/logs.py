@@ -1,0 +1,116 @@
+"""Logging for a stdio server: stderr or a file, mirrored to ``window/logMessage``.
+
+Nothing may reach stdout in stdio mode (it carries the protocol). Module loggers of
+``coda_lsp`` and ``coda_model`` are bridged to the client's log, from any thread, by hopping
+onto the event loop. ``Stages`` times the stages of one request so every completion log line
+carries its request id and where the time went. ``Warnings`` rate-limits what the user sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lsprotocol import types
+
+LOGGERS = ("coda_lsp", "coda_model")
+_LEVELS = [
+    (logging.ERROR, types.MessageType.Error),
+    (logging.WARNING, types.MessageType.Warning),
+    (logging.INFO, types.MessageType.Info),
+    (logging.NOTSET, types.MessageType.Log),
+]
+
+
+def setup(verbose: int = 0, log_file: str | None = None) -> None:
+    """Send our loggers to stderr (or ``log_file``); never to stdout."""
+    handler: logging.Handler
+    if log_file:
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    level = logging.DEBUG if verbose else logging.INFO
+    pygls_level = logging.INFO if verbose > 1 else logging.WARNING
+    for name in (*LOGGERS, "pygls"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(pygls_level if name == "pygls" else level)
+
+
+class ClientLogHandler(logging.Handler):
+    """Forwards records to the client as ``window/logMessage`` notifications."""
+
+    def __init__(self, send: Callable[[types.LogMessageParams], None],
+                 loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(logging.INFO)
+        self._send = send
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            kind = next(t for lvl, t in _LEVELS if record.levelno >= lvl)
+            params = types.LogMessageParams(type=kind, message=self.format(record))
+            if threading.get_ident() == self._loop_thread:
+                self._send(params)
+            elif not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._send, params)
+        except Exception:  # logging must never take the server down
+            self.handleError(record)
+
+
+def bridge(send: Callable[[types.LogMessageParams], None], loop: asyncio.AbstractEventLoop,
+           verbose: int = 0) -> ClientLogHandler:
+    handler = ClientLogHandler(send, loop)
+    handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for name in LOGGERS:
+        logging.getLogger(name).addHandler(handler)
+    return handler
+
+
+@dataclass
+class Stages:
+    """Milliseconds per named stage of one request, in order."""
+
+    request_id: str
+    _last: float = field(default_factory=time.perf_counter)
+    _start: float = field(default_factory=time.perf_counter)
+    times: dict[str, float] = field(default_factory=dict)
+
+    def mark(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.times[stage] = self.times.get(stage, 0.0) + (now - self._last) * 1e3
+        self._last = now
+
+    def add(self, timings: dict[str, float]) -> None:
+        self.times.update(timings)
+
+    @property
+    def total_ms(self) -> float:
+        return (time.perf_counter() - self._start) * 1e3
+
+    def line(self, outcome: str) -> str:
+        parts = " ".join(f"{k}={v:.1f}ms" for k, v in self.times.items())
+        return f"[{self.request_id}] {outcome} total={self.total_ms:.1f}ms {parts}".rstrip()
+
+
+@dataclass
+class Warnings:
+    """At most one message per key per ``interval`` seconds (a broken setup must not spam)."""
+
+    interval: float = 60.0
+    _shown: dict[str, float] = field(default_factory=dict)
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        if now - self._shown.get(key, -1e9) < self.interval:
+            return False
+        self._shown[key] = now
+        return True

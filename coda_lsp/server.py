@@ -1,0 +1,379 @@
+"""The language server: thin LSP handlers over documents, spans, the engine and the worker.
+
+Each handler fetches the document, calls one pipeline method of ``CodaServer`` and converts
+the result; it returns ``None`` when there is nothing to offer. The model loads in the
+background after ``initialized``; until then completion requests return ``None`` at once.
+Everything syntax-related runs on the event loop; only ``Engine.fill`` runs on the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcServerNotInitialized
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol, lsp_method
+
+from coda_lsp import __version__, edits, languages, logs, positions, prompt, spans
+from coda_lsp import settings as settings_mod
+from coda_lsp.documents import Document, DocumentStore
+from coda_lsp.engine import Engine, FillJob, rank
+from coda_lsp.scheduling import Scheduler, Superseded
+from coda_lsp.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FILL_HOLE = "coda.fillHole"
+FILL_TITLE = "Fill this hole"
+STATUS = "coda/status"
+MAX_ITEMS = 3
+
+
+def make_syntax(language_id: str, uri: str, source: bytes, parse: bool) -> spans.Syntax:
+    lang = languages.resolve(language_id=language_id or None, uri=uri) if parse else None
+    return spans.Syntax(lang, source)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A span resolved against one document version, in code points and bytes."""
+
+    doc: Document
+    version: int
+    start: int
+    end: int
+    span: spans.Span
+
+
+@dataclass(frozen=True)
+class _BadRequest:
+    id: Any
+    method: str
+    reason: str
+
+
+class CodaProtocol(LanguageServerProtocol):
+    """pygls' protocol with three changes.
+
+    Our own position encoding is advertised; document sync goes only to our store (pygls'
+    workspace would duplicate every document and apply edits in its own encoding); and a
+    request whose params do not match the schema gets an InvalidParams response instead of
+    no response at all.
+    """
+
+    @lsp_method(types.INITIALIZE)
+    def lsp_initialize(self, params: types.InitializeParams):
+        result = yield from super().lsp_initialize(params)
+        result.capabilities.position_encoding = self._server.encoding
+        return result
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params):
+        yield from self._user_only(types.TEXT_DOCUMENT_DID_OPEN, params)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params):
+        yield from self._user_only(types.TEXT_DOCUMENT_DID_CHANGE, params)
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params):
+        yield from self._user_only(types.TEXT_DOCUMENT_DID_CLOSE, params)
+
+    def _user_only(self, method: str, params: Any):
+        if (handler := self.fm.features.get(method)) is not None:
+            yield handler, (params,), None
+
+    def structure_message(self, data: dict[str, Any]):
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as exc:
+            if isinstance(data, dict) and "id" in data and isinstance(data.get("method"), str):
+                return _BadRequest(data["id"], data["method"], str(exc.__cause__ or exc))
+            raise
+
+    def handle_message(self, message):
+        if isinstance(message, _BadRequest):
+            log.warning("invalid params for %s: %s", message.method, message.reason)
+            error = JsonRpcInvalidParams(f"invalid params for {message.method}: {message.reason}")
+            self._send_response(message.id, None, error.to_response_error())
+            return
+        super().handle_message(message)
+
+
+class CodaServer(LanguageServer):
+    def __init__(self, defaults: Settings, load_engine: Callable[[], Engine], verbose: int = 0):
+        super().__init__("coda-lsp", __version__, protocol_cls=CodaProtocol, max_workers=2)
+        self.defaults = defaults
+        self.settings = defaults
+        self.load_engine = load_engine
+        self.verbose = verbose
+        self.engine: Engine | None = None
+        self.state = "loading"
+        self.is_initialized = False
+        self.encoding: str = positions.UTF16
+        self.store = DocumentStore(syntax_factory=make_syntax)
+        self.scheduler = Scheduler()
+        self.warnings = logs.Warnings()
+        self.last_latency_ms: float | None = None
+        self._ids = itertools.count(1)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def require_initialized(self) -> None:
+        if not self.is_initialized:
+            raise JsonRpcServerNotInitialized("the server has not been initialized")
+
+    def warn_user(self, key: str, message: str, kind=types.MessageType.Warning) -> None:
+        log.warning("%s", message)
+        if self.warnings.allow(key):
+            self.window_show_message(types.ShowMessageParams(type=kind, message=message))
+
+    def send_status(self, message: str = "") -> None:
+        self.protocol.notify(STATUS, {"state": self.state, "message": message,
+                                      "latencyMs": self.last_latency_ms})
+
+    def apply_settings(self, payload: Any) -> None:
+        self.settings, problems = settings_mod.update(self.settings, payload, self.defaults)
+        if problems:
+            self.warn_user("settings:" + ";".join(problems),
+                           "coda: " + "; ".join(problems))
+        log.info("settings: %s", settings_mod.to_wire(self.settings))
+
+    async def load_model(self) -> None:
+        token = "coda-model-load"
+        progress = bool(self.client_capabilities.window
+                        and self.client_capabilities.window.work_done_progress)
+        self.send_status("loading the model")
+        if progress:
+            try:
+                await self.work_done_progress.create_async(token)
+                self.work_done_progress.begin(token, types.WorkDoneProgressBegin(
+                    title="coda: loading the model", cancellable=False))
+            except Exception:  # a client that refuses progress still gets completions
+                progress = False
+        try:
+            self.engine = await self.scheduler.submit(None, lambda _stop: self.load_engine())
+            self.state, message = "ready", "model ready"
+        except Exception as exc:
+            self.state, message = "error", f"coda: cannot load the model: {exc}"
+            self.warn_user("load", message, types.MessageType.Error)
+        if progress:
+            self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+        log.info("%s", message)
+        self.send_status(message)
+
+    # -- pipeline ---------------------------------------------------------------------------
+
+    def inline_target(self, doc: Document, position: types.Position) -> Target | None:
+        cursor = doc.offset_at(position, self.encoding)
+        span = spans.choose(doc.syntax, doc.byte_at(cursor))
+        start = doc.offset_of_byte(span.start)
+        end = edits.clamp_to_line(doc, start, doc.offset_of_byte(span.end))
+        span = replace(span, start=doc.byte_at(start), end=doc.byte_at(end))
+        return Target(doc, doc.version, start, end, span)
+
+    def hole_target(self, doc: Document, rng: types.Range) -> Target | None:
+        a = doc.offset_at(rng.start, self.encoding)
+        b = max(a, doc.offset_at(rng.end, self.encoding))
+        if a == b:
+            span = spans.hole_at(doc.syntax, doc.byte_at(a))
+        else:
+            span = spans.widen(doc.syntax, doc.byte_at(a), doc.byte_at(b))
+        if span is None:
+            return None
+        start, end = doc.offset_of_byte(span.start), doc.offset_of_byte(span.end)
+        return Target(doc, doc.version, start, end, span)
+
+    def usable(self, doc: Document | None) -> bool:
+        return (doc is not None and self.engine is not None and not doc.binary
+                and doc.syntax is not None and self.settings.language_enabled(doc.language_id))
+
+    async def fill(self, target: Target, steps: int, key: str, stages: logs.Stages):
+        """Run the model on a target; ranked fills, or [] if superseded or outdated."""
+        doc, s = target.doc, self.settings
+        window = s.context_tokens * prompt.CHARS_PER_TOKEN + 1
+        job = FillJob(
+            prefix=doc.text[max(0, target.start - window) : target.start],
+            suffix=doc.text[target.end : target.end + window],
+            span_lengths=tuple(target.span.lengths),
+            steps=steps,
+            settings=s,
+            line_ending=edits.line_ending(doc.text),
+        )
+        engine = self.engine
+        assert engine is not None
+        stages.mark("span")
+        try:
+            result = await self.scheduler.submit(key, partial(engine.fill, job))
+        except Superseded:
+            log.info("%s", stages.line("superseded"))
+            return []
+        stages.mark("queue+model")
+        stages.add(result.timings)
+        if self.store.get(doc.uri) is not doc or doc.version != target.version:
+            log.info("%s", stages.line(f"dropped: document moved past version {target.version}"))
+            return []
+        syntax = doc.syntax
+        ranked = rank(result.fills, s.confidence_threshold,
+                      lambda text: spans.new_errors(syntax, target.span, positions.to_bytes(text)))
+        stages.mark("rank")
+        return ranked
+
+    async def complete_inline(self, params: types.InlineCompletionParams):
+        self.require_initialized()
+        doc = self.store.get(params.text_document.uri)
+        if not self.usable(doc):
+            return None
+        stages = logs.Stages(f"inline-{next(self._ids)}")
+        target = self.inline_target(doc, params.position)
+        ranked = await self.fill(target, self.settings.steps, doc.uri, stages)
+        items, seen = [], set()
+        for f in ranked:
+            if f.text not in seen and len(items) < MAX_ITEMS:
+                seen.add(f.text)
+                items.append(edits.inline_item(doc, target.start, target.end, f.text,
+                                               self.encoding))
+        self.last_latency_ms = round(stages.total_ms, 1)
+        log.info("%s", stages.line(f"{len(items)} item(s)"))
+        return types.InlineCompletionList(items=items) if items else None
+
+    async def fill_hole(self, uri: str, rng: types.Range) -> types.WorkspaceEdit | None:
+        self.require_initialized()
+        doc = self.store.get(uri)
+        if not self.usable(doc):
+            return None
+        target = self.hole_target(doc, rng)
+        if target is None:
+            return None
+        stages = logs.Stages(f"hole-{next(self._ids)}")
+        ranked = await self.fill(target, self.settings.fill_hole_steps, "hole:" + uri, stages)
+        log.info("%s", stages.line(f"{len(ranked)} fill(s)"))
+        if not ranked:
+            return None
+        edit = edits.text_edit(doc, target.start, target.end, ranked[0].text, self.encoding)
+        caps = self.client_capabilities.workspace
+        versioned = bool(caps and caps.workspace_edit and caps.workspace_edit.document_changes)
+        return edits.workspace_edit(doc, edit, versioned)
+
+    def code_actions(self, params: types.CodeActionParams) -> list[types.CodeAction] | None:
+        self.require_initialized()
+        doc = self.store.get(params.text_document.uri)
+        if not self.usable(doc):
+            return None
+        target = self.hole_target(doc, params.range)
+        if target is None:
+            return None
+        is_hole = params.range.start == params.range.end
+        kind = types.CodeActionKind.QuickFix if is_hole else types.CodeActionKind.RefactorRewrite
+        only = params.context.only
+        if only and not any(kind.value.startswith(getattr(k, "value", k)) for k in only):
+            return None
+        rng = edits.to_range(doc, target.start, target.end, self.encoding)
+        data = {"uri": doc.uri, "range": self.protocol._converter.unstructure(rng)}
+        return [types.CodeAction(title=FILL_TITLE, kind=kind, data=data)]
+
+    def resolve_supported(self) -> bool:
+        ca = self.client_capabilities.text_document and \
+            self.client_capabilities.text_document.code_action
+        return bool(ca and ca.resolve_support and "edit" in ca.resolve_support.properties)
+
+    def parse_target_args(self, arg: Any) -> tuple[str, types.Range]:
+        try:
+            uri = arg["uri"]
+            rng = self.protocol._converter.structure(arg["range"], types.Range)
+            if not isinstance(uri, str):
+                raise TypeError("uri must be a string")
+        except (KeyError, TypeError, ValueError, Exception) as exc:
+            raise JsonRpcInvalidParams(f"expected {{uri, range}}: {exc}") from exc
+        return uri, rng
+
+
+def create_server(defaults: Settings, load_engine: Callable[[], Engine],
+                  verbose: int = 0) -> CodaServer:
+    ls = CodaServer(defaults, load_engine, verbose)
+
+    @ls.feature(types.INITIALIZE)
+    def initialize(ls: CodaServer, params: types.InitializeParams):
+        ls.encoding = positions.choose_encoding(params.capabilities)
+        ls.store.encoding = ls.encoding
+        ls.apply_settings(settings_mod.coda_section(params.initialization_options))
+        ls.is_initialized = True
+
+    @ls.feature(types.INITIALIZED)
+    async def initialized(ls: CodaServer, params: types.InitializedParams):
+        logs.bridge(ls.window_log_message, asyncio.get_running_loop(), ls.verbose)
+        await ls.load_model()
+
+    @ls.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: CodaServer, params: types.DidOpenTextDocumentParams):
+        if ls.is_initialized:
+            ls.store.open(params.text_document)
+
+    @ls.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: CodaServer, params: types.DidChangeTextDocumentParams):
+        ls.store.change(params)
+
+    @ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: CodaServer, params: types.DidCloseTextDocumentParams):
+        ls.store.close(params.text_document.uri)
+
+    @ls.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    async def did_change_configuration(ls: CodaServer, params: types.DidChangeConfigurationParams):
+        payload = params.settings
+        if not (isinstance(payload, dict) and "coda" in payload):
+            ws = ls.client_capabilities.workspace
+            if not (ws and ws.configuration):
+                return
+            items = [types.ConfigurationItem(section="coda")]
+            payload = (await ls.workspace_configuration_async(
+                types.ConfigurationParams(items=items)))[0]
+        ls.apply_settings(settings_mod.coda_section(payload))
+
+    @ls.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def inline_completion(ls: CodaServer, params: types.InlineCompletionParams):
+        return await ls.complete_inline(params)
+
+    kinds = [types.CodeActionKind.QuickFix, types.CodeActionKind.RefactorRewrite]
+
+    @ls.feature(types.TEXT_DOCUMENT_CODE_ACTION,
+                types.CodeActionOptions(code_action_kinds=kinds, resolve_provider=True))
+    async def code_action(ls: CodaServer, params: types.CodeActionParams):
+        actions = ls.code_actions(params)
+        if actions and not ls.resolve_supported():
+            for action in actions:
+                action.edit = await ls.fill_hole(*ls.parse_target_args(action.data))
+            actions = [a for a in actions if a.edit is not None] or None
+        return actions
+
+    @ls.feature(types.CODE_ACTION_RESOLVE)
+    async def resolve_code_action(ls: CodaServer, action: types.CodeAction):
+        if action.edit is None and action.data is not None:
+            action.edit = await ls.fill_hole(*ls.parse_target_args(action.data))
+        return action
+
+    @ls.command(FILL_HOLE)
+    async def fill_hole_command(ls: CodaServer, *args: Any):
+        if len(args) != 1:
+            raise JsonRpcInvalidParams(f"{FILL_HOLE} takes one argument {{uri, range}}")
+        edit = await ls.fill_hole(*ls.parse_target_args(args[0]))
+        if edit is None:
+            return False
+        result = await ls.workspace_apply_edit_async(
+            types.ApplyWorkspaceEditParams(edit=edit, label=FILL_TITLE))
+        return bool(result and result.applied)
+
+    @ls.feature(types.SHUTDOWN)
+    def shutdown(ls: CodaServer, params: Any = None):
+        ls.scheduler.close()
+
+    return ls
+
+
+__all__ = ["CodaServer", "create_server", "JsonRpcException", "FILL_HOLE", "FILL_TITLE", "STATUS"]
