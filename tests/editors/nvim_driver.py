@@ -56,7 +56,7 @@ class Nvim:
         subprocess.run([self.exe, "--server", self.socket, "--remote-send", keys],
                        check=True, timeout=30, capture_output=True)
 
-    def call(self, fn: str, *args, timeout: float = 60):
+    def call(self, fn: str, *args, timeout: float = 120):
         payload = base64.b64encode(json.dumps({"fn": fn, "args": list(args)}).encode()).decode()
         done = subprocess.run(
             [self.exe, "--server", self.socket, "--remote-expr", f"v:lua.CodaTest.run('{payload}')"],

@@ -37,9 +37,13 @@ def _status(state: str, message: str, latency_ms: float | None) -> None:
     )
 
 
+@server.feature(types.INITIALIZE)
+def initialize(ls: LanguageServer, params: types.InitializeParams) -> None:
+    _record("initializationOptions", params.initialization_options)
+
+
 @server.feature(types.INITIALIZED)
 def initialized(ls: LanguageServer, params: types.InitializedParams) -> None:
-    _record("initializationOptions", ls.initialization_options)
     _status("loading", "loading the stand-in model", None)
     _status("ready", "stand-in ready", None)
 

@@ -1,0 +1,67 @@
+--- Coda plugin options: defaults and merging. No side effects.
+local M = {}
+
+---@class coda.Keymaps
+---@field accept string|false       accept the whole suggestion
+---@field accept_word string|false  accept the next word of it
+---@field accept_line string|false  accept up to the end of its current line
+---@field dismiss string|false      hide it
+
+---@class coda.Options
+---@field cmd string[]|nil          server command line; default { "coda-lsp" } (+ --model/--device)
+---@field model string|nil          checkpoint directory, passed as --model
+---@field device string|nil         "auto" | "cpu" | "cuda" | "mps", passed as --device
+---@field filetypes string[]        filetypes the server attaches to
+---@field root_markers string[]     files that mark a project root
+---@field settings table            server settings, camelCase (steps, alg, contextTokens, ...)
+---@field auto_trigger boolean      request suggestions while typing in insert mode
+---@field debounce_ms integer       quiet time after a keystroke before asking the server
+---@field keymaps coda.Keymaps      insert-mode keys; false disables one
+---@field use_builtin boolean       on Neovim >= 0.12 use vim.lsp.inline_completion instead
+---@field hl_group string           highlight group of the ghost text
+M.defaults = {
+  cmd = nil,
+  model = nil,
+  device = nil,
+  filetypes = {
+    "python", "javascript", "javascriptreact", "typescript", "typescriptreact",
+    "rust", "go", "c", "cpp", "java", "lua",
+  },
+  root_markers = { "pyproject.toml", "package.json", "Cargo.toml", "go.mod", ".git" },
+  settings = {},
+  auto_trigger = true,
+  debounce_ms = 75,
+  -- Tab is left alone on purpose: completion and snippet plugins usually own it. Map it
+  -- yourself with require("coda").accept() if you want it (see README).
+  keymaps = {
+    accept = "<M-l>",
+    accept_word = "<M-Right>",
+    accept_line = "<M-Down>",
+    dismiss = "<C-]>",
+  },
+  use_builtin = true,
+  hl_group = "CodaGhostText",
+}
+
+--- Defaults overridden by `opts` (lists are replaced, tables merged).
+---@param opts table|nil
+---@return coda.Options
+function M.resolve(opts)
+  return vim.tbl_deep_extend("force", vim.deepcopy(M.defaults), opts or {})
+end
+
+--- The server command line for these options.
+---@param opts coda.Options
+---@return string[]
+function M.command(opts)
+  local cmd = vim.deepcopy(opts.cmd or { "coda-lsp" })
+  if opts.model then
+    vim.list_extend(cmd, { "--model", opts.model })
+  end
+  if opts.device then
+    vim.list_extend(cmd, { "--device", opts.device })
+  end
+  return cmd
+end
+
+return M

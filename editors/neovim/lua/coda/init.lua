@@ -1,0 +1,252 @@
+--- Coda for Neovim: registers coda-lsp, shows its ghost-text suggestions, and adds
+--- :CodaFill (the server's "Fill this hole" code action), :CodaStatus and :CodaToggle.
+---
+---   require("coda").setup({ model = "/path/to/checkpoint", settings = { steps = 8 } })
+---
+--- On Neovim >= 0.12 the built-in vim.lsp.inline_completion draws the suggestions; before
+--- that coda.ghost does. Completion logic lives in the server, not here.
+local api = vim.api
+local config = require("coda.config")
+local ghost = require("coda.ghost")
+
+local M = {}
+
+local FILL_TITLE = "Fill this hole"
+local HAS_011 = vim.fn.has("nvim-0.11") == 1
+
+---@type coda.Options
+M.options = config.resolve(nil)
+--- Last `coda/status` notification: { state = "loading"|"ready"|"error", message, latencyMs }.
+M.status = nil
+local builtin = false
+
+local function client_for(bufnr)
+  return vim.lsp.get_clients({ bufnr = bufnr or 0, name = "coda" })[1]
+end
+
+local function call(client, method, ...)
+  if HAS_011 then
+    return client[method](client, ...)
+  end
+  return client[method](...)
+end
+
+local function on_status(_, result)
+  M.status = result
+  api.nvim_exec_autocmds("User", { pattern = "CodaStatus", modeline = false, data = result })
+end
+
+local function server_settings()
+  local settings = vim.deepcopy(M.options.settings)
+  if vim.g.coda_enabled == false then
+    settings.enabled = false
+  end
+  return settings
+end
+
+--- The vim.lsp configuration for coda-lsp (what setup() registers).
+function M.lsp_config()
+  local opts = M.options
+  return {
+    name = "coda",
+    cmd = config.command(opts),
+    filetypes = opts.filetypes,
+    root_markers = opts.root_markers,
+    init_options = server_settings(),
+    settings = { coda = server_settings() },
+    handlers = { ["coda/status"] = on_status },
+    capabilities = {
+      textDocument = { inlineCompletion = { dynamicRegistration = false } },
+    },
+  }
+end
+
+-- An insert-mode key that acts when a suggestion shows and otherwise types itself.
+local function map_key(bufnr, lhs, action, desc)
+  if not lhs then
+    return
+  end
+  if builtin then
+    vim.keymap.set("i", lhs, function()
+      if action == "accept" and vim.lsp.inline_completion.get() then
+        return ""
+      end
+      return lhs
+    end, { buffer = bufnr, expr = true, replace_keycodes = true, desc = desc })
+    return
+  end
+  vim.keymap.set("i", lhs, function()
+    if not ghost[action]() then
+      api.nvim_feedkeys(api.nvim_replace_termcodes(lhs, true, false, true), "n", false)
+    end
+  end, { buffer = bufnr, desc = desc })
+end
+
+local function on_attach(bufnr)
+  if builtin then
+    vim.lsp.inline_completion.enable(true, { bufnr = bufnr })
+  else
+    ghost.attach(bufnr)
+  end
+  local keys = M.options.keymaps
+  map_key(bufnr, keys.accept, "accept", "Coda: accept suggestion")
+  if not builtin then
+    map_key(bufnr, keys.accept_word, "accept_word", "Coda: accept next word")
+    map_key(bufnr, keys.accept_line, "accept_line", "Coda: accept line")
+    map_key(bufnr, keys.dismiss, "dismiss", "Coda: dismiss suggestion")
+  end
+end
+
+--- Accept the whole suggestion; false when none showed (for your own Tab mapping).
+function M.accept()
+  if builtin then
+    return vim.lsp.inline_completion.get() and true or false
+  end
+  return ghost.accept()
+end
+M.accept_word = ghost.accept_word
+M.accept_line = ghost.accept_line
+M.dismiss = function()
+  ghost.dismiss()
+end
+M.visible = ghost.visible
+
+--- Apply the server's "Fill this hole" code action at the cursor or over `range`
+--- ({ start = {row, col}, ["end"] = {row, col} }, 1-based rows as in nvim_buf_get_mark).
+---@param range table|nil
+function M.fill(range)
+  local bufnr = api.nvim_get_current_buf()
+  local client = client_for(bufnr)
+  if not client then
+    vim.notify("Coda: no coda-lsp client in this buffer", vim.log.levels.WARN)
+    return
+  end
+  local enc = client.offset_encoding or "utf-16"
+  local params
+  if range then
+    params = vim.lsp.util.make_given_range_params(range.start, range["end"], bufnr, enc)
+  else
+    params = vim.lsp.util.make_range_params(0, enc)
+  end
+  params.context = { diagnostics = {}, only = { "quickfix", "refactor.rewrite" }, triggerKind = 1 }
+  local tick = api.nvim_buf_get_changedtick(bufnr)
+  vim.notify("Coda: filling the hole…", vim.log.levels.INFO)
+  call(client, "request", "textDocument/codeAction", params, function(err, actions)
+    if err then
+      vim.notify("Coda: " .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
+      return
+    end
+    local action
+    for _, candidate in ipairs(actions or {}) do
+      if candidate.title == FILL_TITLE then
+        action = candidate
+        break
+      end
+    end
+    if not action then
+      vim.notify("Coda: no hole to fill here", vim.log.levels.INFO)
+      return
+    end
+    if api.nvim_buf_get_changedtick(bufnr) ~= tick then
+      vim.notify("Coda: the buffer changed while filling; try again", vim.log.levels.WARN)
+      return
+    end
+    if action.edit then
+      vim.lsp.util.apply_workspace_edit(action.edit, enc)
+    end
+    local command = action.command
+    if type(command) == "table" and type(command.command) == "string" then
+      call(client, "request", "workspace/executeCommand", command, function() end, bufnr)
+    end
+    api.nvim_exec_autocmds("User", { pattern = "CodaFilled", modeline = false })
+  end, bufnr)
+end
+
+--- One line about the server, for :CodaStatus.
+function M.status_line()
+  local client = client_for(0)
+  if not client then
+    return "Coda: not attached to this buffer"
+  end
+  local s = M.status
+  local parts = { "Coda:" }
+  if s then
+    parts[#parts + 1] = s.state
+    if s.message and s.message ~= "" then
+      parts[#parts + 1] = "(" .. s.message .. ")"
+    end
+    if s.latencyMs ~= nil and s.latencyMs ~= vim.NIL then
+      parts[#parts + 1] = ("last %d ms"):format(s.latencyMs)
+    end
+  else
+    parts[#parts + 1] = "running, no status yet"
+  end
+  parts[#parts + 1] = vim.g.coda_enabled == false and "· completions off" or "· completions on"
+  return table.concat(parts, " ")
+end
+
+--- Turn ghost-text completions on or off (everywhere); the server hears it as `enabled`.
+function M.toggle()
+  vim.g.coda_enabled = vim.g.coda_enabled == false
+  if builtin then
+    vim.lsp.inline_completion.enable(vim.g.coda_enabled)
+  end
+  ghost.dismiss()
+  for _, client in ipairs(vim.lsp.get_clients({ name = "coda" })) do
+    client.settings = { coda = server_settings() }
+    call(client, "notify", "workspace/didChangeConfiguration", { settings = client.settings })
+  end
+  vim.notify(M.status_line())
+end
+
+local function create_commands()
+  api.nvim_create_user_command("CodaFill", function(cmd)
+    if cmd.range > 0 then
+      M.fill({ start = { cmd.line1, 0 }, ["end"] = { cmd.line2, #vim.fn.getline(cmd.line2) } })
+    else
+      M.fill()
+    end
+  end, { range = true, desc = "Coda: fill the hole at the cursor (or the selected lines)" })
+  api.nvim_create_user_command("CodaStatus", function()
+    vim.notify(M.status_line())
+  end, { desc = "Coda: server state and last latency" })
+  api.nvim_create_user_command("CodaToggle", M.toggle, { desc = "Coda: completions on/off" })
+end
+
+---@param opts coda.Options|table|nil
+function M.setup(opts)
+  M.options = config.resolve(opts)
+  builtin = M.options.use_builtin and vim.lsp.inline_completion ~= nil
+    and vim.lsp.inline_completion.enable ~= nil
+  ghost.setup(M.options)
+  api.nvim_set_hl(0, M.options.hl_group, { link = "Comment", default = true })
+  create_commands()
+
+  local group = api.nvim_create_augroup("coda", { clear = true })
+  api.nvim_create_autocmd("LspAttach", {
+    group = group,
+    callback = function(args)
+      local client = vim.lsp.get_client_by_id(args.data.client_id)
+      if client and client.name == "coda" then
+        on_attach(args.buf)
+      end
+    end,
+  })
+
+  if vim.lsp.config and vim.lsp.enable then -- Neovim 0.11+
+    vim.lsp.config("coda", M.lsp_config())
+    vim.lsp.enable("coda")
+  else -- Neovim 0.10
+    api.nvim_create_autocmd("FileType", {
+      group = group,
+      pattern = M.options.filetypes,
+      callback = function(args)
+        local lsp_config = M.lsp_config()
+        lsp_config.root_dir = vim.fs.root(args.buf, M.options.root_markers)
+        vim.lsp.start(lsp_config, { bufnr = args.buf })
+      end,
+    })
+  end
+end
+
+return M
