@@ -83,6 +83,8 @@ def _choose(syn: Syntax, cursor: int) -> Span:
     elif syn.tree is None and kind != "line":
         kind = "line"  # without a grammar only the fallback kinds are promised
     end = min(max(end, cursor), line.end)
+    if kind == "statement.outer" and end > cursor and source[end - 1 : end] == b";":
+        end -= 1  # the terminator stays in the suffix, as in the text guess
     return Span(cursor, end, kind, text.estimate_lengths(source, cursor, kind, line.before))
 
 
