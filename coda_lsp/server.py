@@ -196,7 +196,7 @@ class CodaServer(LanguageServer):
                 and doc.syntax is not None and self.settings.language_enabled(doc.language_id))
 
     async def fill(self, target: Target, steps: int, key: str, stages: logs.Stages):
-        """Run the model on a target; ranked fills, or [] if superseded or outdated."""
+        """Run the model on a target: ranked fills, or None if superseded or outdated."""
         doc, s = target.doc, self.settings
         window = s.context_tokens * prompt.CHARS_PER_TOKEN + 1
         job = FillJob(
@@ -214,12 +214,16 @@ class CodaServer(LanguageServer):
             result = await self.scheduler.submit(key, partial(engine.fill, job))
         except Superseded:
             log.info("%s", stages.line("superseded"))
-            return []
+            return None
+        except Exception as exc:  # a model failure costs one completion, never the server
+            log.exception("%s", stages.line("failed"))
+            self.warn_user("fill-error", f"coda: completion failed: {exc}")
+            return None
         stages.mark("queue+model")
         stages.add(result.timings)
         if self.store.get(doc.uri) is not doc or doc.version != target.version:
             log.info("%s", stages.line(f"dropped: document moved past version {target.version}"))
-            return []
+            return None
         syntax = doc.syntax
         ranked = rank(result.fills, s.confidence_threshold,
                       lambda text: spans.new_errors(syntax, target.span, positions.to_bytes(text)))
@@ -234,6 +238,8 @@ class CodaServer(LanguageServer):
         stages = logs.Stages(f"inline-{next(self._ids)}")
         target = self.inline_target(doc, params.position)
         ranked = await self.fill(target, self.settings.steps, doc.uri, stages)
+        if ranked is None:
+            return None
         items, seen = [], set()
         for f in ranked:
             if f.text not in seen and len(items) < MAX_ITEMS:
@@ -254,6 +260,8 @@ class CodaServer(LanguageServer):
             return None
         stages = logs.Stages(f"hole-{next(self._ids)}")
         ranked = await self.fill(target, self.settings.fill_hole_steps, "hole:" + uri, stages)
+        if ranked is None:
+            return None
         log.info("%s", stages.line(f"{len(ranked)} fill(s)"))
         if not ranked:
             return None

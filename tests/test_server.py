@@ -1,0 +1,130 @@
+"""The server pipeline in-process, with a fake engine: readiness, outdated results, bad input."""
+
+import asyncio
+import threading
+
+from lsprotocol import types
+
+from coda_lsp import positions
+from coda_lsp.engine import Fill, FillResult
+from coda_lsp.server import create_server
+from coda_lsp.settings import Settings
+
+URI = "file:///w/a.py"
+
+
+class FakeEngine:
+    def __init__(self, text="x + 1", confidence=0.9):
+        self.text, self.confidence = text, confidence
+        self.jobs = []
+        self.release = threading.Event()
+        self.release.set()
+
+    def fill(self, job, should_stop=None):
+        self.jobs.append(job)
+        self.release.wait(5)
+        return FillResult([Fill(self.text, self.confidence, n) for n in job.span_lengths])
+
+
+def make_server(engine=None, text="def f(a):\n    return \n", encoding=positions.UTF16):
+    ls = create_server(Settings(confidence_threshold=0.1), lambda: engine)
+    ls.is_initialized = True
+    ls.protocol.client_capabilities = types.ClientCapabilities()
+    ls.encoding = ls.store.encoding = encoding
+    ls.engine = engine
+    ls.store.open(types.TextDocumentItem(uri=URI, language_id="python", version=1, text=text))
+    return ls
+
+
+def inline(line, ch, uri=URI):
+    return types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        position=types.Position(line=line, character=ch),
+        context=types.InlineCompletionContext(
+            trigger_kind=types.InlineCompletionTriggerKind.Invoked),
+    )
+
+
+def run(ls, coro):
+    async def main():
+        try:
+            return await coro
+        finally:
+            ls.scheduler.close()
+
+    return asyncio.run(main())
+
+
+def test_completion_replaces_the_span_from_the_cursor():
+    ls = make_server(FakeEngine())
+    result = run(ls, ls.complete_inline(inline(1, 11)))
+    item = result.items[0]
+    assert item.insert_text == "x + 1" and item.filter_text == "x + 1"
+    assert item.range.start == types.Position(line=1, character=11)
+    assert item.range.end.line == 1
+
+
+def test_not_ready_returns_none_without_touching_the_worker():
+    ls = make_server(None)
+    assert run(ls, ls.complete_inline(inline(1, 11))) is None
+    assert ls.scheduler.started == 0
+
+
+def test_low_confidence_and_whitespace_are_dropped():
+    for engine in (FakeEngine(confidence=0.01), FakeEngine(text=" \n ")):
+        ls = make_server(engine)
+        assert run(ls, ls.complete_inline(inline(1, 11))) is None
+
+
+def test_result_for_an_outdated_version_is_dropped():
+    engine = FakeEngine()
+    engine.release.clear()
+    ls = make_server(engine)
+
+    async def main():
+        task = asyncio.ensure_future(ls.complete_inline(inline(1, 11)))
+        while not engine.jobs:
+            await asyncio.sleep(0.001)
+        ls.store.change(types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=URI, version=2),
+            content_changes=[types.TextDocumentContentChangeWholeDocument(text="y = 2\n")]))
+        engine.release.set()
+        return await task
+
+    assert run(ls, main()) is None
+
+
+def test_bad_input_gives_empty_results():
+    engine = FakeEngine()
+    ls = make_server(engine)
+    assert run(ls, ls.complete_inline(inline(0, 0, uri="file:///unknown.py"))) is None
+    for line, ch in [(0, 999), (99, 5), (1, 0)]:
+        ls = make_server(engine)
+        run(ls, ls.complete_inline(inline(line, ch)))  # clamped, never raises
+    ls = make_server(engine, text="a\x00b")
+    assert run(ls, ls.complete_inline(inline(0, 1))) is None
+    ls = make_server(engine, text="s = '😀'\n")
+    result = run(ls, ls.complete_inline(inline(0, 6)))  # inside the surrogate pair
+    assert result is None or result.items[0].range.start.character in (5, 7)
+
+
+def test_disabled_languages_and_settings():
+    ls = make_server(FakeEngine())
+    ls.apply_settings({"enabledLanguages": ["rust"]})
+    assert run(ls, ls.complete_inline(inline(1, 11))) is None
+
+
+def test_hole_code_action_and_fill():
+    ls = make_server(FakeEngine(text="return a"), text="def f(a):\n    ...\n")
+    params = types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=URI),
+        range=types.Range(start=types.Position(line=1, character=5),
+                          end=types.Position(line=1, character=5)),
+        context=types.CodeActionContext(diagnostics=[]))
+    actions = ls.code_actions(params)
+    assert actions and actions[0].title == "Fill this hole"
+    assert actions[0].kind == types.CodeActionKind.QuickFix
+    edit = run(ls, ls.fill_hole(URI, params.range))
+    change = (edit.changes or {}).get(URI) or edit.document_changes[0].edits
+    assert change[0].new_text == "return a"
+    assert change[0].range.start == types.Position(line=1, character=4)
