@@ -123,7 +123,8 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     if missing or unexpected:
         parts = []
         if missing:
-            parts.append(f"missing tensors: {', '.join(missing[:8])}" + (" ..." if len(missing) > 8 else ""))
+            more = " ..." if len(missing) > 8 else ""
+            parts.append(f"missing tensors: {', '.join(missing[:8])}{more}")
         if unexpected:
             parts.append(f"unexpected tensors: {', '.join(unexpected[:8])}"
                          + (" ..." if len(unexpected) > 8 else ""))

@@ -43,7 +43,7 @@ class CodaConfig:
                 f"num_key_value_heads ({self.num_key_value_heads})"
             )
         if self.head_dim % 2:
-            raise ValueError(f"config: head_dim must be even for rotary embeddings, got {self.head_dim}")
+            raise ValueError(f"config: head_dim must be even for RoPE, got {self.head_dim}")
         if self.rms_norm_eps <= 0 or self.rope_theta <= 0:
             raise ValueError("config: rms_norm_eps and rope_theta must be positive")
 
@@ -73,7 +73,8 @@ class CodaConfig:
     def to_dict(self) -> dict[str, Any]:
         """The config.json of a CoDA release: our fields plus whatever extra keys came in."""
         out = {k: v for k, v in self.extra.items() if k != "auto_map"}
-        out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
+        out.update({f.name: getattr(self, f.name)
+                    for f in dataclasses.fields(self) if f.name != "extra"})
         out["model_type"] = MODEL_TYPE
         out.setdefault("architectures", ["CoDALanguageModel"])
         out.setdefault("hidden_act", "silu")

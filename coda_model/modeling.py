@@ -159,6 +159,6 @@ class CodaModel(nn.Module):
             x = layer(x, cos, sin, key_mask, ctx, out_kv)
         return self.model.norm(x)
 
-    def forward(self, input_ids: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, key_mask: torch.Tensor | None = None):
         """Raw logits [B, L, V]: row i predicts token i+1 (unshifted, like the reference)."""
         return self.lm_head(self.hidden_states(input_ids, key_mask=key_mask))

@@ -104,9 +104,16 @@ def filter_logits(logits: torch.Tensor, config: SamplerConfig) -> torch.Tensor:
     return logits
 
 
-def propose(logits: torch.Tensor, config: SamplerConfig, generator=None):
-    """For logits [N, V]: (confidence by alg, proposed token, its probability), each [N]."""
-    probs = F.softmax(filter_logits(logits.float(), config), dim=-1)
+def propose(logits: torch.Tensor, config: SamplerConfig, generator=None, mask_id=None):
+    """For logits [N, V]: (confidence by alg, proposed token, its probability), each [N].
+
+    The mask token itself is never proposed (the reference could commit it, leaving a mask in
+    the output); that is the one deliberate difference, invisible unless a model predicts it.
+    """
+    logits = logits.float().clone()
+    if mask_id is not None and mask_id < logits.shape[-1]:
+        logits[:, mask_id] = torch.finfo(logits.dtype).min
+    probs = F.softmax(filter_logits(logits, config), dim=-1)
     if config.temperature > 0:
         tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         prob = probs.gather(-1, tokens[:, None]).squeeze(-1)
@@ -185,7 +192,7 @@ def _step(forward, x, mask_index, eligible, t, s, last, config, mask_id, generat
         reveal[eligible] = draws < p_transfer
         if reveal.any():
             logits = forward(x, reveal)
-            _, tokens, prob = propose(logits, config, generator)
+            _, tokens, prob = propose(logits, config, generator, mask_id)
             x[reveal] = tokens
             if probs_out is not None:
                 probs_out[reveal] = prob.to(probs_out.dtype)
@@ -197,7 +204,7 @@ def _step(forward, x, mask_index, eligible, t, s, last, config, mask_id, generat
     if config.threshold is None and not any(counts) and config.skip_idle_steps:
         return
     logits = forward(x, eligible)  # [N, V] for the eligible positions, row-major order
-    confidence, tokens, prob = propose(logits, config, generator)
+    confidence, tokens, prob = propose(logits, config, generator, mask_id)
     full_conf = torch.full(x.shape, -torch.inf, dtype=confidence.dtype, device=x.device)
     full_conf[eligible] = confidence
     proposal = torch.full_like(x, mask_id)

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random CoDA checkpoint with a small BPE tokenizer, built in a temp dir."""
+"""Shared fixtures: a tiny random CoDA checkpoint with a small BPE tokenizer, in a temp dir."""
 
 import json
 from pathlib import Path

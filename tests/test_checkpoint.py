@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from coda_model import CheckpointError, CodaConfig, load_model, save_model, load_tokenizer
+from coda_model import CheckpointError, CodaConfig, load_model, load_tokenizer, save_model
 
 
 @pytest.fixture

@@ -38,7 +38,9 @@ def test_training_does_not_import_the_server():
     for path in (ROOT / "training").rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("coda_lsp"):
+            if not isinstance(node, ast.ImportFrom) or not node.module:
+                continue
+            if node.module.startswith("coda_lsp"):
                 parts = node.module.split(".")
                 assert not (set(parts[1:]) & server_modules), f"{path} imports {node.module}"
                 assert not (
