@@ -32,4 +32,56 @@ class FullForward:
 
 
 class ContextCache:
-    """Placeholder replaced by the cached provider; see below."""
+    """Infill logits with the prefix/suffix keys and values computed once per request.
+
+    With bidirectional attention the context tokens' own inputs never change, but their deeper
+    keys/values do depend on the hole's content, so caching them is an approximation (Fast-dLLM
+    DualCache, dKV-Cache): `refresh_every` recomputes everything every k steps (1 = exact) and
+    `cache_window` recomputes that many context tokens on each side of the hole every step. The
+    token just before the hole is always recomputed: its output predicts the first hole token.
+    Rows share one prefix (right-padded batch), so one column range [start, stop) is recomputed
+    for every row: it spans the longest candidate's hole.
+    """
+
+    def __init__(self, model, ids: torch.Tensor, key_mask: torch.Tensor | None,
+                 prefix_len: int, lengths, config) -> None:
+        self.model = model
+        self.key_mask = key_mask
+        self.refresh_every = config.refresh_every
+        self.start = max(0, prefix_len - 1 - config.cache_window)
+        self.stop = min(ids.shape[1], prefix_len + max(lengths) + config.cache_window)
+        self.context_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.calls = 0
+        self.passes = 0  # full passes
+        self.window_passes = 0
+
+    def _split_mask(self) -> torch.Tensor | None:
+        if self.key_mask is None:
+            return None
+        m = self.key_mask
+        return torch.cat((m[:, : self.start], m[:, self.stop :], m[:, self.start : self.stop]), 1)
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        rows, cols = shifted_sources(mask)
+        refresh = self.context_kv is None or (
+            self.refresh_every > 0 and self.calls % self.refresh_every == 0)
+        self.calls += 1
+        if refresh:
+            self.passes += 1
+            layers_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+            hidden = self.model.hidden_states(x, key_mask=self.key_mask, out_kv=layers_kv)
+            a, b = self.start, self.stop
+            self.context_kv = [
+                (torch.cat((k[:, :, :a], k[:, :, b:]), 2), torch.cat((v[:, :, :a], v[:, :, b:]), 2))
+                for k, v in layers_kv
+            ]
+            return self.model.lm_head(hidden[rows, cols])
+        if cols.numel() and (cols.min() < self.start or cols.max() >= self.stop):
+            raise ValueError("ContextCache: a mask lies outside the recomputed window")
+        self.window_passes += 1
+        positions = torch.arange(self.start, self.stop, device=x.device)
+        hidden = self.model.hidden_states(
+            x[:, self.start : self.stop], positions=positions, key_mask=self._split_mask(),
+            kv_context=self.context_kv)  # [B, stop - start, H]
+        return self.model.lm_head(hidden[rows, cols - self.start])
