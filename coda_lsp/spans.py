@@ -118,8 +118,10 @@ def _blank_line_kind(syn: Syntax, cursor: int, line: text.Line) -> str:
 
 def _body_start(syn: Syntax, anchor: int) -> int:
     """Where the node after the opener token starts (comments skipped): the body, if any."""
-    token = syn.tree.root_node.descendant_for_byte_range(max(0, anchor - 1), anchor)
-    after = token.next_sibling if token is not None else None
+    node = syn.tree.root_node.descendant_for_byte_range(max(0, anchor - 1), anchor)
+    while node is not None and node.next_sibling is None and node.parent is not None:
+        node = node.parent  # `)` closes the parameters; the body follows the parameters
+    after = node.next_sibling if node is not None else None
     while after is not None and after.is_extra:
         after = after.next_sibling
     return after.start_byte if after is not None else anchor

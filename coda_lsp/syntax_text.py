@@ -75,8 +75,8 @@ def opens_block(language: Language | None, text: bytes) -> bool:
         before = stripped[: len(stripped) - len(token)]
         if stripped.endswith(token) and not (token.isalpha() and _WORD.search(before)):
             return True  # a keyword opener must be a whole word: `do`, not `undo`
-    first = stripped.split()[0]
-    return any(first == start.split()[0].encode() for start in language.opener_starts)
+    words = stripped.split()
+    return any(words[: len(s.split())] == s.encode().split() for s in language.opener_starts)
 
 
 def open_paren_end(line: Line, offset: int) -> int | None:

@@ -1,0 +1,4 @@
+; C holes: TODO comments (`// TODO`, `/* TODO */`).
+
+((comment) @hole
+  (#match? @hole "^(//+|/[*]+) *(TODO|FIXME)"))
