@@ -1,0 +1,207 @@
+"""End to end through the real subprocess, under VS Code's and Neovim's capabilities."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Future
+
+import pytest
+from lsp_session import capabilities, inline_params, open_doc, start
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pygls.protocol import JsonRPCProtocol
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+CODE = "def add(a, b):\n    return \n\n\ndef sub(a, b):\n    ...\n"
+
+
+def line_text(text: str, line: int) -> str:
+    return text.replace("\r\n", "\n").split("\n")[line]
+
+
+def shown_by_vscode(doc_line: str, cursor: int, item: types.InlineCompletionItem) -> bool:
+    """VS Code shows an item when its range is on the cursor line, starts at or before the
+    cursor, and what is typed in [range.start, cursor) is a prefix of the filter text."""
+    r = item.range
+    if r is None:
+        return True
+    if r.start.line != r.end.line or r.start.character > cursor:
+        return False
+    typed = doc_line[r.start.character:cursor]
+    return (item.filter_text or item.insert_text).startswith(typed)
+
+
+async def test_advertised_features(client, tiny_model_dir):
+    other = await start(tiny_model_dir, client.profile, initialize=False)
+    init = await other.initialize_session(types.InitializeParams(
+        capabilities=capabilities(client.profile)))
+    caps = init.capabilities
+    assert caps.inline_completion_provider is not None
+    assert caps.code_action_provider.resolve_provider
+    assert set(caps.code_action_provider.code_action_kinds) == {
+        types.CodeActionKind.QuickFix, types.CodeActionKind.RefactorRewrite}
+    assert "coda.fillHole" in caps.execute_command_provider.commands
+    assert caps.text_document_sync.change == types.TextDocumentSyncKind.Incremental
+    expected = "utf-8" if client.profile == "neovim" else "utf-16"
+    assert caps.position_encoding == expected
+    await other.shutdown_session()
+    await other.stop()
+
+
+async def test_inline_completion_item_and_range(client):
+    uri = open_doc(client, CODE)
+    result = await client.text_document_inline_completion_async(inline_params(uri, 1, 11))
+    assert result is not None and result.items
+    item = result.items[0]
+    assert item.range.start == types.Position(line=1, character=11)
+    assert item.range.end.line == 1
+    assert item.insert_text.strip()
+    assert shown_by_vscode(line_text(CODE, 1), 11, item)
+
+
+async def test_fill_hole_code_action_resolves_to_an_edit(client):
+    uri = open_doc(client, CODE)
+    hole = types.Range(start=types.Position(line=5, character=5),
+                       end=types.Position(line=5, character=5))
+    actions = await client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), range=hole,
+        context=types.CodeActionContext(diagnostics=[])))
+    assert actions and actions[0].title == "Fill this hole"
+    assert actions[0].kind == types.CodeActionKind.QuickFix
+    resolved = await client.code_action_resolve_async(actions[0])
+    edit = resolved.edit
+    assert edit is not None
+    text_edits = edit.document_changes[0].edits if edit.document_changes else edit.changes[uri]
+    assert text_edits[0].range.start == types.Position(line=5, character=4)
+    assert text_edits[0].range.end == types.Position(line=5, character=7)
+
+
+async def test_fill_hole_command_applies_the_edit(client):
+    uri = open_doc(client, CODE)
+    before = len(client.recorder.applied)
+    rng = {"start": {"line": 5, "character": 4}, "end": {"line": 5, "character": 7}}
+    applied = await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="coda.fillHole", arguments=[{"uri": uri, "range": rng}]))
+    assert applied is True
+    assert len(client.recorder.applied) == before + 1
+    with pytest.raises(JsonRpcException):
+        await client.workspace_execute_command_async(types.ExecuteCommandParams(
+            command="coda.fillHole", arguments=[{"uri": 3}]))
+
+
+async def test_fifty_rapid_requests_only_the_newest_is_computed(client):
+    uri = open_doc(client, CODE)
+    first_log = len(client.log_messages)
+    requests = [client.text_document_inline_completion_async(inline_params(uri, 1, 11))
+                for _ in range(50)]
+    results = await asyncio.gather(*requests)
+    assert results[-1] is not None
+    await asyncio.sleep(0)  # logMessage notifications precede the responses on the wire
+    lines = [m.message for m in client.log_messages[first_log:] if "[inline-" in m.message]
+    computed = [m for m in lines if "item(s)" in m]
+    superseded = [m for m in lines if "superseded" in m]
+    assert len(computed) == 1 and len(superseded) == 49, lines
+
+
+async def test_cancel_request_stops_the_work(client):
+    uri = open_doc(client, CODE)
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"coda": {"steps": 512, "maxMiddleTokens": 64}}))
+    # pygls' plain send_request writes at once (pytest-lsp's async wrapper would wait)
+    fut = JsonRPCProtocol.send_request(client.protocol, types.TEXT_DOCUMENT_INLINE_COMPLETION,
+                                       inline_params(uri, 1, 11), msg_id="cancel-me")
+    client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="cancel-me"))
+    with pytest.raises(JsonRpcException) as info:
+        await asyncio.wrap_future(fut)
+    assert info.value.code == -32800  # RequestCancelled
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"coda": {"steps": 4, "maxMiddleTokens": 16}}))
+    assert await client.text_document_inline_completion_async(inline_params(uri, 1, 11))
+
+
+async def test_configuration_changes(client):
+    uri = open_doc(client, CODE)
+    shown = len(client.messages)
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"coda": {"enabled": False, "steps": "lots"}}))
+    assert await client.text_document_inline_completion_async(inline_params(uri, 1, 11)) is None
+    assert len(client.messages) == shown + 1 and "coda.steps" in client.messages[-1].message
+    # pull model: no payload, the server asks for the "coda" section
+    client.set_configuration({"enabled": True, "steps": 4}, section="coda")
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
+    for _ in range(100):  # the pull is a round trip: poll the observable effect
+        if await client.text_document_inline_completion_async(inline_params(uri, 1, 11)):
+            break
+    else:
+        pytest.fail("completions did not come back after re-enabling")
+
+
+async def test_unknown_uri_and_out_of_range_positions(client):
+    assert await client.text_document_inline_completion_async(
+        inline_params("file:///nowhere.py", 0, 0)) is None
+    uri = open_doc(client, CODE)
+    for line, ch in [(1, 500), (500, 0), (0, 0)]:
+        result = await client.text_document_inline_completion_async(inline_params(uri, line, ch))
+        for item in result.items if result else []:
+            assert item.range.start.line == item.range.end.line
+
+
+async def test_emoji_crlf_tabs_and_surrogate_offsets(client):
+    text = "s = '😀😀'\r\n\tx = f(\r\n"
+    uri = open_doc(client, text)
+    utf8 = client.profile == "neovim"
+    inside_pair = 6 if not utf8 else 7  # mid-character in either encoding
+    await client.text_document_inline_completion_async(inline_params(uri, 0, inside_pair))
+    result = await client.text_document_inline_completion_async(inline_params(uri, 1, 7))
+    assert result is not None
+    item = result.items[0]
+    assert item.range.start == types.Position(line=1, character=7)
+    assert "\n" not in item.insert_text.replace("\r\n", "")
+
+
+async def test_empty_binary_large_and_unsupported_documents(client):
+    empty = open_doc(client, "")
+    await client.text_document_inline_completion_async(inline_params(empty, 0, 0))
+    binary = open_doc(client, "\x00\x01\x02binary\x00")
+    assert await client.text_document_inline_completion_async(inline_params(binary, 0, 3)) is None
+    big_text = "x = 1\n" * 850_000  # about 5 MB
+    big = open_doc(client, big_text)
+    result = await asyncio.wait_for(
+        client.text_document_inline_completion_async(inline_params(big, 425_000, 5)), 60)
+    assert result is None or result.items[0].range.start.line == 425_000
+    cobol = open_doc(client, "IDENTIFICATION DIVISION.\nPROGRAM-ID. X.\n", "cobol", ".cob")
+    result = await client.text_document_inline_completion_async(inline_params(cobol, 1, 14))
+    assert result is None or result.items
+
+
+async def test_malformed_params_get_an_error_and_the_server_keeps_serving(client):
+    # the typed client cannot send nonsense: write the raw message and await its response
+    for n, params in enumerate([{"textDocument": 5, "position": "x"},
+                                {"textDocument": {"uri": "file:///a"},
+                                 "position": {"line": -1, "character": 0}}]):
+        msg_id = f"malformed-{client.profile}-{n}"
+        answer: Future = Future()
+        client.protocol._request_futures[msg_id] = answer
+        client.protocol._send_data({"jsonrpc": "2.0", "id": msg_id, "params": params,
+                                    "method": types.TEXT_DOCUMENT_INLINE_COMPLETION})
+        with pytest.raises(JsonRpcException) as info:
+            await asyncio.wait_for(asyncio.wrap_future(answer), 10)
+        assert info.value.code == -32602  # InvalidParams
+    uri = open_doc(client, CODE)
+    assert await client.text_document_inline_completion_async(inline_params(uri, 1, 11))
+
+
+async def test_incremental_edits_reach_the_server(client):
+    uri = open_doc(client, "def f():\n    pass\n")
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(start=types.Position(line=1, character=4),
+                              end=types.Position(line=1, character=8)),
+            text="return 😀 + ")]))
+    end_of_line = 16 if client.profile == "vscode" else 18  # the emoji: 2 UTF-16 units, 4 bytes
+    result = await client.text_document_inline_completion_async(
+        inline_params(uri, 1, end_of_line))
+    assert result is not None
+    assert result.items[0].range.start == types.Position(line=1, character=end_of_line)
