@@ -259,8 +259,10 @@ def _widen(syn: Syntax, start: int, end: int) -> Span:
         return Span(start, end, kind, text.estimate_lengths(source, start, kind))
     node = syn.tree.root_node.named_descendant_for_byte_range(start, end)
     if node is not None and (node.start_byte, node.end_byte) != (start, end):
-        kids = [c for c in node.children if c.end_byte > start and c.start_byte < end]
-        if kids:
+        kids = [c for c in node.named_children if c.end_byte > start and c.start_byte < end]
+        inner_start, inner_end = _inner(node)
+        if len(kids) >= 2 and inner_start <= start and end <= inner_end:
+            # Several siblings (statements, arguments): keep exactly those, whole.
             start, end = min(start, kids[0].start_byte), max(end, kids[-1].end_byte)
         elif node.parent is not None:
             start, end = node.start_byte, node.end_byte

@@ -1,0 +1,143 @@
+"""spans and languages beyond the fixtures: properties, edits, validity, widening, fallback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coda_lsp import languages, spans
+
+PY = languages.resolve("python")
+SAMPLE = b"def f(a):\n    x = g(a, 1)\n    return x\n"
+
+
+def test_resolve_by_id_extension_and_unknown() -> None:
+    assert languages.resolve(language_id="typescriptreact").name == "tsx"
+    assert languages.resolve(uri="file:///src/main%20x.rs").name == "rust"
+    assert languages.resolve(language_id="plaintext", uri="file:///a.go").name == "go"
+    assert languages.resolve(language_id="cobol", uri="file:///x.cbl") is None
+    assert languages.resolve() is None
+
+
+def test_import_is_cheap_and_side_effect_free() -> None:
+    code = (
+        "import sys; import coda_lsp.spans, coda_lsp.languages as l;"
+        "assert l.table.cache_info().currsize == 0;"
+        "assert not [m for m in sys.modules if m.startswith('tree_sitter_')]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_parser_and_queries_are_cached() -> None:
+    assert PY.parser() is PY.parser()
+    assert PY.query("spans") is PY.query("spans")
+
+
+def test_incremental_edit_matches_fresh_parse() -> None:
+    syn = spans.Syntax(PY, SAMPLE)
+    at = SAMPLE.index(b"1)")
+    syn.edit(at, at + 1, b"42, b")
+    fresh = spans.Syntax(PY, syn.source)
+    assert syn.source == SAMPLE.replace(b"1)", b"42, b)")
+    assert str(syn.tree.root_node) == str(fresh.tree.root_node)
+    span = spans.choose(syn, syn.source.index(b"42"))
+    assert span.kind == "call.inner" and syn.source[span.start : span.end] == b"42, b"
+
+
+def test_edit_out_of_range_is_clamped() -> None:
+    syn = spans.Syntax(PY, SAMPLE)
+    syn.edit(10_000, 20_000, b"y = 1\n")
+    assert syn.source.endswith(b"y = 1\n")
+
+
+def test_new_errors_counts_only_what_the_fill_breaks() -> None:
+    source = b"def f(a):\n    return \n"
+    syn = spans.Syntax(PY, source)
+    span = spans.choose(syn, source.index(b"\n    return ") + 11)
+    assert spans.new_errors(syn, span, b"a + 1") == 0
+    assert spans.new_errors(syn, span, b"a + (1") > 0
+    assert spans.new_errors(spans.Syntax(None, source), span, b"((((") == 0
+
+
+def test_widen_grows_to_whole_nodes() -> None:
+    syn = spans.Syntax(PY, SAMPLE)
+    start = SAMPLE.index(b"g(")
+    span = spans.widen(syn, start, start + 4)  # `g(a,`
+    assert SAMPLE[span.start : span.end] == b"g(a, 1)"
+    args = spans.widen(syn, start + 1, start + 5)  # `(a, `
+    assert (SAMPLE[args.start : args.end], args.kind) == (b"(a, 1)", "call.inner")
+    whole = spans.widen(syn, SAMPLE.index(b"x ="), SAMPLE.index(b"return") + 3)
+    assert SAMPLE[whole.start : whole.end] == b"x = g(a, 1)\n    return x"
+    assert whole.kind == "block.inner"
+
+
+def test_widen_without_grammar_takes_whole_lines() -> None:
+    syn = spans.Syntax(None, b"alpha beta\n  gamma delta\n")
+    span = spans.widen(syn, 3, 16)
+    assert syn.source[span.start : span.end] == b"alpha beta\n  gamma delta"
+
+
+def test_fallback_without_grammar() -> None:
+    source = b"task:\n    \n    <FILL>\n# TODO later\nsome text here\n"
+    syn = spans.Syntax(None, source)
+    assert syn.tree is None
+    assert spans.choose(syn, source.index(b"    \n") + 4).kind == "block.inner"
+    mid = spans.choose(syn, source.index(b"text"))
+    assert (mid.kind, source[mid.start : mid.end]) == ("line", b"text here")
+    assert [source[h.start : h.end] for h in spans.holes(syn)] == [b"<FILL>", b"# TODO later"]
+
+
+def test_holes_lists_every_hole_in_order() -> None:
+    source = b"def f():\n    ...\n\ndef g():\n    pass  # TODO\n"
+    found = spans.holes(spans.Syntax(PY, source))
+    assert [source[h.start : h.end] for h in found] == [b"...", b"pass", b"# TODO"]
+    assert all(h.kind == "hole" for h in found)
+
+
+def test_lengths_grow_with_the_span_kind() -> None:
+    source = b"def f(a):\n    \n\nx = g(a)\n"
+    syn = spans.Syntax(PY, source)
+    body = spans.choose(syn, source.index(b"    \n") + 4)
+    rest = spans.choose(syn, source.index(b"g(a)") + 2)
+    assert body.kind == "function.inner" and rest.kind == "call.inner"
+    assert max(body.lengths) > max(rest.lengths)
+    assert 1 <= len(body.lengths) <= 4 and list(body.lengths) == sorted(set(body.lengths))
+
+
+def _check(span: spans.Span, size: int, cursor: int) -> None:
+    assert 0 <= span.start <= span.end <= size
+    assert span.start == min(max(cursor, 0), size) <= span.end
+    assert span.lengths and all(n > 0 for n in span.lengths)
+
+
+LANGS = [None, *sorted(languages.table())]
+code_text = st.text(alphabet=st.sampled_from(list("ab =:(){}[];,.\"'#/\n\t \\<>")), max_size=80)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(LANGS), code_text, st.integers(-5, 100))
+def test_choose_never_raises_on_random_text(name: str | None, text: str, cursor: int) -> None:
+    lang = languages.table()[name] if name else None
+    syn = spans.Syntax(lang, text.encode())
+    _check(spans.choose(syn, cursor), len(syn.source), cursor)
+    hole = spans.hole_at(syn, cursor)
+    assert hole is None or 0 <= hole.start <= hole.end <= len(syn.source)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(LANGS), st.binary(max_size=80), st.integers(-5, 100), st.binary(max_size=8))
+def test_choose_never_raises_on_random_bytes(
+    name: str | None, data: bytes, cursor: int, fill: bytes
+) -> None:
+    lang = languages.table()[name] if name else None
+    syn = spans.Syntax(lang, data)
+    span = spans.choose(syn, cursor)
+    _check(span, len(data), cursor)
+    assert spans.new_errors(syn, span, fill) >= 0
+    widened = spans.widen(syn, cursor, cursor + 3)
+    assert 0 <= widened.start <= widened.end <= len(data)
+    syn.edit(cursor, cursor + 2, fill)
+    _check(spans.choose(syn, cursor), len(syn.source), cursor)
