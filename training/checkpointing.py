@@ -1,0 +1,73 @@
+"""Training checkpoints: a servable CoDA folder plus the trainer state, swapped in atomically.
+
+Layout under ``<run>/checkpoints/``::
+
+    step-000600/            config.json, model.safetensors, tokenizer files  (load_model reads it)
+                            trainer_state.pt  (optimizer, scheduler, data position, RNG, step)
+    latest                  the name of the newest complete checkpoint
+
+A checkpoint is written into a hidden temporary folder and renamed into place, and ``latest``
+is replaced last, so a kill at any moment leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from coda_model import save_model
+
+log = logging.getLogger(__name__)
+
+STATE = "trainer_state.pt"
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(root: str | Path, step: int, model, tokenizer_dir, state: dict,
+                    keep: int = 2) -> Path:
+    """Write ``root/step-NNNNNN`` and point ``root/latest`` at it; keep the newest ``keep``."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:06d}"
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    try:
+        save_model(model, tmp / "model", tokenizer_dir=tokenizer_dir)
+        for f in (tmp / "model").iterdir():
+            os.replace(f, tmp / f.name)
+        (tmp / "model").rmdir()
+        torch.save(state, tmp / STATE)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _write_text_atomic(root / "latest", final.name + "\n")
+    steps = sorted(p for p in root.glob("step-*") if p.is_dir())
+    for old in steps[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    log.info("checkpoint %s", final)
+    return final
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    pointer = Path(root) / "latest"
+    if not pointer.is_file():
+        return None
+    path = Path(root) / pointer.read_text().strip()
+    return path if (path / STATE).is_file() else None
+
+
+def load_state(checkpoint: str | Path) -> dict:
+    """The trainer state of a checkpoint (plain tensors and containers: weights_only load)."""
+    return torch.load(Path(checkpoint) / STATE, map_location="cpu", weights_only=True)

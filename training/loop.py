@@ -1,0 +1,353 @@
+"""The one training loop behind ``training.pretrain`` and ``training.finetune``.
+
+It builds (or reuses) the tokenizer, the packed data and the model, then runs optimizer steps of
+the CoDA objective with a *backend* that owns everything device-specific: plain torch on CPU or
+CUDA (:class:`TorchBackend`), torch_xla SPMD on TPU (``training.xla_backend``, imported only
+there) or accelerate (``training.finetune``).  Every step's corruption is drawn from a generator
+seeded by (seed, step, micro-batch), so with the optimizer, scheduler and data position saved in
+the checkpoint a resumed run repeats the uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from coda_model import CodaConfig, CodaModel, load_model, load_tokenizer
+
+from . import checkpointing
+from .data import BatchStream, PackedSplit, load_or_build, read_corpus
+from .metrics import MetricsLog, plot_losses
+from .objective import (ObjectiveConfig, corrupt, diffusion_loss, diffusion_loss_sparse,
+                        response_maskable)
+from .recipes import Recipe
+from .tokenizer_train import train_tokenizer
+
+log = logging.getLogger(__name__)
+
+EVAL_SEED = 1_234_567
+
+
+class TorchBackend:
+    """Plain PyTorch on one device; the reference the other backends follow."""
+
+    is_main = True
+    world_size = 1
+    rank = 0
+    sparse_head = True   # eager torch: project only the scored positions (dynamic shapes)
+
+    def __init__(self, device: str = "cpu") -> None:
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+
+    def prepare(self, model, optimizer, scheduler):
+        return model.to(self.device), optimizer, scheduler
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def clip_grad_norm(self, model, max_norm: float) -> torch.Tensor:
+        return torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+
+    def optimizer_step(self, optimizer) -> None:
+        optimizer.step()
+
+    def step_end(self) -> None:
+        """Where a lazy backend cuts its graph (XLA's mark_step)."""
+
+    def on_host(self, fn, *args) -> None:
+        """Run ``fn(*args)`` once the step's values are ready (XLA: a step closure)."""
+        fn(*args)
+
+    def unwrap(self, model):
+        return model
+
+    def wait(self) -> None:
+        """A barrier between processes (no-op with one)."""
+
+
+def step_generator(seed: int, step: int, micro: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 64 + micro)
+
+
+def init_weights(model: CodaModel, std: float) -> None:
+    """Normal(0, std) everywhere; residual outputs scaled by 1/sqrt(2·layers) (GPT-2 style)."""
+    n_layers = model.config.num_hidden_layers
+    for name, p in model.named_parameters():
+        if p.dim() < 2:
+            continue   # RMSNorm weights stay at one
+        scale = 1 / math.sqrt(2 * n_layers) if name.endswith(("o_proj.weight",
+                                                               "down_proj.weight")) else 1.0
+        torch.nn.init.normal_(p, mean=0.0, std=std * scale)
+
+
+def build_optimizer(model, recipe: Recipe):
+    o = recipe.optim
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": o.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if o.name == "adafactor":
+        optimizer = torch.optim.Adafactor(groups, lr=o.lr)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=1e-8)
+    total, warm = recipe.train.steps, o.warmup_steps
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if o.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        shape = 0.5 * (1 + math.cos(math.pi * progress)) if o.schedule == "cosine" \
+            else 1 - progress
+        return o.min_lr_ratio + (1 - o.min_lr_ratio) * shape
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def prepare_tokenizer(recipe: Recipe, out: Path):
+    """The tokenizer folder of a run: the recipe's, the base model's, or one trained here."""
+    if recipe.tokenizer.path:
+        return Path(recipe.tokenizer.path)
+    if recipe.init_from:
+        return Path(recipe.init_from)
+    folder = out / "tokenizer"
+    if not (folder / "tokenizer.json").is_file():
+        docs = read_corpus(recipe.data)
+        log.info("training a %d-token BPE on %d train files", recipe.tokenizer.vocab_size,
+                 sum(not d.is_eval for d in docs))
+        train_tokenizer((d.text for d in docs if not d.is_eval), folder,
+                        recipe.tokenizer.vocab_size)
+    return folder
+
+
+def build_model(recipe: Recipe, tok) -> CodaModel:
+    if recipe.init_from:
+        model = load_model(recipe.init_from)
+        if model.config.vocab_size < tok.vocab_size:
+            raise ValueError(f"{recipe.init_from} has {model.config.vocab_size} embedding rows, "
+                             f"its tokenizer {tok.vocab_size}")
+        return model.train()
+    config = CodaConfig(vocab_size=tok.vocab_size, mask_token_id=tok.mask_id,
+                        pad_token_id=tok.pad_id, **recipe.model)
+    model = CodaModel(config)
+    init_weights(model, recipe.train.init_std)
+    return model.train()
+
+
+class Trainer:
+    """One run in ``out_dir``; call :meth:`run`.  Safe to construct again to resume."""
+
+    def __init__(self, recipe: Recipe, out_dir: str | Path, *, backend=None,
+                 train_split: PackedSplit | None = None, eval_split: PackedSplit | None = None
+                 ) -> None:
+        self.recipe = recipe
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        if recipe.train.threads:
+            torch.set_num_threads(recipe.train.threads)
+        torch.manual_seed(recipe.train.seed)
+        self.backend = backend or TorchBackend(recipe.train.device)
+        self.tokenizer_dir = prepare_tokenizer(recipe, self.out)
+        self.tok = load_tokenizer(self.tokenizer_dir)
+        if train_split is None:
+            train_split, eval_split = load_or_build(recipe.data, self.tok, self.out / "data")
+        self.train_split, self.eval_split = train_split, eval_split
+        model = build_model(recipe, self.tok)
+        self.config = model.config
+        optimizer, scheduler = build_optimizer(model, recipe)
+        self.model, self.optimizer, self.scheduler = self.backend.prepare(model, optimizer,
+                                                                          scheduler)
+        world = self.backend.world_size
+        self.stream = BatchStream(len(train_split), recipe.train.batch_size * world,
+                                  recipe.train.seed)
+        self.step = 0
+        self.tokens = 0
+        self.ckpt_dir = self.out / "checkpoints"
+        (self.out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=1,
+                                                         default=str) + "\n")
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {"step": self.step, "tokens": self.tokens,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "stream": self.stream.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "recipe": json.dumps(self.recipe.to_dict(), default=str)}
+
+    def resume(self) -> bool:
+        ckpt = checkpointing.latest_checkpoint(self.ckpt_dir)
+        if ckpt is None:
+            return False
+        state = checkpointing.load_state(ckpt)
+        weights = load_model(ckpt).state_dict()
+        target = self.backend.unwrap(self.model)
+        target.load_state_dict({k: v for k, v in weights.items() if k in target.state_dict()},
+                               strict=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.stream.load_state_dict(state["stream"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.tokens = state["step"], state["tokens"]
+        log.info("resumed from %s at step %d (%d tokens)", ckpt, self.step, self.tokens)
+        return True
+
+    def checkpoint(self) -> Path | None:
+        path = None
+        if self.backend.is_main:
+            path = checkpointing.save_checkpoint(
+                self.ckpt_dir, self.step, self.backend.unwrap(self.model), self.tokenizer_dir,
+                self.state_dict(), keep=self.recipe.train.keep_checkpoints)
+            with contextlib.suppress(Exception):   # a plot must never stop training
+                plot_losses(self.out / "metrics.jsonl", self.out / "loss.png", self.recipe.name)
+        self.backend.wait()
+        return path
+
+    # ---------------------------------------------------------------- steps
+    def _batch(self, split: PackedSplit, rows: list[int], objective: ObjectiveConfig,
+               generator: torch.Generator):
+        ids = split.ids[rows].long()
+        spans = split.spans_for(rows) if split.spans.shape[0] else None
+        maskable = None
+        if split.prompt_lengths is not None:
+            maskable = response_maskable(split.prompt_lengths[rows], ids.shape[1])
+        c = corrupt(ids, objective, mask_id=self.tok.mask_id, pad_id=self.tok.pad_id,
+                    vocab_size=self.config.vocab_size, generator=generator, spans=spans,
+                    maskable=maskable)
+        dev = self.backend.device
+        return c.input_ids.to(dev), c.targets.to(dev), c.weights.to(dev)
+
+    def train_step(self) -> dict:
+        t = self.recipe.train
+        self.model.train()
+        totals = {"loss": 0.0, "masked_ce": 0.0}
+        world, rank = self.backend.world_size, self.backend.rank
+        for micro in range(t.grad_accum):
+            rows = self.stream.next()[rank::world]
+            g = step_generator(t.seed, self.step, micro * world + rank)
+            input_ids, targets, weights = self._batch(self.train_split, rows,
+                                                      self.recipe.objective, g)
+            if self.backend.sparse_head:
+                hidden = self.model.hidden_states(input_ids)
+                loss, m = diffusion_loss_sparse(hidden, self.model.lm_head, targets, weights)
+            else:
+                loss, m = diffusion_loss(self.model(input_ids), targets, weights)
+            self.backend.backward(loss / t.grad_accum)
+            totals["loss"] = totals["loss"] + loss.detach() / t.grad_accum
+            totals["masked_ce"] = totals["masked_ce"] + m["masked_ce"] / t.grad_accum
+        grad_norm = self.backend.clip_grad_norm(self.model, self.recipe.optim.grad_clip)
+        self.backend.optimizer_step(self.optimizer)
+        self.optimizer.zero_grad(set_to_none=True)
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        self.backend.step_end()
+        self.step += 1
+        self.tokens += t.batch_size * t.grad_accum * world * self.train_split.ids.shape[1]
+        return {"loss": totals["loss"], "masked_ce": totals["masked_ce"],
+                "grad_norm": grad_norm, "lr": lr}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Loss on held-out files with fixed corruption draws; plus FIM-only masked CE."""
+        if self.eval_split is None or len(self.eval_split) == 0:
+            return {}
+        self.model.eval()
+        t = self.recipe.train
+        fim = replace(self.recipe.objective, p_block=0.0, p_span=0.0, p_fim=1.0, p_edit=0.0)
+        sums = {"loss": 0.0, "masked_ce": 0.0, "fim_masked_ce": 0.0}
+        n = min(len(self.eval_split), t.batch_size)
+        for i in range(t.eval_batches):
+            rows = [(i * n + k) % len(self.eval_split) for k in range(n)]
+            for key, obj in (("masked_ce", self.recipe.objective), ("fim_masked_ce", fim)):
+                g = torch.Generator().manual_seed(EVAL_SEED + 2 * i + (key != "masked_ce"))
+                input_ids, targets, weights = self._batch(self.eval_split, rows, obj, g)
+                loss, m = diffusion_loss(self.model(input_ids), targets, weights)
+                sums[key] += float(m["masked_ce"])
+                if key == "masked_ce":
+                    sums["loss"] += float(loss)
+        self.model.train()
+        return {k: v / t.eval_batches for k, v in sums.items()}
+
+    # ---------------------------------------------------------------- the run
+    def run(self, *, resume: bool = True, stop_after_step: int | None = None) -> dict:
+        t = self.recipe.train
+        resumed = self.resume() if resume else False
+        metrics = MetricsLog(self.out / "metrics.jsonl", self.step if resumed else None)
+        if self.backend.is_main and not resumed:
+            log.info("model %s: %.2fM parameters", self.recipe.name,
+                     sum(p.numel() for p in self.backend.unwrap(self.model).parameters()) / 1e6)
+        last_ckpt = time.monotonic()
+        t0, tokens0 = time.monotonic(), self.tokens
+        end = t.steps if stop_after_step is None else min(t.steps, stop_after_step)
+        progress = _progress(self.step, end, self.backend.is_main)
+        result: dict = {}
+        while self.step < end:
+            out = self.train_step()
+            step, tokens = self.step, self.tokens
+            if step % t.log_every == 0 or step == end:
+                elapsed = time.monotonic() - t0
+
+                def record(out=out, step=step, tokens=tokens, elapsed=elapsed):
+                    row = {"kind": "train", "step": step, "tokens": tokens,
+                           "loss": float(out["loss"]), "masked_ce": float(out["masked_ce"]),
+                           "grad_norm": float(out["grad_norm"]), "lr": out["lr"],
+                           "tokens_per_s": (tokens - tokens0) / max(elapsed, 1e-9),
+                           "time": time.time()}
+                    if self.backend.is_main:
+                        metrics.write(row)
+                        progress.set_postfix(loss=f"{row['masked_ce']:.3f}",
+                                             tok_s=f"{row['tokens_per_s']:.0f}")
+                    result.update(row)
+
+                self.backend.on_host(record)
+            if t.eval_every and (step % t.eval_every == 0 or step == t.steps):
+                ev = self.evaluate()
+                if ev and self.backend.is_main:
+                    metrics.write({"kind": "eval", "step": step, "tokens": tokens, **ev})
+                    log.info("step %d eval %s", step, {k: round(v, 4) for k, v in ev.items()})
+            progress.update(1)
+            due_steps = t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0
+            due_time = t.checkpoint_every_seconds and \
+                time.monotonic() - last_ckpt >= t.checkpoint_every_seconds
+            if (due_steps or due_time) and step < end:
+                self.checkpoint()
+                last_ckpt = time.monotonic()
+        progress.close()
+        if self.step > 0 and (checkpointing.latest_checkpoint(self.ckpt_dir) is None or
+                              checkpointing.latest_checkpoint(self.ckpt_dir).name
+                              != f"step-{self.step:06d}"):
+            self.checkpoint()
+        if self.step >= t.steps and self.backend.is_main:
+            from coda_model import save_model
+            save_model(self.backend.unwrap(self.model), self.out / "final",
+                       tokenizer_dir=self.tokenizer_dir)
+            log.info("final model in %s", self.out / "final")
+        return result
+
+
+def _progress(start: int, total: int, enabled: bool):
+    try:
+        from tqdm import tqdm
+    except ImportError:   # tqdm is an optional extra
+        tqdm = None
+    if tqdm is None or not enabled:
+        class _Null:
+            def update(self, n): ...
+            def set_postfix(self, **kw): ...
+            def close(self): ...
+        return _Null()
+    return tqdm(total=total, initial=start, unit="step", mininterval=10.0, dynamic_ncols=True)
+
+
+def describe(recipe: Recipe) -> str:
+    return json.dumps(asdict(recipe), indent=1, default=str)

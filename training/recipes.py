@@ -1,0 +1,259 @@
+"""Typed training configs and the named recipes built from them.
+
+A recipe is a frozen :class:`Recipe` returned by a function registered in :data:`RECIPES`;
+the CLIs pick one with ``--recipe NAME`` and change a few fields with ``--set key=value``
+(dotted paths, e.g. ``--set train.steps=200 optim.lr=1e-3``).  Architecture lives in
+``CodaConfig``-shaped ``model`` dicts; everything about training lives here, never in the
+checkpoint's config.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .data import DataConfig
+from .objective import ObjectiveConfig
+
+STDLIB = str(Path(sys.base_prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = "adamw"                  # adamw | adafactor
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+    schedule: str = "cosine"             # cosine | linear | constant (after warmup)
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.name not in ("adamw", "adafactor"):
+            raise ValueError(f"unknown optimizer {self.name!r}")
+        if self.schedule not in ("cosine", "linear", "constant"):
+            raise ValueError(f"unknown schedule {self.schedule!r}")
+        if self.lr <= 0 or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError("lr > 0, warmup_steps >= 0, min_lr_ratio in [0, 1] required")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 100
+    batch_size: int = 8                  # per optimizer step, per process, before accumulation
+    grad_accum: int = 1
+    seed: int = 0
+    threads: int = 0                     # torch.set_num_threads; 0 leaves the default
+    device: str = "cpu"                  # cpu | cuda | xla
+    log_every: int = 10
+    eval_every: int = 100
+    eval_batches: int = 4
+    checkpoint_every_steps: int = 0      # 0: only by time and at the end
+    checkpoint_every_seconds: float = 300.0
+    keep_checkpoints: int = 2
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("steps, batch_size and grad_accum must be positive")
+        if self.device not in ("cpu", "cuda", "xla", "auto"):
+            raise ValueError(f"unknown device {self.device!r}")
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    path: str | None = None              # an existing tokenizer folder (e.g. the CoDA release)
+    vocab_size: int = 8192               # trained on the train split when path is None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    model: dict[str, Any]                # CodaConfig fields except vocab_size and special ids
+    data: DataConfig
+    objective: ObjectiveConfig = ObjectiveConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    init_from: str | None = None         # a CoDA checkpoint folder to start from
+    hardware: str = "CPU"
+    notes: str = field(default="", compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# Recipes
+# --------------------------------------------------------------------------------------------
+
+SPAN_FIM_BLOCK = ObjectiveConfig(p_block=0.2, block_sizes=(2, 4, 8, 16, 32), p_span=0.35,
+                                 p_span_from_inside=0.5, p_fim=0.3, fim_max_middle=64,
+                                 fim_max_extra=32, p_prefix=0.1, p_truncate=0.05)
+
+
+def tiny_cpu() -> Recipe:
+    """A few-hundred-thousand-parameter model on a small corpus: tests, smoke runs, benchmarks."""
+    return Recipe(
+        name="tiny_cpu",
+        model=dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2,
+                   num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                   tie_word_embeddings=True, rope_theta=10_000.0),
+        data=DataConfig(sources=(str(Path(STDLIB) / "json"),), seq_len=64, eval_fraction=0.2,
+                        max_span_tokens=24),
+        objective=replace(SPAN_FIM_BLOCK, fim_max_middle=16, fim_max_extra=8),
+        optim=OptimConfig(lr=3e-3, warmup_steps=5, weight_decay=0.0),
+        train=TrainConfig(steps=30, batch_size=8, log_every=5, eval_every=15, eval_batches=2,
+                          threads=1),
+        tokenizer=TokenizerConfig(vocab_size=512),
+        notes="Seconds on one CPU core; loss falls but the model is useless.",
+    )
+
+
+def default_model_cpu() -> Recipe:
+    """The model shipped in model/ (issue 7): ~6M parameters, ~90 minutes on one CPU core."""
+    return Recipe(
+        name="default_model_cpu",
+        model=dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+                   num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+                   tie_word_embeddings=True, rope_theta=10_000.0,
+                   max_position_embeddings=4096),
+        data=DataConfig(sources=(STDLIB,), seq_len=256, eval_fraction=0.03,
+                        max_span_tokens=64),
+        objective=SPAN_FIM_BLOCK,
+        optim=OptimConfig(lr=2e-3, warmup_steps=200, weight_decay=0.1, min_lr_ratio=0.1),
+        train=TrainConfig(steps=6000, batch_size=8, threads=1, log_every=20, eval_every=500,
+                          eval_batches=8, checkpoint_every_seconds=300.0),
+        tokenizer=TokenizerConfig(vocab_size=8192),
+        notes="CPython stdlib (PSF) minus tests; whole files held out by path hash.",
+    )
+
+
+def finetune_repo_gpu() -> Recipe:
+    """Continued span-masked training of a CoDA checkpoint on one repository (GPU, accelerate)."""
+    return Recipe(
+        name="finetune_repo_gpu",
+        model={},
+        data=DataConfig(sources=(".",), extensions=(".py", ".js", ".ts", ".rs", ".go", ".c",
+                                                    ".h", ".cpp", ".java", ".lua"),
+                        seq_len=2048, eval_fraction=0.05, max_span_tokens=256),
+        objective=replace(SPAN_FIM_BLOCK, fim_max_middle=256, fim_max_extra=64),
+        optim=OptimConfig(lr=1e-5, warmup_steps=50, weight_decay=0.0, min_lr_ratio=0.1),
+        train=TrainConfig(steps=1000, batch_size=4, grad_accum=8, device="cuda", log_every=10,
+                          eval_every=200, eval_batches=8, checkpoint_every_seconds=1800.0),
+        hardware="1+ GPU with 24 GB (bf16); multi-GPU via accelerate launch",
+    )
+
+
+def sft_gpu() -> Recipe:
+    """Instruction tuning on (prompt, response) JSONL pairs: only the response is maskable."""
+    return replace(finetune_repo_gpu(), name="sft_gpu",
+                   objective=ObjectiveConfig(p_truncate=0.0),
+                   optim=OptimConfig(lr=2e-5, warmup_steps=100, weight_decay=0.0))
+
+
+def tiny_finetune_cpu() -> Recipe:
+    """tiny_cpu's shapes and sizes for finetune smoke runs on CPU."""
+    base = tiny_cpu()
+    return replace(base, name="tiny_finetune_cpu", model={},
+                   optim=replace(base.optim, lr=1e-3), train=replace(base.train, steps=10))
+
+
+def pretrain_coda_1p7b_tpu_v4() -> Recipe:
+    """CoDA-1.7B diffusion pre-training from Qwen3-1.7B weights on a TPU v4 pod slice.
+
+    Shapes are the release's; token budgets follow the paper (~180B pre-training tokens).
+    The optimizer numbers are our choice: check them against the paper before spending a pod.
+    """
+    return Recipe(
+        name="pretrain_coda_1p7b_tpu_v4",
+        model=dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
+                   num_attention_heads=16, num_key_value_heads=8, head_dim=128,
+                   rope_theta=1_000_000.0, max_position_embeddings=40960,
+                   tie_word_embeddings=False),
+        data=DataConfig(sources=("/data/pretrain",), extensions=(".py", ".js", ".ts", ".rs",
+                                                                  ".go", ".c", ".cpp", ".java",
+                                                                  ".md", ".txt"),
+                        seq_len=8192, eval_fraction=0.001, max_span_tokens=512,
+                        max_bytes=2_000_000),
+        objective=ObjectiveConfig(p_block=0.01, p_prefix=0.01, p_truncate=0.01, p_span=0.1,
+                                  p_fim=0.1, fim_max_middle=512, fim_max_extra=128,
+                                  block_sizes=(2, 4, 8, 16, 32, 64)),
+        optim=OptimConfig(name="adafactor", lr=3e-4, warmup_steps=2000, schedule="cosine",
+                          min_lr_ratio=0.1, weight_decay=0.01, grad_clip=1.0),
+        train=TrainConfig(steps=170_000, batch_size=128, device="xla", log_every=50,
+                          eval_every=2000, eval_batches=16, checkpoint_every_steps=2000,
+                          checkpoint_every_seconds=3600.0, keep_checkpoints=3),
+        tokenizer=TokenizerConfig(path="checkpoints/CoDA-v0-Base"),
+        init_from="checkpoints/Qwen3-1.7B",
+        hardware="TPU v4-256 or larger (SPMD FSDP over all chips)",
+        notes="~128 x 8192 tokens per step x 170k steps ≈ 180B tokens.",
+    )
+
+
+def midtrain_coda_1p7b_tpu_v4() -> Recipe:
+    """CoDA mid-training: code-centric data, stronger masking curriculum (~20B tokens)."""
+    base = pretrain_coda_1p7b_tpu_v4()
+    return replace(base, name="midtrain_coda_1p7b_tpu_v4",
+                   data=replace(base.data, sources=("/data/midtrain",)),
+                   objective=replace(base.objective, p_block=0.1, p_prefix=0.1, p_truncate=0.1,
+                                     p_span=0.25, p_fim=0.25),
+                   optim=replace(base.optim, lr=1e-4, warmup_steps=500),
+                   train=replace(base.train, steps=19_000),
+                   init_from="runs/pretrain_coda_1p7b_tpu_v4/final")
+
+
+def edit_stage_cpu() -> Recipe:
+    """Second stage for the default model: edit-based corruption so it revises what it sees."""
+    base = default_model_cpu()
+    return replace(base, name="edit_stage_cpu",
+                   objective=replace(base.objective, p_edit=0.3, edit_rate=0.05),
+                   optim=replace(base.optim, lr=5e-4, warmup_steps=50),
+                   train=replace(base.train, steps=1000),
+                   init_from="runs/default/final")
+
+
+RECIPES = {f.__name__: f for f in (tiny_cpu, tiny_finetune_cpu, default_model_cpu,
+                                   edit_stage_cpu, finetune_repo_gpu, sft_gpu,
+                                   pretrain_coda_1p7b_tpu_v4, midtrain_coda_1p7b_tpu_v4)}
+
+
+def get(name: str) -> Recipe:
+    try:
+        return RECIPES[name]()
+    except KeyError:
+        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(sorted(RECIPES))}") from None
+
+
+def override(recipe: Recipe, assignments: list[str]) -> Recipe:
+    """Apply ``section.field=value`` strings (values parsed as JSON when they parse)."""
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not key=value")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        parts = key.split(".")
+        recipe = _set(recipe, parts, value)
+    return recipe
+
+
+def _set(obj, parts: list[str], value):
+    head, rest = parts[0], parts[1:]
+    if isinstance(obj, dict):
+        return {**obj, head: _set(obj[head], rest, value) if rest else value}
+    if not dataclasses.is_dataclass(obj) or head not in {f.name for f in dataclasses.fields(obj)}:
+        raise ValueError(f"unknown recipe field {head!r}")
+    current = getattr(obj, head)
+    if rest:
+        return replace(obj, **{head: _set(current, rest, value)})
+    if isinstance(current, tuple) and isinstance(value, list):
+        value = tuple(value)
+    return replace(obj, **{head: value})
