@@ -10,7 +10,8 @@ Shared with Qwen3: RMSNorm computed in fp32, per-head q_norm/k_norm before rotat
 grouped-query attention, SwiGLU MLP, no biases, parameter names as in Hugging Face.
 
 `forward` also takes an optional `kv_context` (keys/values of fixed context positions computed
-earlier) for the fast infill path; see coda_model/fast.py.
+earlier) for the fast infill path (coda_model/forward.py), and `causal=True` so the
+autoregressive baseline we compare against shares this exact architecture.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(b, n, self.n_kv, self.head_dim).transpose(1, 2)
         return apply_rotary(k, cos, sin), v
 
-    def forward(self, x, cos, sin, key_mask=None, kv_context=None, out_kv=None):
+    def forward(self, x, cos, sin, key_mask=None, kv_context=None, out_kv=None, causal=False):
         b, n, _ = x.shape
         q = self.q_norm(self.q_proj(x).view(b, n, self.n_heads, self.head_dim)).transpose(1, 2)
         q = apply_rotary(q, cos, sin)  # [B, H, L, D]
@@ -87,6 +88,10 @@ class Attention(nn.Module):
             k = k.repeat_interleave(groups, dim=1)
             v = v.repeat_interleave(groups, dim=1)
         attn_mask = None if key_mask is None else key_mask[:, None, None, :]
+        if causal:  # context keys precede this call's positions; within the call, lower-triangular
+            n_ctx = k.shape[2] - n
+            allowed = torch.ones(n, n_ctx + n, dtype=torch.bool, device=x.device).tril(n_ctx)
+            attn_mask = allowed if attn_mask is None else attn_mask & allowed
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)
         return self.o_proj(out.transpose(1, 2).reshape(b, n, self.n_heads * self.head_dim))
 
@@ -110,8 +115,9 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(self, x, cos, sin, key_mask=None, kv_context=None, out_kv=None):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, key_mask, kv_context, out_kv)
+    def forward(self, x, cos, sin, key_mask=None, kv_context=None, out_kv=None, causal=False):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, key_mask, kv_context, out_kv,
+                               causal)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -142,12 +148,14 @@ class CodaModel(nn.Module):
         key_mask: torch.Tensor | None = None,
         kv_context: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
         out_kv: list | None = None,
+        causal: bool = False,
     ) -> torch.Tensor:
         """Final-norm hidden states [B, L, H].
 
         positions: [L] position ids (default 0..L-1); key_mask: [B, L_keys] bool, True = attend;
         kv_context: per-layer (k, v) [1 or B, KV, Lc, D] prepended to this call's keys;
-        out_kv: if given, receives each layer's (k, v) for this call's positions.
+        out_kv: if given, receives each layer's (k, v) for this call's positions;
+        causal: autoregressive attention (the AR baseline only; CoDA is bidirectional).
         """
         n = input_ids.shape[1]
         if positions is None:
@@ -156,7 +164,7 @@ class CodaModel(nn.Module):
         cos, sin = rotary_tables(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
         for i, layer in enumerate(self.model.layers):
             ctx = None if kv_context is None else kv_context[i]
-            x = layer(x, cos, sin, key_mask, ctx, out_kv)
+            x = layer(x, cos, sin, key_mask, ctx, out_kv, causal)
         return self.model.norm(x)
 
     def forward(self, input_ids: torch.Tensor, key_mask: torch.Tensor | None = None):

@@ -154,3 +154,18 @@ def test_batched_candidates_decode_as_they_would_alone(tiny_model_dir):
         [alone] = infill(model, tok, prefix, suffix, [cand.length], config)
         assert alone.ids == cand.ids
         assert alone.confidences == pytest.approx(cand.confidences, abs=1e-4)
+
+
+def test_causal_attention_with_a_kv_cache_matches_a_full_causal_pass(tiny_model_dir):
+    """The AR baseline's incremental decoding sees exactly what a full causal pass sees."""
+    model = load_model(tiny_model_dir)
+    ids = torch.tensor([[5, 9, 11, 3, 7, 8]])
+    with torch.no_grad():
+        full = model.hidden_states(ids, causal=True)
+        kv = []
+        head = model.hidden_states(ids[:, :4], causal=True, out_kv=kv)
+        tail = model.hidden_states(ids[:, 4:], positions=torch.arange(4, 6), causal=True,
+                                   kv_context=kv)
+        bidirectional = model.hidden_states(ids)
+    torch.testing.assert_close(torch.cat((head, tail), 1), full, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(full[:, :4], bidirectional[:, :4], atol=1e-3)
