@@ -77,3 +77,34 @@ def test_golden_infill_through_the_infill_api_with_refresh_every_step():
         stops = {tok.pad_id, tok.eos_id}
         kept = next((i for i, t in enumerate(middle) if t in stops), n)
         assert cand.ids == middle[:kept]
+
+
+def test_cancellation_still_works_on_the_cached_path(tiny):
+    from coda_model import Cancelled
+
+    model, tok = tiny
+    prefix, suffix = prompt(tok)
+    polls = []
+
+    def should_stop():
+        polls.append(1)
+        return len(polls) > 3
+
+    with pytest.raises(Cancelled):
+        infill(model, tok, prefix, suffix, [8],
+               SamplerConfig(steps=8, context_cache=True, threshold=2.0),
+               should_stop=should_stop)
+    assert len(polls) == 4
+
+
+def test_cached_threshold_decoding_fills_every_mask_in_bf16(tiny_model_dir):
+    model, tok = load_model(tiny_model_dir, dtype="bf16"), load_tokenizer(tiny_model_dir)
+    prefix, suffix = prompt(tok)
+    steps = []
+    cands = infill(model, tok, prefix, suffix, [4, 12],
+                   SamplerConfig(steps=12, context_cache=True, threshold=0.5, refresh_every=4),
+                   on_step=lambda done, total: steps.append(done))
+    assert [c.length for c in cands] == [4, 12]
+    assert all(tok.mask_id not in c.ids for c in cands)
+    assert all(len(c.confidences) == c.length for c in cands)
+    assert steps and steps == sorted(steps)
