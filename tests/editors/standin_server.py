@@ -101,8 +101,8 @@ def code_action(ls: LanguageServer, params: types.CodeActionParams):
 
 
 @server.command("coda.fillHole")
-def fill_hole(ls: LanguageServer, arguments):
-    target = arguments[0]
+def fill_hole(ls: LanguageServer, target: dict):
+    # pygls 2 passes the command's arguments as separate parameters
     uri = target["uri"]
     first, last = target["range"]["start"]["line"], target["range"]["end"]["line"]
     doc = ls.workspace.get_text_document(uri)

@@ -1,0 +1,150 @@
+// Drives code-server in headless Chromium for tests/editors/test_vscode.py and prints one
+// JSON object with what it saw. It asserts nothing itself: the pytest side decides.
+//
+//   node vscode.mjs '{"url": ..., "chromium": ..., "workspace": ..., "screenshots": ...,
+//                     "completionFile": "sample.py", "holeFile": "hole.py", "timeoutMs": N}'
+//
+// Steps: wait for the workbench and Coda's "ready" status-bar item; open completionFile,
+// type at its end, wait for the ghost text, press Tab, save; open holeFile, put the cursor
+// on the `...` line, run "Coda: Fill hole" from the command palette, wait for the edit, save.
+// Screenshots go to `screenshots`. Each wait is on a DOM condition or a file change.
+import { chromium } from "playwright-core";
+import fs from "node:fs";
+import path from "node:path";
+
+const args = JSON.parse(process.argv[2]);
+const timeout = args.timeoutMs ?? 90000;
+const result = { steps: [] };
+const log = (step, extra = {}) => result.steps.push({ step, t: Date.now(), ...extra });
+
+function waitForFileChange(file, before) {
+  // Resolves when the file's content differs from `before` (fs.watch, with a stat fallback
+  // because some filesystems drop events).
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      const now = fs.readFileSync(file, "utf8");
+      if (now !== before) {
+        cleanup();
+        resolve(now);
+      }
+    };
+    const watcher = fs.watch(file, check);
+    const poll = setInterval(check, 250);
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error(`${path.basename(file)} did not change within ${timeout} ms`));
+    }, timeout);
+    const cleanup = () => {
+      watcher.close();
+      clearInterval(poll);
+      clearTimeout(timer);
+    };
+  });
+}
+
+async function openFile(page, name) {
+  await page.keyboard.press("Control+P");
+  const input = page.locator(".quick-input-widget input");
+  await input.waitFor({ state: "visible", timeout });
+  await input.fill(name);
+  // Enter only once the filtered list has put this file first (not the recent one).
+  await page.locator(".quick-input-list .monaco-list-row.focused", { hasText: name }).waitFor({ timeout });
+  await page.keyboard.press("Enter");
+  await page.locator(`.tab.active[data-resource-name="${name}"]`).waitFor({ timeout });
+  const editor = page.locator(".editor-instance .monaco-editor").first();
+  await editor.waitFor({ timeout });
+  await editor.locator(".view-lines").click();
+  return editor;
+}
+
+async function goToLine(page, line) {
+  await page.keyboard.press("Control+G");
+  const input = page.locator(".quick-input-widget input");
+  await input.waitFor({ state: "visible", timeout });
+  await input.fill(`:${line}`);
+  await page.keyboard.press("Enter");
+  await input.waitFor({ state: "hidden", timeout });
+}
+
+async function runCommand(page, title) {
+  await page.keyboard.press("F1");
+  const input = page.locator(".quick-input-widget input");
+  await input.waitFor({ state: "visible", timeout });
+  await input.fill(`>${title}`);
+  await page.locator(".quick-input-list .monaco-list-row", { hasText: title }).first().waitFor({ timeout });
+  await page.keyboard.press("Enter");
+  await input.waitFor({ state: "hidden", timeout });
+}
+
+async function save(page) {
+  await page.keyboard.press("Control+S");
+}
+
+const browser = await chromium.launch({
+  executablePath: args.chromium,
+  headless: true,
+  args: [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
+  ],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  page.setDefaultTimeout(timeout);
+  page.on("pageerror", (error) => log("pageerror", { message: String(error) }));
+  await page.goto(args.url);
+  await page.locator(".monaco-workbench").waitFor({ timeout });
+  log("workbench");
+
+  const status = page.locator('[id="coda-lsp.coda-lsp.coda.status"]');
+  const ready = status.locator(".codicon-sparkle");
+
+  // --- ghost text and Tab ---
+  const sample = path.join(args.workspace, args.completionFile);
+  const sampleBefore = fs.readFileSync(sample, "utf8");
+  const editor = await openFile(page, args.completionFile);
+  await ready.waitFor({ timeout });
+  log("ready", { status: await status.getAttribute("aria-label") });
+  await page.keyboard.press("Control+End");
+  await page.keyboard.type(args.typed, { delay: 20 });
+  const ghost = editor.locator(".ghost-text-decoration, .ghost-text");
+  await ghost.first().waitFor({ state: "visible", timeout });
+  // Inline parts are token spans; lines below the cursor come as separate view-zone lines.
+  const inline = (await editor.locator(".ghost-text-decoration").allTextContents()).join("");
+  const below = await editor.locator(".ghost-text .view-line").allTextContents();
+  result.ghostText = [inline, ...below].join("\n").replace(/\u00a0/g, " ");
+  log("ghost", { text: result.ghostText });
+  await page.screenshot({ path: path.join(args.screenshots, "vscode-ghost-text.png") });
+  await page.keyboard.press("Tab");
+  await ghost.first().waitFor({ state: "hidden", timeout });
+  await save(page);
+  result.afterTab = await waitForFileChange(sample, sampleBefore);
+  result.statusAfterCompletion = await status.getAttribute("aria-label");
+  log("accepted");
+
+  // --- Fill hole ---
+  const hole = path.join(args.workspace, args.holeFile);
+  const holeBefore = fs.readFileSync(hole, "utf8");
+  await openFile(page, args.holeFile);
+  await goToLine(page, args.holeLine);
+  await runCommand(page, "Coda: Fill hole");
+  // The server's workspace/applyEdit makes the editor dirty; save when it is.
+  await page.locator(`.tab.active.dirty[data-resource-name="${args.holeFile}"]`).waitFor({ timeout });
+  await page.screenshot({ path: path.join(args.screenshots, "vscode-fill-hole.png") });
+  await save(page);
+  result.afterFill = await waitForFileChange(hole, holeBefore);
+  log("filled");
+  result.ok = true;
+} catch (error) {
+  result.ok = false;
+  result.error = String(error && error.stack ? error.stack : error);
+  try {
+    const pages = browser.contexts().flatMap((context) => context.pages());
+    if (pages[0]) {
+      await pages[0].screenshot({ path: path.join(args.screenshots, "vscode-failure.png") });
+    }
+  } catch {}
+} finally {
+  await browser.close();
+}
+process.stdout.write(JSON.stringify(result) + "\n");

@@ -1,0 +1,170 @@
+"""The VS Code extension, packaged (.vsix) and installed into a real code-server, driven by
+headless Chromium (Playwright): ghost text appears while typing a Python file and Tab inserts
+it; "Coda: Fill hole" fills a `...` body. Screenshots go to artifacts/editors/."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+import editor_tools
+
+CODE_SERVER = editor_tools.code_server()
+CHROMIUM = editor_tools.chromium()
+DRIVER = editor_tools.playwright_driver()
+VSIX = editor_tools.vsix()
+NODE = editor_tools.node24()
+
+_missing = [
+    name
+    for name, found in [
+        ("code-server", CODE_SERVER),
+        ("chromium", CHROMIUM),
+        ("playwright-core (tests/editors/driver)", DRIVER),
+        ("the packaged extension editors/vscode/coda-lsp.vsix", VSIX),
+        ("Node 24", NODE),
+    ]
+    if not found
+]
+pytestmark = pytest.mark.skipif(
+    bool(_missing), reason=f"missing {', '.join(_missing)} ({editor_tools.SETUP_HINT})"
+)
+
+TIMEOUT_S = 240
+SAMPLE = "import os\n\n\ndef main():\n    path = os.getcwd()\n"
+TYPED = "    total ="
+HOLE = "def answer():\n    ...\n\n\nprint(answer())\n"
+
+
+class CodeServer:
+    """code-server on a free loopback port, in its own process group (killed as a tree)."""
+
+    def __init__(self, workspace: Path, home: Path, server_cmd: list[str], env_extra: dict):
+        self.user_data = home / "user-data"
+        self.extensions = home / "extensions"
+        settings_dir = self.user_data / "User"
+        settings_dir.mkdir(parents=True)
+        (settings_dir / "settings.json").write_text(json.dumps(_user_settings(server_cmd)))
+        common = [f"--user-data-dir={self.user_data}", f"--extensions-dir={self.extensions}"]
+        # code-server's launcher runs `node` from PATH: it must be Node 24.
+        path = os.pathsep.join([str(Path(NODE).parent), os.environ.get("PATH", "")])
+        env = {**os.environ, **env_extra, "PATH": path}
+        install = subprocess.run(
+            [CODE_SERVER, *common, "--install-extension", str(VSIX)],
+            capture_output=True, text=True, timeout=TIMEOUT_S, env=env,
+        )
+        assert install.returncode == 0, (install.stdout + install.stderr)[-3000:]
+        self.port = editor_tools.free_port()
+        self.output: list[str] = []
+        self._listening = threading.Event()
+        self.process = subprocess.Popen(
+            [CODE_SERVER, *common, "--bind-addr", f"127.0.0.1:{self.port}", "--auth", "none",
+             "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust",
+             str(workspace)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            text=True, env=env, start_new_session=True,
+        )
+        threading.Thread(target=self._read_output, daemon=True).start()
+        if not self._listening.wait(TIMEOUT_S):
+            self.close()
+            raise RuntimeError("code-server did not start:\n" + "".join(self.output))
+
+    def _read_output(self) -> None:
+        for line in self.process.stdout:
+            self.output.append(line)
+            if "HTTP server listening" in line:
+                self._listening.set()
+
+    def close(self) -> None:
+        editor_tools.kill_tree(self.process)
+
+
+def _user_settings(server_cmd: list[str]) -> dict:
+    return {
+        "coda.server.command": server_cmd,
+        "coda.steps": 4,  # sent as initializationOptions; the test checks it arrives
+        "editor.inlineSuggest.enabled": True,
+        "editor.quickSuggestions": {"other": "off", "comments": "off", "strings": "off"},
+        "editor.suggestOnTriggerCharacters": False,
+        "editor.autoClosingBrackets": "never",
+        "workbench.startupEditor": "none",
+        "workbench.tips.enabled": False,
+        "workbench.enableExperiments": False,
+        "extensions.ignoreRecommendations": True,
+        "security.workspace.trust.enabled": False,
+        "telemetry.telemetryLevel": "off",
+        "update.mode": "none",
+        "files.autoSave": "off",
+        "chat.disableAIFeatures": True,
+        "workbench.secondarySideBar.defaultVisibility": "hidden",
+    }
+
+
+def _drive(url: str, workspace: Path, screenshots: Path) -> dict:
+    request = {
+        "url": url,
+        "chromium": CHROMIUM,
+        "workspace": str(workspace),
+        "screenshots": str(screenshots),
+        "completionFile": "sample.py",
+        "typed": TYPED,
+        "holeFile": "hole.py",
+        "holeLine": 2,
+        "timeoutMs": TIMEOUT_S * 1000 // 2,
+    }
+    driver = subprocess.Popen(
+        [NODE, str(DRIVER / "vscode.mjs"), json.dumps(request)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        out, err = driver.communicate(timeout=TIMEOUT_S * 2)
+    finally:
+        editor_tools.kill_tree(driver)  # the browser too, should the driver have died
+    assert driver.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_ghost_text_tab_and_fill_hole(server, tmp_path, artifacts_dir):
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "sample.py").write_text(SAMPLE)
+    (workspace / "hole.py").write_text(HOLE)
+    screenshots = artifacts_dir / f"vscode-{server.name}"
+    screenshots.mkdir(parents=True, exist_ok=True)
+    standin_log = tmp_path / "standin.jsonl"
+    code_server = CodeServer(workspace, tmp_path / "home", server.command,
+                             {"CODA_STANDIN_LOG": str(standin_log)})
+    try:
+        seen = _drive(f"http://127.0.0.1:{code_server.port}/?folder={workspace}", workspace,
+                      screenshots)
+    finally:
+        code_server.close()
+    assert seen.get("ok"), json.dumps(seen, indent=1) + "".join(code_server.output[-40:])
+
+    ghost = seen["ghostText"]
+    assert ghost.strip(), seen
+    after_tab = seen["afterTab"]
+    assert after_tab.startswith(SAMPLE + TYPED), after_tab
+    inserted = after_tab[len(SAMPLE + TYPED):]
+    # What VS Code showed is what Tab inserted (modulo how multi-line ghost text is rendered).
+    assert "".join(inserted.split()) == "".join(ghost.split())
+
+    after_fill = seen["afterFill"]
+    assert after_fill.startswith("def answer():\n")
+    assert after_fill.rstrip().endswith("print(answer())")
+    assert after_fill != HOLE
+
+    if server.is_standin:
+        assert inserted == " coda_value = 42"
+        assert after_fill == HOLE.replace("...", "return 42")
+        sent = [json.loads(line) for line in standin_log.read_text().splitlines()]
+        init = next(entry["payload"] for entry in sent if entry["kind"] == "initializationOptions")
+        assert init["steps"] == 4 and init["enabled"] is True
+        assert not any(key.startswith(("server", "trace")) for key in init)
+        assert " ms" in seen["statusAfterCompletion"]  # the status bar shows the latency
+    assert (screenshots / "vscode-ghost-text.png").is_file()
