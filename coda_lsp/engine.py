@@ -33,6 +33,7 @@ class FillJob:
     steps: int
     settings: Settings
     line_ending: str = "\n"
+    fast: bool = False  # typing: reuse the context's keys/values across steps (approximate)
 
 
 @dataclass(frozen=True)
@@ -79,12 +80,13 @@ class Engine:
         tokenizer = load_tokenizer(model_dir)
         return cls(model, tokenizer, dev)
 
-    def sampler(self, settings: Settings, steps: int) -> SamplerConfig:
+    def sampler(self, settings: Settings, steps: int, fast: bool = False) -> SamplerConfig:
         return SamplerConfig(
             steps=steps,
             alg=settings.alg,
             alg_temp=settings.alg_temp,
             temperature=settings.temperature,
+            context_cache=fast,
         )
 
     def fill(self, job: FillJob, should_stop: Callable[[], bool] | None = None) -> FillResult:
@@ -106,7 +108,7 @@ class Engine:
                 p.prefix_ids,
                 p.suffix_ids,
                 list(p.lengths),
-                self.sampler(job.settings, job.steps),
+                self.sampler(job.settings, job.steps, job.fast),
                 should_stop=should_stop,
             )
         t2 = time.perf_counter()

@@ -28,7 +28,8 @@ class Prompt:
     lengths: tuple[int, ...]
 
 
-def candidate_lengths(span_lengths: tuple[int, ...] | list[int], max_middle: int) -> tuple[int, ...]:
+def candidate_lengths(span_lengths: tuple[int, ...] | list[int],
+                      max_middle: int) -> tuple[int, ...]:
     """Distinct mask counts, clipped to the setting, at most MAX_CANDIDATES of them."""
     clipped = sorted({max(1, min(int(n), max_middle)) for n in span_lengths})
     if not clipped:

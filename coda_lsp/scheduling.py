@@ -114,10 +114,9 @@ class Scheduler:
         self.started += 1
         try:
             result = job.work(job.should_stop)
-        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the awaiter
-            if job.stop.is_set():
-                exc = Superseded(f"job {job.id} stopped")
-            self._resolve(job, exc=exc)
+        except BaseException as error:  # every failure goes back to the awaiter
+            stopped = Superseded(f"job {job.id} stopped")
+            self._resolve(job, exc=stopped if job.stop.is_set() else error)
             return
         if job.stop.is_set():
             self._resolve(job, exc=Superseded(f"job {job.id} stopped"))

@@ -195,7 +195,8 @@ class CodaServer(LanguageServer):
         return (doc is not None and self.engine is not None and not doc.binary
                 and doc.syntax is not None and self.settings.language_enabled(doc.language_id))
 
-    async def fill(self, target: Target, steps: int, key: str, stages: logs.Stages):
+    async def fill(self, target: Target, steps: int, key: str, stages: logs.Stages,
+                   fast: bool = False):
         """Run the model on a target: ranked fills, or None if superseded or outdated."""
         doc, s = target.doc, self.settings
         window = s.context_tokens * prompt.CHARS_PER_TOKEN + 1
@@ -206,6 +207,7 @@ class CodaServer(LanguageServer):
             steps=steps,
             settings=s,
             line_ending=edits.line_ending(doc.text),
+            fast=fast,
         )
         engine = self.engine
         assert engine is not None
@@ -237,7 +239,7 @@ class CodaServer(LanguageServer):
             return None
         stages = logs.Stages(f"inline-{next(self._ids)}")
         target = self.inline_target(doc, params.position)
-        ranked = await self.fill(target, self.settings.steps, doc.uri, stages)
+        ranked = await self.fill(target, self.settings.steps, doc.uri, stages, fast=True)
         if ranked is None:
             return None
         items, seen = [], set()

@@ -31,7 +31,8 @@ class Settings:
     enabled: bool = True
 
     def language_enabled(self, language_id: str) -> bool:
-        return self.enabled and (not self.enabled_languages or language_id in self.enabled_languages)
+        listed = not self.enabled_languages or language_id in self.enabled_languages
+        return self.enabled and listed
 
 
 WIRE_NAMES = {
