@@ -25,8 +25,13 @@ from coda_model import CodaConfig, CodaModel, load_model, load_tokenizer
 from . import checkpointing
 from .data import BatchStream, PackedSplit, load_or_build, read_corpus
 from .metrics import MetricsLog, plot_losses
-from .objective import (ObjectiveConfig, corrupt, diffusion_loss, diffusion_loss_sparse,
-                        response_maskable)
+from .objective import (
+    ObjectiveConfig,
+    corrupt,
+    diffusion_loss,
+    diffusion_loss_sparse,
+    response_maskable,
+)
 from .recipes import Recipe
 from .tokenizer_train import train_tokenizer
 

@@ -18,7 +18,7 @@ from .loop import TorchBackend, Trainer
 
 def make_backend(device: str):
     if device == "xla":
-        from .xla_backend import XlaBackend   # torch_xla only on this path
+        from .xla_backend import XlaBackend  # torch_xla only on this path
         return XlaBackend()
     return TorchBackend(device)
 
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description="CoDA diffusion pre-training")
     parser.add_argument("--recipe", required=True, help=", ".join(sorted(recipes.RECIPES)))
     parser.add_argument("--out", help="run folder (default runs/RECIPE)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                         help="override recipe fields, e.g. train.steps=200 optim.lr=1e-3")
     parser.add_argument("--data", nargs="*", help="source folders (replace data.sources)")
     parser.add_argument("--fresh", action="store_true", help="ignore existing checkpoints")
