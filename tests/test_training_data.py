@@ -1,4 +1,4 @@
-"""Data pipeline: reading, splitting by file, syntax spans, packing, resumable batches, tokenizer."""
+"""Data pipeline: reading, file-level split, syntax spans, packing, resumable batches, tokenizer."""
 
 from pathlib import Path
 

@@ -1,1 +1,1 @@
-"""Training pipelines for CoDA-architecture models: span-masked diffusion pre-training and fine-tuning."""
+"""Training for CoDA-architecture models: span-masked diffusion pre-training and fine-tuning."""

@@ -300,7 +300,7 @@ def load_or_build(cfg: DataConfig, tokenizer, out_dir: str | Path
 
 
 class BatchStream:
-    """Row indices in a seeded permutation per epoch; state is (epoch, cursor), exactly resumable."""
+    """Row indices in a seeded permutation per epoch; (epoch, cursor) resumes it exactly."""
 
     def __init__(self, n_rows: int, batch_size: int, seed: int) -> None:
         if n_rows < batch_size:

@@ -60,7 +60,7 @@ def plot_losses(metrics_path: str | Path, png_path: str | Path, title: str = "")
     for key, color in (("masked_ce", "#c50"), ("fim_masked_ce", "#5a2")):
         pts = [(r["tokens"] / 1e6, r[key]) for r in evals if key in r and math.isfinite(r[key])]
         if pts:
-            ax.plot(*zip(*pts), "o-", color=color, ms=3, label=f"eval {key}")
+            ax.plot(*zip(*pts, strict=True), "o-", color=color, ms=3, label=f"eval {key}")
     ax.set_xlabel("training tokens (millions)")
     ax.set_ylabel("cross-entropy on masked tokens (nats)")
     ax.set_title(title)
