@@ -12,9 +12,10 @@ import editor_tools
 
 
 class Server:
-    def __init__(self, name: str, command: list[str]):
+    def __init__(self, name: str, command: list[str], settings: dict | None = None):
         self.name = name
         self.command = command
+        self.settings = settings or {}  # camelCase server settings the editor should send
 
     @property
     def is_standin(self) -> bool:
@@ -25,10 +26,15 @@ class Server:
 def server(request) -> Server:
     if request.param == "standin":
         return Server("standin", editor_tools.standin_server_command())
-    command, why_not = editor_tools.real_server_command()
+    model = editor_tools.real_model_dir()
+    if model is None:
+        # The random-weight checkpoint from tests/conftest.py (the lead's helper).
+        model = request.getfixturevalue("tiny_model_dir")
+    command, why_not = editor_tools.real_server_command(model)
     if command is None:
         pytest.skip(f"real server unavailable: {why_not}")
-    return Server("coda-lsp", command)
+    # A random tiny model is never confident: show whatever it says.
+    return Server("coda-lsp", command, {"confidenceThreshold": 0.0, "steps": 4})
 
 
 @pytest.fixture

@@ -79,28 +79,21 @@ def standin_server_command() -> list[str]:
     return [sys.executable, str(HERE / "standin_server.py")]
 
 
-def real_server_command() -> tuple[list[str] | None, str]:
-    """The real coda-lsp with a tiny checkpoint, or (None, why not)."""
+def real_server_command(model: Path) -> tuple[list[str] | None, str]:
+    """The real coda-lsp serving `model` on the CPU, or (None, why not)."""
     try:
         import coda_lsp.cli  # noqa: F401
     except ImportError as error:
-        return None, f"coda_lsp.cli is not importable yet ({error})"
-    model = real_model_dir()
-    if model is None:
-        return None, "no tiny checkpoint: set CODA_TEST_MODEL or ship one in model/"
+        return None, f"coda_lsp.cli is not importable ({error})"
     exe = Path(sys.executable).parent / "coda-lsp"
     head = [str(exe)] if exe.exists() else [sys.executable, "-m", "coda_lsp.cli"]
     return head + ["--model", str(model), "--device", "cpu"], ""
 
 
 def real_model_dir() -> Path | None:
+    """$CODA_TEST_MODEL if set; else None (the tests then build a tiny random checkpoint)."""
     configured = os.environ.get("CODA_TEST_MODEL")
-    if configured:
-        return Path(configured)
-    shipped = REPO / "model"
-    if (shipped / "config.json").is_file():
-        return shipped
-    return None
+    return Path(configured) if configured else None
 
 
 def free_port() -> int:

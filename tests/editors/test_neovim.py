@@ -24,7 +24,7 @@ def nvim_for(server, tmp_path):
     def start(text: str, name: str = "sample.py") -> Nvim:
         file = tmp_path / name
         file.write_text(text)
-        nvim = Nvim(NVIM, server.command, file)
+        nvim = Nvim(NVIM, server.command, file, server.settings)
         started.append(nvim)
         assert nvim.call("wait_attached", WAIT_MS), nvim.state()
         assert nvim.call("wait_status", "ready", WAIT_MS), nvim.state()
@@ -54,7 +54,8 @@ def test_ghost_text_appears_and_accept_inserts_it(server, nvim_for):
     assert lines[3 : 3 + len(shown) - 1] == shown[1:]
     state = nvim.state()
     assert state["mode"] == "i"
-    assert state["cursor"] == [3 + len(shown) - 1, len(lines[2 + len(shown) - 1])]
+    last = lines[2 + len(shown) - 1]
+    assert state["cursor"] == [3 + len(shown) - 1, len(last.encode())]  # byte column
 
 
 def test_accept_word_then_line(server, nvim_for):
@@ -99,7 +100,7 @@ def test_coda_fill_fills_the_hole(server, nvim_for):
     source = "def answer():\n    ...\n\n\nprint(answer())\n"
     nvim = nvim_for(source)
     before = nvim.state()["text"]
-    nvim.send("2G:CodaFill<CR>")
+    nvim.send("2G^:CodaFill<CR>")  # the cursor on the `...`
     assert nvim.call("wait_event", "CodaFilled", WAIT_MS), nvim.state()
     after = nvim.call("wait_lines_change", before, WAIT_MS)
     lines = after.split("\n")

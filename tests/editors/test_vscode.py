@@ -44,12 +44,13 @@ HOLE = "def answer():\n    ...\n\n\nprint(answer())\n"
 class CodeServer:
     """code-server on a free loopback port, in its own process group (killed as a tree)."""
 
-    def __init__(self, workspace: Path, home: Path, server_cmd: list[str], env_extra: dict):
+    def __init__(self, workspace: Path, home: Path, server_cmd: list[str], coda_settings: dict,
+                 env_extra: dict):
         self.user_data = home / "user-data"
         self.extensions = home / "extensions"
         settings_dir = self.user_data / "User"
         settings_dir.mkdir(parents=True)
-        (settings_dir / "settings.json").write_text(json.dumps(_user_settings(server_cmd)))
+        (settings_dir / "settings.json").write_text(json.dumps(_user_settings(server_cmd, coda_settings)))
         common = [f"--user-data-dir={self.user_data}", f"--extensions-dir={self.extensions}"]
         # code-server's launcher runs `node` from PATH: it must be Node 24.
         path = os.pathsep.join([str(Path(NODE).parent), os.environ.get("PATH", "")])
@@ -84,8 +85,9 @@ class CodeServer:
         editor_tools.kill_tree(self.process)
 
 
-def _user_settings(server_cmd: list[str]) -> dict:
+def _user_settings(server_cmd: list[str], coda_settings: dict) -> dict:
     return {
+        **{f"coda.{name}": value for name, value in coda_settings.items()},
         "coda.server.command": server_cmd,
         "coda.steps": 4,  # sent as initializationOptions; the test checks it arrives
         "editor.inlineSuggest.enabled": True,
@@ -137,7 +139,7 @@ def test_ghost_text_tab_and_fill_hole(server, tmp_path, artifacts_dir):
     screenshots = artifacts_dir / f"vscode-{server.name}"
     screenshots.mkdir(parents=True, exist_ok=True)
     standin_log = tmp_path / "standin.jsonl"
-    code_server = CodeServer(workspace, tmp_path / "home", server.command,
+    code_server = CodeServer(workspace, tmp_path / "home", server.command, server.settings,
                              {"CODA_STANDIN_LOG": str(standin_log)})
     try:
         seen = _drive(f"http://127.0.0.1:{code_server.port}/?folder={workspace}", workspace,

@@ -127,6 +127,7 @@ try {
   const holeBefore = fs.readFileSync(hole, "utf8");
   await openFile(page, args.holeFile);
   await goToLine(page, args.holeLine);
+  await page.keyboard.press("End"); // on the `...`, not in the indentation before it
   await runCommand(page, "Coda: Fill hole");
   // The server's workspace/applyEdit makes the editor dirty; save when it is.
   await page.locator(`.tab.active.dirty[data-resource-name="${args.holeFile}"]`).waitFor({ timeout });

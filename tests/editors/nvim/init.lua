@@ -6,6 +6,9 @@ vim.opt.runtimepath:prepend(vim.env.CODA_PLUGIN_DIR)
 vim.opt.swapfile = false
 vim.opt.shadafile = "NONE"
 
+if vim.env.CODA_LSP_DEBUG then
+  vim.lsp.log.set_level("debug")
+end
 local coda = require("coda")
 coda.setup({
   cmd = vim.json.decode(vim.env.CODA_SERVER_CMD),

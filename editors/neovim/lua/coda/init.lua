@@ -111,6 +111,25 @@ M.dismiss = function()
 end
 M.visible = ghost.visible
 
+local function apply_action(client, bufnr, tick, action)
+  if not action.edit and not action.command then
+    vim.notify("Coda: the model found nothing to fill in", vim.log.levels.INFO)
+    return
+  end
+  if api.nvim_buf_get_changedtick(bufnr) ~= tick then
+    vim.notify("Coda: the buffer changed while filling; try again", vim.log.levels.WARN)
+    return
+  end
+  if action.edit then
+    vim.lsp.util.apply_workspace_edit(action.edit, client.offset_encoding or "utf-16")
+  end
+  local command = action.command
+  if type(command) == "table" and type(command.command) == "string" then
+    call(client, "request", "workspace/executeCommand", command, function() end, bufnr)
+  end
+  api.nvim_exec_autocmds("User", { pattern = "CodaFilled", modeline = false })
+end
+
 --- Apply the server's "Fill this hole" code action at the cursor or over `range`
 --- ({ start = {row, col}, ["end"] = {row, col} }, 1-based rows as in nvim_buf_get_mark).
 ---@param range table|nil
@@ -147,18 +166,18 @@ function M.fill(range)
       vim.notify("Coda: no hole to fill here", vim.log.levels.INFO)
       return
     end
-    if api.nvim_buf_get_changedtick(bufnr) ~= tick then
-      vim.notify("Coda: the buffer changed while filling; try again", vim.log.levels.WARN)
+    -- The server may leave the edit to codeAction/resolve (computed only when chosen).
+    if not action.edit and not action.command then
+      call(client, "request", "codeAction/resolve", action, function(resolve_err, resolved)
+        if resolve_err or not resolved then
+          vim.notify("Coda: " .. vim.inspect(resolve_err), vim.log.levels.ERROR)
+          return
+        end
+        apply_action(client, bufnr, tick, resolved)
+      end, bufnr)
       return
     end
-    if action.edit then
-      vim.lsp.util.apply_workspace_edit(action.edit, enc)
-    end
-    local command = action.command
-    if type(command) == "table" and type(command.command) == "string" then
-      call(client, "request", "workspace/executeCommand", command, function() end, bufnr)
-    end
-    api.nvim_exec_autocmds("User", { pattern = "CodaFilled", modeline = false })
+    apply_action(client, bufnr, tick, action)
   end, bufnr)
 end
 
