@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -193,10 +195,13 @@ def train(recipe: recipes.Recipe, out: Path, tokenizer_dir: Path, *, p_fim: floa
                                                                           default=str)}
 
     end = t.steps if stop_after_step is None else min(t.steps, stop_after_step)
+    stopping: list[int] = []   # SIGTERM: checkpoint after the current step, then exit
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum)) \
+        if threading.current_thread() is threading.main_thread() else None
     t0, tokens0, last_ckpt = time.monotonic(), tokens, time.monotonic()
     row: dict = {}
     model.train()
-    while step < end:
+    while step < end and not stopping:
         rows = stream.next()
         spans = train_split.spans_for(rows) if train_split.spans.shape[0] else None
         batch = psm_rows(train_split.ids[rows].long(), spans, tok,
@@ -224,6 +229,10 @@ def train(recipe: recipes.Recipe, out: Path, tokenizer_dir: Path, *, p_fim: floa
             checkpointing.save_checkpoint(ckpt_dir, step, model, tokenizer_dir, state_dict(),
                                           keep=t.keep_checkpoints)
             last_ckpt = time.monotonic()
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+    if stopping:
+        log.info("SIGTERM: checkpointing step %d and exiting", step)
     if step > 0:
         checkpointing.save_checkpoint(ckpt_dir, step, model, tokenizer_dir, state_dict(),
                                       keep=t.keep_checkpoints)
