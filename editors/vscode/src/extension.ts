@@ -13,7 +13,6 @@ import {
   LanguageClientOptions,
   ServerOptions,
   State,
-  TransportKind,
 } from "vscode-languageclient/node";
 import { resolveServerCommand } from "./serverCommand";
 import { affectsServer, needsRestart, serverSettingNames, serverSettings } from "./settings";
@@ -61,7 +60,8 @@ async function startServer(): Promise<void> {
   const serverOptions: ServerOptions = {
     command: resolved.command,
     args: resolved.args,
-    transport: TransportKind.stdio,
+    // No `transport`: with TransportKind.stdio the client appends `--stdio`, which coda-lsp
+    // does not take (stdio is its default).
   };
   const clientOptions: LanguageClientOptions = {
     documentSelector: [{ scheme: "file" }, { scheme: "untitled" }],

@@ -7,7 +7,7 @@
 // Steps: wait for the workbench and Coda's "ready" status-bar item; open completionFile,
 // type at its end, wait for the ghost text, press Tab, save; open holeFile, put the cursor
 // on the `...` line, run "Coda: Fill hole" from the command palette, wait for the edit, save.
-// Screenshots go to `screenshots`. Each wait is on a DOM condition or a file change.
+// Screenshots go to `screenshots`. Each wait is on a DOM condition, never a fixed delay.
 import { chromium } from "playwright-core";
 import fs from "node:fs";
 import path from "node:path";
@@ -17,29 +17,14 @@ const timeout = args.timeoutMs ?? 90000;
 const result = { steps: [] };
 const log = (step, extra = {}) => result.steps.push({ step, t: Date.now(), ...extra });
 
-function waitForFileChange(file, before) {
-  // Resolves when the file's content differs from `before` (fs.watch, with a stat fallback
-  // because some filesystems drop events).
-  return new Promise((resolve, reject) => {
-    const check = () => {
-      const now = fs.readFileSync(file, "utf8");
-      if (now !== before) {
-        cleanup();
-        resolve(now);
-      }
-    };
-    const watcher = fs.watch(file, check);
-    const poll = setInterval(check, 250);
-    const timer = setTimeout(() => {
-      cleanup();
-      reject(new Error(`${path.basename(file)} did not change within ${timeout} ms`));
-    }, timeout);
-    const cleanup = () => {
-      watcher.close();
-      clearInterval(poll);
-      clearTimeout(timer);
-    };
-  });
+// Save the active editor and return the file's content once VS Code reports it written (its
+// tab loses the "dirty" mark only after the write has finished).
+async function saveAndRead(page, file) {
+  const name = path.basename(file);
+  await page.locator(`.tab.active.dirty[data-resource-name="${name}"]`).waitFor({ timeout });
+  await page.keyboard.press("Control+S");
+  await page.locator(`.tab.active:not(.dirty)[data-resource-name="${name}"]`).waitFor({ timeout });
+  return fs.readFileSync(file, "utf8");
 }
 
 async function openFile(page, name) {
@@ -76,10 +61,6 @@ async function runCommand(page, title) {
   await input.waitFor({ state: "hidden", timeout });
 }
 
-async function save(page) {
-  await page.keyboard.press("Control+S");
-}
-
 const browser = await chromium.launch({
   executablePath: args.chromium,
   headless: true,
@@ -101,7 +82,6 @@ try {
 
   // --- ghost text and Tab ---
   const sample = path.join(args.workspace, args.completionFile);
-  const sampleBefore = fs.readFileSync(sample, "utf8");
   const editor = await openFile(page, args.completionFile);
   await ready.waitFor({ timeout });
   log("ready", { status: await status.getAttribute("aria-label") });
@@ -117,23 +97,20 @@ try {
   await page.screenshot({ path: path.join(args.screenshots, "vscode-ghost-text.png") });
   await page.keyboard.press("Tab");
   await ghost.first().waitFor({ state: "hidden", timeout });
-  await save(page);
-  result.afterTab = await waitForFileChange(sample, sampleBefore);
+  result.afterTab = await saveAndRead(page, sample);
   result.statusAfterCompletion = await status.getAttribute("aria-label");
   log("accepted");
 
   // --- Fill hole ---
   const hole = path.join(args.workspace, args.holeFile);
-  const holeBefore = fs.readFileSync(hole, "utf8");
   await openFile(page, args.holeFile);
   await goToLine(page, args.holeLine);
   await page.keyboard.press("End"); // on the `...`, not in the indentation before it
   await runCommand(page, "Coda: Fill hole");
-  // The server's workspace/applyEdit makes the editor dirty; save when it is.
+  // The server's workspace/applyEdit makes the editor dirty.
   await page.locator(`.tab.active.dirty[data-resource-name="${args.holeFile}"]`).waitFor({ timeout });
   await page.screenshot({ path: path.join(args.screenshots, "vscode-fill-hole.png") });
-  await save(page);
-  result.afterFill = await waitForFileChange(hole, holeBefore);
+  result.afterFill = await saveAndRead(page, hole);
   log("filled");
   result.ok = true;
 } catch (error) {
