@@ -56,6 +56,9 @@ class TorchBackend:
     def prepare(self, model, optimizer, scheduler):
         return model.to(self.device), optimizer, scheduler
 
+    def to_device(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(self.device)
+
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
 
@@ -74,6 +77,10 @@ class TorchBackend:
 
     def unwrap(self, model):
         return model
+
+    def no_sync(self, model, sync: bool):
+        """Skip the gradient all-reduce on all but the last micro-batch (DDP); no-op here."""
+        return contextlib.nullcontext()
 
     def wait(self) -> None:
         """A barrier between processes (no-op with one)."""
@@ -229,8 +236,8 @@ class Trainer:
         c = corrupt(ids, objective, mask_id=self.tok.mask_id, pad_id=self.tok.pad_id,
                     vocab_size=self.config.vocab_size, generator=generator, spans=spans,
                     maskable=maskable)
-        dev = self.backend.device
-        return c.input_ids.to(dev), c.targets.to(dev), c.weights.to(dev)
+        put = self.backend.to_device
+        return put(c.input_ids), put(c.targets), put(c.weights)
 
     def train_step(self) -> dict:
         t = self.recipe.train
@@ -242,12 +249,13 @@ class Trainer:
             g = step_generator(t.seed, self.step, micro * world + rank)
             input_ids, targets, weights = self._batch(self.train_split, rows,
                                                       self.recipe.objective, g)
-            if self.backend.sparse_head:
-                hidden = self.model.hidden_states(input_ids)
-                loss, m = diffusion_loss_sparse(hidden, self.model.lm_head, targets, weights)
-            else:
-                loss, m = diffusion_loss(self.model(input_ids), targets, weights)
-            self.backend.backward(loss / t.grad_accum)
+            with self.backend.no_sync(self.model, sync=micro == t.grad_accum - 1):
+                if self.backend.sparse_head:
+                    hidden = self.model.hidden_states(input_ids)
+                    loss, m = diffusion_loss_sparse(hidden, self.model.lm_head, targets, weights)
+                else:
+                    loss, m = diffusion_loss(self.model(input_ids), targets, weights)
+                self.backend.backward(loss / t.grad_accum)
             totals["loss"] = totals["loss"] + loss.detach() / t.grad_accum
             totals["masked_ce"] = totals["masked_ce"] + m["masked_ce"] / t.grad_accum
         grad_norm = self.backend.clip_grad_norm(self.model, self.recipe.optim.grad_clip)
