@@ -1,0 +1,18 @@
+"""Infilling quality vs latency, diffusion model vs AR baseline: ``training.evaluate`` as a script.
+
+    python benchmarks/bench_infilling.py --model model --ar-model benchmarks/ar_baseline --limit 100
+
+Every flag is ``python -m training.evaluate``'s; see benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout
+
+from training.evaluate import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
