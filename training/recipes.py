@@ -119,8 +119,8 @@ def default_model_cpu() -> Recipe:
     """The model shipped in model/ (issue 7): 5.3M parameters (21 MB fp32), ~90 min on one core.
 
     Measured on this machine: ~1,200 training tokens/s on one idle thread at sequence 512, but
-    ~700 while the other core is busy; 2,200 steps of 4 x 512 tokens are 4.5M tokens (about
-    1.5 passes over the stdlib's train split).  max_position_embeddings is the training length:
+    ~700 while the other core is busy; 1,800 steps of 4 x 512 tokens are 3.7M tokens (about
+    1.3 passes over the stdlib's train split).  max_position_embeddings is the training length:
     servers should not exceed it.
     """
     return Recipe(
@@ -133,7 +133,7 @@ def default_model_cpu() -> Recipe:
                         max_span_tokens=64),
         objective=SPAN_FIM_BLOCK,
         optim=OptimConfig(lr=2e-3, warmup_steps=150, weight_decay=0.1, min_lr_ratio=0.1),
-        train=TrainConfig(steps=2200, batch_size=4, threads=1, log_every=10, eval_every=250,
+        train=TrainConfig(steps=1800, batch_size=4, threads=1, log_every=10, eval_every=250,
                           eval_batches=4, checkpoint_every_seconds=300.0),
         tokenizer=TokenizerConfig(vocab_size=8192),
         notes="CPython stdlib (PSF) minus tests; whole files held out by path hash.",
