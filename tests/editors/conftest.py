@@ -6,9 +6,8 @@ checkpoint exist)."""
 
 from __future__ import annotations
 
-import pytest
-
 import editor_tools
+import pytest
 
 
 class Server:

@@ -68,7 +68,8 @@ def chromium() -> str | None:
 
 
 def playwright_driver() -> Path | None:
-    return HERE / "driver" if (HERE / "driver" / "node_modules" / "playwright-core").is_dir() else None
+    driver = HERE / "driver"
+    return driver if (driver / "node_modules" / "playwright-core").is_dir() else None
 
 
 def vsix() -> Path | None:

@@ -33,7 +33,8 @@ class Nvim:
             XDG_DATA_HOME=self._dir.name,
         )
         self.process = subprocess.Popen(
-            [exe, "--headless", "--clean", "-n", "-u", str(INIT), "--listen", self.socket, str(file)],
+            [exe, "--headless", "--clean", "-n", "-u", str(INIT), "--listen", self.socket,
+             str(file)],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -59,7 +60,8 @@ class Nvim:
     def call(self, fn: str, *args, timeout: float = 120):
         payload = base64.b64encode(json.dumps({"fn": fn, "args": list(args)}).encode()).decode()
         done = subprocess.run(
-            [self.exe, "--server", self.socket, "--remote-expr", f"v:lua.CodaTest.run('{payload}')"],
+            [self.exe, "--server", self.socket,
+             "--remote-expr", f"v:lua.CodaTest.run('{payload}')"],
             check=True, timeout=timeout, capture_output=True, text=True,
         )
         answer = json.loads(done.stdout)

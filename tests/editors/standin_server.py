@@ -63,7 +63,8 @@ def inline_completion(ls: LanguageServer, params: types.InlineCompletionParams):
     # Offer nothing on a blank line or after the completion itself, like a model that is done.
     if not before or STANDIN_COMPLETION in line:
         return None
-    _record("inlineCompletion", {"line": params.position.line, "character": params.position.character})
+    position = params.position
+    _record("inlineCompletion", {"line": position.line, "character": position.character})
     at = types.Range(start=params.position, end=params.position)
     item = types.InlineCompletionItem(
         insert_text=" " + STANDIN_COMPLETION if not line[: params.position.character].endswith(" ")
@@ -83,7 +84,8 @@ def _hole_edit(uri: str, lines: list[str], first: int, last: int) -> types.Works
                 start=types.Position(line=number, character=column),
                 end=types.Position(line=number, character=column + len(HOLE)),
             )
-            return types.WorkspaceEdit(changes={uri: [types.TextEdit(range=hole, new_text=STANDIN_FILL)]})
+            fill = types.TextEdit(range=hole, new_text=STANDIN_FILL)
+            return types.WorkspaceEdit(changes={uri: [fill]})
     return None
 
 

@@ -4,9 +4,8 @@ InsertLeave, and :CodaFill fills a `...` hole."""
 
 from __future__ import annotations
 
-import pytest
-
 import editor_tools
+import pytest
 from nvim_driver import Nvim
 
 NVIM = editor_tools.nvim()
@@ -58,9 +57,8 @@ def test_ghost_text_appears_and_accept_inserts_it(server, nvim_for):
     assert state["cursor"] == [3 + len(shown) - 1, len(last.encode())]  # byte column
 
 
+@pytest.mark.parametrize("server", ["standin"], indirect=True)  # needs a known suggestion
 def test_accept_word_then_line(server, nvim_for):
-    if not server.is_standin:
-        pytest.skip("partial accepts need a known suggestion")
     nvim = nvim_for("import os\n\n")
     nvim.send("Goy")
     assert nvim.call("wait_ghost", WAIT_MS)["text"] == " coda_value = 42"
@@ -73,9 +71,8 @@ def test_accept_word_then_line(server, nvim_for):
     assert nvim.state()["lines"][2] == "y coda_value = 42"
 
 
+@pytest.mark.parametrize("server", ["standin"], indirect=True)  # needs a known suggestion
 def test_typing_through_keeps_and_other_text_drops_the_suggestion(server, nvim_for):
-    if not server.is_standin:
-        pytest.skip("typing through needs a known suggestion")
     nvim = nvim_for("import os\n\n")
     nvim.send("Gox")
     assert nvim.call("wait_ghost", WAIT_MS)["text"] == " coda_value = 42"

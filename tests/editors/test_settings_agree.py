@@ -7,9 +7,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import pytest
-
 import editor_tools
+import pytest
 
 settings = pytest.importorskip("coda_lsp.settings", reason="coda_lsp.settings not written yet")
 

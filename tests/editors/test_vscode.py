@@ -10,9 +10,8 @@ import subprocess
 import threading
 from pathlib import Path
 
-import pytest
-
 import editor_tools
+import pytest
 
 CODE_SERVER = editor_tools.code_server()
 CHROMIUM = editor_tools.chromium()
@@ -50,7 +49,8 @@ class CodeServer:
         self.extensions = home / "extensions"
         settings_dir = self.user_data / "User"
         settings_dir.mkdir(parents=True)
-        (settings_dir / "settings.json").write_text(json.dumps(_user_settings(server_cmd, coda_settings)))
+        user_settings = _user_settings(server_cmd, coda_settings)
+        (settings_dir / "settings.json").write_text(json.dumps(user_settings))
         common = [f"--user-data-dir={self.user_data}", f"--extensions-dir={self.extensions}"]
         # code-server's launcher runs `node` from PATH: it must be Node 24.
         path = os.pathsep.join([str(Path(NODE).parent), os.environ.get("PATH", "")])
