@@ -119,11 +119,10 @@ def test_kill_9_then_resume_gives_the_uninterrupted_next_loss(prepared, tmp_path
         proc.wait()
     resume_step = int(latest_checkpoint(killed / "checkpoints").name.split("-")[1])
     target = resume_step + 1
-    subprocess.run(_pretrain(killed, "--set", *steps, "--stop-after-step", str(target)),
-                   cwd=ROOT, env=env, check=True, capture_output=True)
+    recipe = tiny(steps=400, extra=["train.checkpoint_every_steps=4"])
+    Trainer(recipe, killed).run(stop_after_step=target)           # resumes the killed run
     clean = seeded_run_dir(prepared, tmp_path / "clean")
-    subprocess.run(_pretrain(clean, "--set", *steps, "--stop-after-step", str(target)),
-                   cwd=ROOT, env=env, check=True, capture_output=True)
+    Trainer(recipe, clean).run(stop_after_step=target)            # never interrupted
 
     def loss_at(run):
         rows = [r for r in read_metrics(run / "metrics.jsonl") if r["step"] == target]

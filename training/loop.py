@@ -185,6 +185,7 @@ class Trainer:
         self.step = 0
         self.tokens = 0
         self.ckpt_dir = self.out / "checkpoints"
+        self._last_plot = time.monotonic()
         (self.out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=1,
                                                          default=str) + "\n")
 
@@ -214,14 +215,21 @@ class Trainer:
         log.info("resumed from %s at step %d (%d tokens)", ckpt, self.step, self.tokens)
         return True
 
-    def checkpoint(self) -> Path | None:
+    def plot(self, force: bool = False) -> None:
+        """Refresh loss.png at most once a minute (matplotlib is slow to start)."""
+        if not force and time.monotonic() - self._last_plot < 60:
+            return
+        with contextlib.suppress(Exception):   # a plot must never stop training
+            plot_losses(self.out / "metrics.jsonl", self.out / "loss.png", self.recipe.name)
+        self._last_plot = time.monotonic()
+
+    def checkpoint(self, final: bool = False) -> Path | None:
         path = None
         if self.backend.is_main:
             path = checkpointing.save_checkpoint(
                 self.ckpt_dir, self.step, self.backend.unwrap(self.model), self.tokenizer_dir,
                 self.state_dict(), keep=self.recipe.train.keep_checkpoints)
-            with contextlib.suppress(Exception):   # a plot must never stop training
-                plot_losses(self.out / "metrics.jsonl", self.out / "loss.png", self.recipe.name)
+            self.plot(force=final)
         self.backend.wait()
         return path
 
@@ -339,7 +347,9 @@ class Trainer:
         if self.step > 0 and (checkpointing.latest_checkpoint(self.ckpt_dir) is None or
                               checkpointing.latest_checkpoint(self.ckpt_dir).name
                               != f"step-{self.step:06d}"):
-            self.checkpoint()
+            self.checkpoint(final=True)
+        elif self.backend.is_main:
+            self.plot(force=True)
         if self.step >= t.steps and self.backend.is_main:
             from coda_model import save_model
             save_model(self.backend.unwrap(self.model), self.out / "final",
