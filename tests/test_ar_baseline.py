@@ -49,8 +49,9 @@ def test_psm_rows_put_prefix_suffix_middle_in_order(tiny):
     _, tok = tiny
     ids = torch.tensor([tok.encode("def add(a, b):\n    return a + b\n" * 8)[:60]] * 3)
     spans = torch.tensor([[[5, 12]], [[0, 0]], [[20, 30]]])
+    middles = torch.zeros(ids.shape, dtype=torch.bool)
     rows = ar_baseline.psm_rows(ids, spans, tok, p_fim=1.0, max_middle=16, p_inside=0.0,
-                                generator=torch.Generator().manual_seed(0))
+                                generator=torch.Generator().manual_seed(0), middle_out=middles)
     assert rows.shape == ids.shape
     for b, row in enumerate(rows.tolist()):
         assert row[0] == tok.fim_prefix_id
@@ -60,6 +61,7 @@ def test_psm_rows_put_prefix_suffix_middle_in_order(tiny):
         assert 1 <= len(middle) <= 16
         assert prefix + middle + suffix == ids[b, :60 - ar_baseline.EXTRA_TOKENS].tolist()
         assert all(t == tok.pad_id for t in row[e + 1:])
+        assert middles[b].nonzero().flatten().tolist() == list(range(m + 1, e + 1))
         if b == 0:
             assert (len(prefix), len(middle)) == (5, 7)   # the syntax span, whole
     plain = ar_baseline.psm_rows(ids, None, tok, p_fim=0.0, max_middle=16, p_inside=0.0,
@@ -94,4 +96,7 @@ def test_training_checkpoints_resumes_and_marks_the_objective(tiny_model_dir, tm
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
              if '"train"' in line]
     assert steps == [1, 2, 3]
+    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+             if '"eval"' in line]
+    assert evals[-1]["step"] == 3 and evals[-1]["eval_ce_middle"] > 0
     assert load_model(out / "final").config.extra["objective"] == "autoregressive-fim"

@@ -69,11 +69,13 @@ def pick_middle(length: int, spans: torch.Tensor | None, max_middle: int, p_insi
 
 
 def psm_rows(ids: torch.Tensor, spans: torch.Tensor | None, tok, *, p_fim: float,
-             max_middle: int, p_inside: float, generator: torch.Generator) -> torch.Tensor:
+             max_middle: int, p_inside: float, generator: torch.Generator,
+             middle_out: torch.Tensor | None = None) -> torch.Tensor:
     """Packed rows [B, L] → training rows [B, L]: PSM with probability p_fim, else plain.
 
     A row keeps its first L - 4 tokens so the sentinels and the closing eos fit; a middle is cut
     at the first eos inside it (a file boundary) so eos always means "the middle ends here".
+    ``middle_out`` ([B, L] bool), if given, receives the positions of each middle and its eos.
     """
     B, L = ids.shape
     n = L - EXTRA_TOKENS
@@ -90,15 +92,23 @@ def psm_rows(ids: torch.Tensor, spans: torch.Tensor | None, tok, *, p_fim: float
             middle, end = middle[:cut], start + cut
         formatted = (psm_prompt(tok, row[:start], row[start + len(middle):]) + middle
                      + [tok.eos_id])
+        if middle_out is not None:
+            first = len(formatted) - len(middle) - 1
+            middle_out[b, first:len(formatted)] = True
         formatted += [tok.pad_id] * (L - len(formatted))
         out[b] = torch.tensor(formatted[:L], dtype=ids.dtype)
     return out
 
 
-def causal_loss(model, rows: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """Next-token cross-entropy over every position (padding targets ignored)."""
+def causal_loss(model, rows: torch.Tensor, pad_id: int,
+                scored: torch.Tensor | None = None) -> torch.Tensor:
+    """Next-token cross-entropy over every position (padding targets ignored), or only where
+    ``scored`` [B, L] marks the target token."""
     logits = model.lm_head(model.hidden_states(rows, causal=True))   # [B, L, V]
-    targets = rows[:, 1:].masked_fill(rows[:, 1:] == pad_id, -100)
+    ignore = rows[:, 1:] == pad_id
+    if scored is not None:
+        ignore |= ~scored[:, 1:]
+    targets = rows[:, 1:].masked_fill(ignore, -100)
     return F.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets.flatten(),
                            ignore_index=-100)
 
@@ -244,19 +254,22 @@ def train(recipe: recipes.Recipe, out: Path, tokenizer_dir: Path, *, p_fim: floa
 
 @torch.no_grad()
 def evaluate_loss(model, split: PackedSplit, tok, t, fim: dict) -> dict:
-    """Held-out next-token CE on all-PSM rows (fixed draws) and on plain rows."""
+    """Held-out next-token CE on all-PSM rows (fixed draws), on their middles (+ eos) only —
+    the number to hold against the diffusion run's ``fim_masked_ce`` — and on plain rows."""
     if split is None or len(split) == 0:
         return {}
     model.eval()
-    sums = {"eval_ce_fim": 0.0, "eval_ce_plain": 0.0}
+    sums = {"eval_ce_fim": 0.0, "eval_ce_middle": 0.0, "eval_ce_plain": 0.0}
     n = min(len(split), t.batch_size)
     for i in range(t.eval_batches):
         rows = [(i * n + k) % len(split) for k in range(n)]
         ids = split.ids[rows].long()
         spans = split.spans_for(rows) if split.spans.shape[0] else None
+        middle = torch.zeros(ids.shape, dtype=torch.bool)
         psm = psm_rows(ids, spans, tok, generator=_generator(1_234_567, i),
-                       **{**fim, "p_fim": 1.0})
+                       middle_out=middle, **{**fim, "p_fim": 1.0})
         sums["eval_ce_fim"] += float(causal_loss(model, psm, tok.pad_id))
+        sums["eval_ce_middle"] += float(causal_loss(model, psm, tok.pad_id, middle))
         sums["eval_ce_plain"] += float(causal_loss(model, ids, tok.pad_id))
     model.train()
     return {k: v / t.eval_batches for k, v in sums.items()}
