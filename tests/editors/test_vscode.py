@@ -169,4 +169,8 @@ def test_ghost_text_tab_and_fill_hole(server, tmp_path, artifacts_dir):
         assert init["steps"] == 4 and init["enabled"] is True
         assert not any(key.startswith(("server", "trace")) for key in init)
         assert " ms" in seen["statusAfterCompletion"]  # the status bar shows the latency
+        # Toggle completions reached the server as workspace/didChangeConfiguration.
+        changes = [entry["payload"] for entry in sent if entry["kind"] == "didChangeConfiguration"]
+        assert changes and changes[-1] == {"coda": {**init, "enabled": False}}
+    assert "completions off" in seen["statusAfterToggle"]
     assert (screenshots / "vscode-ghost-text.png").is_file()

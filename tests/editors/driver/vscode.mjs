@@ -6,7 +6,8 @@
 //
 // Steps: wait for the workbench and Coda's "ready" status-bar item; open completionFile,
 // type at its end, wait for the ghost text, press Tab, save; open holeFile, put the cursor
-// on the `...` line, run "Coda: Fill hole" from the command palette, wait for the edit, save.
+// on the `...` line, run "Coda: Fill hole" from the command palette, wait for the edit, save;
+// run "Coda: Toggle completions" and wait for the status bar to show them off.
 // Screenshots go to `screenshots`. Each wait is on a DOM condition, never a fixed delay.
 import { chromium } from "playwright-core";
 import fs from "node:fs";
@@ -112,6 +113,12 @@ try {
   await page.screenshot({ path: path.join(args.screenshots, "vscode-fill-hole.png") });
   result.afterFill = await saveAndRead(page, hole);
   log("filled");
+
+  // --- Toggle completions: the setting flips and the status bar says so ---
+  await runCommand(page, "Coda: Toggle completions");
+  await status.locator(".codicon-circle-slash").waitFor({ timeout });
+  result.statusAfterToggle = await status.getAttribute("aria-label");
+  log("toggled");
   result.ok = true;
 } catch (error) {
   result.ok = false;
