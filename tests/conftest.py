@@ -1,78 +1,9 @@
-"""Shared fixtures: a tiny random CoDA checkpoint with a small BPE tokenizer, in a temp dir."""
+"""Shared fixtures: a tiny random CoDA checkpoint built once per session in a temp dir."""
 
-import json
 from pathlib import Path
 
 import pytest
-import torch
-
-from coda_model import CodaConfig, CodaModel, save_model
-
-SPECIALS = ["<|endoftext|>", "<|im_end|>", "<|mask|>", "<|fim_prefix|>", "<|fim_middle|>",
-            "<|fim_suffix|>", "<|fim_pad|>"]
-SAMPLE_CODE = '''
-def add(a, b):
-    """Return the sum."""
-    return a + b
-
-
-class Stack:
-    def __init__(self):
-        self.items = []
-
-    def push(self, item):
-        self.items.append(item)
-
-    def pop(self):
-        if not self.items:
-            raise IndexError("pop from empty stack")
-        return self.items.pop()
-
-
-for i in range(10):
-    if i % 2 == 0:
-        print(i, "even")
-    else:
-        print(i, "odd")
-
-function greet(name) { return `hello ${name}`; }
-fn main() { let x = vec![1, 2, 3]; println!("{:?}", x); }
-'''
-
-
-def build_tokenizer(out: Path, vocab_size: int = 600) -> None:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    tok.train_from_iterator([SAMPLE_CODE] * 20, trainer=trainer)
-    out.mkdir(parents=True, exist_ok=True)
-    tok.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "mask_token": "<|mask|>", "pad_token": "<|endoftext|>", "eos_token": "<|im_end|>",
-    }))
-
-
-def build_checkpoint(out: Path, *, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
-    """A random-weight CoDA folder (config, safetensors, tokenizer) that load_model accepts."""
-    from tokenizers import Tokenizer
-
-    tok_dir = out.parent / f"{out.name}-tokenizer"
-    build_tokenizer(tok_dir)
-    vocab = Tokenizer.from_file(str(tok_dir / "tokenizer.json")).get_vocab_size()
-    config = CodaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
-                        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                        head_dim=hidden // 4, mask_token_id=2, pad_token_id=0)
-    torch.manual_seed(seed)
-    model = CodaModel(config)
-    for p in model.parameters():
-        if p.dim() > 1:
-            torch.nn.init.normal_(p, std=0.5)
-    return save_model(model, out, tokenizer_dir=tok_dir)
+from testkit import build_checkpoint
 
 
 @pytest.fixture(scope="session")

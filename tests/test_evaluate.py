@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_CODE
+from testkit import SAMPLE_CODE
 
 from training import eval_report, evaluate, heldout, sandbox
 from training.data import Document
