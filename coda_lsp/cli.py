@@ -68,7 +68,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 def serve_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="coda-lsp", description="Diffusion fill-in-the-middle language server")
     _common(p)
-    p.add_argument("--tcp", action="store_true", help="listen on TCP instead of stdio")
+    transport = p.add_mutually_exclusive_group()
+    # vscode-languageclient (TransportKind.stdio) and other clients append --stdio: accept it
+    transport.add_argument("--stdio", action="store_true", help="serve on stdio (the default)")
+    transport.add_argument("--tcp", action="store_true", help="listen on TCP instead of stdio")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=2087)
     p.add_argument("--version", action="version", version=f"coda-lsp {__version__}")

@@ -196,14 +196,41 @@ def holes(syn: Syntax) -> list[Span]:
 
 
 def hole_at(syn: Syntax, cursor: int) -> Span | None:
-    """The innermost hole containing the cursor (ends inclusive), or None."""
+    """The innermost hole containing the cursor (ends inclusive), or None.
+
+    Editors often leave the cursor in a line's leading indentation (VS Code "Go to line",
+    Neovim ``2G``) or at its end: there the cursor means the line, so the hole on that line
+    nearest to the cursor is taken (the first one from the indentation, the last from the end).
+    """
     cursor = min(max(0, cursor), len(syn.source))
     try:
-        inside = [(e - s, s, e) for s, e in _hole_ranges(syn, cursor, cursor) if s <= cursor <= e]
-        return _hole_span(syn, *min(inside)[1:]) if inside else None
+        return _hole_containing(syn, cursor) or _hole_on_line(syn, cursor)
     except Exception:
         log.exception("hole_at failed")
         return None
+
+
+def _hole_containing(syn: Syntax, cursor: int) -> Span | None:
+    inside = [(e - s, s, e) for s, e in _hole_ranges(syn, cursor, cursor) if s <= cursor <= e]
+    return _hole_span(syn, *min(inside)[1:]) if inside else None
+
+
+def _hole_on_line(syn: Syntax, cursor: int) -> Span | None:
+    line = text.line_at(syn.source, cursor)
+    if line.blank:
+        return None
+    content = line.before + line.after
+    first = line.start + text.indent_width_bytes(content)  # first byte of code
+    last = line.start + len(content.rstrip())  # just past the last byte of code
+    if cursor <= first:
+        on_line = [(s, e) for s, e in _hole_ranges(syn, first, last) if first <= s <= last]
+        pick = min(on_line, key=lambda r: (r[0], r[1] - r[0]), default=None)
+    elif cursor >= last:
+        on_line = [(s, e) for s, e in _hole_ranges(syn, first, last) if first <= e <= last]
+        pick = min(on_line, key=lambda r: (-r[1], r[1] - r[0]), default=None)
+    else:
+        return None  # inside the line's code but in no hole: not a hole request
+    return _hole_span(syn, *pick) if pick is not None else None
 
 
 def _hole_ranges(syn: Syntax, lo: int, hi: int) -> list[tuple[int, int]]:

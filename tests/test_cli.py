@@ -14,12 +14,20 @@ from coda_lsp import cli
     (["--device", "tpu"], "invalid choice"),
     (["--steps", "0", "--model", "/tmp"], "--steps"),
     (["fill", "file.py"], "expected FILE:LINE:COL"),
+    (["--stdio", "--tcp"], "not allowed with argument"),
 ])
 def test_startup_errors_are_one_line_and_nonzero(capsys, args, needle):
     assert cli.main(args) == cli.EXIT_USAGE
     out, err = capsys.readouterr()
     assert out == ""
     assert needle in err and err.count("\n") == 1
+
+
+def test_stdio_flag_is_the_default_transport(capsys):
+    assert cli.serve_parser().parse_args(["--stdio"]).tcp is False
+    # accepted where vscode-languageclient puts it (last): the only problem left is the model
+    assert cli.main(["--model", "/no/such/dir", "--stdio"]) == cli.EXIT_USAGE
+    assert "model folder not found" in capsys.readouterr().err
 
 
 def test_model_folder_without_weights(tmp_path, capsys):

@@ -97,6 +97,26 @@ def test_holes_lists_every_hole_in_order() -> None:
     assert all(h.kind == "hole" for h in found)
 
 
+def test_hole_at_from_the_indentation_or_the_end_of_its_line() -> None:
+    source = b"def f():\n    ...\n\ndef g(a):\n\tx = <FILL>;  \r\n    return a\n"
+    syn = spans.Syntax(PY, source)
+    dots, fill = source.index(b"..."), source.index(b"<FILL>")
+    line2 = source.index(b"\tx")
+    for cursor in (dots - 4, dots - 1, dots, dots + 3):  # column 0, indentation, in, after
+        hole = spans.hole_at(syn, cursor)
+        assert hole is not None and source[hole.start : hole.end] == b"...", cursor
+    for cursor in (line2, line2 + 1, source.index(b";  \r") + 1, source.index(b"\r\n    r")):
+        hole = spans.hole_at(syn, cursor)
+        assert hole is not None and source[hole.start : hole.end] == b"<FILL>", cursor
+    assert spans.hole_at(syn, fill - 2) is None  # in the code before the hole: not a request
+    assert spans.hole_at(syn, source.index(b"return")) is None  # a line without a hole
+    assert spans.hole_at(syn, source.index(b"\n\ndef g") + 1) is None  # a blank line
+    plain = spans.Syntax(None, b"task:\n    <FILL>\n  # TODO later\n")
+    for cursor, want in ((6, b"<FILL>"), (16, b"<FILL>"), (17, b"# TODO later")):
+        hole = spans.hole_at(plain, cursor)
+        assert hole is not None and plain.source[hole.start : hole.end] == want, cursor
+
+
 def test_lengths_grow_with_the_span_kind() -> None:
     source = b"def f(a):\n    \n\nx = g(a)\n"
     syn = spans.Syntax(PY, source)

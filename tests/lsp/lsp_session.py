@@ -56,7 +56,10 @@ class Recorder:
 
 async def start(model_dir: Path, profile: str, options: dict | None = None,
                 initialize: bool = True) -> LanguageClient:
-    config = ClientServerConfig(server_command=server_command(model_dir), server_env=server_env())
+    # VS Code's client appends --stdio (TransportKind.stdio); Neovim passes nothing
+    extra = ("--stdio",) if profile == "vscode" else ()
+    config = ClientServerConfig(server_command=server_command(model_dir, *extra),
+                                server_env=server_env())
     client = await config.start()
     client.recorder = Recorder(client)
     if initialize:
