@@ -169,6 +169,11 @@ class Trainer:
             torch.set_num_threads(recipe.train.threads)
         torch.manual_seed(recipe.train.seed)
         self.backend = backend or TorchBackend(recipe.train.device)
+        if self.backend.is_main:   # one process trains the tokenizer and packs the data
+            tok_dir = prepare_tokenizer(recipe, self.out)
+            if train_split is None:
+                load_or_build(recipe.data, load_tokenizer(tok_dir), self.out / "data")
+        self.backend.wait()
         self.tokenizer_dir = prepare_tokenizer(recipe, self.out)
         self.tok = load_tokenizer(self.tokenizer_dir)
         if train_split is None:

@@ -192,7 +192,8 @@ def pretrain_coda_1p7b_tpu_v4() -> Recipe:
                                   block_sizes=(2, 4, 8, 16, 32, 64)),
         optim=OptimConfig(name="adafactor", lr=3e-4, warmup_steps=2000, schedule="cosine",
                           min_lr_ratio=0.1, weight_decay=0.01, grad_clip=1.0),
-        train=TrainConfig(steps=170_000, batch_size=128, device="xla", log_every=50,
+        # batch_size is per host process: 4 x 32 hosts of a v4-256 = 128 sequences per step.
+        train=TrainConfig(steps=170_000, batch_size=4, device="xla", log_every=50,
                           eval_every=2000, eval_batches=16, checkpoint_every_steps=2000,
                           checkpoint_every_seconds=3600.0, keep_checkpoints=3),
         tokenizer=TokenizerConfig(path="checkpoints/CoDA-v0-Base"),

@@ -7,7 +7,9 @@ only forward + backward + optimizer, cut by ``mark_step``; metrics are read in s
 logging never forces an extra device sync.  Corruption stays on the host (static [B, L] shapes).
 
 torch_xla pins its own torch: install it into a separate environment with
-``pip install -e .[train,tpu]`` on the TPU VM.
+``pip install -e .[train,tpu]`` on the TPU VM.  Status: written against the torch_xla 2.9 SPMD
+API and exercised only by ``tests/test_training_runners.py`` where torch_xla is installed
+(``PJRT_DEVICE=CPU`` works); multi-host input sharding has not been run on a pod yet.
 """
 
 from __future__ import annotations
