@@ -3,13 +3,15 @@
 Nothing may reach stdout in stdio mode (it carries the protocol). Module loggers of
 ``coda_lsp`` and ``coda_model`` are bridged to the client's log, from any thread, by hopping
 onto the event loop. ``Stages`` times the stages of one request so every completion log line
-carries its request id and where the time went. ``Warnings`` rate-limits what the user sees.
+carries its request id and where the time went. ``Warnings`` rate-limits what the user sees;
+``Throttle`` rate-limits a notification whose latest value is all that matters.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 import threading
 import time
@@ -96,9 +98,10 @@ class Stages:
     def total_ms(self) -> float:
         return (time.perf_counter() - self._start) * 1e3
 
-    def line(self, outcome: str) -> str:
+    def line(self, outcome: str, total_ms: float | None = None) -> str:
+        total = self.total_ms if total_ms is None else total_ms
         parts = " ".join(f"{k}={v:.1f}ms" for k, v in self.times.items())
-        return f"[{self.request_id}] {outcome} total={self.total_ms:.1f}ms {parts}".rstrip()
+        return f"[{self.request_id}] {outcome} total={total:.1f}ms {parts}".rstrip()
 
 
 @dataclass
@@ -114,3 +117,40 @@ class Warnings:
             return False
         self._shown[key] = now
         return True
+
+
+class Throttle:
+    """Runs ``send()`` at most once per ``interval`` seconds; the latest state wins.
+
+    ``soon()`` never sends by itself: it schedules one send on the running event loop (the
+    sender reads the current state when it fires), so the request that triggered it pays for
+    one timer, and its response goes out first. ``now()`` sends at once and restarts the
+    interval. Both must be called on the event loop thread.
+    """
+
+    def __init__(self, send: Callable[[], None], interval: float = 1.0) -> None:
+        self._send = send
+        self.interval = interval
+        self._last = -math.inf  # loop.time() of the last send
+        self._pending: asyncio.TimerHandle | None = None
+
+    def soon(self) -> None:
+        if self._pending is not None:
+            return  # the scheduled send will carry the newer state
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, self._last + self.interval - loop.time())
+        self._pending = loop.call_later(delay, self._fire, loop)
+
+    def now(self) -> None:
+        self.cancel()
+        self._fire(asyncio.get_running_loop())
+
+    def cancel(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._pending = None
+        self._last = loop.time()
+        self._send()

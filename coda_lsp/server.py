@@ -19,12 +19,12 @@ from typing import Any
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcServerNotInitialized
 from pygls.lsp.server import LanguageServer
-from pygls.protocol import LanguageServerProtocol, lsp_method
 
 from coda_lsp import __version__, edits, languages, logs, positions, prompt, spans
 from coda_lsp import settings as settings_mod
 from coda_lsp.documents import Document, DocumentStore
 from coda_lsp.engine import Engine, FillJob, rank
+from coda_lsp.protocol import CodaProtocol
 from coda_lsp.scheduling import Scheduler, Superseded
 from coda_lsp.settings import Settings
 
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 FILL_HOLE = "coda.fillHole"
 FILL_TITLE = "Fill this hole"
 STATUS = "coda/status"
+STATUS_INTERVAL = 1.0  # seconds between latency updates after completions
 MAX_ITEMS = 3
 
 
@@ -52,61 +53,6 @@ class Target:
     span: spans.Span
 
 
-@dataclass(frozen=True)
-class _BadRequest:
-    id: Any
-    method: str
-    reason: str
-
-
-class CodaProtocol(LanguageServerProtocol):
-    """pygls' protocol with three changes.
-
-    Our own position encoding is advertised; document sync goes only to our store (pygls'
-    workspace would duplicate every document and apply edits in its own encoding); and a
-    request whose params do not match the schema gets an InvalidParams response instead of
-    no response at all.
-    """
-
-    @lsp_method(types.INITIALIZE)
-    def lsp_initialize(self, params: types.InitializeParams):
-        result = yield from super().lsp_initialize(params)
-        result.capabilities.position_encoding = self._server.encoding
-        return result
-
-    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
-    def lsp_text_document__did_open(self, params):
-        yield from self._user_only(types.TEXT_DOCUMENT_DID_OPEN, params)
-
-    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
-    def lsp_text_document__did_change(self, params):
-        yield from self._user_only(types.TEXT_DOCUMENT_DID_CHANGE, params)
-
-    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
-    def lsp_text_document__did_close(self, params):
-        yield from self._user_only(types.TEXT_DOCUMENT_DID_CLOSE, params)
-
-    def _user_only(self, method: str, params: Any):
-        if (handler := self.fm.features.get(method)) is not None:
-            yield handler, (params,), None
-
-    def structure_message(self, data: dict[str, Any]):
-        try:
-            return super().structure_message(data)
-        except JsonRpcException as exc:
-            if isinstance(data, dict) and "id" in data and isinstance(data.get("method"), str):
-                return _BadRequest(data["id"], data["method"], str(exc.__cause__ or exc))
-            raise
-
-    def handle_message(self, message):
-        if isinstance(message, _BadRequest):
-            log.warning("invalid params for %s: %s", message.method, message.reason)
-            error = JsonRpcInvalidParams(f"invalid params for {message.method}: {message.reason}")
-            self._send_response(message.id, None, error.to_response_error())
-            return
-        super().handle_message(message)
-
-
 class CodaServer(LanguageServer):
     def __init__(self, defaults: Settings, load_engine: Callable[[], Engine], verbose: int = 0):
         super().__init__("coda-lsp", __version__, protocol_cls=CodaProtocol, max_workers=2)
@@ -122,6 +68,8 @@ class CodaServer(LanguageServer):
         self.scheduler = Scheduler()
         self.warnings = logs.Warnings()
         self.last_latency_ms: float | None = None
+        self.status_message = ""
+        self.status = logs.Throttle(self._notify_status, STATUS_INTERVAL)
         self._ids = itertools.count(1)
 
     # -- plumbing -------------------------------------------------------------------------
@@ -136,7 +84,12 @@ class CodaServer(LanguageServer):
             self.window_show_message(types.ShowMessageParams(type=kind, message=message))
 
     def send_status(self, message: str = "") -> None:
-        self.protocol.notify(STATUS, {"state": self.state, "message": message,
+        """A state change: sent at once (latency updates go through ``status.soon()``)."""
+        self.status_message = message
+        self.status.now()
+
+    def _notify_status(self) -> None:
+        self.protocol.notify(STATUS, {"state": self.state, "message": self.status_message,
                                       "latencyMs": self.last_latency_ms})
 
     def apply_settings(self, payload: Any) -> None:
@@ -248,8 +201,10 @@ class CodaServer(LanguageServer):
                 seen.add(f.text)
                 items.append(edits.inline_item(doc, target.start, target.end, f.text,
                                                self.encoding))
-        self.last_latency_ms = round(stages.total_ms, 1)
-        log.info("%s", stages.line(f"{len(items)} item(s)"))
+        total = stages.total_ms
+        self.last_latency_ms = round(total, 1)
+        self.status.soon()  # after the response, at most once per STATUS_INTERVAL
+        log.info("%s", stages.line(f"{len(items)} item(s)", total))
         return types.InlineCompletionList(items=items) if items else None
 
     async def fill_hole(self, uri: str, rng: types.Range) -> types.WorkspaceEdit | None:
@@ -381,6 +336,7 @@ def create_server(defaults: Settings, load_engine: Callable[[], Engine],
 
     @ls.feature(types.SHUTDOWN)
     def shutdown(ls: CodaServer, params: Any = None):
+        ls.status.cancel()
         ls.scheduler.close()
 
     return ls

@@ -7,7 +7,7 @@ from lsprotocol import types
 
 from coda_lsp import positions
 from coda_lsp.engine import Fill, FillResult
-from coda_lsp.server import create_server
+from coda_lsp.server import STATUS_INTERVAL, create_server
 from coda_lsp.settings import Settings
 
 URI = "file:///w/a.py"
@@ -128,3 +128,31 @@ def test_hole_code_action_and_fill():
     change = (edit.changes or {}).get(URI) or edit.document_changes[0].edits
     assert change[0].new_text == "return a"
     assert change[0].range.start == types.Position(line=1, character=4)
+
+
+def test_latency_status_follows_completions_throttled():
+    ls = make_server(FakeEngine())
+    ls.state = "ready"
+    sent, got = [], asyncio.Event()
+
+    def notify(method, params):
+        sent.append((asyncio.get_running_loop().time(), method, params))
+        got.set()
+
+    ls.protocol.notify = notify
+
+    async def main():
+        await ls.complete_inline(inline(1, 11))
+        assert sent == []  # never inside the request: the response goes first
+        await asyncio.wait_for(got.wait(), 5)
+        got.clear()
+        for _ in range(5):  # a burst within one interval: one more status, the latest value
+            await ls.complete_inline(inline(1, 11))
+        await asyncio.wait_for(got.wait(), 5)
+        return ls.last_latency_ms
+
+    latest = run(ls, main())
+    assert [m for _, m, _ in sent] == ["coda/status", "coda/status"]
+    assert sent[1][0] - sent[0][0] >= STATUS_INTERVAL - 1e-3
+    assert sent[1][2] == {"state": "ready", "message": "", "latencyMs": latest}
+    assert isinstance(latest, float) and latest > 0

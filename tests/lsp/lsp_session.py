@@ -39,12 +39,16 @@ class Recorder:
 
     def __init__(self, client: LanguageClient) -> None:
         self.statuses: list[Any] = []
+        self.status_times: list[float] = []  # loop.time() at arrival, one per status
+        self.status_changed = asyncio.Event()
         self.applied: list[types.ApplyWorkspaceEditParams] = []
         self.ready = asyncio.Event()
 
         @client.feature("coda/status")
         def status(params):
             self.statuses.append(params)
+            self.status_times.append(asyncio.get_running_loop().time())
+            self.status_changed.set()
             if params.state in ("ready", "error"):
                 self.ready.set()
 

@@ -60,16 +60,25 @@ async def test_inline_completion_item_and_range(client):
     assert shown_by_vscode(line_text(CODE, 1), 11, item)
 
 
+def cursor_range(line: int, character: int) -> types.Range:
+    return types.Range(start=types.Position(line=line, character=character),
+                       end=types.Position(line=line, character=character))
+
+
 async def test_fill_hole_code_action_resolves_to_an_edit(client):
     uri = open_doc(client, CODE)
-    hole = types.Range(start=types.Position(line=5, character=5),
-                       end=types.Position(line=5, character=5))
-    actions = await client.text_document_code_action_async(types.CodeActionParams(
-        text_document=types.TextDocumentIdentifier(uri=uri), range=hole,
+    # in the hole, at column 0 ("Go to line", `6G`), in the indentation, at the line's end
+    for character in (5, 0, 2, 7):
+        actions = await client.text_document_code_action_async(types.CodeActionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            range=cursor_range(5, character), context=types.CodeActionContext(diagnostics=[])))
+        assert actions and actions[0].title == "Fill this hole", character
+        assert actions[0].kind == types.CodeActionKind.QuickFix
+    none_here = await client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), range=cursor_range(4, 0),
         context=types.CodeActionContext(diagnostics=[])))
-    assert actions and actions[0].title == "Fill this hole"
-    assert actions[0].kind == types.CodeActionKind.QuickFix
-    resolved = await client.code_action_resolve_async(actions[0])
+    assert not none_here  # `def sub(a, b):` holds no hole
+    resolved = await client.code_action_resolve_async(actions[0])  # the one from column 7
     edit = resolved.edit
     assert edit is not None
     text_edits = edit.document_changes[0].edits if edit.document_changes else edit.changes[uri]
@@ -205,3 +214,26 @@ async def test_incremental_edits_reach_the_server(client):
         inline_params(uri, 1, end_of_line))
     assert result is not None
     assert result.items[0].range.start == types.Position(line=1, character=end_of_line)
+
+
+async def test_status_reports_the_latest_latency_at_most_once_a_second(client):
+    uri = open_doc(client, CODE)
+    recorder, loop = client.recorder, asyncio.get_running_loop()
+    first_status, first_log = len(recorder.statuses), len(client.log_messages)
+    started, count = loop.time(), 0
+    while count < 4 or loop.time() - started < 1.5:
+        assert await client.text_document_inline_completion_async(inline_params(uri, 1, 11))
+        count += 1
+    elapsed = loop.time() - started
+    await asyncio.sleep(0)  # logMessage notifications precede the responses on the wire
+    done = [m.message for m in client.log_messages[first_log:] if "item(s) total=" in m.message]
+    latest = float(done[-1].split("total=")[1].split("ms")[0])
+    while not (recorder.statuses and recorder.statuses[-1].latencyMs == latest):
+        recorder.status_changed.clear()
+        await asyncio.wait_for(recorder.status_changed.wait(), 10)
+    updates = recorder.statuses[first_status:]
+    assert all(u.state == "ready" and u.latencyMs is not None for u in updates)
+    assert len(updates) <= elapsed + 2  # at most one a second, not one per completion
+    times = recorder.status_times[first_status:]
+    # sent at least 1 s apart; arrival times may be jittered by a busy client loop
+    assert all(b - a > 0.5 for a, b in zip(times, times[1:], strict=False)), times
