@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 FILL_HOLE = "coda.fillHole"
 FILL_TITLE = "Fill this hole"
 STATUS = "coda/status"
+DOCUMENT_TEXT = "coda/documentText"  # read-only: the server's copy of a document, for tests
 STATUS_INTERVAL = 1.0  # seconds between latency updates after completions
 MAX_ITEMS = 3
 
@@ -334,6 +335,15 @@ def create_server(defaults: Settings, load_engine: Callable[[], Engine],
             types.ApplyWorkspaceEditParams(edit=edit, label=FILL_TITLE))
         return bool(result and result.applied)
 
+    @ls.feature(DOCUMENT_TEXT)
+    def document_text(ls: CodaServer, params: Any):
+        ls.require_initialized()
+        uri = params.get("uri") if isinstance(params, dict) else getattr(params, "uri", None)
+        if not isinstance(uri, str):
+            raise JsonRpcInvalidParams(f"{DOCUMENT_TEXT} takes {{uri}}")
+        doc = ls.store.get(uri)
+        return None if doc is None else {"text": doc.text, "version": doc.version}
+
     @ls.feature(types.SHUTDOWN)
     def shutdown(ls: CodaServer, params: Any = None):
         ls.status.cancel()
@@ -342,4 +352,5 @@ def create_server(defaults: Settings, load_engine: Callable[[], Engine],
     return ls
 
 
-__all__ = ["CodaServer", "create_server", "JsonRpcException", "FILL_HOLE", "FILL_TITLE", "STATUS"]
+__all__ = ["CodaServer", "create_server", "JsonRpcException", "DOCUMENT_TEXT", "FILL_HOLE",
+           "FILL_TITLE", "STATUS"]
