@@ -3,7 +3,8 @@
 Layout under ``<run>/checkpoints/``::
 
     step-000600/            config.json, model.safetensors, tokenizer files  (load_model reads it)
-                            trainer_state.pt  (optimizer, scheduler, data position, RNG, step)
+                            trainer_state.safetensors + .json  (optimizer, scheduler, data
+                            position, RNG, step; no pickle: see state_io.py)
     latest                  the name of the newest complete checkpoint
 
 A checkpoint is written into a hidden temporary folder and renamed into place, and ``latest``
@@ -18,13 +19,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
-
 from coda_model import save_model
+
+from . import state_io
 
 log = logging.getLogger(__name__)
 
-STATE = "trainer_state.pt"
+STATE = "trainer_state.json"
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
@@ -45,7 +46,7 @@ def save_checkpoint(root: str | Path, step: int, model, tokenizer_dir, state: di
         for f in (tmp / "model").iterdir():
             os.replace(f, tmp / f.name)
         (tmp / "model").rmdir()
-        torch.save(state, tmp / STATE)
+        state_io.save_state(state, tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -69,5 +70,5 @@ def latest_checkpoint(root: str | Path) -> Path | None:
 
 
 def load_state(checkpoint: str | Path) -> dict:
-    """The trainer state of a checkpoint (plain tensors and containers: weights_only load)."""
-    return torch.load(Path(checkpoint) / STATE, map_location="cpu", weights_only=True)
+    """The trainer state of a checkpoint, exactly as it was saved."""
+    return state_io.load_state(Path(checkpoint))
