@@ -169,8 +169,12 @@ def evaluate(model_dir, *, ar_dir=None, tasks=TASKS, steps=STEPS, lengths=tuple(
              timeout: float = 10.0, memory_mb: int = 512, ar_min_new: int = 64,
              examples=None) -> dict:
     """Run everything; returns {"fills": [...], "summary": [...], "table": str, "png": path}."""
+    # Both models load now: a training run may rotate its checkpoints away while this runs.
     model_dir = resolve_model_dir(model_dir)
     model, tok = load_model(model_dir), load_tokenizer(model_dir)
+    if ar_dir is not None:
+        ar_dir = resolve_model_dir(ar_dir)
+        ar_model, ar_tok = load_model(ar_dir), load_tokenizer(ar_dir)
     if examples is None:
         examples = load_examples(tasks, limit, seed, benchmarks, heldout_recipe, per_file, tok)
     scorer = Scorer(timeout, memory_mb)
@@ -184,8 +188,6 @@ def evaluate(model_dir, *, ar_dir=None, tasks=TASKS, steps=STEPS, lengths=tuple(
             log.info("diffusion steps=%d masks=%s: %d fills in %.1fs", s, masks, len(examples),
                      time.monotonic() - t0)
     if ar_dir is not None:
-        ar_dir = resolve_model_dir(ar_dir)
-        ar_model, ar_tok = load_model(ar_dir), load_tokenizer(ar_dir)
         ar_pos = ar_model.config.max_position_embeddings
         ar_contexts = [Context(ar_tok, ex, prefix_tokens, suffix_tokens, ar_pos)
                        for ex in examples]
