@@ -206,9 +206,9 @@ def fill_text(engine, path: Path, text: str, settings: Settings,
         start, end = doc.offset_of_byte(span.start), doc.offset_of_byte(span.end)
         job = FillJob(doc.text[:start], doc.text[end:], tuple(span.lengths), steps, settings,
                       ending)
-        syn = doc.syntax
+        errors = spans.error_counter(doc.syntax, span)
         fills = rank(engine.fill(job).fills, 0.0,
-                     lambda t, sp=span, syn=syn: spans.new_errors(syn, sp, positions.to_bytes(t)))
+                     lambda t, errors=errors: errors(positions.to_bytes(t)))
         if fills:
             filled += 1
             doc = store.open(types.TextDocumentItem(

@@ -180,9 +180,9 @@ class CodaServer(LanguageServer):
         if self.store.get(doc.uri) is not doc or doc.version != target.version:
             log.info("%s", stages.line(f"dropped: document moved past version {target.version}"))
             return None
-        syntax = doc.syntax
+        errors = spans.error_counter(doc.syntax, target.span)
         ranked = rank(result.fills, s.confidence_threshold,
-                      lambda text: spans.new_errors(syntax, target.span, positions.to_bytes(text)))
+                      lambda text: errors(positions.to_bytes(text)))
         stages.mark("rank")
         return ranked
 

@@ -67,6 +67,15 @@ class Syntax:
             log.warning("reparse for validity failed: %s", exc)
             return None
 
+    def parse_bytes(self, data: bytes) -> tree_sitter.Tree | None:
+        """A fresh tree of other bytes (e.g. one definition) in this document's language."""
+        parser = self.language.parser() if self.language else None
+        try:
+            return parser.parse(data) if parser else None
+        except Exception as exc:
+            log.warning("parse for validity failed: %s", exc)
+            return None
+
     def _parse(self, old_tree: tree_sitter.Tree | None) -> None:
         parser = self.language.parser() if self.language else None
         if parser is None:

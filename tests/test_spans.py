@@ -105,10 +105,13 @@ def test_hole_at_from_the_indentation_or_the_end_of_its_line() -> None:
     for cursor in (dots - 4, dots - 1, dots, dots + 3):  # column 0, indentation, in, after
         hole = spans.hole_at(syn, cursor)
         assert hole is not None and source[hole.start : hole.end] == b"...", cursor
-    for cursor in (line2, line2 + 1, source.index(b";  \r") + 1, source.index(b"\r\n    r")):
+    for cursor in (line2, source.index(b";  \r") + 1, source.index(b"\r\n    r")):
         hole = spans.hole_at(syn, cursor)
         assert hole is not None and source[hole.start : hole.end] == b"<FILL>", cursor
     assert spans.hole_at(syn, fill - 2) is None  # in the code before the hole: not a request
+    assert spans.hole_at(syn, line2 + 1) is None  # on the first character of that code too
+    top = spans.Syntax(PY, b"x = <FILL>\n")
+    assert spans.hole_at(top, 0) is not None and spans.hole_at(top, 1) is None
     assert spans.hole_at(syn, source.index(b"return")) is None  # a line without a hole
     assert spans.hole_at(syn, source.index(b"\n\ndef g") + 1) is None  # a blank line
     plain = spans.Syntax(None, b"task:\n    <FILL>\n  # TODO later\n")
@@ -161,3 +164,20 @@ def test_choose_never_raises_on_random_bytes(
     assert 0 <= widened.start <= widened.end <= len(data)
     syn.edit(cursor, cursor + 2, fill)
     _check(spans.choose(syn, cursor), len(syn.source), cursor)
+
+
+def test_new_errors_in_a_large_document_parses_only_the_enclosing_definition() -> None:
+    method = "    def m{i}(self, a):\n        x = g(a, {i})\n        return \n\n"
+    source = ("class C:\n" + "".join(method.format(i=i) for i in range(800))).encode()
+    assert len(source) > 2 * spans.VALIDATION_BYTES
+    syn = spans.Syntax(PY, source)
+    cursor = source.index(b"return \n", len(source) // 2) + 7
+    span = spans.choose(syn, cursor)
+    lo, hi = spans._validation_region(syn, span.start, span.end)
+    region = source[lo:hi]
+    assert region.startswith(b"    def m") and len(region) < 100  # one method, indented
+    count = spans.error_counter(syn, span)
+    assert count(b"x + 1") == 0 and count(b"x + (1") > 0
+    assert spans.new_errors(syn, span, b"x +") > 0
+    small = spans.Syntax(PY, b"class C:\n" + region + b"\n")
+    assert spans._validation_region(small, 12, 12) is None  # small: the whole document
