@@ -13,6 +13,7 @@ from typing import Protocol
 
 # Generous upper bound on characters per token: a window this wide always holds the budget.
 CHARS_PER_TOKEN = 8
+FIRST_CHARS_PER_TOKEN = 5.0  # the first window: code is usually 3-4.5 characters per token
 MAX_CANDIDATES = 4
 SUFFIX_SHARE = 0.25  # suffix gets a quarter of the context budget, prefix the rest
 
@@ -40,22 +41,33 @@ def candidate_lengths(span_lengths: tuple[int, ...] | list[int],
     return tuple(clipped)
 
 
+def _window_ids(tokenizer: TokenizerLike, text: str, budget: int, tail: bool) -> list[int]:
+    """Tokens of the ``budget``-token end (tail) or start of text, tokenizing a window only.
+
+    The window starts at FIRST_CHARS_PER_TOKEN characters per token and grows by the density it
+    showed, up to CHARS_PER_TOKEN, only if it did not hold the budget: tokenizing is most of
+    the prompt's cost (tens of ms per request for an 8 KB window).
+    """
+    if budget <= 0:
+        return []
+    per_token = FIRST_CHARS_PER_TOKEN
+    while True:
+        window = int(budget * per_token)
+        cut = len(text) > window
+        ids = tokenizer.encode((text[-window:] if tail else text[:window]) if cut else text)
+        if cut and ids:  # the token at the cut may be half of a word
+            ids = ids[1:] if tail else ids[:-1]
+        if len(ids) >= budget or not cut or per_token >= CHARS_PER_TOKEN:
+            return ids[-budget:] if tail else ids[:budget]
+        per_token = min(CHARS_PER_TOKEN, per_token * (budget + 8) / max(len(ids), 1) * 1.1)
+
+
 def _tail(tokenizer: TokenizerLike, text: str, budget: int) -> list[int]:
-    window = budget * CHARS_PER_TOKEN
-    cut = len(text) > window
-    ids = tokenizer.encode(text[-window:] if cut else text)
-    if cut and ids:
-        ids = ids[1:]  # the first token may be half of a word cut by the window
-    return ids[-budget:] if budget > 0 else []
+    return _window_ids(tokenizer, text, budget, tail=True)
 
 
 def _head(tokenizer: TokenizerLike, text: str, budget: int) -> list[int]:
-    window = budget * CHARS_PER_TOKEN
-    cut = len(text) > window
-    ids = tokenizer.encode(text[:window] if cut else text)
-    if cut and ids:
-        ids = ids[:-1]
-    return ids[:budget] if budget > 0 else []
+    return _window_ids(tokenizer, text, budget, tail=False)
 
 
 def build(

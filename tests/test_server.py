@@ -156,3 +156,29 @@ def test_latency_status_follows_completions_throttled():
     assert sent[1][0] - sent[0][0] >= STATUS_INTERVAL - 1e-3
     assert sent[1][2] == {"state": "ready", "message": "", "latencyMs": latest}
     assert isinstance(latest, float) and latest > 0
+
+
+class ChunkTokenizer:
+    """``width`` characters per token, recording how much text each call tokenizes."""
+
+    def __init__(self, width):
+        self.width, self.calls = width, []
+
+    def encode(self, text):
+        self.calls.append(len(text))
+        return [hash(text[i:i + self.width]) for i in range(0, len(text), self.width)]
+
+
+def test_hot_path_tokenizes_a_window_sized_to_the_budget():
+    from coda_lsp import prompt
+
+    far = "x" * 100_000
+    typical = ChunkTokenizer(4)  # code: ~4 characters per token
+    p = prompt.build(typical, far, far, [16], 1024, 64)
+    assert len(p.prefix_ids) + len(p.suffix_ids) == 1024 - 16  # the budget, less the canvas
+    assert len(typical.calls) == 2  # one window per side, no retry
+    assert max(typical.calls) <= 1024 * prompt.FIRST_CHARS_PER_TOKEN
+    sparse = ChunkTokenizer(7)  # long identifiers: the first window is too short, then widened
+    p = prompt.build(sparse, far, far, [16], 1024, 64)
+    assert len(p.prefix_ids) + len(p.suffix_ids) == 1024 - 16
+    assert max(sparse.calls) <= 1024 * prompt.CHARS_PER_TOKEN
