@@ -146,12 +146,13 @@ def tidy(text: str, suffix: str, line_ending: str = "\n") -> str:
 def rank(fills: list[Fill], threshold: float, errors_of: Callable[[str], int]) -> list[Fill]:
     """Usable fills, best first: parses without new errors, then the model's confidence.
 
-    Empty and whitespace-only fills, and those under the confidence threshold, are dropped.
+    Empty and whitespace-only fills, those under the confidence threshold, and those whose
+    tokens do not decode to whole characters are dropped.
     """
     kept = []
     for f in fills:
-        if not f.text.strip() or f.confidence < threshold:
-            continue
+        if not f.text.strip() or f.confidence < threshold or "\ufffd" in f.text:
+            continue  # empty, unsure, or cut inside a multi-byte character
         kept.append(Fill(f.text, f.confidence, f.length, errors_of(f.text)))
     kept.sort(key=lambda f: (f.errors > 0, -f.confidence))
     return kept

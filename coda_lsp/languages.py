@@ -21,7 +21,11 @@ import tree_sitter
 
 log = logging.getLogger(__name__)
 
-GRAMMARS = Path(__file__).resolve().parent.parent / "grammars"
+# Installed: package data beside this module; a source checkout: the repository's grammars/.
+GRAMMARS = next((d for d in (Path(__file__).resolve().parent / "grammars",
+                             Path(__file__).resolve().parent.parent / "grammars")
+                 if (d / "languages.toml").is_file()),
+                Path(__file__).resolve().parent.parent / "grammars")
 QUERY_KINDS = ("spans", "holes")
 _INHERITS = re.compile(r"^;\s*inherits:\s*(.+)$", re.MULTILINE)
 
