@@ -52,3 +52,8 @@ def test_rank_drops_and_orders():
     ranked = rank(fills, 0.1, lambda t: 1 if t.endswith("(") else 0)
     assert [f.text for f in ranked] == ["ok", "bad("]
     assert ranked[1].errors == 1
+
+
+def test_rank_drops_fills_cut_inside_a_character():
+    fills = [Fill("caf\ufffd", 0.9, 4), Fill("cafe", 0.5, 4)]
+    assert [f.text for f in rank(fills, 0.1, lambda t: 0)] == ["cafe"]
