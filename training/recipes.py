@@ -140,6 +140,14 @@ def default_model_cpu() -> Recipe:
     )
 
 
+def default_model_cpu_continue() -> Recipe:
+    """A second, warm-restarted cosine over the finished default run (more tokens, same data)."""
+    base = default_model_cpu()
+    return replace(base, name="default_model_cpu_continue", init_from="runs/default/final",
+                   optim=replace(base.optim, lr=1e-3, warmup_steps=100),
+                   train=replace(base.train, steps=2400, seed=1))
+
+
 def finetune_repo_gpu() -> Recipe:
     """Continued span-masked training of a CoDA checkpoint on one repository (GPU, accelerate)."""
     return Recipe(
@@ -226,6 +234,7 @@ def edit_stage_cpu() -> Recipe:
 
 
 RECIPES = {f.__name__: f for f in (tiny_cpu, tiny_finetune_cpu, default_model_cpu,
+                                   default_model_cpu_continue,
                                    edit_stage_cpu, finetune_repo_gpu, sft_gpu,
                                    pretrain_coda_1p7b_tpu_v4, midtrain_coda_1p7b_tpu_v4)}
 
