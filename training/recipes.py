@@ -145,7 +145,7 @@ def default_model_cpu_continue() -> Recipe:
     base = default_model_cpu()
     return replace(base, name="default_model_cpu_continue", init_from="runs/default/final",
                    optim=replace(base.optim, lr=1e-3, warmup_steps=100),
-                   train=replace(base.train, steps=2400, seed=1))
+                   train=replace(base.train, steps=1800, seed=1))
 
 
 def finetune_repo_gpu() -> Recipe:
