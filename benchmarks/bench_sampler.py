@@ -130,6 +130,9 @@ def main() -> None:
     parser.add_argument("--tau", type=float, default=0.9)
     parser.add_argument("--big-layers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--repeats", type=int, default=3, help="runs per cell (median)")
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="for --model")
+    parser.add_argument("--skip-big", action="store_true", help="no CoDA-1.7B-shaped model")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     contexts = [512] if args.quick else [512, 2048]
@@ -139,19 +142,20 @@ def main() -> None:
           f"bf16 {matmul_peak(torch.bfloat16):.0f} GFLOP/s")
     with torch.inference_mode():
         if args.model:
-            model, tok = load_model(args.model), load_tokenizer(args.model)
-            bench(f"{args.model} (fp32)", model, tok, contexts, middles, steps_list, args.tau, 3,
-                  tok.vocab_size)
-            bf16 = load_model(args.model, dtype="bf16")
-            bench(f"{args.model} (bf16)", bf16, tok, contexts, middles, steps_list, args.tau, 3,
-                  tok.vocab_size)
-            return
-        config = tiny_config()
-        for dtype in (torch.float32, torch.bfloat16):
-            model = random_model(config, dtype)
-            bench(f"tiny random ({config.num_parameters / 1e6:.1f}M params, {dtype})", model,
-                  RandomIds(config.vocab_size), contexts, middles, steps_list, args.tau, 3,
-                  config.vocab_size)
+            tok = load_tokenizer(args.model)
+            for dtype in args.dtypes.split(","):
+                model = load_model(args.model, dtype=dtype)
+                bench(f"{args.model} ({dtype})", model, tok, contexts, middles, steps_list,
+                      args.tau, args.repeats, tok.vocab_size)
+            if args.skip_big:
+                return
+        else:
+            config = tiny_config()
+            for dtype in (torch.float32, torch.bfloat16):
+                model = random_model(config, dtype)
+                bench(f"tiny random ({config.num_parameters / 1e6:.1f}M params, {dtype})",
+                      model, RandomIds(config.vocab_size), contexts, middles, steps_list,
+                      args.tau, args.repeats, config.vocab_size)
         big = coda_1p7b_config(args.big_layers)
         model = random_model(big, torch.bfloat16)
         for ctx in contexts:
