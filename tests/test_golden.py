@@ -52,7 +52,9 @@ def test_slow_tokenizer_files_give_the_same_ids(golden, tmp_path):
     slow = load_tokenizer(tmp_path)
     for case in golden["tokenize"]:
         assert slow.encode(case["text"]) == case["ids"]
-    assert slow.encode("<|mask|>x") == [slow.mask_id, slow.encode("x")[0]]
+    assert slow.encode("<|mask|>x", allow_special=True) == [slow.mask_id, slow.encode("x")[0]]
+    assert slow.mask_id not in slow.encode("<|mask|>x")  # user text cannot inject a mask
+    assert slow.decode(slow.encode("a <|mask|> b")) == "a <|mask|> b"
 
 
 def test_forward_matches_reference(golden, model):

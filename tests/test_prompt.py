@@ -54,3 +54,14 @@ def test_candidate_lengths():
     assert prompt.candidate_lengths([], 64) == (16,)
     assert prompt.candidate_lengths([0], 64) == (1,)
     assert prompt.candidate_lengths([1, 2, 3, 4, 5, 6, 7], 64) == (1, 3, 5, 7)
+
+
+def test_a_literal_mask_token_in_the_document_stays_text(tiny_model_dir):
+    from coda_model import SamplerConfig, infill, load_model, load_tokenizer
+
+    tok = load_tokenizer(tiny_model_dir)
+    p = prompt.build(tok, 'MARK = "<|mask|>"\nx = ', '\nprint("<|mask|>")\n', [4], 256, 16)
+    assert tok.mask_id not in p.prefix_ids + p.suffix_ids
+    [cand] = infill(load_model(tiny_model_dir), tok, p.prefix_ids, p.suffix_ids, list(p.lengths),
+                    SamplerConfig(steps=2, context_cache=True))
+    assert cand.length == 4
