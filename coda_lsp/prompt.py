@@ -19,7 +19,7 @@ SUFFIX_SHARE = 0.25  # suffix gets a quarter of the context budget, prefix the r
 
 
 class TokenizerLike(Protocol):
-    def encode(self, text: str) -> list[int]: ...
+    def encode(self, text: str, *, allow_special: bool = True) -> list[int]: ...
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,9 @@ def _window_ids(tokenizer: TokenizerLike, text: str, budget: int, tail: bool) ->
     while True:
         window = int(budget * per_token)
         cut = len(text) > window
-        ids = tokenizer.encode((text[-window:] if tail else text[:window]) if cut else text)
+        # User code is text: "<|mask|>" written in a file must not become a control token.
+        ids = tokenizer.encode((text[-window:] if tail else text[:window]) if cut else text,
+                               allow_special=False)
         if cut and ids:  # the token at the cut may be half of a word
             ids = ids[1:] if tail else ids[:-1]
         if len(ids) >= budget or not cut or per_token >= CHARS_PER_TOKEN:

@@ -46,12 +46,12 @@ class Tokenizer:
             raise TokenizerError(f"the tokenizer has no {role} token ({name!r} not in vocabulary)")
         return token_id
 
-    def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
+    def encode(self, text: str, *, allow_special: bool = True) -> list[int]:
         """Token ids without any special tokens added.
 
-        By default a special token's spelling in the text (a file that contains "<|mask|>")
-        is encoded as ordinary text, so user code can never inject a control token; pass
-        allow_special=True for prompts that are meant to contain them (chat templates).
+        Like the reference, special-token spellings in the text become special tokens; pass
+        allow_special=False for user code (a file containing "<|mask|>"), which must never
+        inject a control token: it is then encoded as ordinary text.
         """
         self.backend.encode_special_tokens = not allow_special
         return self.backend.encode(text, add_special_tokens=False).ids

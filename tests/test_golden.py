@@ -52,9 +52,9 @@ def test_slow_tokenizer_files_give_the_same_ids(golden, tmp_path):
     slow = load_tokenizer(tmp_path)
     for case in golden["tokenize"]:
         assert slow.encode(case["text"]) == case["ids"]
-    assert slow.encode("<|mask|>x", allow_special=True) == [slow.mask_id, slow.encode("x")[0]]
-    assert slow.mask_id not in slow.encode("<|mask|>x")  # user text cannot inject a mask
-    assert slow.decode(slow.encode("a <|mask|> b")) == "a <|mask|> b"
+    assert slow.encode("<|mask|>x") == [slow.mask_id, slow.encode("x")[0]]
+    user_text = slow.encode("a <|mask|> b", allow_special=False)
+    assert slow.mask_id not in user_text and slow.decode(user_text) == "a <|mask|> b"
 
 
 def test_forward_matches_reference(golden, model):

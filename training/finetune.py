@@ -98,7 +98,7 @@ def pack_pairs(pairs: list[tuple[str, str]], tok, seq_len: int) -> PackedSplit:
     """One row per pair: prompt | response eos | pad...; rows too long are cut at seq_len."""
     rows, prompt_lengths = [], []
     for prompt, response in pairs:
-        p = tok.encode(prompt, allow_special=True)[: seq_len - 2]
+        p = tok.encode(prompt)[: seq_len - 2]
         ids = (p + tok.encode(response) + [tok.eos_id])[:seq_len]
         rows.append(ids + [tok.pad_id] * (seq_len - len(ids)))
         prompt_lengths.append(max(1, len(p)))
