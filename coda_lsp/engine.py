@@ -146,13 +146,15 @@ def tidy(text: str, suffix: str, line_ending: str = "\n") -> str:
 def rank(fills: list[Fill], threshold: float, errors_of: Callable[[str], int]) -> list[Fill]:
     """Usable fills, best first: parses without new errors, then the model's confidence.
 
-    Empty and whitespace-only fills, those under the confidence threshold, and those whose
-    tokens do not decode to whole characters are dropped.
+    A fill is cut where its tokens stop decoding to whole characters; empty and
+    whitespace-only fills and those under the confidence threshold are dropped.
     """
     kept = []
     for f in fills:
-        if not f.text.strip() or f.confidence < threshold or "\ufffd" in f.text:
-            continue  # empty, unsure, or cut inside a multi-byte character
+        text = f.text.split("\ufffd", 1)[0]  # tokens that end inside a character: cut there
+        if not text.strip() or f.confidence < threshold:
+            continue
+        f = Fill(text, f.confidence, f.length)
         kept.append(Fill(f.text, f.confidence, f.length, errors_of(f.text)))
     kept.sort(key=lambda f: (f.errors > 0, -f.confidence))
     return kept

@@ -54,6 +54,6 @@ def test_rank_drops_and_orders():
     assert ranked[1].errors == 1
 
 
-def test_rank_drops_fills_cut_inside_a_character():
-    fills = [Fill("caf\ufffd", 0.9, 4), Fill("cafe", 0.5, 4)]
-    assert [f.text for f in rank(fills, 0.1, lambda t: 0)] == ["cafe"]
+def test_rank_cuts_fills_where_a_character_is_broken():
+    fills = [Fill("caf\ufffdxyz", 0.9, 4), Fill("\ufffd", 0.95, 4), Fill("cafe", 0.5, 4)]
+    assert [f.text for f in rank(fills, 0.1, lambda t: 0)] == ["caf", "cafe"]

@@ -48,8 +48,9 @@ def build_tokenizer(out: Path, vocab_size: int = 600) -> None:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
+    # No full byte alphabet: a random model then only emits bytes of the sample (ASCII), so
+    # its fills always decode to whole characters.
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
     tok.train_from_iterator([SAMPLE_CODE] * 20, trainer=trainer)
     out.mkdir(parents=True, exist_ok=True)
