@@ -6,15 +6,18 @@ exact (reference schedule, idle steps skipped, lm_head at masked positions only)
 agreement of each approximate path with the exact one, and the speedup ratios.
 
     python benchmarks/bench_sampler.py                    # tiny random + CoDA-1.7B-shaped bf16
-    python benchmarks/bench_sampler.py --model model/     # a real checkpoint (agreement matters)
+    python benchmarks/bench_sampler.py --model model/     # a real checkpoint on real code
+                                                          # (held-out stdlib files)
     python benchmarks/bench_sampler.py --quick            # a small grid
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -32,6 +35,17 @@ class RandomIds:
 
     def decode(self, ids):
         return ""
+
+
+def context_tokens(tok, n: int, vocab: int, gen: torch.Generator) -> list[int]:
+    """Real code for a real tokenizer (held-out stdlib files), random ids for a random model."""
+    if isinstance(tok, RandomIds):
+        return torch.randint(0, vocab - 3, (n,), generator=gen).tolist()
+    stdlib = Path(os.__file__).parent
+    text = "".join((stdlib / name).read_text() for name in ("heapq.py", "copy.py", "ftplib.py"))
+    ids = tok.encode(text, allow_special=False)
+    start = int(torch.randint(0, len(ids) - n, (1,), generator=gen))
+    return ids[start : start + n]
 
 
 def random_model(config: CodaConfig, dtype: torch.dtype) -> CodaModel:
@@ -76,7 +90,7 @@ def bench(name, model, tok, contexts, middles, steps_list, tau, repeats, vocab):
     gen = torch.Generator().manual_seed(1)
     for ctx in contexts:
         for middle in middles:
-            tokens = torch.randint(0, vocab - 3, (ctx,), generator=gen).tolist()
+            tokens = context_tokens(tok, ctx, vocab, gen)
             prefix, suffix = tokens[: ctx * 3 // 4], tokens[ctx * 3 // 4 :]
             for steps in steps_list:
                 paths = {
