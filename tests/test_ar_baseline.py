@@ -101,22 +101,3 @@ def test_training_checkpoints_resumes_and_marks_the_objective(tiny_model_dir, tm
     assert evals[-1]["step"] == 3 and evals[-1]["eval_ce_middle"] > 0
     assert load_model(out / "final").config.extra["objective"] == "autoregressive-fim"
 
-
-def test_a_legacy_checkpoint_still_resumes(tiny_model_dir, tmp_path, caplog):
-    from training import checkpointing
-
-    tok_dir = tiny_model_dir.parent / f"{tiny_model_dir.name}-tokenizer"
-    recipe = recipes.override(recipes.get("tiny_cpu"), [
-        "train.steps=2", "train.log_every=1", "train.eval_every=0", "data.seq_len=32"])
-    out = tmp_path / "ar"
-    ar_baseline.train(recipe, out, tok_dir, p_fim=0.9, stop_after_step=1)
-    ckpt = out / "checkpoints" / "step-000001"
-    torch.save(checkpointing.load_state(ckpt), ckpt / ar_baseline.LEGACY_STATE)
-    for f in ckpt.glob("trainer_state.*"):
-        if f.name != ar_baseline.LEGACY_STATE:
-            f.unlink()
-    assert ar_baseline.latest_checkpoint(out / "checkpoints") == ckpt
-    with caplog.at_level("INFO", logger="training.ar_baseline"):
-        row = ar_baseline.train(recipe, out, tok_dir, p_fim=0.9)
-    assert row["step"] == 2
-    assert "legacy trainer state" in caplog.text and "at step 1" in caplog.text

@@ -182,9 +182,9 @@ def train(recipe: recipes.Recipe, out: Path, tokenizer_dir: Path, *, p_fim: floa
     stream = BatchStream(len(train_split), t.batch_size, t.seed)
     ckpt_dir = out / "checkpoints"
     step = tokens = 0
-    ckpt = latest_checkpoint(ckpt_dir)
+    ckpt = checkpointing.latest_checkpoint(ckpt_dir)
     if ckpt is not None:
-        state = load_state(ckpt)
+        state = checkpointing.load_state(ckpt)
         model.load_state_dict(load_model(ckpt).state_dict(), strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -250,27 +250,6 @@ def train(recipe: recipes.Recipe, out: Path, tokenizer_dir: Path, *, p_fim: floa
         save_model(model, out / "final", tokenizer_dir=tokenizer_dir)
         log.info("final model in %s", out / "final")
     return row
-
-
-LEGACY_STATE = "trainer_state.pt"   # checkpoints written before training.state_io
-
-
-def latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The newest checkpoint, including one whose trainer state predates state_io."""
-    found = checkpointing.latest_checkpoint(ckpt_dir)
-    pointer = ckpt_dir / "latest"
-    if found is None and pointer.is_file():
-        path = ckpt_dir / pointer.read_text().strip()
-        if (path / LEGACY_STATE).is_file():
-            return path
-    return found
-
-
-def load_state(ckpt: Path) -> dict:
-    if (ckpt / checkpointing.STATE).is_file():
-        return checkpointing.load_state(ckpt)
-    log.info("%s: legacy trainer state (torch.save, loaded weights_only)", ckpt)
-    return torch.load(ckpt / LEGACY_STATE, map_location="cpu", weights_only=True)
 
 
 @torch.no_grad()
