@@ -22,6 +22,8 @@ from coda_model import Cancelled, SamplerConfig, infill, load_model, load_tokeni
 
 log = logging.getLogger(__name__)
 
+INLINE_CANDIDATES = 2  # mask counts tried per keystroke-driven request (hole fills try all)
+
 
 @dataclass(frozen=True)
 class FillJob:
@@ -80,6 +82,12 @@ class Engine:
         tokenizer = load_tokenizer(model_dir)
         return cls(model, tokenizer, dev)
 
+    def context_budget(self, settings: Settings) -> int:
+        """The setting, capped at the positions the model was trained on (a small model's
+        quality collapses past them, and every extra token costs latency)."""
+        trained = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        return min(settings.context_tokens, trained) if trained else settings.context_tokens
+
     def sampler(self, settings: Settings, steps: int, fast: bool = False) -> SamplerConfig:
         return SamplerConfig(
             steps=steps,
@@ -97,9 +105,12 @@ class Engine:
             job.prefix,
             job.suffix,
             job.span_lengths,
-            job.settings.context_tokens,
+            self.context_budget(job.settings),
             job.settings.max_middle_tokens,
         )
+        lengths = list(p.lengths)
+        if job.fast:  # typing: the shortest candidates only, latency grows with the batch
+            lengths = lengths[:INLINE_CANDIDATES]
         t1 = time.perf_counter()
         with torch.inference_mode():
             candidates = infill(
@@ -107,7 +118,7 @@ class Engine:
                 self.tokenizer,
                 p.prefix_ids,
                 p.suffix_ids,
-                list(p.lengths),
+                lengths,
                 self.sampler(job.settings, job.steps, job.fast),
                 should_stop=should_stop,
             )
