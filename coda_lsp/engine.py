@@ -65,7 +65,8 @@ def pick_device(device: str) -> str:
 def pick_dtype(dtype: str | None, device: str) -> str | None:
     if dtype not in (None, "auto"):
         return dtype
-    return "bfloat16" if device == "cuda" else None  # CPU/MPS: the checkpoint's own dtype
+    # CPU/MPS: float32 (load_model's default). bf16 is slower on CPUs without bf16 matmul.
+    return "bfloat16" if device == "cuda" else None
 
 
 class Engine:

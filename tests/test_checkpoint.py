@@ -54,27 +54,28 @@ def test_bad_config_is_rejected(folder, change, message):
         load_model(folder)
 
 
-def test_missing_tensor_is_named(folder):
-    state = load_file(folder / "model.safetensors")
+def _drop_up_proj(state):
     del state["model.layers.1.mlp.up_proj.weight"]
-    save_file(state, folder / "model.safetensors")
-    with pytest.raises(CheckpointError, match=r"missing tensors: model\.layers\.1\.mlp\.up_proj"):
-        load_model(folder)
 
 
-def test_unexpected_tensor_is_named(folder):
-    state = load_file(folder / "model.safetensors")
+def _add_extra(state):
     state["model.layers.9.extra.weight"] = torch.zeros(2)
-    save_file(state, folder / "model.safetensors")
-    with pytest.raises(CheckpointError, match=r"unexpected tensors: model\.layers\.9\.extra"):
-        load_model(folder)
 
 
-def test_mis_shaped_tensor_is_named(folder):
-    state = load_file(folder / "model.safetensors")
+def _reshape_norm(state):
     state["model.norm.weight"] = torch.ones(7)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_drop_up_proj, r"missing tensors: model\.layers\.1\.mlp\.up_proj"),
+    (_add_extra, r"unexpected tensors: model\.layers\.9\.extra"),
+    (_reshape_norm, r"model\.norm\.weight has shape \(7,\)"),
+])
+def test_a_mismatched_tensor_is_named(folder, damage, message):
+    state = load_file(folder / "model.safetensors")
+    damage(state)
     save_file(state, folder / "model.safetensors")
-    with pytest.raises(CheckpointError, match=r"model\.norm\.weight has shape \(7,\)"):
+    with pytest.raises(CheckpointError, match=message):
         load_model(folder)
 
 
