@@ -101,3 +101,22 @@ def test_training_checkpoints_resumes_and_marks_the_objective(tiny_model_dir, tm
     assert evals[-1]["step"] == 3 and evals[-1]["eval_ce_middle"] > 0
     assert load_model(out / "final").config.extra["objective"] == "autoregressive-fim"
 
+
+
+def test_init_from_starts_a_new_run_from_finished_weights(tiny_model_dir, tmp_path):
+    tok_dir = tiny_model_dir.parent / f"{tiny_model_dir.name}-tokenizer"
+    recipe = recipes.override(recipes.get("tiny_cpu"), [
+        "train.steps=2", "train.log_every=1", "train.eval_every=0", "data.seq_len=32",
+        "optim.lr=1e-30"])   # steps below fp32 resolution: the weights stay as they start
+    first = tmp_path / "first"
+    ar_baseline.train(recipe, first, tok_dir, p_fim=0.9)
+    second = tmp_path / "second"
+    row = ar_baseline.train(recipe, second, tok_dir, p_fim=0.9, init_from=first / "final",
+                            data_dir=first / "data")
+    assert row["step"] == 2   # a new schedule, counted from zero
+    a, b = load_model(first / "final").state_dict(), load_model(second / "final").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    scratch = tmp_path / "scratch"
+    ar_baseline.train(recipes.override(recipe, ["train.seed=5"]), scratch, tok_dir, p_fim=0.9)
+    c = load_model(scratch / "final").state_dict()
+    assert not all(torch.equal(a[k], c[k]) for k in a)

@@ -52,6 +52,16 @@ def test_sigma_is_uniform_above_eps():
     assert abs(s.mean().item() - 0.55) < 0.01
 
 
+def test_sigma_is_stratified_within_a_batch():
+    s, _ = sample_sigma(8, 0.0, gen()).sort()
+    strata = (s * 8).floor()  # one draw in each eighth of [0, 1]
+    assert strata.tolist() == list(range(8))
+    firsts = torch.stack([sample_sigma(4, 0.0, torch.Generator().manual_seed(i))[0]
+                          for i in range(4000)])
+    assert abs(firsts.mean().item() - 0.5) < 0.02  # each position is still uniform
+    assert abs((firsts < 0.25).float().mean().item() - 0.25) < 0.03
+
+
 @pytest.mark.parametrize("sigma", [0.1, 0.5, 0.9])
 def test_token_mask_rate_is_sigma(sigma):
     maskable = torch.ones(64, 512, dtype=torch.bool)

@@ -74,8 +74,15 @@ class Corrupted:
 # --------------------------------------------------------------------------------------------
 
 def sample_sigma(batch: int, eps: float, generator: torch.Generator) -> torch.Tensor:
-    """σ ~ U[eps, 1] per sequence, shape [B]."""
-    return eps + (1.0 - eps) * torch.rand(batch, generator=generator)
+    """σ ~ U[eps, 1] per sequence, shape [B], stratified across the batch.
+
+    Each sequence is still marginally uniform, but the batch covers [eps, 1] evenly (one draw
+    per 1/B stratum, the low-discrepancy sampler of MDLM): with the 1/σ loss weight and small
+    CPU batches, plain i.i.d. draws make the loss (and gradient) swing with the batch's σ mix.
+    """
+    u = (torch.rand(1, generator=generator) + torch.arange(batch) / batch) % 1.0
+    u = u[torch.randperm(batch, generator=generator)]
+    return eps + (1.0 - eps) * u
 
 
 def token_mask(maskable: torch.Tensor, sigma: torch.Tensor,

@@ -101,10 +101,17 @@ async def test_fill_hole_command_applies_the_edit(client):
 
 async def test_fifty_rapid_requests_only_the_newest_is_computed(client):
     uri = open_doc(client, CODE)
+    # Slow work (64 denoising forwards per request): a request the worker has already started
+    # is always still running when the next one arrives, however slowly the client writes, so
+    # it must be stopped between steps rather than finishing first.
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"coda": {"steps": 512, "maxMiddleTokens": 64}}))
     first_log = len(client.log_messages)
     requests = [client.text_document_inline_completion_async(inline_params(uri, 1, 11))
                 for _ in range(50)]
     results = await asyncio.gather(*requests)
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"coda": {"steps": 4, "maxMiddleTokens": 16}}))
     assert results[-1] is not None
     await asyncio.sleep(0)  # logMessage notifications precede the responses on the wire
     lines = [m.message for m in client.log_messages[first_log:] if "[inline-" in m.message]
