@@ -1,8 +1,9 @@
 """Round-trip latency of textDocument/inlineCompletion through a real LSP client.
 
 Starts ``coda-lsp --steps N`` as a subprocess, opens a Python file with about 1k tokens of
-context around the cursor, and times sequential inline completion requests (each after a
-one-character edit, as when typing). Prints p50/p95; it is a measurement, not a test.
+context around the cursor, and times sequential inline completion requests, each after typing
+one more character of a line (the line is deleted when complete, and typed again). Prints
+p50/p95; it is a measurement, not a test.
 
     python benchmarks/bench_lsp.py [--model DIR] [--steps 8] [--requests 40]
 """
@@ -23,6 +24,7 @@ from pygls.lsp.client import LanguageClient
 from coda_lsp.cli import default_model_dir
 
 URI = "file:///bench/module.py"
+TYPED = "total / count if count else 0.0"  # typed at the cursor, a character per request
 
 
 def context_source(functions: int = 40) -> tuple[str, types.Position]:
@@ -85,17 +87,21 @@ async def run(args: argparse.Namespace) -> None:
         types.TextDocumentItem(uri=URI, language_id="python", version=1, text=text)))
     times: list[float] = []
     shown = 0
+    typed = 0  # characters of TYPED at the cursor so far
     for i in range(args.warmup + args.requests):
         version = i + 2
-        # type one character at the cursor, then delete it: the document keeps its size
-        ch = "x" if i % 2 == 0 else ""
-        start = cursor
-        end = types.Position(line=cursor.line, character=cursor.character + (i % 2))
+        # type TYPED one character at a time; when it is all there, delete it in one edit
+        at = types.Position(line=cursor.line, character=cursor.character + typed)
+        if typed < len(TYPED):
+            change, typed = types.TextDocumentContentChangePartial(
+                range=types.Range(start=at, end=at), text=TYPED[typed]), typed + 1
+        else:
+            change, typed = types.TextDocumentContentChangePartial(
+                range=types.Range(start=cursor, end=at), text=""), 0
         client.text_document_did_change(types.DidChangeTextDocumentParams(
             text_document=types.VersionedTextDocumentIdentifier(uri=URI, version=version),
-            content_changes=[types.TextDocumentContentChangePartial(
-                range=types.Range(start=start, end=end), text=ch)]))
-        pos = types.Position(line=cursor.line, character=cursor.character + (1 - i % 2))
+            content_changes=[change]))
+        pos = types.Position(line=cursor.line, character=cursor.character + typed)
         t0 = time.perf_counter()
         result = await client.text_document_inline_completion_async(types.InlineCompletionParams(
             text_document=types.TextDocumentIdentifier(uri=URI), position=pos,

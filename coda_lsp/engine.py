@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +19,12 @@ import torch
 
 from coda_lsp import prompt
 from coda_lsp.settings import Settings
-from coda_model import Cancelled, SamplerConfig, infill, load_model, load_tokenizer
+from coda_model import Cancelled, ContextCarry, SamplerConfig, infill, load_model, load_tokenizer
 
 log = logging.getLogger(__name__)
 
 INLINE_CANDIDATES = 2  # mask counts tried per keystroke-driven request (hole fills try all)
+CARRIED_DOCUMENTS = 4  # prefix keys/values kept for this many documents (~117 MB each at 1.7B)
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class FillJob:
     settings: Settings
     line_ending: str = "\n"
     fast: bool = False  # typing: reuse the context's keys/values across steps (approximate)
+    carry_key: str | None = None  # typing: reuse prefix keys/values across requests with this key
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class Fill:
 class FillResult:
     fills: list[Fill]
     timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
+    reused: int = 0  # prefix tokens whose keys/values came from the previous request
 
 
 def pick_device(device: str) -> str:
@@ -74,6 +78,7 @@ class Engine:
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
+        self.carries: OrderedDict[str, ContextCarry] = OrderedDict()  # worker thread only
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", dtype: str | None = None) -> Engine:
@@ -112,6 +117,7 @@ class Engine:
         lengths = list(p.lengths)
         if job.fast:  # typing: the shortest candidates only, latency grows with the batch
             lengths = lengths[:INLINE_CANDIDATES]
+        carry = self.carry(job.carry_key) if job.fast else None
         t1 = time.perf_counter()
         with torch.inference_mode():
             candidates = infill(
@@ -122,6 +128,7 @@ class Engine:
                 lengths,
                 self.sampler(job.settings, job.steps, job.fast),
                 should_stop=should_stop,
+                carry=carry,
             )
         t2 = time.perf_counter()
         fills = [
@@ -131,7 +138,17 @@ class Engine:
         timings = {"prompt": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3}
         log.debug("prompt %d+%d tokens, lengths %s", len(p.prefix_ids), len(p.suffix_ids),
                   p.lengths)
-        return FillResult(fills, timings)
+        return FillResult(fills, timings, carry.last_reused if carry else 0)
+
+    def carry(self, key: str | None) -> ContextCarry | None:
+        """The document's prefix carry, most recently used kept; None without a key."""
+        if key is None:
+            return None
+        carry = self.carries.pop(key, None) or ContextCarry()
+        self.carries[key] = carry
+        while len(self.carries) > CARRIED_DOCUMENTS:
+            self.carries.popitem(last=False)
+        return carry
 
 
 def tidy(text: str, suffix: str, line_ending: str = "\n") -> str:

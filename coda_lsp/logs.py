@@ -85,6 +85,7 @@ class Stages:
     _last: float = field(default_factory=time.perf_counter)
     _start: float = field(default_factory=time.perf_counter)
     times: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, int] = field(default_factory=dict)
 
     def mark(self, stage: str) -> None:
         now = time.perf_counter()
@@ -94,13 +95,18 @@ class Stages:
     def add(self, timings: dict[str, float]) -> None:
         self.times.update(timings)
 
+    def note(self, name: str, value: int) -> None:
+        """A count printed after the timings, e.g. reused=363 (tokens)."""
+        self.notes[name] = value
+
     @property
     def total_ms(self) -> float:
         return (time.perf_counter() - self._start) * 1e3
 
     def line(self, outcome: str, total_ms: float | None = None) -> str:
         total = self.total_ms if total_ms is None else total_ms
-        parts = " ".join(f"{k}={v:.1f}ms" for k, v in self.times.items())
+        parts = " ".join([f"{k}={v:.1f}ms" for k, v in self.times.items()]
+                         + [f"{k}={v}" for k, v in self.notes.items()])
         return f"[{self.request_id}] {outcome} total={total:.1f}ms {parts}".rstrip()
 
 

@@ -21,6 +21,8 @@ SUFFIX_SHARE = 0.25  # suffix gets a quarter of the context budget, prefix the r
 class TokenizerLike(Protocol):
     def encode(self, text: str, *, allow_special: bool = True) -> list[int]: ...
 
+    def decode(self, ids: list[int]) -> str: ...
+
 
 @dataclass(frozen=True)
 class Prompt:
@@ -41,7 +43,8 @@ def candidate_lengths(span_lengths: tuple[int, ...] | list[int],
     return tuple(clipped)
 
 
-def _window_ids(tokenizer: TokenizerLike, text: str, budget: int, tail: bool) -> list[int]:
+def _window_ids(tokenizer: TokenizerLike, text: str, budget: int,
+                tail: bool) -> tuple[list[int], bool]:
     """Tokens of the ``budget``-token end (tail) or start of text, tokenizing a window only.
 
     The window starts at FIRST_CHARS_PER_TOKEN characters per token and grows by the density it
@@ -54,22 +57,47 @@ def _window_ids(tokenizer: TokenizerLike, text: str, budget: int, tail: bool) ->
     while True:
         window = int(budget * per_token)
         cut = len(text) > window
+        piece, clean = _line_window(text, window, tail) if cut else (text, True)
         # User code is text: "<|mask|>" written in a file must not become a control token.
-        ids = tokenizer.encode((text[-window:] if tail else text[:window]) if cut else text,
-                               allow_special=False)
-        if cut and ids:  # the token at the cut may be half of a word
+        ids = tokenizer.encode(piece, allow_special=False)
+        if not clean and ids:  # the token at the cut may be half of a word
             ids = ids[1:] if tail else ids[:-1]
         if len(ids) >= budget or not cut or per_token >= CHARS_PER_TOKEN:
-            return ids[-budget:] if tail else ids[:budget]
+            whole = not cut and len(ids) <= budget
+            if whole:
+                return ids, True
+            return (_line_start(tokenizer, ids[-budget:]) if tail else ids[:budget]), False
         per_token = min(CHARS_PER_TOKEN, per_token * (budget + 8) / max(len(ids), 1) * 1.1)
 
 
-def _tail(tokenizer: TokenizerLike, text: str, budget: int) -> list[int]:
+def _line_window(text: str, window: int, tail: bool) -> tuple[str, bool]:
+    """The last (tail) or first ``window`` characters, cut at a line break in the outer half
+    when there is one: then the cut is clean and, while the user types near the hole, the
+    window's far end stays put, so its tokens (and their cached keys/values) do too."""
+    if tail:
+        piece = text[-window:]
+        newline = piece.find("\n", 0, window // 2)
+        return (piece[newline + 1 :], True) if newline >= 0 else (piece, False)
+    piece = text[:window]
+    newline = piece.rfind("\n", window - window // 2)
+    return (piece[: newline + 1], True) if newline >= 0 else (piece, False)
+
+
+def _line_start(tokenizer: TokenizerLike, ids: list[int], look: int = 64) -> list[int]:
+    """Drop the tokens before the first line break among the first `look`: the far end of
+    a prefix then moves a line at a time as the user types, not a token at a time."""
+    for i, token in enumerate(ids[:look]):
+        if "\n" in tokenizer.decode([token]):
+            return ids[i + 1 :]
+    return ids
+
+
+def _tail(tokenizer: TokenizerLike, text: str, budget: int) -> tuple[list[int], bool]:
     return _window_ids(tokenizer, text, budget, tail=True)
 
 
 def _head(tokenizer: TokenizerLike, text: str, budget: int) -> list[int]:
-    return _window_ids(tokenizer, text, budget, tail=False)
+    return _window_ids(tokenizer, text, budget, tail=False)[0]
 
 
 def build(
@@ -89,9 +117,11 @@ def build(
     budget = max(2, context_tokens - max(lengths))
     suffix_budget = int(budget * SUFFIX_SHARE)
     suffix_ids = _head(tokenizer, suffix, suffix_budget) if suffix else []
-    prefix_ids = _tail(tokenizer, prefix, budget - len(suffix_ids)) if prefix else []
-    if len(prefix_ids) + len(suffix_ids) < budget and suffix and len(suffix_ids) == suffix_budget:
-        # a short prefix leaves room: give it to the suffix
+    prefix_ids, whole = _tail(tokenizer, prefix, budget - len(suffix_ids)) if prefix else ([], True)
+    if whole and len(prefix_ids) + len(suffix_ids) < budget and len(suffix_ids) == suffix_budget \
+            and suffix:
+        # a short prefix leaves room: give it to the suffix (only a whole prefix, so that the
+        # suffix does not change length with every keystroke in a long file)
         suffix_ids = _head(tokenizer, suffix, budget - len(prefix_ids))
     if not prefix_ids:
         prefix_ids = tokenizer.encode("\n")[-1:]

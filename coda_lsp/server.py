@@ -162,6 +162,7 @@ class CodaServer(LanguageServer):
             settings=s,
             line_ending=edits.line_ending(doc.text),
             fast=fast,
+            carry_key=doc.uri if fast else None,
         )
         engine = self.engine
         assert engine is not None
@@ -177,6 +178,8 @@ class CodaServer(LanguageServer):
             return None
         stages.mark("queue+model")
         stages.add(result.timings)
+        if fast:
+            stages.note("reused", result.reused)
         if self.store.get(doc.uri) is not doc or doc.version != target.version:
             log.info("%s", stages.line(f"dropped: document moved past version {target.version}"))
             return None

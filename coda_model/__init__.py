@@ -2,13 +2,15 @@
 
 from .checkpoint import CheckpointError, load_model, save_model
 from .config import CodaConfig
+from .forward import ContextCarry
 from .infill import InfillCandidate, infill
 from .modeling import CodaModel
 from .sampler import Cancelled, SamplerConfig, denoise
 from .tokenizer import Tokenizer, TokenizerError, load_tokenizer
 
 __all__ = [
-    "Cancelled", "CheckpointError", "CodaConfig", "CodaModel", "InfillCandidate", "SamplerConfig",
+    "Cancelled", "CheckpointError", "CodaConfig", "CodaModel", "InfillCandidate", "ContextCarry",
+    "SamplerConfig",
     "Tokenizer", "TokenizerError", "denoise", "infill", "load_model", "load_tokenizer",
     "save_model",
 ]

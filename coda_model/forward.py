@@ -4,11 +4,17 @@
 only where the sampler needs logits. `ContextCache` (infill) computes the keys/values of the
 fixed prefix and suffix once and then recomputes only the hole, the token just before it
 (whose output predicts the hole's first token) and an optional window of context on each side.
+`ContextCarry` goes one step further for typing: the context keys/values of one request seed
+the next request's first pass, so a keystroke recomputes only what changed near the cursor.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+
+from .modeling import apply_rotary, rotary_tables
 
 
 def shifted_sources(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,26 +46,32 @@ class ContextCache:
     `cache_window` recomputes that many context tokens on each side of the hole every step. The
     token just before the hole is always recomputed: its output predicts the first hole token.
     Rows share one prefix (right-padded batch), so one column range [start, stop) is recomputed
-    for every row: it spans the longest candidate's hole.
+    for every row: it spans the longest candidate's hole. With a `carry`, the first pass takes
+    the context keys/values it offers and computes only the columns it does not.
     """
 
     def __init__(self, model, ids: torch.Tensor, key_mask: torch.Tensor | None,
-                 prefix_len: int, lengths, config) -> None:
+                 prefix_len: int, lengths, config, carry: ContextCarry | None = None) -> None:
         self.model = model
         self.key_mask = key_mask
         self.refresh_every = config.refresh_every
         self.start = max(0, prefix_len - 1 - config.cache_window)
         self.stop = min(ids.shape[1], prefix_len + max(lengths) + config.cache_window)
+        self.prefix_len = prefix_len
+        self.lengths = [int(n) for n in lengths]
+        self.suffix_len = ids.shape[1] - prefix_len - max(self.lengths)
+        self.carry = carry
         self.context_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.calls = 0
         self.passes = 0  # full passes
         self.window_passes = 0
 
-    def _split_mask(self) -> torch.Tensor | None:
+    def _split_mask(self, a: int, b: int) -> torch.Tensor | None:
+        """The key mask reordered as [columns before a, columns from b, columns a..b-1]."""
         if self.key_mask is None:
             return None
         m = self.key_mask
-        return torch.cat((m[:, : self.start], m[:, self.stop :], m[:, self.start : self.stop]), 1)
+        return torch.cat((m[:, :a], m[:, b:], m[:, a:b]), 1)
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -69,19 +81,170 @@ class ContextCache:
         self.calls += 1
         if refresh:
             self.passes += 1
-            layers_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
-            hidden = self.model.hidden_states(x, key_mask=self.key_mask, out_kv=layers_kv)
+            hidden, c, layers_kv = self._full_pass(x, carried=self.context_kv is None)
             a, b = self.start, self.stop
             self.context_kv = [
                 (torch.cat((k[:, :, :a], k[:, :, b:]), 2), torch.cat((v[:, :, :a], v[:, :, b:]), 2))
                 for k, v in layers_kv
             ]
-            return self.model.lm_head(hidden[rows, cols])
+            return self.model.lm_head(hidden[rows, cols - c])
         if cols.numel() and (cols.min() < self.start or cols.max() >= self.stop):
             raise ValueError("ContextCache: a mask lies outside the recomputed window")
         self.window_passes += 1
         positions = torch.arange(self.start, self.stop, device=x.device)
         hidden = self.model.hidden_states(
-            x[:, self.start : self.stop], positions=positions, key_mask=self._split_mask(),
+            x[:, self.start : self.stop], positions=positions,
+            key_mask=self._split_mask(self.start, self.stop),
             kv_context=self.context_kv)  # [B, stop - start, H]
         return self.model.lm_head(hidden[rows, cols - self.start])
+
+    def _full_pass(self, x: torch.Tensor, carried: bool):
+        """Hidden states of columns [c, e) and every column's keys/values [B, KV, width, D].
+
+        Columns [0, c) and [e, width) come from the carry when it has them (first pass only);
+        otherwise c = 0 and e = width, the plain full pass.
+        """
+        batch, width = x.shape
+        theta = self.model.config.rope_theta
+        p, e = self.prefix_len, width
+        prefix = suffix = None
+        if carried and self.carry is not None:
+            prefix = self.carry.take_prefix(x[0, :p].tolist(), self.start, theta)
+            if prefix is not None and self.suffix_len > 0:
+                n0 = self.lengths[0]
+                suffix = self.carry.take_suffix(
+                    x[0, p + n0 : p + n0 + self.suffix_len].tolist(),
+                    [p + n for n in self.lengths], self.stop, width, theta)
+        c = 0 if prefix is None else prefix[0][0].shape[2]
+        if suffix is not None:
+            e = self.stop
+        context = None
+        if prefix is not None:
+            context = [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1))
+                       for k, v in prefix]
+            if suffix is not None:
+                context = [(torch.cat((pk, sk), 2), torch.cat((pv, sv), 2))
+                           for (pk, pv), (sk, sv) in zip(context, suffix)]
+        layers_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        hidden = self.model.hidden_states(
+            x[:, c:e], positions=torch.arange(c, e, device=x.device),
+            key_mask=self._split_mask(c, e), kv_context=context, out_kv=layers_kv)
+        if context is not None:  # back to column order: [0, c) + [c, e) + [e, width)
+            layers_kv = [
+                (torch.cat((ck[:, :, :c], k, ck[:, :, c:]), 2),
+                 torch.cat((cv[:, :, :c], v, cv[:, :, c:]), 2))
+                for (ck, cv), (k, v) in zip(context, layers_kv)
+            ]
+        if carried and self.carry is not None:
+            self.carry.keep(x[0].tolist(), layers_kv, p, self.lengths[0], self.suffix_len,
+                            reused=c)
+        return hidden, c, layers_kv
+
+
+class ContextCarry:
+    """Context keys/values handed from one infill to the next on the same document (typing).
+
+    Between keystrokes the prompt's prefix mostly stays the same tokens: the same positions, or
+    all shifted left when the context window drops tokens at its far end; the suffix stays the
+    same tokens at positions shifted by the prefix's growth. A RoPE key moves to another
+    position by one more rotation, so carried keys are re-rotated by the shift and the next
+    first pass computes only the recent prefix and the hole, attending to the carried ones.
+
+    This is an approximation on top of ContextCache's: carried keys/values were computed with
+    the previous text around them. It is bounded: the last `margin` matching prefix tokens
+    before the first difference are recomputed, and once `max_stale` new prefix tokens have
+    been computed against carried ones (the text has drifted), the next request does a full
+    pass and starts afresh. A suffix is carried only if it is the same tokens as before.
+    """
+
+    def __init__(self, margin: int = 16, max_stale: int = 64, max_shift: int = 64) -> None:
+        self.margin = margin
+        self.max_stale = max_stale
+        self.max_shift = max_shift
+        self.clear()
+
+    def clear(self) -> None:
+        self.prefix_ids: list[int] = []
+        self.prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # positions 0..
+        self.suffix_ids: list[int] = []
+        self.suffix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.suffix_at = 0  # the position suffix_ids[0] was computed at
+        self.stale = 0  # new prefix tokens computed against carried ones since a full pass
+        self.last_reused = 0  # context tokens the last request took from the carry
+        self._new = 0
+
+    def match(self, ids: Sequence[int]) -> tuple[int, int]:
+        """(shift, count): ids[:count] == carried prefix[shift : shift + count], count maximal
+        over shifts up to max_shift (the window's far end dropped `shift` tokens)."""
+        best = (0, 0)
+        old = self.prefix_ids
+        for shift in range(min(self.max_shift, len(old)) + 1):
+            n = 0
+            limit = min(len(ids), len(old) - shift)
+            while n < limit and ids[n] == old[shift + n]:
+                n += 1
+            if n > best[1]:
+                best = (shift, n)
+            if n == limit:
+                break
+        return best
+
+    def take_prefix(self, ids: list[int], limit: int, rope_theta: float):
+        """Carried keys/values for ids[:c] at positions 0..c-1 (c <= limit), or None."""
+        self.last_reused = 0
+        if self.prefix_kv is None or self.stale >= self.max_stale:
+            return None
+        shift, count = self.match(ids)
+        c = min(count - self.margin, limit)
+        if c <= 0:
+            return None
+        kv = [(k[:, :, shift : shift + c], v[:, :, shift : shift + c]) for k, v in self.prefix_kv]
+        if shift:  # every key back by `shift` positions
+            kv = _rotate(kv, torch.tensor([-shift]), rope_theta)
+        self.last_reused = c
+        self._new = len(ids) - count
+        return kv
+
+    def take_suffix(self, ids: list[int], starts: list[int], stop: int, width: int,
+                    rope_theta: float):
+        """Carried suffix keys/values for columns [stop, width), row r's suffix starting at
+        column starts[r] (rows right-padded: a row's missing tail is zeros), or None."""
+        if self.suffix_kv is None or self.suffix_ids[: len(ids)] != ids:
+            return None
+        rows = []
+        for start in starts:
+            first = stop - start  # the first suffix index at column `stop`
+            rows.append([(k[:, :, first : len(ids)], v[:, :, first : len(ids)])
+                         for k, v in self.suffix_kv])
+        shifts = torch.tensor([start - self.suffix_at for start in starts])
+        out = []
+        for layer in range(len(self.suffix_kv)):
+            ks, vs = [], []
+            for r in range(len(starts)):
+                k, v = rows[r][layer]
+                pad = width - stop - k.shape[2]
+                ks.append(torch.nn.functional.pad(k, (0, 0, 0, pad)))
+                vs.append(torch.nn.functional.pad(v, (0, 0, 0, pad)))
+            out.append((torch.cat(ks), torch.cat(vs)))
+        self.last_reused += len(ids)
+        return _rotate(out, shifts, rope_theta)
+
+    def keep(self, ids: list[int], layers_kv, prefix_len: int, length0: int, suffix_len: int,
+             reused: int) -> None:
+        """Remember row 0's context keys/values [B, KV, width, D] for the next request."""
+        p, s0 = prefix_len, prefix_len + length0
+        self.prefix_ids = ids[:p]
+        self.prefix_kv = [(k[:1, :, :p].clone(), v[:1, :, :p].clone()) for k, v in layers_kv]
+        self.suffix_ids = ids[s0 : s0 + suffix_len]
+        self.suffix_kv = [(k[:1, :, s0 : s0 + suffix_len].clone(),
+                           v[:1, :, s0 : s0 + suffix_len].clone()) for k, v in layers_kv]
+        self.suffix_at = s0
+        self.stale = self.stale + self._new if reused else 0
+
+
+def _rotate(kv, shifts: torch.Tensor, rope_theta: float):
+    """Keys moved by `shifts` positions ([1] for all rows, or one per row); values unchanged."""
+    k0 = kv[0][0]
+    cos, sin = rotary_tables(shifts.to(k0.device), k0.shape[-1], rope_theta, k0.dtype)
+    cos, sin = cos[:, None, None, :], sin[:, None, None, :]  # [rows, 1, 1, D]
+    return [(apply_rotary(k, cos, sin), v) for k, v in kv]

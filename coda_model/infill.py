@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .forward import ContextCache, FullForward
+from .forward import ContextCache, FullForward, ContextCarry
 from .sampler import SamplerConfig, denoise
 
 
@@ -51,8 +51,12 @@ def infill(
     *,
     should_stop: Callable[[], bool] | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    carry: ContextCarry | None = None,
 ) -> list[InfillCandidate]:
-    """One candidate per length, in the order given. Raises Cancelled if should_stop() fires."""
+    """One candidate per length, in the order given. Raises Cancelled if should_stop() fires.
+
+    carry (with config.context_cache): context keys/values from the previous call on the same
+    text, updated for the next one (see ContextCarry)."""
     if not prefix_ids:
         raise ValueError("infill needs at least one prefix token: the first mask is predicted "
                          "by the output of the token before it")
@@ -65,7 +69,7 @@ def infill(
     if key_mask.all():
         key_mask = None  # equal lengths: exactly the reference's unmasked attention
     if config.context_cache:
-        forward = ContextCache(model, ids, key_mask, len(prefix_ids), lengths, config)
+        forward = ContextCache(model, ids, key_mask, len(prefix_ids), lengths, config, carry)
     else:
         forward = FullForward(model, key_mask)
     probs = torch.zeros(ids.shape, dtype=torch.float32, device=device)

@@ -139,6 +139,22 @@ class CodaModel(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
+        self._rope: dict = {}  # (device, dtype) -> cos/sin tables for positions 0..n-1
+
+    def rotary(self, positions: torch.Tensor, dtype: torch.dtype):
+        """cos/sin rows for `positions` from a table grown on demand: computing cos and sin
+        costs about a millisecond per call on a CPU, as much as a small model's layer."""
+        need = int(positions.max()) + 1 if positions.numel() else 1
+        key = (positions.device, dtype)
+        table = self._rope.get(key)
+        if table is None or table[0].shape[0] < need:
+            size = max(need, 2 * table[0].shape[0] if table is not None else 1024)
+            table = rotary_tables(torch.arange(size, device=positions.device),
+                                  self.config.head_dim, self.config.rope_theta, dtype)
+            self._rope[key] = table
+        if int(positions.min()) < 0:  # not a table row (never in a forward pass)
+            return rotary_tables(positions, self.config.head_dim, self.config.rope_theta, dtype)
+        return table[0][positions], table[1][positions]
 
     def hidden_states(
         self,
@@ -161,7 +177,7 @@ class CodaModel(nn.Module):
         if positions is None:
             positions = torch.arange(n, device=input_ids.device)
         x = self.model.embed_tokens(input_ids)  # [B, L, H]
-        cos, sin = rotary_tables(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
+        cos, sin = self.rotary(positions, x.dtype)
         for i, layer in enumerate(self.model.layers):
             ctx = None if kv_context is None else kv_context[i]
             x = layer(x, cos, sin, key_mask, ctx, out_kv, causal)

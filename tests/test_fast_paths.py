@@ -108,3 +108,103 @@ def test_cached_threshold_decoding_fills_every_mask_in_bf16(tiny_model_dir):
     assert all(tok.mask_id not in c.ids for c in cands)
     assert all(len(c.confidences) == c.length for c in cands)
     assert steps and steps == sorted(steps)
+
+
+# --------------------------------------------------------------------------------------------
+# ContextCarry: context keys/values handed from one request to the next (typing)
+# --------------------------------------------------------------------------------------------
+
+def long_prompt(tok):
+    body = "".join(f"    def method_{i}(self, value):\n        return value + {i}\n\n"
+                   for i in range(12))
+    return tok.encode("class Numbers:\n" + body + "    def total(self):\n        return "), \
+        tok.encode("\n\n    def count(self):\n        return len(self.items)\n")
+
+
+def first_pass_kv(model, tok, prefix, suffix, lengths, carry=None):
+    ids, key_mask = build_batch(prefix, suffix, lengths, tok.mask_id, tok.pad_id, "cpu")
+    key_mask = None if key_mask.all() else key_mask
+    cache = ContextCache(model, ids, key_mask, len(prefix), lengths,
+                         SamplerConfig(context_cache=True), carry)
+    logits = cache(ids, ids == tok.mask_id)
+    return cache, logits
+
+
+def test_a_rotated_key_moves_position_by_one_more_rotation():
+    from coda_model.forward import _rotate
+    from coda_model.modeling import apply_rotary, rotary_tables
+
+    k = torch.randn(1, 2, 1, 64)
+    at = lambda p: apply_rotary(k, *[t[:, None, None, :] for t in
+                                     rotary_tables(torch.tensor([p]), 64, 10000.0, k.dtype)])
+    [(moved, _)] = _rotate([(at(300), k)], torch.tensor([-7]), 10000.0)
+    torch.testing.assert_close(moved, at(293), atol=1e-5, rtol=1e-5)
+    rows = torch.cat([at(50), at(60)])
+    [(both, _)] = _rotate([(rows, rows)], torch.tensor([5, -10]), 10000.0)
+    torch.testing.assert_close(both, torch.cat([at(55), at(50)]), atol=1e-5, rtol=1e-5)
+
+
+def test_carry_matches_shifted_windows():
+    from coda_model import ContextCarry
+
+    carry = ContextCarry(max_shift=16)
+    carry.prefix_ids = list(range(100, 200))
+    assert carry.match(list(range(100, 150))) == (0, 50)
+    assert carry.match(list(range(107, 200)) + [5, 6]) == (7, 93)   # far end dropped 7 tokens
+    assert carry.match(list(range(130, 200)))[1] == 0   # beyond max_shift: nothing carried
+    assert carry.match([1, 2, 3]) == (0, 0)
+
+
+def test_layer_zero_keys_carried_across_a_shifted_window_equal_fresh_ones(tiny):
+    """Layer-0 keys/values depend on the token and its position only, so whatever the carry
+    re-rotated (prefix shifted left, suffix moved per row) must equal a fresh computation."""
+    from coda_model import ContextCarry
+
+    model, tok = tiny
+    prefix, suffix = long_prompt(tok)
+    carry = ContextCarry(margin=4)
+    first_pass_kv(model, tok, prefix, suffix, [3, 7], carry)
+    moved = prefix[5:] + tok.encode("self.")   # far end dropped 5 tokens, the user typed
+    warm, _ = first_pass_kv(model, tok, moved, suffix, [4, 9], carry)
+    cold, _ = first_pass_kv(model, tok, moved, suffix, [4, 9])
+    assert carry.last_reused == len(prefix) - 5 - 4 + len(suffix)
+    (wk, wv), (ck, cv) = warm.context_kv[0], cold.context_kv[0]
+    real = torch.cat([torch.ones(len(moved) - 1, dtype=torch.bool),
+                      warm.key_mask[:, warm.stop:].all(0)])  # columns no row pads
+    torch.testing.assert_close(wk[:, :, real], ck[:, :, real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(wv[:, :, real], cv[:, :, real], atol=1e-5, rtol=1e-5)
+
+
+def test_carry_of_an_unchanged_prompt_reproduces_the_exact_first_pass(tiny):
+    model, tok = tiny
+    from coda_model import ContextCarry
+
+    prefix, suffix = long_prompt(tok)
+    carry = ContextCarry()   # one row: carried keys/values are exactly what a full pass makes
+    _, cold = first_pass_kv(model, tok, prefix, suffix, [6], carry)
+    _, warm = first_pass_kv(model, tok, prefix, suffix, [6], carry)
+    assert carry.last_reused == len(prefix) - carry.margin + len(suffix)
+    torch.testing.assert_close(warm, cold, atol=1e-4, rtol=1e-4)
+    config = SamplerConfig(steps=6, context_cache=True)
+    assert ids_of(infill(model, tok, prefix, suffix, [6], config, carry=carry)) == \
+        ids_of(infill(model, tok, prefix, suffix, [6], config))
+
+
+def test_carry_lets_go_of_changed_suffixes_and_stale_prefixes(tiny):
+    model, tok = tiny
+    from coda_model import ContextCarry
+
+    prefix, suffix = long_prompt(tok)
+    carry = ContextCarry(max_stale=6)
+    first_pass_kv(model, tok, prefix, suffix, [4], carry)
+    first_pass_kv(model, tok, prefix, tok.encode("\n# changed\n") + suffix, [4], carry)
+    assert carry.last_reused == len(prefix) - carry.margin   # the prefix only
+    typed = prefix
+    for word in ["self", ".", "items", "[", "0", "]", " +", " 1"]:
+        typed = typed + tok.encode(word)
+        first_pass_kv(model, tok, typed, suffix, [4], carry)
+        if carry.last_reused == 0:
+            break
+    assert carry.last_reused == 0 and carry.stale == 0   # drifted: a full pass, a new carry
+    first_pass_kv(model, tok, typed, suffix, [4], carry)
+    assert carry.last_reused > 0

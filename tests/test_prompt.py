@@ -13,6 +13,9 @@ class CharTokenizer:
         self.calls.append(len(text))
         return [ord(c) for c in text]
 
+    def decode(self, ids):
+        return decode(ids)
+
 
 def decode(ids):
     return "".join(map(chr, ids))
@@ -65,3 +68,21 @@ def test_a_literal_mask_token_in_the_document_stays_text(tiny_model_dir):
     [cand] = infill(load_model(tiny_model_dir), tok, p.prefix_ids, p.suffix_ids, list(p.lengths),
                     SamplerConfig(steps=2, context_cache=True))
     assert cand.length == 4
+
+
+def test_typing_keeps_the_far_end_of_the_prefix_in_place():
+    """The prefix window starts at a line break, so a keystroke at the cursor leaves the
+    far end's tokens where they were (their cached keys/values stay valid)."""
+    lines = "".join(f"line_{i:03d} = {i}\n" for i in range(200))
+    starts = set()
+    for typed in ["", "t", "to", "tot", "tota", "total", "tota"]:
+        p = prompt.build(CharTokenizer(), lines + typed, "\nend\n", [8], 300, 64)
+        text = decode(p.prefix_ids)
+        assert text.startswith("line_") and text.endswith(lines[-20:] + typed)
+        starts.add(text[:8])
+    assert len(starts) == 2  # six keystrokes moved the far end once, by one whole line
+
+
+def test_a_prefix_without_line_breaks_is_still_cut_to_the_budget():
+    p = prompt.build(CharTokenizer(), "x" * 5000, "", [8], 100, 64)
+    assert len(p.prefix_ids) == 92
