@@ -118,12 +118,15 @@ class Engine:
         if job.fast:  # typing: the shortest candidates only, latency grows with the batch
             lengths = lengths[:INLINE_CANDIDATES]
         carry = self.carry(job.carry_key) if job.fast else None
+        prefix_ids = p.prefix_ids
+        if carry is not None:  # keep the window's far end where the carried keys start
+            prefix_ids = prefix_ids[carry.overhang(prefix_ids):]
         t1 = time.perf_counter()
         with torch.inference_mode():
             candidates = infill(
                 self.model,
                 self.tokenizer,
-                p.prefix_ids,
+                prefix_ids,
                 p.suffix_ids,
                 lengths,
                 self.sampler(job.settings, job.steps, job.fast),
@@ -136,7 +139,7 @@ class Engine:
             for c in candidates
         ]
         timings = {"prompt": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3}
-        log.debug("prompt %d+%d tokens, lengths %s", len(p.prefix_ids), len(p.suffix_ids),
+        log.debug("prompt %d+%d tokens, lengths %s", len(prefix_ids), len(p.suffix_ids),
                   p.lengths)
         return FillResult(fills, timings, carry.last_reused if carry else 0)
 

@@ -189,6 +189,18 @@ class ContextCarry:
                 break
         return best
 
+    def overhang(self, ids: Sequence[int], least: int = 32) -> int:
+        """How many leading tokens of `ids` precede the carried prefix's first token (the
+        window's far end moved back, e.g. after a backspace): a caller that drops them keeps
+        the carry usable. 0 when ids already start inside the carried prefix or do not match."""
+        old = self.prefix_ids
+        if not old or len(ids) <= least or ids[: least] == old[: least]:
+            return 0
+        for extra in range(1, min(self.max_shift, len(ids) - least) + 1):
+            if ids[extra : extra + least] == old[:least]:
+                return extra
+        return 0
+
     def take_prefix(self, ids: list[int], limit: int, rope_theta: float):
         """Carried keys/values for ids[:c] at positions 0..c-1 (c <= limit), or None."""
         self.last_reused = 0

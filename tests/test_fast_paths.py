@@ -153,6 +153,10 @@ def test_carry_matches_shifted_windows():
     assert carry.match(list(range(107, 200)) + [5, 6]) == (7, 93)   # far end dropped 7 tokens
     assert carry.match(list(range(130, 200)))[1] == 0   # beyond max_shift: nothing carried
     assert carry.match([1, 2, 3]) == (0, 0)
+    # the far end moved back (a backspace): the caller drops the tokens before the carry's
+    assert carry.overhang([5, 6, 7] + list(range(100, 200))) == 3
+    assert carry.overhang(list(range(100, 200))) == 0
+    assert carry.overhang(list(range(300, 400))) == 0
 
 
 def test_layer_zero_keys_carried_across_a_shifted_window_equal_fresh_ones(tiny):
