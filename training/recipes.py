@@ -140,6 +140,16 @@ def default_model_cpu() -> Recipe:
     )
 
 
+def default_model_cpu_from_ar() -> Recipe:
+    """The shipped model: the AR baseline's first 1,800 steps adapted to diffusion (as CoDA
+    adapts Qwen3). From random weights, bidirectional attention stayed near the unigram loss
+    for thousands of CPU steps; from an AR model, output i already predicts token i+1."""
+    base = default_model_cpu()
+    return replace(base, name="default_model_cpu_from_ar", init_from="runs/ar_baseline-1800/final",
+                   optim=replace(base.optim, lr=1e-3, warmup_steps=100),
+                   train=replace(base.train, steps=2400, seed=2))
+
+
 def default_model_cpu_continue() -> Recipe:
     """A second, warm-restarted cosine over the finished default run (more tokens, same data)."""
     base = default_model_cpu()
@@ -234,7 +244,7 @@ def edit_stage_cpu() -> Recipe:
 
 
 RECIPES = {f.__name__: f for f in (tiny_cpu, tiny_finetune_cpu, default_model_cpu,
-                                   default_model_cpu_continue,
+                                   default_model_cpu_continue, default_model_cpu_from_ar,
                                    edit_stage_cpu, finetune_repo_gpu, sft_gpu,
                                    pretrain_coda_1p7b_tpu_v4, midtrain_coda_1p7b_tpu_v4)}
 
