@@ -130,3 +130,18 @@ def test_kill_9_then_resume_gives_the_uninterrupted_next_loss(prepared, tmp_path
         return rows[0]["loss"]
 
     assert loss_at(killed) == loss_at(clean)
+
+
+def test_a_run_from_an_ar_checkpoint_makes_a_diffusion_model(tiny_model_dir, tmp_path):
+    """The shipped recipe starts from the AR baseline: its "objective" mark must not survive."""
+    from coda_model import load_tokenizer, save_model
+    from training.loop import build_model
+
+    ar = load_model(tiny_model_dir)
+    ar.config.extra["objective"] = "autoregressive-fim"
+    save_model(ar, tmp_path / "ar", tokenizer_dir=tiny_model_dir)
+    recipe = replace(recipes.get("tiny_cpu"), init_from=str(tmp_path / "ar"))
+    model = build_model(recipe, load_tokenizer(tmp_path / "ar"))
+    assert "objective" not in model.config.extra and model.training
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 ar.state_dict().values()))
