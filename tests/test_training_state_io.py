@@ -27,3 +27,17 @@ def test_optimizer_scheduler_and_rng_state_round_trip(tmp_path):
     fresh.load_state_dict(back["optimizer"])
     for key, value in state["optimizer"]["state"][0].items():
         assert torch.equal(fresh.state_dict()["state"][0][key], value)
+
+
+def test_a_latest_pointer_without_a_readable_state_is_an_error_not_a_fresh_start(tmp_path):
+    import pytest
+
+    from training.checkpointing import latest_checkpoint
+
+    root = tmp_path / "checkpoints"
+    (root / "step-001800").mkdir(parents=True)
+    (root / "step-001800" / "trainer_state.pt").write_bytes(b"PK legacy pickle")
+    (root / "latest").write_text("step-001800\n")
+    with pytest.raises(RuntimeError, match="step-001800"):
+        latest_checkpoint(root)
+    assert latest_checkpoint(tmp_path / "nothing-here") is None

@@ -66,7 +66,13 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     if not pointer.is_file():
         return None
     path = Path(root) / pointer.read_text().strip()
-    return path if (path / STATE).is_file() else None
+    if not (path / STATE).is_file():
+        # Never fall back to a fresh start here: it would overwrite the run's metrics and,
+        # after `keep` checkpoints, its real ones (seen with a pre-state_io AR run).
+        raise RuntimeError(f"{pointer} names {path.name}, which has no {STATE} (missing, or "
+                           f"written by an older version): move {Path(root)} away to start "
+                           f"over, or restore the checkpoint")
+    return path
 
 
 def load_state(checkpoint: str | Path) -> dict:
