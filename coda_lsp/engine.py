@@ -135,7 +135,8 @@ class Engine:
             )
         t2 = time.perf_counter()
         fills = [
-            Fill(tidy(c.text, job.suffix, job.line_ending), float(c.mean_confidence), c.length)
+            Fill(tidy(c.text, job.suffix, job.line_ending, job.prefix), float(c.mean_confidence),
+                 c.length)
             for c in candidates
         ]
         timings = {"prompt": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3}
@@ -154,14 +155,19 @@ class Engine:
         return carry
 
 
-def tidy(text: str, suffix: str, line_ending: str = "\n") -> str:
+def tidy(text: str, suffix: str, line_ending: str = "\n", prefix: str = "") -> str:
     """Make a raw fill fit between the prefix and the suffix.
 
     The suffix is fixed by the model's input, so any tail of the fill that repeats the start
     of the suffix is cut (the code after the cursor would otherwise appear twice), and
-    trailing whitespace goes when the suffix starts a new line or the file ends.
+    trailing whitespace goes when the suffix starts a new line or the file ends. When the
+    hole's line is indented already (only whitespace before it), the fill's own leading
+    blanks would indent it twice (BPE tokens often start with a space): they go too.
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n")
+    line_start = prefix[prefix.rfind("\n") + 1 :]
+    if line_start and not line_start.strip():
+        text = text.lstrip(" \t")
     plain_suffix = suffix.replace("\r\n", "\n")
     for k in range(min(len(text), len(plain_suffix)), 0, -1):
         head = plain_suffix[:k]

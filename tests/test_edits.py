@@ -44,6 +44,15 @@ def test_tidy_never_duplicates_the_suffix():
     assert tidy("y = 2\n    return y", "\n    return y\n") == "y = 2"
     assert tidy("value\n\n", "\nmore") == "value"
     assert tidy("a\nb", "\r\nz", "\r\n") == "a\r\nb"
+
+
+def test_tidy_does_not_indent_an_indented_line_twice():
+    assert tidy(" self.items.pop()", "\n", prefix="    def pop(self):\n        ") == \
+        "self.items.pop()"
+    assert tidy("\tx", "\n", prefix="if a:\n\t") == "x"
+    # the model's indentation is kept where the line has none yet, or after code
+    assert tidy("    x = 1", "\n", prefix="def f():\n") == "    x = 1"
+    assert tidy(" b", ")\n", prefix="f(a,") == " b"
     assert tidy("  ", "") == ""
 
 
