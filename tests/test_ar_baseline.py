@@ -111,8 +111,8 @@ def test_init_from_starts_a_new_run_from_finished_weights(tiny_model_dir, tmp_pa
     first = tmp_path / "first"
     ar_baseline.train(recipe, first, tok_dir, p_fim=0.9)
     second = tmp_path / "second"
-    row = ar_baseline.train(recipe, second, tok_dir, p_fim=0.9, init_from=first / "final",
-                            data_dir=first / "data")
+    row = ar_baseline.train(recipes.override(recipe, [f"init_from={first / 'final'}"]), second,
+                            tok_dir, p_fim=0.9, data_dir=first / "data")
     assert row["step"] == 2   # a new schedule, counted from zero
     a, b = load_model(first / "final").state_dict(), load_model(second / "final").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

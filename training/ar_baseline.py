@@ -166,8 +166,7 @@ def _generator(seed: int, step: int) -> torch.Generator:
 
 
 def train(recipe: recipes.Recipe, out: Path, tokenizer_dir: Path, *, p_fim: float,
-          data_dir: Path | None = None, stop_after_step: int | None = None,
-          init_from: Path | None = None) -> dict:
+          data_dir: Path | None = None, stop_after_step: int | None = None) -> dict:
     t = recipe.train
     if t.threads:
         torch.set_num_threads(t.threads)
@@ -193,9 +192,6 @@ def train(recipe: recipes.Recipe, out: Path, tokenizer_dir: Path, *, p_fim: floa
         torch.set_rng_state(state["torch_rng"])
         step, tokens = state["step"], state["tokens"]
         log.info("resumed from %s at step %d", ckpt, step)
-    elif init_from is not None:  # a longer run from finished weights: fresh optimizer, new schedule
-        model.load_state_dict(load_model(init_from).state_dict(), strict=False)
-        log.info("initialised from %s", init_from)
     (out / "recipe.json").write_text(json.dumps({**recipe.to_dict(), "objective": OBJECTIVE,
                                                  "p_fim": p_fim}, indent=1, default=str) + "\n")
     metrics = MetricsLog(out / "metrics.jsonl", step if ckpt is not None else None)
@@ -292,8 +288,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--p-fim", type=float, default=0.9)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--stop-after-step", type=int)
-    parser.add_argument("--init-from", type=Path,
-                        help="start from these weights (e.g. a finished run's final/)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -301,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = replace(recipe, name=f"{recipe.name}_ar")
     row = train(recipe, Path(args.out), Path(args.tokenizer), p_fim=args.p_fim,
                 data_dir=Path(args.data_dir) if args.data_dir else None,
-                stop_after_step=args.stop_after_step, init_from=args.init_from)
+                stop_after_step=args.stop_after_step)
     if row:
         print(f"step {row['step']}: ce {row['ce']:.4f}", file=sys.stderr)
     return 0
