@@ -223,21 +223,18 @@ class ContextCarry:
         column starts[r] (rows right-padded: a row's missing tail is zeros), or None."""
         if self.suffix_kv is None or self.suffix_ids[: len(ids)] != ids:
             return None
-        rows = []
-        for start in starts:
-            first = stop - start  # the first suffix index at column `stop`
-            rows.append([(k[:, :, first : len(ids)], v[:, :, first : len(ids)])
-                         for k, v in self.suffix_kv])
-        shifts = torch.tensor([start - self.suffix_at for start in starts])
+        n = len(ids)
         out = []
-        for layer in range(len(self.suffix_kv)):
-            ks, vs = [], []
-            for r in range(len(starts)):
-                k, v = rows[r][layer]
-                pad = width - stop - k.shape[2]
-                ks.append(torch.nn.functional.pad(k, (0, 0, 0, pad)))
-                vs.append(torch.nn.functional.pad(v, (0, 0, 0, pad)))
-            out.append((torch.cat(ks), torch.cat(vs)))
+        for k, v in self.suffix_kv:  # [1, KV, s, D] -> [rows, KV, width - stop, D]
+            ks = k.new_zeros((len(starts), k.shape[1], width - stop, k.shape[3]))
+            vs = v.new_zeros(ks.shape)
+            for r, start in enumerate(starts):
+                first = stop - start  # the suffix index that lands on column `stop`
+                m = max(0, n - first)  # a short suffix may end before it
+                ks[r, :, :m] = k[0, :, first : first + m]
+                vs[r, :, :m] = v[0, :, first : first + m]
+            out.append((ks, vs))
+        shifts = torch.tensor([start - self.suffix_at for start in starts])
         self.last_reused += len(ids)
         return _rotate(out, shifts, rope_theta)
 

@@ -152,8 +152,6 @@ class CodaModel(nn.Module):
             table = rotary_tables(torch.arange(size, device=positions.device),
                                   self.config.head_dim, self.config.rope_theta, dtype)
             self._rope[key] = table
-        if int(positions.min()) < 0:  # not a table row (never in a forward pass)
-            return rotary_tables(positions, self.config.head_dim, self.config.rope_theta, dtype)
         return table[0][positions], table[1][positions]
 
     def hidden_states(

@@ -212,3 +212,18 @@ def test_carry_lets_go_of_changed_suffixes_and_stale_prefixes(tiny):
     assert carry.last_reused == 0 and carry.stale == 0   # drifted: a full pass, a new carry
     first_pass_kv(model, tok, typed, suffix, [4], carry)
     assert carry.last_reused > 0
+
+
+def test_a_suffix_shorter_than_the_canvas_difference_is_carried(tiny):
+    from coda_model import ContextCarry
+
+    model, tok = tiny
+    prefix, _ = long_prompt(tok)
+    suffix = tok.encode(")\n\n# done\n")[:3]   # row 0's suffix ends inside the longer row's hole
+    carry = ContextCarry()
+    config = SamplerConfig(steps=3, context_cache=True)
+    infill(model, tok, prefix, suffix, [4, 9], config, carry=carry)
+    cands = infill(model, tok, prefix + tok.encode("x"), suffix, [4, 9], config, carry=carry)
+    assert [c.length for c in cands] == [4, 9]
+    # both the prefix (less the recomputed margin) and the suffix came from the carry
+    assert carry.last_reused > len(suffix) and carry.suffix_ids == suffix
