@@ -24,7 +24,7 @@ from coda_model import Cancelled, ContextCarry, SamplerConfig, infill, load_mode
 log = logging.getLogger(__name__)
 
 INLINE_CANDIDATES = 2  # mask counts tried per keystroke-driven request (hole fills try all)
-CARRIED_DOCUMENTS = 4  # prefix keys/values kept for this many documents (~117 MB each at 1.7B)
+CARRIED_DOCUMENTS = 4  # context keys/values kept for this many documents (~117 MB each at 1.7B)
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class FillJob:
     settings: Settings
     line_ending: str = "\n"
     fast: bool = False  # typing: reuse the context's keys/values across steps (approximate)
-    carry_key: str | None = None  # typing: reuse prefix keys/values across requests with this key
+    carry_key: str | None = None  # typing: reuse context keys/values across requests with this key
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Fill:
 class FillResult:
     fills: list[Fill]
     timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
-    reused: int = 0  # prefix tokens whose keys/values came from the previous request
+    reused: int = 0  # context tokens whose keys/values came from the previous request
 
 
 def pick_device(device: str) -> str:
@@ -145,7 +145,7 @@ class Engine:
         return FillResult(fills, timings, carry.last_reused if carry else 0)
 
     def carry(self, key: str | None) -> ContextCarry | None:
-        """The document's prefix carry, most recently used kept; None without a key."""
+        """The document's context carry (kept most recently used first); None without a key."""
         if key is None:
             return None
         carry = self.carries.pop(key, None) or ContextCarry()
