@@ -145,7 +145,7 @@ class Engine:
         return FillResult(fills, timings, carry.last_reused if carry else 0)
 
     def carry(self, key: str | None) -> ContextCarry | None:
-        """The document's context carry (kept most recently used first); None without a key."""
+        """The document's context carry; the least recently used beyond CARRIED_DOCUMENTS go."""
         if key is None:
             return None
         carry = self.carries.pop(key, None) or ContextCarry()
