@@ -47,6 +47,12 @@ def check_model_dir(path: Path) -> Path:
         raise StartupError(f"{config}: unreadable ({exc})") from exc
     if not any(path.glob("*.safetensors")):
         raise StartupError(f"{path}: no .safetensors weights")
+    from coda_model.checkpoint import CheckpointError, read_config, require_diffusion
+
+    try:  # an autoregressive checkpoint would load fine and fill with nonsense
+        require_diffusion(path, read_config(path))
+    except CheckpointError as exc:
+        raise StartupError(str(exc)) from exc
     return path
 
 

@@ -4,6 +4,9 @@ Our parameter names are Hugging Face Qwen3's, so the name table is the identity;
 strict (a missing, unexpected or mis-shaped tensor is one error naming it). Compatibility shims
 are few and each is logged: an absent `lm_head.weight` is tied to the embedding, a sharded
 index is followed, on-disk dtypes are cast. `auto_map` is ignored: no checkpoint code runs.
+A checkpoint whose config.json marks it autoregressive (``"objective": "autoregressive-fim"``,
+the AR baseline) is refused unless the caller says it decodes causally or retrains it: masked
+diffusion decoding of such weights runs without error and writes nonsense.
 """
 
 from __future__ import annotations
@@ -61,6 +64,15 @@ def read_config(path: Path) -> CodaConfig:
         raise CheckpointError(f"{config_file}: {exc}") from exc
 
 
+def require_diffusion(path: Path, config: CodaConfig) -> None:
+    """Refuse a checkpoint that training.ar_baseline marked autoregressive (diffusion ones
+    carry no mark): decoded as diffusion it runs without error and writes nonsense."""
+    objective = config.extra.get("objective")
+    if str(objective or "").startswith("autoregressive"):
+        raise CheckpointError(f"{path}: config.json marks an autoregressive model (objective "
+                              f"{objective!r}); diffusion decoding needs a diffusion checkpoint")
+
+
 def weight_files(path: Path) -> list[Path]:
     if (path / INDEX).is_file():
         try:
@@ -99,12 +111,19 @@ def read_tensors(files: list[Path], dtype: torch.dtype) -> dict[str, torch.Tenso
 
 
 def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
-               dtype: str | torch.dtype | None = None) -> CodaModel:
-    """Load a CoDA folder strictly into a CodaModel in eval mode."""
+               dtype: str | torch.dtype | None = None,
+               autoregressive: bool = False) -> CodaModel:
+    """Load a CoDA folder strictly into a CodaModel in eval mode.
+
+    ``autoregressive=True`` accepts an autoregressive checkpoint, for callers that decode it
+    causally or train it further; by default one is refused before its weights are read.
+    """
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a directory")
     config = read_config(path)
+    if not autoregressive:
+        require_diffusion(path, config)
     dtype = resolve_dtype(dtype)
     state = read_tensors(weight_files(path), dtype)
     if "lm_head.weight" not in state:

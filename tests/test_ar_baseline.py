@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from coda_model import load_model, load_tokenizer
+from coda_model import CheckpointError, load_model, load_tokenizer
 from training import ar_baseline, recipes
 
 
@@ -99,7 +99,10 @@ def test_training_checkpoints_resumes_and_marks_the_objective(tiny_model_dir, tm
     evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
              if '"eval"' in line]
     assert evals[-1]["step"] == 3 and evals[-1]["eval_ce_middle"] > 0
-    assert load_model(out / "final").config.extra["objective"] == "autoregressive-fim"
+    final = load_model(out / "final", autoregressive=True)
+    assert final.config.extra["objective"] == "autoregressive-fim"
+    with pytest.raises(CheckpointError, match="autoregressive"):  # never decoded as diffusion
+        load_model(out / "final")
 
 
 
@@ -114,9 +117,10 @@ def test_init_from_starts_a_new_run_from_finished_weights(tiny_model_dir, tmp_pa
     row = ar_baseline.train(recipes.override(recipe, [f"init_from={first / 'final'}"]), second,
                             tok_dir, p_fim=0.9, data_dir=first / "data")
     assert row["step"] == 2   # a new schedule, counted from zero
-    a, b = load_model(first / "final").state_dict(), load_model(second / "final").state_dict()
+    a = load_model(first / "final", autoregressive=True).state_dict()
+    b = load_model(second / "final", autoregressive=True).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     scratch = tmp_path / "scratch"
     ar_baseline.train(recipes.override(recipe, ["train.seed=5"]), scratch, tok_dir, p_fim=0.9)
-    c = load_model(scratch / "final").state_dict()
+    c = load_model(scratch / "final", autoregressive=True).state_dict()
     assert not all(torch.equal(a[k], c[k]) for k in a)

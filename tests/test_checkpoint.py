@@ -136,6 +136,14 @@ def test_auto_map_is_never_executed(folder):
     load_model(folder)
 
 
+def test_an_autoregressive_checkpoint_is_refused_unless_asked_for(folder):
+    data = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**data, "objective": "autoregressive-fim"}))
+    with pytest.raises(CheckpointError, match="autoregressive model .objective 'autoregr"):
+        load_model(folder)
+    assert load_model(folder, autoregressive=True).config.extra["objective"] == "autoregressive-fim"
+
+
 def test_save_is_atomic_when_it_fails(folder, tmp_path, monkeypatch):
     model = load_model(folder)
     target = save_model(model, tmp_path / "out")

@@ -2,10 +2,13 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from coda_lsp import cli
+
+AR_BASELINE = Path(__file__).resolve().parent.parent / "benchmarks" / "ar_baseline"
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -75,3 +78,20 @@ def test_python_dash_m_entry_point():
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == cli.EXIT_USAGE and done.stdout == ""
     assert "model folder not found" in done.stderr
+
+
+def test_an_autoregressive_model_is_refused_in_one_line(tmp_path, capsys):
+    """The AR baseline loads fine as a CodaModel; decoded as diffusion it writes nonsense."""
+    src = tmp_path / "a.py"
+    src.write_text("x = \n")
+    model = ["--model", str(AR_BASELINE)]
+    for args in (model, ["fill", f"{src}:1:5", *model]):
+        assert cli.main(args) == cli.EXIT_USAGE
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1
+        assert "autoregressive model (objective 'autoregressive-fim')" in err
+    assert src.read_text() == "x = \n"
+    from coda_lsp.engine import Engine
+    from coda_model import CheckpointError
+    with pytest.raises(CheckpointError, match="autoregressive"):  # in-process callers too
+        Engine.load(AR_BASELINE, "cpu")

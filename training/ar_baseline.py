@@ -185,7 +185,7 @@ def train(recipe: recipes.Recipe, out: Path, tokenizer_dir: Path, *, p_fim: floa
     ckpt = checkpointing.latest_checkpoint(ckpt_dir)
     if ckpt is not None:
         state = checkpointing.load_state(ckpt)
-        model.load_state_dict(load_model(ckpt).state_dict(), strict=False)
+        model.load_state_dict(load_model(ckpt, autoregressive=True).state_dict(), strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         stream.load_state_dict(state["stream"])

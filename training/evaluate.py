@@ -174,7 +174,7 @@ def evaluate(model_dir, *, ar_dir=None, tasks=TASKS, steps=STEPS, lengths=tuple(
     model, tok = load_model(model_dir), load_tokenizer(model_dir)
     if ar_dir is not None:
         ar_dir = resolve_model_dir(ar_dir)
-        ar_model, ar_tok = load_model(ar_dir), load_tokenizer(ar_dir)
+        ar_model, ar_tok = load_model(ar_dir, autoregressive=True), load_tokenizer(ar_dir)
     if examples is None:
         examples = load_examples(tasks, limit, seed, benchmarks, heldout_recipe, per_file, tok)
     scorer = Scorer(timeout, memory_mb)

@@ -144,7 +144,7 @@ def prepare_tokenizer(recipe: Recipe, out: Path):
 
 def build_model(recipe: Recipe, tok) -> CodaModel:
     if recipe.init_from:
-        model = load_model(recipe.init_from)
+        model = load_model(recipe.init_from, autoregressive=True)  # AR or diffusion: retrained
         model.config.extra.pop("objective", None)   # an AR start: this run makes a diffusion model
         if model.config.vocab_size < tok.vocab_size:
             raise ValueError(f"{recipe.init_from} has {model.config.vocab_size} embedding rows, "
