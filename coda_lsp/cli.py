@@ -2,6 +2,8 @@
 
 Startup problems (bad flags, a missing or unreadable model folder) end in one line on stderr
 and a non-zero exit status; nothing but the protocol ever reaches stdout in stdio mode.
+``fill`` says on stderr why each span it left alone was left alone, and which candidate came
+closest; ``--accept-rejected`` uses that one instead.
 """
 
 from __future__ import annotations
@@ -11,11 +13,16 @@ import difflib
 import json
 import re
 import sys
-from dataclasses import replace
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from coda_lsp import __version__, logs
 from coda_lsp.settings import ALGORITHMS, Settings
+
+if TYPE_CHECKING:  # the engine imports torch: only once the flags are known good
+    from coda_lsp.engine import Fill
 
 EXIT_NOTHING, EXIT_USAGE = 1, 2
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -92,6 +99,11 @@ def fill_parser() -> argparse.ArgumentParser:
     out.add_argument("--write", action="store_true", help="rewrite the file in place")
     out.add_argument("--diff", action="store_true", help="print a unified diff")
     p.add_argument("--holes", action="store_true", help="fill every hole marker in the file")
+    p.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
+                   help="reject candidates whose mean token confidence is below P (default 0)")
+    p.add_argument("--accept-rejected", action="store_true",
+                   help="where every candidate of a span was rejected, write the best "
+                        "non-empty one anyway (it may add a syntax error)")
     return p
 
 
@@ -103,6 +115,8 @@ def defaults_from(args: argparse.Namespace) -> Settings:
         s = replace(s, steps=args.steps)
     if args.alg is not None:
         s = replace(s, alg="origin" if args.alg == "original" else args.alg)
+    if not 0.0 <= getattr(args, "min_confidence", 0.0) <= 1.0:
+        raise StartupError("--min-confidence must be between 0 and 1")
     return s
 
 
@@ -162,8 +176,14 @@ def fill_main(args: argparse.Namespace) -> int:
     except Exception as exc:  # CheckpointError, TokenizerError, torch errors: one line
         raise StartupError(f"cannot load the model from {model_dir}: {exc}") from exc
     position = None if args.holes else (int(m["line"]), int(m["col"]))
-    result, filled, total = fill_text(engine, path, text, defaults, position)
-    print(f"coda-lsp: filled {filled} of {total} span(s) in {path}", file=sys.stderr)
+    result, outcomes = fill_text(engine, path, text, defaults, position, args.min_confidence,
+                                 args.accept_rejected)
+    for outcome in outcomes:
+        if outcome.note:
+            print(f"coda-lsp: {path}:{outcome.line}:{outcome.column}: {outcome.note}",
+                  file=sys.stderr)
+    filled = sum(o.used is not None for o in outcomes)
+    print(f"coda-lsp: filled {filled} of {len(outcomes)} span(s) in {path}", file=sys.stderr)
     if args.write:
         if result != text:
             path.write_bytes(result.encode("utf-8"))
@@ -176,11 +196,89 @@ def fill_main(args: argparse.Namespace) -> int:
     return 0 if filled else EXIT_NOTHING
 
 
+EMPTY, UNSURE, BROKEN = "empty", "unsure", "broken"  # why a candidate is rejected, in check order
+
+
+@dataclass
+class SpanOutcome:
+    """One span of a ``fill`` run: the fill it got, or why every candidate was turned down."""
+
+    line: int  # 1-based, where the span starts, in characters
+    column: int
+    min_confidence: float
+    used: Fill | None = None  # the fill written, if any
+    rejected: Counter[str] = field(default_factory=Counter)  # reason -> candidates
+    best_rejected: Fill | None = None  # the best non-empty rejected candidate
+
+    @property
+    def note(self) -> str:
+        """One line for stderr: why nothing was written, or that a rejected fill was."""
+        best = self.best_rejected
+        if self.used is not None:
+            return "" if self.used is not best else f"used a rejected candidate ({_why(best)})"
+        total = sum(self.rejected.values())
+        if not total:
+            return "not filled: the model returned no candidate"
+        counts = ", ".join(_count(n, why, self.min_confidence)
+                           for why in (EMPTY, UNSURE, BROKEN) if (n := self.rejected[why]))
+        line = f"not filled: {total} candidate(s): {counts}"
+        if best is not None:
+            line += (f"; best rejected ({_why(best)}): {_preview(best.text)}"
+                     " (--accept-rejected uses it)")
+        return line
+
+
+def _count(n: int, why: str, threshold: float) -> str:
+    was = "was" if n == 1 else "were"
+    if why == EMPTY:
+        return f"{n} {was} empty"
+    if why == UNSURE:
+        return f"{n} {was} below the confidence threshold {threshold:g}"
+    return f"{n} added a syntax error"
+
+
+def _why(fill: Fill) -> str:
+    broken = ", adds a syntax error" if fill.errors else ""
+    return f"confidence {fill.confidence:.2f}{broken}"
+
+
+def _preview(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def rejection(fill: Fill, min_confidence: float) -> str | None:
+    """Why the CLI turns a candidate down, or None: it writes files, so a fill that breaks the
+    parse is rejected here (the editor only ranks it last, the user sees it before accepting)."""
+    if not fill.text.strip():
+        return EMPTY
+    if fill.confidence < min_confidence:
+        return UNSURE
+    return BROKEN if fill.errors else None
+
+
+def judge(outcome: SpanOutcome, candidates: int, ranked: list[Fill],
+          accept_rejected: bool) -> SpanOutcome:
+    """Pick the fill from ``rank``'s list (best first; what it dropped was empty)."""
+    outcome.rejected[EMPTY] += candidates - len(ranked)
+    for f in ranked:
+        why = rejection(f, outcome.min_confidence)
+        if why is None:
+            outcome.used = f
+            return outcome
+        outcome.rejected[why] += 1
+        if why != EMPTY and outcome.best_rejected is None:
+            outcome.best_rejected = f
+    if accept_rejected:
+        outcome.used = outcome.best_rejected
+    return outcome
+
+
 def fill_text(engine, path: Path, text: str, settings: Settings,
-              position: tuple[int, int] | None) -> tuple[str, int, int]:
+              position: tuple[int, int] | None, min_confidence: float = 0.0,
+              accept_rejected: bool = False) -> tuple[str, list[SpanOutcome]]:
     """Fill the span at a 1-based (line, column in characters), or every hole; last first.
 
-    Returns the new text, how many spans were filled and how many were tried.
+    Returns the new text and what happened to each span tried, in file order.
     """
     from lsprotocol import types
 
@@ -207,17 +305,20 @@ def fill_text(engine, path: Path, text: str, settings: Settings,
             end = edits.clamp_to_line(doc, cursor, doc.offset_of_byte(span.end))
             targets, steps = [replace(span, end=doc.byte_at(end))], settings.steps
     ending = edits.line_ending(text)
-    filled = 0
+    outcomes = []
     for span in sorted(targets, key=lambda s: s.start, reverse=True):
         start, end = doc.offset_of_byte(span.start), doc.offset_of_byte(span.end)
         job = FillJob(doc.text[:start], doc.text[end:], tuple(span.lengths), steps, settings,
                       ending)
         errors = spans.error_counter(doc.syntax, span)
-        fills = rank(engine.fill(job).fills, 0.0,
-                     lambda t, errors=errors: errors(positions.to_bytes(t)))
-        if fills:
-            filled += 1
+        fills = engine.fill(job).fills
+        ranked = rank(fills, 0.0, lambda t, errors=errors: errors(positions.to_bytes(t)))
+        at = doc.position_at(start, positions.UTF32)
+        outcome = judge(SpanOutcome(at.line + 1, at.character + 1, min_confidence), len(fills),
+                        ranked, accept_rejected)
+        outcomes.append(outcome)
+        if outcome.used is not None:
             doc = store.open(types.TextDocumentItem(
                 uri=doc.uri, language_id="", version=doc.version + 1,
-                text=doc.text[:start] + fills[0].text + doc.text[end:]))
-    return doc.text, filled, len(targets)
+                text=doc.text[:start] + outcome.used.text + doc.text[end:]))
+    return doc.text, outcomes[::-1]

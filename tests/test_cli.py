@@ -95,3 +95,74 @@ def test_an_autoregressive_model_is_refused_in_one_line(tmp_path, capsys):
     from coda_model import CheckpointError
     with pytest.raises(CheckpointError, match="autoregressive"):  # in-process callers too
         Engine.load(AR_BASELINE, "cpu")
+
+
+@pytest.fixture
+def model_says(monkeypatch):
+    """Replace the model's candidates (text, confidence) for every span; ranking stays real."""
+    from coda_lsp.engine import Engine, Fill, FillResult
+
+    def says(*candidates):
+        fills = [Fill(text, confidence, n + 1) for n, (text, confidence) in enumerate(candidates)]
+        monkeypatch.setattr(Engine, "fill", lambda self, job, should_stop=None: FillResult(fills))
+    return says
+
+
+RETURN_HOLE = "def add(a, b):\n    return \n"
+
+
+def test_fill_says_why_nothing_was_filled(tiny_model_dir, tmp_path, capsys, model_says):
+    src = tmp_path / "a.py"
+    src.write_text(RETURN_HOLE)
+    model_says(("", 0.9), (" \n", 0.8), ("a +", 0.6), ("(a", 0.3))
+    code, out, err = fill(capsys, f"{src}:2:12", "--model", str(tiny_model_dir))
+    assert code == cli.EXIT_NOTHING and out == RETURN_HOLE
+    assert err.splitlines() == [
+        f"coda-lsp: {src}:2:12: not filled: 4 candidate(s): 2 were empty, 2 added a syntax "
+        "error; best rejected (confidence 0.60, adds a syntax error): 'a +' "
+        "(--accept-rejected uses it)",
+        f"coda-lsp: filled 0 of 1 span(s) in {src}"]
+
+
+def test_fill_counts_candidates_under_min_confidence(tiny_model_dir, tmp_path, capsys,
+                                                     model_says):
+    src = tmp_path / "a.py"
+    src.write_text(RETURN_HOLE)
+    model_says(("a + b", 0.4), ("", 0.9))
+    model = ["--model", str(tiny_model_dir)]
+    code, out, err = fill(capsys, f"{src}:2:12", "--min-confidence", "0.5", *model)
+    assert code == cli.EXIT_NOTHING and out == RETURN_HOLE
+    assert "not filled: 2 candidate(s): 1 was empty, 1 was below the confidence threshold 0.5;" \
+        " best rejected (confidence 0.40): 'a + b'" in err
+    code, out, err = fill(capsys, f"{src}:2:12", "--min-confidence", "0.3", *model)
+    assert code == 0 and out == "def add(a, b):\n    return a + b\n"
+    assert err.splitlines() == [f"coda-lsp: filled 1 of 1 span(s) in {src}"]
+    code, _, err = fill(capsys, f"{src}:2:12", "--min-confidence", "2", *model)
+    assert code == cli.EXIT_USAGE and "--min-confidence" in err
+
+
+def test_accept_rejected_writes_the_best_rejected_candidate(tiny_model_dir, tmp_path, capsys,
+                                                           model_says):
+    src = tmp_path / "a.py"
+    src.write_text(RETURN_HOLE)
+    model_says(("(a", 0.3), ("a +", 0.6), ("", 0.9))
+    code, out, err = fill(capsys, f"{src}:2:12", "--accept-rejected", "--write",
+                          "--model", str(tiny_model_dir))
+    assert code == 0 and out == ""
+    assert src.read_text() == "def add(a, b):\n    return a +\n"
+    assert f"{src}:2:12: used a rejected candidate (confidence 0.60, adds a syntax error)" in err
+    model_says(("", 0.9))  # an empty candidate is never written
+    code, _, err = fill(capsys, f"{src}:2:12", "--accept-rejected", "--write",
+                        "--model", str(tiny_model_dir))
+    assert code == cli.EXIT_NOTHING and src.read_text() == "def add(a, b):\n    return a +\n"
+    assert "not filled: 1 candidate(s): 1 was empty\n" in err
+
+
+def test_fill_holes_reports_each_unfilled_hole_in_file_order(tiny_model_dir, tmp_path, capsys,
+                                                             model_says):
+    src = tmp_path / "a.py"
+    src.write_text("def f():\n    ...\n\n\ndef g():\n    ...\n")
+    model_says(("", 0.5))
+    code, _, err = fill(capsys, str(src), "--holes", "--model", str(tiny_model_dir))
+    assert code == cli.EXIT_NOTHING
+    assert [line.split(": ")[1] for line in err.splitlines()[:2]] == [f"{src}:2:5", f"{src}:6:5"]
