@@ -1,5 +1,6 @@
 """A non-editable install carries the shipped model and the grammar queries."""
 
+import re
 import subprocess
 import sys
 import zipfile
@@ -21,3 +22,17 @@ def test_wheel_contains_model_and_grammars(tmp_path):
                      "coda_lsp/grammars/languages.toml", "coda_lsp/grammars/python/spans.scm",
                      "coda_lsp/grammars/rust/holes.scm", "coda_model/sampler.py"):
         assert required in names, required
+
+
+def test_install_instructions_do_not_name_a_registry_package():
+    """coda-lsp is not on PyPI: the docs and the VS Code "not found" toast say how to install it
+    from a checkout (or wheels built from one), never ``pip install coda-lsp``."""
+    registry = re.compile(r"pip install\s+(?:-U\s+|--upgrade\s+)?[\"']?coda-lsp\b")
+    places = [ROOT / "README.md", *ROOT.glob("editors/*/README.md"),
+              *ROOT.glob("editors/vscode/src/*.ts")]
+    offenders = [f"{p.relative_to(ROOT)}: {m[0]}" for p in places
+                 for m in registry.finditer(p.read_text(encoding="utf-8"))]
+    assert not offenders
+    assert "pip install /path/to/coda-lsp" in (ROOT / "README.md").read_text(encoding="utf-8")
+    toast = (ROOT / "editors/vscode/src/extension.ts").read_text(encoding="utf-8")
+    assert "pip install /path/to/coda-lsp" in toast

@@ -50,7 +50,8 @@ async function startServer(): Promise<void> {
   const resolved = resolveServerCommand();
   if (!resolved) {
     const message =
-      "coda-lsp not found: install it (pip install coda-lsp) or set coda.server.command.";
+      "coda-lsp not found: install it from a checkout (pip install /path/to/coda-lsp) " +
+      "or set coda.server.command.";
     output.error(message);
     status.setStopped(message);
     void vscode.window.showErrorMessage(`Coda: ${message}`);
