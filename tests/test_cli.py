@@ -55,6 +55,7 @@ def test_fill_prints_the_file_diffs_and_writes_in_place(tiny_model_dir, tmp_path
     model = ["--model", str(tiny_model_dir), "--steps", "2"]
     code, out, err = fill(capsys, f"{src}:2:12", *model)
     assert code in (0, 1) and "filled" in err
+    assert (f"{src}:2:12: not filled: " in err) == (code == cli.EXIT_NOTHING)  # and why
     assert out.startswith("def add(a, b):\n    return ")
     code, out, _ = fill(capsys, str(src), "--holes", "--diff", *model)
     assert code in (0, 1) and ("-    ..." in out) == (code == 0)
