@@ -1,6 +1,6 @@
 """The VS Code extension, packaged (.vsix) and installed into a real code-server, driven by
 headless Chromium (Playwright): ghost text appears while typing a Python file and Tab inserts
-it; "Coda: Fill hole" fills a `...` body; a
+it; "Coda: Fill hole" fills a `...` body; the extension's key asks for a suggestion by hand; a
 server that cannot start is reported once, in its own words, and not restarted. Screenshots go
 to artifacts/editors/."""
 
@@ -177,6 +177,27 @@ def test_ghost_text_tab_and_fill_hole(server, tmp_path, artifacts_dir):
         assert changes and changes[-1] == {"coda": {**init, "enabled": False}}
     assert "completions off" in seen["statusAfterToggle"]
     assert (screenshots / "vscode-ghost-text.png").is_file()
+
+
+def test_trigger_key_asks_for_a_suggestion(tmp_path, artifacts_dir):
+    """The key the extension binds (README.md) shows ghost text where nothing was typed."""
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "sample.py").write_text(SAMPLE)
+    standin_log = tmp_path / "standin.jsonl"
+    code_server = CodeServer(workspace, tmp_path / "home", editor_tools.standin_server_command(),
+                             {}, {"CODA_STANDIN_LOG": str(standin_log)})
+    try:
+        seen = _drive(code_server, workspace, artifacts_dir, scenario="manualTrigger",
+                      completionFile="sample.py", triggerLine=5, triggerKey="Control+Alt+Space")
+    finally:
+        code_server.close()
+    assert seen["ghostText"] == " coda_value = 42"
+    sent = [json.loads(line) for line in standin_log.read_text().splitlines()]
+    asked = [entry["payload"] for entry in sent if entry["kind"] == "inlineCompletion"]
+    # Asked for by hand (triggerKind Invoked = 1) at the end of `    path = os.getcwd()`.
+    assert {"line": 4, "character": len("    path = os.getcwd()"), "triggerKind": 1} in asked
+    assert "`Ctrl+Alt+Space`" in (editor_tools.REPO / "editors/vscode/README.md").read_text()
 
 
 def test_bad_model_path_is_reported_once_and_not_restarted(tmp_path, artifacts_dir):
