@@ -64,7 +64,8 @@ def inline_completion(ls: LanguageServer, params: types.InlineCompletionParams):
     if not before or STANDIN_COMPLETION in line:
         return None
     position = params.position
-    _record("inlineCompletion", {"line": position.line, "character": position.character})
+    _record("inlineCompletion", {"line": position.line, "character": position.character,
+                                 "triggerKind": int(params.context.trigger_kind)})
     at = types.Range(start=params.position, end=params.position)
     item = types.InlineCompletionItem(
         insert_text=" " + STANDIN_COMPLETION if not line[: params.position.character].endswith(" ")

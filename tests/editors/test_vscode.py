@@ -1,12 +1,16 @@
 """The VS Code extension, packaged (.vsix) and installed into a real code-server, driven by
 headless Chromium (Playwright): ghost text appears while typing a Python file and Tab inserts
-it; "Coda: Fill hole" fills a `...` body. Screenshots go to artifacts/editors/."""
+it; "Coda: Fill hole" fills a `...` body; the extension's key asks for a suggestion by hand; a
+server that cannot start is reported once, in its own words, and not restarted. Screenshots go
+to artifacts/editors/."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -107,17 +111,15 @@ def _user_settings(server_cmd: list[str], coda_settings: dict) -> dict:
     }
 
 
-def _drive(url: str, workspace: Path, screenshots: Path) -> dict:
+def _drive(code_server: CodeServer, workspace: Path, screenshots: Path, **scenario) -> dict:
+    """Run one driver scenario (tests/editors/driver/vscode.mjs) and return what it saw."""
     request = {
-        "url": url,
+        "url": f"http://127.0.0.1:{code_server.port}/?folder={workspace}",
         "chromium": CHROMIUM,
         "workspace": str(workspace),
         "screenshots": str(screenshots),
-        "completionFile": "sample.py",
-        "typed": TYPED,
-        "holeFile": "hole.py",
-        "holeLine": 2,
         "timeoutMs": TIMEOUT_S * 1000 // 2,
+        **scenario,
     }
     driver = subprocess.Popen(
         [NODE, str(DRIVER / "vscode.mjs"), json.dumps(request)],
@@ -128,7 +130,9 @@ def _drive(url: str, workspace: Path, screenshots: Path) -> dict:
     finally:
         editor_tools.kill_tree(driver)  # the browser too, should the driver have died
     assert driver.returncode == 0, err
-    return json.loads(out.strip().splitlines()[-1])
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen.get("ok"), json.dumps(seen, indent=1) + "".join(code_server.output[-40:])
+    return seen
 
 
 def test_ghost_text_tab_and_fill_hole(server, tmp_path, artifacts_dir):
@@ -142,11 +146,10 @@ def test_ghost_text_tab_and_fill_hole(server, tmp_path, artifacts_dir):
     code_server = CodeServer(workspace, tmp_path / "home", server.command, server.settings,
                              {"CODA_STANDIN_LOG": str(standin_log)})
     try:
-        seen = _drive(f"http://127.0.0.1:{code_server.port}/?folder={workspace}", workspace,
-                      screenshots)
+        seen = _drive(code_server, workspace, screenshots, scenario="edit",
+                      completionFile="sample.py", typed=TYPED, holeFile="hole.py", holeLine=2)
     finally:
         code_server.close()
-    assert seen.get("ok"), json.dumps(seen, indent=1) + "".join(code_server.output[-40:])
 
     ghost = seen["ghostText"]
     assert ghost.strip(), seen
@@ -174,3 +177,55 @@ def test_ghost_text_tab_and_fill_hole(server, tmp_path, artifacts_dir):
         assert changes and changes[-1] == {"coda": {**init, "enabled": False}}
     assert "completions off" in seen["statusAfterToggle"]
     assert (screenshots / "vscode-ghost-text.png").is_file()
+
+
+def test_trigger_key_asks_for_a_suggestion(tmp_path, artifacts_dir):
+    """The key the extension binds (README.md) shows ghost text where nothing was typed."""
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "sample.py").write_text(SAMPLE)
+    standin_log = tmp_path / "standin.jsonl"
+    code_server = CodeServer(workspace, tmp_path / "home", editor_tools.standin_server_command(),
+                             {}, {"CODA_STANDIN_LOG": str(standin_log)})
+    try:
+        seen = _drive(code_server, workspace, artifacts_dir, scenario="manualTrigger",
+                      completionFile="sample.py", triggerLine=5, triggerKey="Control+Alt+Space")
+    finally:
+        code_server.close()
+    assert seen["ghostText"] == " coda_value = 42"
+    sent = [json.loads(line) for line in standin_log.read_text().splitlines()]
+    asked = [entry["payload"] for entry in sent if entry["kind"] == "inlineCompletion"]
+    # Asked for by hand (triggerKind Invoked = 1) at the end of `    path = os.getcwd()`.
+    assert {"line": 4, "character": len("    path = os.getcwd()"), "triggerKind": 1} in asked
+    assert "`Ctrl+Alt+Space`" in (editor_tools.REPO / "editors/vscode/README.md").read_text()
+
+
+def test_bad_model_path_is_reported_once_and_not_restarted(tmp_path, artifacts_dir):
+    """A server that exits at startup: one error toast with its own line, no restart loop."""
+    bad_model = tmp_path / "no-such-model"
+    path = os.pathsep.join([str(editor_tools.REPO), os.environ.get("PYTHONPATH", "")])
+    env = {"PYTHONPATH": path}
+    server = [sys.executable, "-m", "coda_lsp"]
+    direct = subprocess.run([*server, "--model", str(bad_model)], capture_output=True,
+                            text=True, timeout=60, env={**os.environ, **env})
+    assert direct.returncode != 0 and direct.stderr.strip(), direct
+    server_line = direct.stderr.strip().splitlines()[-1]
+
+    starts = tmp_path / "starts.log"
+    wrapper = tmp_path / "coda-lsp"  # counts the starts, then is the real server
+    wrapper.write_text(f'#!/bin/sh\necho start >> {shlex.quote(str(starts))}\n'
+                       f'exec {shlex.join(server)} "$@"\n')
+    wrapper.chmod(0o755)
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    code_server = CodeServer(workspace, tmp_path / "home", [str(wrapper)],
+                             {"server.modelPath": str(bad_model)}, env)
+    try:
+        seen = _drive(code_server, workspace, artifacts_dir, scenario="startupError",
+                      quietMs=5000)
+    finally:
+        code_server.close()
+    errors = [n["message"] for n in seen["notifications"] if n["severity"] == "error"]
+    assert len(errors) == 1 and server_line in errors[0], seen["notifications"]
+    assert server_line in seen["statusAfterError"]
+    assert starts.read_text().splitlines() == ["start"]

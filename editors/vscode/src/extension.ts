@@ -4,10 +4,12 @@
 // `workspace/didChangeConfiguration`, and leaves ghost text to VS Code's own inline-suggestion
 // UI (vscode-languageclient maps `textDocument/inlineCompletion` onto it). Adds the commands
 // Fill hole / Restart server / Toggle completions / Show log and a status-bar item fed by
-// the server's `coda/status` notification. No completion logic lives here.
+// the server's `coda/status` notification. A server that cannot start is reported once, in
+// its own words, and not restarted (startupFailure.ts). No completion logic lives here.
 import * as vscode from "vscode";
 import {
   DidChangeConfigurationNotification,
+  ErrorHandler,
   ExecuteCommandRequest,
   LanguageClient,
   LanguageClientOptions,
@@ -16,6 +18,7 @@ import {
 } from "vscode-languageclient/node";
 import { resolveServerCommand } from "./serverCommand";
 import { affectsServer, needsRestart, serverSettingNames, serverSettings } from "./settings";
+import { QuietStartClient, StartupWatch } from "./startupFailure";
 import { CodaStatus, StatusBar } from "./status";
 
 const FILL_HOLE_COMMAND = "coda.fillHole"; // the server's command (ARCHITECTURE.md)
@@ -64,31 +67,54 @@ async function startServer(): Promise<void> {
     // No `transport`: with TransportKind.stdio the client appends `--stdio`, which coda-lsp
     // does not take (stdio is its default).
   };
+  const watch = new StartupWatch((reason) => {
+    if (client === started) {
+      reportStartFailure(reason);
+    }
+  });
+  let fallback: ErrorHandler | undefined;
   const clientOptions: LanguageClientOptions = {
     documentSelector: [{ scheme: "file" }, { scheme: "untitled" }],
     initializationOptions: serverSettings(settingNames),
     outputChannel: output,
+    stdioOptions: watch.stdio,
+    errorHandler: watch.errorHandler(
+      () => started.isRunning(),
+      () => (fallback ??= started.createDefaultErrorHandler()),
+    ),
+    initializationFailedHandler: () => false, // no retry, and the watch says why
     // Settings are pushed by hand (onConfigurationChanged) so that the client-side
     // `coda.server.*` settings never reach the server.
     synchronize: {},
   };
-  const started = new LanguageClient("coda", "Coda", serverOptions, clientOptions);
+  const started = new QuietStartClient("coda", "Coda", serverOptions, clientOptions);
   client = started;
   status.setServerStatus({ state: "loading", message: "starting the server", latencyMs: null });
   started.onDidChangeState((event) => {
-    if (event.newState === State.Stopped && client === started) {
+    if (event.newState === State.Stopped && client === started && !watch.failed) {
       status.setStopped("the server stopped");
     }
   });
   try {
     await started.start();
   } catch (error) {
-    const message = `could not start coda-lsp: ${String(error)}`;
-    output.error(message);
-    status.setStopped(message);
+    await watch.failedToStart(error);
     return;
   }
   started.onNotification("coda/status", (params: CodaStatus) => status.setServerStatus(params));
+}
+
+/** One error toast with the server's own reason; no "Restart" button: fix the cause first
+ * (the settings that start the server restart it when they change). */
+function reportStartFailure(reason: string): void {
+  const message = `the server did not start: ${reason}`;
+  output.error(message);
+  status.setStopped(message);
+  void vscode.window.showErrorMessage(`Coda: ${message}`, "Show log").then((choice) => {
+    if (choice) {
+      output.show(true);
+    }
+  });
 }
 
 async function stopServer(): Promise<void> {

@@ -1,14 +1,20 @@
 // Drives code-server in headless Chromium for tests/editors/test_vscode.py and prints one
 // JSON object with what it saw. It asserts nothing itself: the pytest side decides.
 //
-//   node vscode.mjs '{"url": ..., "chromium": ..., "workspace": ..., "screenshots": ...,
-//                     "completionFile": "sample.py", "holeFile": "hole.py", "timeoutMs": N}'
+//   node vscode.mjs '{"scenario": "edit" | "startupError" | "manualTrigger", "url": ...,
+//                     "chromium": ..., "workspace": ..., "screenshots": ..., "timeoutMs": N, ...}'
 //
-// Steps: wait for the workbench and Coda's "ready" status-bar item; open completionFile,
-// type at its end, wait for the ghost text, press Tab, save; open holeFile, put the cursor
-// on the `...` line, run "Coda: Fill hole" from the command palette, wait for the edit, save;
-// run "Coda: Toggle completions" and wait for the status bar to show them off.
-// Screenshots go to `screenshots`. Each wait is on a DOM condition, never a fixed delay.
+// edit (the default; completionFile, typed, holeFile, holeLine): wait for the workbench and
+// Coda's "ready" status-bar item; open completionFile, type at its end, wait for the ghost
+// text, press Tab, save; open holeFile, put the cursor on the `...` line, run "Coda: Fill
+// hole" from the command palette, wait for the edit, save; run "Coda: Toggle completions" and
+// wait for the status bar to show them off.
+// startupError: wait for Coda's status-bar item to show an error and for an error
+// notification, give a restart loop `quietMs` to show itself, then read every notification.
+// manualTrigger (completionFile, triggerLine, triggerKey): put the cursor at the end of
+// triggerLine without typing, press triggerKey and wait for the ghost text.
+// Screenshots go to `screenshots`. Each wait is on a DOM condition, never a fixed delay,
+// except startupError's quiet period, which waits for something NOT to happen.
 import { chromium } from "playwright-core";
 import fs from "node:fs";
 import path from "node:path";
@@ -62,23 +68,10 @@ async function runCommand(page, title) {
   await input.waitFor({ state: "hidden", timeout });
 }
 
-const browser = await chromium.launch({
-  executablePath: args.chromium,
-  headless: true,
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
-  ],
-});
-try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  page.setDefaultTimeout(timeout);
-  page.on("pageerror", (error) => log("pageerror", { message: String(error) }));
-  await page.goto(args.url);
-  await page.locator(".monaco-workbench").waitFor({ timeout });
-  log("workbench");
+const statusItem = (page) => page.locator('[id="coda-lsp.coda-lsp.coda.status"]');
 
-  const status = page.locator('[id="coda-lsp.coda-lsp.coda.status"]');
+async function edit(page) {
+  const status = statusItem(page);
   const ready = status.locator(".codicon-sparkle");
 
   // --- ghost text and Tab ---
@@ -90,10 +83,7 @@ try {
   await page.keyboard.type(args.typed, { delay: 20 });
   const ghost = editor.locator(".ghost-text-decoration, .ghost-text");
   await ghost.first().waitFor({ state: "visible", timeout });
-  // Inline parts are token spans; lines below the cursor come as separate view-zone lines.
-  const inline = (await editor.locator(".ghost-text-decoration").allTextContents()).join("");
-  const below = await editor.locator(".ghost-text .view-line").allTextContents();
-  result.ghostText = [inline, ...below].join("\n").replace(/\u00a0/g, " ");
+  result.ghostText = await ghostText(editor);
   log("ghost", { text: result.ghostText });
   await page.screenshot({ path: path.join(args.screenshots, "vscode-ghost-text.png") });
   await page.keyboard.press("Tab");
@@ -119,6 +109,67 @@ try {
   await status.locator(".codicon-circle-slash").waitFor({ timeout });
   result.statusAfterToggle = await status.getAttribute("aria-label");
   log("toggled");
+}
+
+// Inline parts are token spans; lines below the cursor come as separate view-zone lines.
+async function ghostText(editor) {
+  const inline = (await editor.locator(".ghost-text-decoration").allTextContents()).join("");
+  const below = await editor.locator(".ghost-text .view-line").allTextContents();
+  return [inline, ...below].join("\n").replace(/\u00a0/g, " ");
+}
+
+async function startupError(page) {
+  const status = statusItem(page);
+  await status.locator(".codicon-error").waitFor({ timeout });
+  await page.locator(".notification-toast .codicon-error").first().waitFor({ timeout });
+  log("error shown", { status: await status.getAttribute("aria-label") });
+  await page.waitForTimeout(args.quietMs ?? 5000); // a restart loop would go on meanwhile
+  result.statusAfterError = await status.getAttribute("aria-label");
+  await page.screenshot({ path: path.join(args.screenshots, "vscode-startup-error.png") });
+  // The notification center lists every notification, also those whose toast has gone.
+  await runCommand(page, "Notifications: Show Notifications");
+  const center = page.locator(".notifications-center");
+  await center.waitFor({ state: "visible", timeout });
+  result.notifications = [];
+  for (const item of await center.locator(".notification-list-item").all()) {
+    const icon = (await item.locator(".notification-list-item-icon").getAttribute("class")) ?? "";
+    const severity = ["error", "warning", "info"].find((name) => icon.includes(`codicon-${name}`));
+    const message = await item.locator(".notification-list-item-message").textContent();
+    result.notifications.push({ severity: severity ?? icon, message });
+  }
+  log("notifications", { count: result.notifications.length });
+}
+
+async function manualTrigger(page) {
+  const editor = await openFile(page, args.completionFile);
+  await statusItem(page).locator(".codicon-sparkle").waitFor({ timeout });
+  await goToLine(page, args.triggerLine);
+  await page.keyboard.press("End"); // the cursor moves; nothing is typed
+  await page.keyboard.press(args.triggerKey);
+  const ghost = editor.locator(".ghost-text-decoration, .ghost-text");
+  await ghost.first().waitFor({ state: "visible", timeout });
+  result.ghostText = await ghostText(editor);
+  log("ghost", { text: result.ghostText });
+  await page.screenshot({ path: path.join(args.screenshots, "vscode-manual-trigger.png") });
+}
+
+const browser = await chromium.launch({
+  executablePath: args.chromium,
+  headless: true,
+  args: [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
+  ],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  page.setDefaultTimeout(timeout);
+  page.on("pageerror", (error) => log("pageerror", { message: String(error) }));
+  await page.goto(args.url);
+  await page.locator(".monaco-workbench").waitFor({ timeout });
+  log("workbench");
+  const scenario = { edit, startupError, manualTrigger }[args.scenario ?? "edit"];
+  await scenario(page);
   result.ok = true;
 } catch (error) {
   result.ok = false;
