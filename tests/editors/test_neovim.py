@@ -20,10 +20,10 @@ WAIT_MS = 60_000  # generous: the real server loads a model on a shared 2-core m
 def nvim_for(server, tmp_path):
     started = []
 
-    def start(text: str, name: str = "sample.py") -> Nvim:
+    def start(text: str, name: str = "sample.py", setup: dict | None = None) -> Nvim:
         file = tmp_path / name
         file.write_text(text)
-        nvim = Nvim(NVIM, server.command, file, server.settings)
+        nvim = Nvim(NVIM, server.command, file, server.settings, setup)
         started.append(nvim)
         assert nvim.call("wait_attached", WAIT_MS), nvim.state()
         assert nvim.call("wait_status", "ready", WAIT_MS), nvim.state()
@@ -112,3 +112,13 @@ def test_coda_fill_fills_the_hole(server, nvim_for):
 def test_coda_status_reports_the_server(server, nvim_for):
     nvim = nvim_for("x = 1\n")
     assert nvim.state()["status_line"].startswith("Coda: ready")
+
+
+def test_toggle_off_then_on_brings_completions_back(server, nvim_for):
+    nvim = nvim_for("import os\n\n")
+    nvim.send(":CodaToggle<CR>")
+    assert nvim.state()["status_line"].endswith("completions off")
+    nvim.send(":CodaToggle<CR>")
+    assert nvim.state()["status_line"].endswith("completions on")
+    nvim.send("Gototal =")
+    assert nvim.call("wait_ghost", WAIT_MS), f"completions stayed off: {nvim.state()}"

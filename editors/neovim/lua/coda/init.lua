@@ -36,11 +36,16 @@ local function on_status(_, result)
   api.nvim_exec_autocmds("User", { pattern = "CodaStatus", modeline = false, data = result })
 end
 
+--- Whether completions are on (:CodaToggle, else settings.enabled).
+function M.enabled()
+  return config.enabled(M.options)
+end
+
+-- Always says `enabled`: the server keeps the last value of a setting left out, so turning
+-- completions back on must say so.
 local function server_settings()
   local settings = vim.deepcopy(M.options.settings)
-  if vim.g.coda_enabled == false then
-    settings.enabled = false
-  end
+  settings.enabled = M.enabled()
   return settings
 end
 
@@ -200,13 +205,13 @@ function M.status_line()
   else
     parts[#parts + 1] = "running, no status yet"
   end
-  parts[#parts + 1] = vim.g.coda_enabled == false and "· completions off" or "· completions on"
+  parts[#parts + 1] = M.enabled() and "· completions on" or "· completions off"
   return table.concat(parts, " ")
 end
 
 --- Turn ghost-text completions on or off (everywhere); the server hears it as `enabled`.
 function M.toggle()
-  vim.g.coda_enabled = vim.g.coda_enabled == false
+  vim.g.coda_enabled = not M.enabled()
   if builtin then
     vim.lsp.inline_completion.enable(vim.g.coda_enabled)
   end
