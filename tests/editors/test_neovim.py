@@ -122,3 +122,34 @@ def test_toggle_off_then_on_brings_completions_back(server, nvim_for):
     assert nvim.state()["status_line"].endswith("completions on")
     nvim.send("Gototal =")
     assert nvim.call("wait_ghost", WAIT_MS), f"completions stayed off: {nvim.state()}"
+
+
+def test_missing_server_binary_is_said_once_with_the_fix(tmp_path):
+    first, second = tmp_path / "a.py", tmp_path / "b.py"
+    first.write_text("x = 1\n")
+    second.write_text("y = 2\n")
+    nvim = Nvim(NVIM, [str(tmp_path / "no-such-coda-lsp")], first)
+    try:
+        said = nvim.call("wait_echo", "is not executable", 10_000)
+        assert said, nvim.state()
+        assert "no-such-coda-lsp" in said and "pip install" in said and "cmd" in said
+        nvim.call("ex", f"edit {second}")  # another Python buffer: no second message
+        assert nvim.state()["lines"] == ["y = 2"]
+        shown = [e["text"] for e in nvim.call("echoes") if "is not executable" in e["text"]]
+        assert len(shown) == 1, shown
+        report = "\n".join(nvim.call("checkhealth"))
+        assert "ERROR" in report and "no-such-coda-lsp is not executable" in report
+        assert "pip install" in report
+    finally:
+        nvim.close()
+
+
+def test_checkhealth_reports_binary_version_client_model_and_settings(server, nvim_for):
+    nvim = nvim_for("x = 1\n")
+    report = "\n".join(nvim.call("checkhealth"))
+    assert "coda: server" in report
+    assert "OK version: coda-" in report, report
+    assert "OK attached (client" in report and "sample.py" in report, report
+    assert "OK model ready" in report, report
+    assert "completions on" in report and "enabled = true" in report, report
+    assert "ERROR" not in report and "WARNING" not in report, report

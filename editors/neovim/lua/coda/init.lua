@@ -41,12 +41,27 @@ function M.enabled()
   return config.enabled(M.options)
 end
 
--- Always says `enabled`: the server keeps the last value of a setting left out, so turning
--- completions back on must say so.
-local function server_settings()
+--- The settings the server gets. Always says `enabled`: the server keeps the last value of a
+--- setting left out, so turning completions back on must say so.
+function M.server_settings()
   local settings = vim.deepcopy(M.options.settings)
   settings.enabled = M.enabled()
   return settings
+end
+local server_settings = M.server_settings
+
+local missing_said = false
+--- vim.lsp only logs a server command that cannot run; say it once, with the fix.
+local function check_command()
+  local exe = config.command(M.options)[1]
+  if missing_said or vim.fn.executable(exe) == 1 then
+    return missing_said
+  end
+  missing_said = true
+  vim.notify(("Coda: cannot start the server, %s is not executable. Install it (pip install -e "
+    .. "/path/to/coda-lsp) or set cmd in require('coda').setup(); see :checkhealth coda"):format(exe),
+    vim.log.levels.WARN)
+  return true
 end
 
 --- The vim.lsp configuration for coda-lsp (what setup() registers).
@@ -247,6 +262,12 @@ function M.setup(opts)
   create_commands()
 
   local group = api.nvim_create_augroup("coda", { clear = true })
+  missing_said = false
+  api.nvim_create_autocmd("FileType", {
+    group = group,
+    pattern = M.options.filetypes,
+    callback = check_command,
+  })
   api.nvim_create_autocmd("LspAttach", {
     group = group,
     callback = function(args)
@@ -265,6 +286,9 @@ function M.setup(opts)
       group = group,
       pattern = M.options.filetypes,
       callback = function(args)
+        if check_command() then
+          return
+        end
         local lsp_config = M.lsp_config()
         lsp_config.root_dir = vim.fs.root(args.buf, M.options.root_markers)
         vim.lsp.start(lsp_config, { bufnr = args.buf })
