@@ -69,7 +69,7 @@ class Nvim:
         answer = json.loads(done.stdout)
         if not answer["ok"]:
             raise RuntimeError(f"CodaTest.{fn} failed: {answer['result']}")
-        return answer["result"]
+        return answer.get("result")  # a nil result is left out of the JSON
 
     def state(self) -> dict:
         return self.call("state")

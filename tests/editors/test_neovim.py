@@ -4,6 +4,9 @@ InsertLeave, and :CodaFill fills a `...` hole."""
 
 from __future__ import annotations
 
+import json
+import time
+
 import editor_tools
 import pytest
 from nvim_driver import Nvim
@@ -153,3 +156,60 @@ def test_checkhealth_reports_binary_version_client_model_and_settings(server, nv
     assert "OK model ready" in report, report
     assert "completions on" in report and "enabled = true" in report, report
     assert "ERROR" not in report and "WARNING" not in report, report
+
+
+FILL_PROGRESS = "coda: filling the hole"  # the $/progress title of a hole fill
+
+
+def test_fill_reports_progress_and_clears_its_message(server, nvim_for):
+    source = "def answer():\n    ...\n\n\nprint(answer())\n"
+    nvim = nvim_for(source)
+    nvim.send("2G^:CodaFill<CR>")
+    assert nvim.call("wait_event", "CodaFilled", WAIT_MS), nvim.state()
+    echoes = [entry["text"] for entry in nvim.call("echoes")]
+    assert any(text.startswith("Coda: filling the hole") for text in echoes), echoes
+    assert echoes[-1] == "", echoes  # the "filling" line is gone once the fill is in
+    if not server.is_standin:  # the real server reports the fill's progress
+        assert nvim.call("wait_progress", "end", FILL_PROGRESS, WAIT_MS), nvim.call("progress")
+        begun = [p for p in nvim.call("progress") if p["title"] == FILL_PROGRESS]
+        assert begun[0]["kind"] == "begin" and begun[0]["percentage"] == 0, begun
+
+
+def _wait_for_record(log, kind: str, timeout: float) -> list:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # the stand-in writes its log as it goes
+        if log.exists():
+            records = [json.loads(line) for line in log.read_text().splitlines()]
+            found = [r["payload"] for r in records if r["kind"] == kind]
+            if found:
+                return found
+        time.sleep(0.05)
+    return []
+
+
+@pytest.mark.parametrize("server", ["standin"], indirect=True)  # a slow fill on demand
+def test_slow_fill_shows_progress_cancels_and_runs_again(server, nvim_for, tmp_path,
+                                                         monkeypatch):
+    log = tmp_path / "standin.jsonl"
+    monkeypatch.setenv("CODA_STANDIN_LOG", str(log))
+    source = "def answer():\n    ...  # slow\n"
+    nvim = nvim_for(source)
+    nvim.send("2G^:CodaFill<CR>")
+    shown = nvim.call("wait_echo", "%,", WAIT_MS)  # the server's percentage, on the line
+    assert shown, nvim.call("echoes")
+    assert shown.startswith("Coda: filling the hole") and ":CodaCancel" in shown
+    nvim.send(":CodaFill<CR>")
+    assert nvim.call("wait_echo", "already running", WAIT_MS), nvim.call("echoes")
+    nvim.send(":CodaCancel<CR>")
+    assert nvim.call("wait_echo", "Coda: fill cancelled", WAIT_MS), nvim.call("echoes")
+    assert nvim.call("wait_no_fill", WAIT_MS)
+    assert _wait_for_record(log, "fillCancelled", 30), "the server never heard the cancel"
+    assert nvim.state()["lines"] == ["def answer():", "    ...  # slow"]
+
+    nvim.send(":CodaFill<CR>")  # again, to the end this time
+    assert nvim.call("wait_event", "CodaFilled", WAIT_MS), nvim.state()
+    assert nvim.state()["lines"] == ["def answer():", "    return 42  # slow"]
+    echoes = [entry["text"] for entry in nvim.call("echoes")]
+    assert "found nothing" not in "\n".join(echoes), echoes
+    assert any("100%," in text for text in echoes), echoes
+    assert echoes[-1] == "", echoes

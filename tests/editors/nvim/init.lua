@@ -51,7 +51,10 @@ CodaTest = {}
 function CodaTest.run(encoded)
   local call = vim.json.decode(vim.base64.decode(encoded))
   local ok, result = pcall(CodaTest[call.fn], unpack(call.args or {}))
-  return vim.json.encode({ ok = ok, result = ok and result or tostring(result) })
+  if not ok then
+    result = tostring(result) -- the error; a false result stays false (not "false")
+  end
+  return vim.json.encode({ ok = ok, result = result })
 end
 
 function CodaTest.wait_attached(timeout)
