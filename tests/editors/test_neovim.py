@@ -213,3 +213,17 @@ def test_slow_fill_shows_progress_cancels_and_runs_again(server, nvim_for, tmp_p
     assert "found nothing" not in "\n".join(echoes), echoes
     assert any("100%," in text for text in echoes), echoes
     assert echoes[-1] == "", echoes
+
+
+@pytest.mark.parametrize("server", ["standin"], indirect=True)  # no server involved
+def test_ghost_text_has_its_own_highlight_with_a_terminal_colour(server, nvim_for):
+    nvim = nvim_for("x = 1\n")
+    group = nvim.call("highlight", "CodaGhostText")
+    assert "link" not in group, group
+    assert isinstance(group.get("ctermfg"), int) and isinstance(group.get("fg"), int), group
+    nvim.call("ex", "colorscheme default")  # starts with :highlight clear
+    assert nvim.call("highlight", "CodaGhostText") == group
+    nvim.call("ex", "highlight CodaGhostText ctermfg=1 guifg=#ff0000")  # the user's own
+    nvim.call("ex", "doautocmd ColorScheme")
+    mine = nvim.call("highlight", "CodaGhostText")
+    assert mine["ctermfg"] == 1 and mine["fg"] == 0xFF0000, mine

@@ -339,6 +339,14 @@ function M.toggle()
   vim.notify(M.status_line())
 end
 
+--- CodaGhostText: grey in true colour and in 16/256-colour terminals alike (linking to
+--- Comment left it uncoloured where Comment only has a gui colour). `default`: a
+--- colorscheme's or the user's own CodaGhostText wins.
+local function define_highlight()
+  api.nvim_set_hl(0, "CodaGhostText", { fg = "#808080", ctermfg = 8, italic = true,
+    cterm = { italic = true }, default = true })
+end
+
 local function create_commands()
   api.nvim_create_user_command("CodaFill", function(cmd)
     if cmd.range > 0 then
@@ -362,10 +370,12 @@ function M.setup(opts)
   builtin = M.options.use_builtin and vim.lsp.inline_completion ~= nil
     and vim.lsp.inline_completion.enable ~= nil
   ghost.setup(M.options)
-  api.nvim_set_hl(0, M.options.hl_group, { link = "Comment", default = true })
+  define_highlight()
   create_commands()
 
   local group = api.nvim_create_augroup("coda", { clear = true })
+  -- A colorscheme starts with `:highlight clear`, which takes CodaGhostText with it.
+  api.nvim_create_autocmd("ColorScheme", { group = group, callback = define_highlight })
   missing_said = false
   api.nvim_create_autocmd("FileType", {
     group = group,
