@@ -227,3 +227,21 @@ def test_ghost_text_has_its_own_highlight_with_a_terminal_colour(server, nvim_fo
     nvim.call("ex", "doautocmd ColorScheme")
     mine = nvim.call("highlight", "CodaGhostText")
     assert mine["ctermfg"] == 1 and mine["fg"] == 0xFF0000, mine
+
+
+@pytest.mark.parametrize("server", ["standin"], indirect=True)  # needs a known suggestion
+@pytest.mark.parametrize(("setup", "key"), [
+    ({}, "<M-\\>"),  # the default
+    ({"keymaps": {"suggest": "<M-s>"}}, "<M-s>"),  # configured
+])
+def test_suggest_key_asks_by_hand(server, nvim_for, tmp_path, monkeypatch, setup, key):
+    log = tmp_path / "standin.jsonl"
+    monkeypatch.setenv("CODA_STANDIN_LOG", str(log))
+    nvim = nvim_for("import os\n\n", setup={"auto_trigger": False, **setup})
+    nvim.send("Gox =")
+    assert not nvim.call("wait_ghost", 1_500)  # nothing asked while typing
+    nvim.send(key)
+    ghost = nvim.call("wait_ghost", WAIT_MS)
+    assert ghost and ghost["text"] == " coda_value = 42", nvim.state()
+    asked = _wait_for_record(log, "inlineCompletion", 30)
+    assert [request["triggerKind"] for request in asked] == [1]  # Invoked

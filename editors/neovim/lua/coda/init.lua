@@ -117,6 +117,9 @@ local function on_attach(bufnr)
     map_key(bufnr, keys.accept_word, "accept_word", "Coda: accept next word")
     map_key(bufnr, keys.accept_line, "accept_line", "Coda: accept line")
     map_key(bufnr, keys.dismiss, "dismiss", "Coda: dismiss suggestion")
+    if keys.suggest then
+      vim.keymap.set("i", keys.suggest, M.suggest, { buffer = bufnr, desc = "Coda: suggest now" })
+    end
   end
 end
 
@@ -126,6 +129,14 @@ function M.accept()
     return vim.lsp.inline_completion.get() and true or false
   end
   return ghost.accept()
+end
+--- Ask for a suggestion now (the `suggest` key), with auto_trigger on or off.
+function M.suggest()
+  if not M.enabled() then
+    vim.notify("Coda: completions are off; :CodaToggle turns them on", vim.log.levels.WARN)
+    return
+  end
+  ghost.trigger()
 end
 M.accept_word = ghost.accept_word
 M.accept_line = ghost.accept_line
