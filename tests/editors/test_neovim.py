@@ -245,3 +245,13 @@ def test_suggest_key_asks_by_hand(server, nvim_for, tmp_path, monkeypatch, setup
     assert ghost and ghost["text"] == " coda_value = 42", nvim.state()
     asked = _wait_for_record(log, "inlineCompletion", 30)
     assert [request["triggerKind"] for request in asked] == [1]  # Invoked
+
+
+@pytest.mark.parametrize("server", ["standin"], indirect=True)  # a slow fill on demand
+def test_fill_ends_when_the_server_stops(server, nvim_for):
+    nvim = nvim_for("def answer():\n    ...  # slow\n")
+    nvim.send("2G^:CodaFill<CR>")
+    assert nvim.call("wait_echo", "%,", WAIT_MS), nvim.call("echoes")
+    nvim.call("ex", "lua vim.lsp.get_clients({ name = 'coda' })[1]:stop(true)")
+    assert nvim.call("wait_echo", "the server stopped during the fill", WAIT_MS)
+    assert nvim.call("wait_no_fill", WAIT_MS)

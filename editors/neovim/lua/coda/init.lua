@@ -403,6 +403,15 @@ function M.setup(opts)
     end,
   })
   api.nvim_create_autocmd("LspProgress", { group = group, callback = on_progress })
+  -- A server that exits never answers: the fill would run forever and block the next one.
+  api.nvim_create_autocmd("LspDetach", {
+    group = group,
+    callback = function(args)
+      if fill_job and args.data.client_id == fill_job.client.id then
+        finish_fill(fill_job, "Coda: the server stopped during the fill", vim.log.levels.ERROR)
+      end
+    end,
+  })
 
   if vim.lsp.config and vim.lsp.enable then -- Neovim 0.11+
     vim.lsp.config("coda", M.lsp_config())
