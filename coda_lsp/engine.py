@@ -103,8 +103,10 @@ class Engine:
             context_cache=fast,
         )
 
-    def fill(self, job: FillJob, should_stop: Callable[[], bool] | None = None) -> FillResult:
-        """Candidate fills for one hole, one per length; raises Cancelled when told to stop."""
+    def fill(self, job: FillJob, should_stop: Callable[[], bool] | None = None,
+             on_step: Callable[[int, int], None] | None = None) -> FillResult:
+        """Candidate fills for one hole, one per length; raises Cancelled when told to stop.
+        on_step(step, steps) reports denoising progress (from this, the worker, thread)."""
         t0 = time.perf_counter()
         p = prompt.build(
             self.tokenizer,
@@ -131,6 +133,7 @@ class Engine:
                 lengths,
                 self.sampler(job.settings, job.steps, job.fast),
                 should_stop=should_stop,
+                on_step=on_step,
                 carry=carry,
             )
         t2 = time.perf_counter()

@@ -24,6 +24,7 @@ from coda_lsp import __version__, edits, languages, logs, positions, prompt, spa
 from coda_lsp import settings as settings_mod
 from coda_lsp.documents import Document, DocumentStore
 from coda_lsp.engine import Engine, FillJob, rank
+from coda_lsp.progress import FillProgress
 from coda_lsp.protocol import CodaProtocol
 from coda_lsp.scheduling import Scheduler, Superseded
 from coda_lsp.settings import Settings
@@ -150,7 +151,7 @@ class CodaServer(LanguageServer):
                 and doc.syntax is not None and self.settings.language_enabled(doc.language_id))
 
     async def fill(self, target: Target, steps: int, key: str, stages: logs.Stages,
-                   fast: bool = False):
+                   fast: bool = False, on_step: Callable[[int, int], None] | None = None):
         """Run the model on a target: ranked fills, or None if superseded or outdated."""
         doc, s = target.doc, self.settings
         window = s.context_tokens * prompt.CHARS_PER_TOKEN + 1
@@ -168,7 +169,9 @@ class CodaServer(LanguageServer):
         assert engine is not None
         stages.mark("span")
         try:
-            result = await self.scheduler.submit(key, partial(engine.fill, job))
+            work = partial(engine.fill, job, on_step=on_step) if on_step else \
+                partial(engine.fill, job)
+            result = await self.scheduler.submit(key, work)
         except Superseded:
             log.info("%s", stages.line("superseded"))
             return None
@@ -220,7 +223,16 @@ class CodaServer(LanguageServer):
         if target is None:
             return None
         stages = logs.Stages(f"hole-{next(self._ids)}")
-        ranked = await self.fill(target, self.settings.fill_hole_steps, "hole:" + uri, stages)
+        progress = FillProgress(self)
+        await progress.begin()
+        try:
+            ranked = await self.fill(target, self.settings.fill_hole_steps, "hole:" + uri, stages,
+                                     on_step=progress.on_step if progress.token else None)
+        except asyncio.CancelledError:  # $/cancelRequest, or the progress's cancel button
+            log.info("%s", stages.line("cancelled"))
+            raise
+        finally:
+            progress.end()
         if ranked is None:
             return None
         log.info("%s", stages.line(f"{len(ranked)} fill(s)"))

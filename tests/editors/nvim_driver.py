@@ -18,7 +18,8 @@ INIT = Path(__file__).resolve().parent / "nvim" / "init.lua"
 
 
 class Nvim:
-    def __init__(self, exe: str, server_cmd: list[str], file: Path, settings: dict | None = None):
+    def __init__(self, exe: str, server_cmd: list[str], file: Path, settings: dict | None = None,
+                 setup: dict | None = None):
         self.exe = exe
         self._dir = tempfile.TemporaryDirectory(prefix="coda-nvim-")
         self.socket = os.path.join(self._dir.name, "nvim.sock")
@@ -28,6 +29,7 @@ class Nvim:
             CODA_PLUGIN_DIR=str(editor_tools.NEOVIM_PLUGIN),
             CODA_SERVER_CMD=json.dumps(server_cmd),
             CODA_SETTINGS=json.dumps(settings or {}),
+            CODA_SETUP=json.dumps(setup or {}),  # more require("coda").setup() options
             XDG_STATE_HOME=self._dir.name,  # lsp.log goes here, away from the user's
             XDG_CONFIG_HOME=self._dir.name,
             XDG_DATA_HOME=self._dir.name,
@@ -67,7 +69,7 @@ class Nvim:
         answer = json.loads(done.stdout)
         if not answer["ok"]:
             raise RuntimeError(f"CodaTest.{fn} failed: {answer['result']}")
-        return answer["result"]
+        return answer.get("result")  # a nil result is left out of the JSON
 
     def state(self) -> dict:
         return self.call("state")

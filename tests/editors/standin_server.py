@@ -1,14 +1,20 @@
 """A stand-in for coda-lsp that speaks the editors' wire contract (ARCHITECTURE.md) with canned
 answers, so the editor clients can be tested without a model.
 
-Inline completion always offers STANDIN_COMPLETION at the cursor; "Fill this hole" (code
-action and the `coda.fillHole` command) replaces the `...` on the requested lines with
-STANDIN_FILL. Every settings payload it receives is appended as a JSON line to the file named
-by $CODA_STANDIN_LOG, so tests can check what the editor sent. Not a model, not the server.
+Inline completion always offers STANDIN_COMPLETION at the cursor, unless the editor turned
+completions off with the `enabled` setting (a payload without `enabled` keeps the current
+value, as in the server). "Fill this hole" (code action and the `coda.fillHole` command)
+replaces the `...` on the requested lines with STANDIN_FILL. A hole whose line says SLOW is
+filled lazily in `codeAction/resolve`, slowly, with `$/progress` on a token the stand-in
+creates, and stops when the request is cancelled, like the server's long fills. Every
+settings payload it receives is appended as a JSON line to the file named by
+$CODA_STANDIN_LOG, so tests can check what the editor sent. Not a model, not the server.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import os
 import sys
@@ -20,8 +26,13 @@ from pygls.lsp.server import LanguageServer
 STANDIN_COMPLETION = "coda_value = 42"
 STANDIN_FILL = "return 42"
 HOLE = "..."
+SLOW = "# slow"
+SLOW_STEPS, SLOW_STEP_S = 40, 0.25  # ten seconds: long enough to watch and to cancel
+FILL_PROGRESS_TITLE = "coda: filling the hole"
 
 server = LanguageServer("coda-standin", "0")
+settings = {"enabled": True}
+tokens = itertools.count(1)
 
 
 def _record(kind: str, payload) -> None:
@@ -40,6 +51,14 @@ def _status(state: str, message: str, latency_ms: float | None) -> None:
 @server.feature(types.INITIALIZE)
 def initialize(ls: LanguageServer, params: types.InitializeParams) -> None:
     _record("initializationOptions", params.initialization_options)
+    _apply(params.initialization_options)
+
+
+def _apply(payload) -> None:
+    if isinstance(payload, dict):
+        payload = payload.get("coda", payload)
+        if isinstance(payload, dict) and isinstance(payload.get("enabled"), bool):
+            settings["enabled"] = payload["enabled"]
 
 
 @server.feature(types.INITIALIZED)
@@ -51,6 +70,7 @@ def initialized(ls: LanguageServer, params: types.InitializedParams) -> None:
 @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
 def did_change_configuration(ls: LanguageServer, params: types.DidChangeConfigurationParams):
     _record("didChangeConfiguration", params.settings)
+    _apply(params.settings)
 
 
 @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
@@ -61,7 +81,7 @@ def inline_completion(ls: LanguageServer, params: types.InlineCompletionParams):
     line = lines[params.position.line] if params.position.line < len(lines) else ""
     before = line[: params.position.character].strip()
     # Offer nothing on a blank line or after the completion itself, like a model that is done.
-    if not before or STANDIN_COMPLETION in line:
+    if not before or STANDIN_COMPLETION in line or not settings["enabled"]:
         return None
     position = params.position
     _record("inlineCompletion", {"line": position.line, "character": position.character,
@@ -93,14 +113,42 @@ def _hole_edit(uri: str, lines: list[str], first: int, last: int) -> types.Works
 @server.feature(
     types.TEXT_DOCUMENT_CODE_ACTION,
     types.CodeActionOptions(code_action_kinds=[types.CodeActionKind.QuickFix,
-                                               types.CodeActionKind.RefactorRewrite]),
+                                               types.CodeActionKind.RefactorRewrite],
+                            resolve_provider=True),
 )
 def code_action(ls: LanguageServer, params: types.CodeActionParams):
     doc = ls.workspace.get_text_document(params.text_document.uri)
-    edit = _hole_edit(doc.uri, doc.lines, params.range.start.line, params.range.end.line)
+    first, last = params.range.start.line, params.range.end.line
+    edit = _hole_edit(doc.uri, doc.lines, first, last)
     if edit is None:
         return None
+    if any(SLOW in line for line in doc.lines[first : last + 1]):  # filled in resolve
+        data = {"uri": doc.uri, "first": first, "last": last}
+        return [types.CodeAction(title="Fill this hole", kind=types.CodeActionKind.QuickFix,
+                                 data=data)]
     return [types.CodeAction(title="Fill this hole", kind=types.CodeActionKind.QuickFix, edit=edit)]
+
+
+@server.feature(types.CODE_ACTION_RESOLVE)
+async def resolve_code_action(ls: LanguageServer, action: types.CodeAction):
+    data = action.data
+    token = f"coda-standin-fill-{next(tokens)}"
+    await ls.work_done_progress.create_async(token)
+    ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(
+        title=FILL_PROGRESS_TITLE, cancellable=True, percentage=0))
+    try:
+        for step in range(1, SLOW_STEPS + 1):
+            await asyncio.sleep(SLOW_STEP_S)
+            ls.work_done_progress.report(token, types.WorkDoneProgressReport(
+                message=f"step {step}/{SLOW_STEPS}", percentage=100 * step // SLOW_STEPS))
+    except asyncio.CancelledError:
+        _record("fillCancelled", data)
+        ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message="cancelled"))
+        raise
+    ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message="filled"))
+    doc = ls.workspace.get_text_document(data["uri"])
+    action.edit = _hole_edit(doc.uri, doc.lines, data["first"], data["last"])
+    return action
 
 
 @server.command("coda.fillHole")
@@ -117,5 +165,8 @@ def fill_hole(ls: LanguageServer, target: dict):
 
 
 if __name__ == "__main__":
+    if "--version" in sys.argv:
+        print("coda-standin 0")
+        sys.exit(0)
     print("coda stand-in server on stdio", file=sys.stderr)
     server.start_io()

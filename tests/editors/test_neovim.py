@@ -4,6 +4,9 @@ InsertLeave, and :CodaFill fills a `...` hole."""
 
 from __future__ import annotations
 
+import json
+import time
+
 import editor_tools
 import pytest
 from nvim_driver import Nvim
@@ -20,10 +23,10 @@ WAIT_MS = 60_000  # generous: the real server loads a model on a shared 2-core m
 def nvim_for(server, tmp_path):
     started = []
 
-    def start(text: str, name: str = "sample.py") -> Nvim:
+    def start(text: str, name: str = "sample.py", setup: dict | None = None) -> Nvim:
         file = tmp_path / name
         file.write_text(text)
-        nvim = Nvim(NVIM, server.command, file, server.settings)
+        nvim = Nvim(NVIM, server.command, file, server.settings, setup)
         started.append(nvim)
         assert nvim.call("wait_attached", WAIT_MS), nvim.state()
         assert nvim.call("wait_status", "ready", WAIT_MS), nvim.state()
@@ -112,3 +115,143 @@ def test_coda_fill_fills_the_hole(server, nvim_for):
 def test_coda_status_reports_the_server(server, nvim_for):
     nvim = nvim_for("x = 1\n")
     assert nvim.state()["status_line"].startswith("Coda: ready")
+
+
+def test_toggle_off_then_on_brings_completions_back(server, nvim_for):
+    nvim = nvim_for("import os\n\n")
+    nvim.send(":CodaToggle<CR>")
+    assert nvim.state()["status_line"].endswith("completions off")
+    nvim.send(":CodaToggle<CR>")
+    assert nvim.state()["status_line"].endswith("completions on")
+    nvim.send("Gototal =")
+    assert nvim.call("wait_ghost", WAIT_MS), f"completions stayed off: {nvim.state()}"
+
+
+def test_missing_server_binary_is_said_once_with_the_fix(tmp_path):
+    first, second = tmp_path / "a.py", tmp_path / "b.py"
+    first.write_text("x = 1\n")
+    second.write_text("y = 2\n")
+    nvim = Nvim(NVIM, [str(tmp_path / "no-such-coda-lsp")], first)
+    try:
+        said = nvim.call("wait_echo", "is not executable", 10_000)
+        assert said, nvim.state()
+        assert "no-such-coda-lsp" in said and "pip install" in said and "cmd" in said
+        nvim.call("ex", f"edit {second}")  # another Python buffer: no second message
+        assert nvim.state()["lines"] == ["y = 2"]
+        shown = [e["text"] for e in nvim.call("echoes") if "is not executable" in e["text"]]
+        assert len(shown) == 1, shown
+        report = "\n".join(nvim.call("checkhealth"))
+        assert "ERROR" in report and "no-such-coda-lsp is not executable" in report
+        assert "pip install" in report
+    finally:
+        nvim.close()
+
+
+def test_checkhealth_reports_binary_version_client_model_and_settings(server, nvim_for):
+    nvim = nvim_for("x = 1\n")
+    report = "\n".join(nvim.call("checkhealth"))
+    assert "coda: server" in report
+    assert "OK version: coda-" in report, report
+    assert "OK attached (client" in report and "sample.py" in report, report
+    assert "OK model ready" in report, report
+    assert "completions on" in report and "enabled = true" in report, report
+    assert "ERROR" not in report and "WARNING" not in report, report
+
+
+FILL_PROGRESS = "coda: filling the hole"  # the $/progress title of a hole fill
+
+
+def test_fill_reports_progress_and_clears_its_message(server, nvim_for):
+    source = "def answer():\n    ...\n\n\nprint(answer())\n"
+    nvim = nvim_for(source)
+    nvim.send("2G^:CodaFill<CR>")
+    assert nvim.call("wait_event", "CodaFilled", WAIT_MS), nvim.state()
+    echoes = [entry["text"] for entry in nvim.call("echoes")]
+    assert any(text.startswith("Coda: filling the hole") for text in echoes), echoes
+    assert echoes[-1] == "", echoes  # the "filling" line is gone once the fill is in
+    if not server.is_standin:  # the real server reports the fill's progress
+        assert nvim.call("wait_progress", "end", FILL_PROGRESS, WAIT_MS), nvim.call("progress")
+        begun = [p for p in nvim.call("progress") if p["title"] == FILL_PROGRESS]
+        assert begun[0]["kind"] == "begin" and begun[0]["percentage"] == 0, begun
+
+
+def _wait_for_record(log, kind: str, timeout: float) -> list:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # the stand-in writes its log as it goes
+        if log.exists():
+            records = [json.loads(line) for line in log.read_text().splitlines()]
+            found = [r["payload"] for r in records if r["kind"] == kind]
+            if found:
+                return found
+        time.sleep(0.05)
+    return []
+
+
+@pytest.mark.parametrize("server", ["standin"], indirect=True)  # a slow fill on demand
+def test_slow_fill_shows_progress_cancels_and_runs_again(server, nvim_for, tmp_path,
+                                                         monkeypatch):
+    log = tmp_path / "standin.jsonl"
+    monkeypatch.setenv("CODA_STANDIN_LOG", str(log))
+    source = "def answer():\n    ...  # slow\n"
+    nvim = nvim_for(source)
+    nvim.send("2G^:CodaFill<CR>")
+    shown = nvim.call("wait_echo", "%,", WAIT_MS)  # the server's percentage, on the line
+    assert shown, nvim.call("echoes")
+    assert shown.startswith("Coda: filling the hole") and ":CodaCancel" in shown
+    nvim.send(":CodaFill<CR>")
+    assert nvim.call("wait_echo", "already running", WAIT_MS), nvim.call("echoes")
+    nvim.send(":CodaCancel<CR>")
+    assert nvim.call("wait_echo", "Coda: fill cancelled", WAIT_MS), nvim.call("echoes")
+    assert nvim.call("wait_no_fill", WAIT_MS)
+    assert _wait_for_record(log, "fillCancelled", 30), "the server never heard the cancel"
+    assert nvim.state()["lines"] == ["def answer():", "    ...  # slow"]
+
+    nvim.send(":CodaFill<CR>")  # again, to the end this time
+    assert nvim.call("wait_event", "CodaFilled", WAIT_MS), nvim.state()
+    assert nvim.state()["lines"] == ["def answer():", "    return 42  # slow"]
+    echoes = [entry["text"] for entry in nvim.call("echoes")]
+    assert "found nothing" not in "\n".join(echoes), echoes
+    assert any("100%," in text for text in echoes), echoes
+    assert echoes[-1] == "", echoes
+
+
+@pytest.mark.parametrize("server", ["standin"], indirect=True)  # no server involved
+def test_ghost_text_has_its_own_highlight_with_a_terminal_colour(server, nvim_for):
+    nvim = nvim_for("x = 1\n")
+    group = nvim.call("highlight", "CodaGhostText")
+    assert "link" not in group, group
+    assert isinstance(group.get("ctermfg"), int) and isinstance(group.get("fg"), int), group
+    nvim.call("ex", "colorscheme default")  # starts with :highlight clear
+    assert nvim.call("highlight", "CodaGhostText") == group
+    nvim.call("ex", "highlight CodaGhostText ctermfg=1 guifg=#ff0000")  # the user's own
+    nvim.call("ex", "doautocmd ColorScheme")
+    mine = nvim.call("highlight", "CodaGhostText")
+    assert mine["ctermfg"] == 1 and mine["fg"] == 0xFF0000, mine
+
+
+@pytest.mark.parametrize("server", ["standin"], indirect=True)  # needs a known suggestion
+@pytest.mark.parametrize(("setup", "key"), [
+    ({}, "<M-\\>"),  # the default
+    ({"keymaps": {"suggest": "<M-s>"}}, "<M-s>"),  # configured
+])
+def test_suggest_key_asks_by_hand(server, nvim_for, tmp_path, monkeypatch, setup, key):
+    log = tmp_path / "standin.jsonl"
+    monkeypatch.setenv("CODA_STANDIN_LOG", str(log))
+    nvim = nvim_for("import os\n\n", setup={"auto_trigger": False, **setup})
+    nvim.send("Gox =")
+    assert not nvim.call("wait_ghost", 1_500)  # nothing asked while typing
+    nvim.send(key)
+    ghost = nvim.call("wait_ghost", WAIT_MS)
+    assert ghost and ghost["text"] == " coda_value = 42", nvim.state()
+    asked = _wait_for_record(log, "inlineCompletion", 30)
+    assert [request["triggerKind"] for request in asked] == [1]  # Invoked
+
+
+@pytest.mark.parametrize("server", ["standin"], indirect=True)  # a slow fill on demand
+def test_fill_ends_when_the_server_stops(server, nvim_for):
+    nvim = nvim_for("def answer():\n    ...  # slow\n")
+    nvim.send("2G^:CodaFill<CR>")
+    assert nvim.call("wait_echo", "%,", WAIT_MS), nvim.call("echoes")
+    nvim.call("ex", "lua vim.lsp.get_clients({ name = 'coda' })[1]:stop(true)")
+    assert nvim.call("wait_echo", "the server stopped during the fill", WAIT_MS)
+    assert nvim.call("wait_no_fill", WAIT_MS)

@@ -1,7 +1,9 @@
 -- Test init for headless Neovim: loads editors/neovim from $CODA_PLUGIN_DIR, starts the
--- server from $CODA_SERVER_CMD (a JSON list) and defines CodaTest, the calls
--- tests/editors/nvim_driver.py makes over --remote-expr. Each call waits on Neovim's event
--- loop (vim.wait) for a condition, never a fixed sleep.
+-- server from $CODA_SERVER_CMD (a JSON list) with more setup() options from $CODA_SETUP (a
+-- JSON object) and defines CodaTest, the calls tests/editors/nvim_driver.py makes over
+-- --remote-expr. Each call waits on Neovim's event loop (vim.wait) for a condition, never a
+-- fixed sleep. Everything shown on the message line (nvim_echo, which vim.notify uses too) is
+-- recorded in `echoes`, since a headless Neovim has no screen to read it from.
 vim.opt.runtimepath:prepend(vim.env.CODA_PLUGIN_DIR)
 vim.opt.swapfile = false
 vim.opt.shadafile = "NONE"
@@ -9,12 +11,23 @@ vim.opt.shadafile = "NONE"
 if vim.env.CODA_LSP_DEBUG then
   vim.lsp.log.set_level("debug")
 end
+local echoes = {}
+local echo = vim.api.nvim_echo
+vim.api.nvim_echo = function(chunks, history, opts)
+  local text = {}
+  for _, chunk in ipairs(chunks) do
+    text[#text + 1] = chunk[1]
+  end
+  echoes[#echoes + 1] = { text = table.concat(text), history = history }
+  return echo(chunks, history, opts)
+end
+
 local coda = require("coda")
-coda.setup({
+coda.setup(vim.tbl_deep_extend("force", {
   cmd = vim.json.decode(vim.env.CODA_SERVER_CMD),
   debounce_ms = 30,
   settings = vim.json.decode(vim.env.CODA_SETTINGS or "{}"),
-})
+}, vim.json.decode(vim.env.CODA_SETUP or "{}")))
 
 local ghost = require("coda.ghost")
 local events = {}
@@ -24,13 +37,24 @@ vim.api.nvim_create_autocmd("User", {
     events[#events + 1] = args.match
   end,
 })
+local progress = {}
+vim.api.nvim_create_autocmd("LspProgress", {
+  callback = function(args)
+    local value = args.data.params.value
+    progress[#progress + 1] = { kind = value.kind, title = value.title,
+                                percentage = value.percentage, message = value.message }
+  end,
+})
 
 CodaTest = {}
 
 function CodaTest.run(encoded)
   local call = vim.json.decode(vim.base64.decode(encoded))
   local ok, result = pcall(CodaTest[call.fn], unpack(call.args or {}))
-  return vim.json.encode({ ok = ok, result = ok and result or tostring(result) })
+  if not ok then
+    result = tostring(result) -- the error; a false result stays false (not "false")
+  end
+  return vim.json.encode({ ok = ok, result = result })
 end
 
 function CodaTest.wait_attached(timeout)
@@ -104,4 +128,65 @@ function CodaTest.state()
     status_line = coda.status_line(),
     messages = vim.fn.execute("messages"),
   }
+end
+
+--- What the message line showed, oldest first: { text, history }.
+function CodaTest.echoes()
+  return echoes
+end
+
+--- Wait until the message line has shown text containing `needle` (plain); returns it.
+function CodaTest.wait_echo(needle, timeout)
+  local found = vim.NIL
+  vim.wait(timeout, function()
+    for _, entry in ipairs(echoes) do
+      if entry.text:find(needle, 1, true) then
+        found = entry.text
+        return true
+      end
+    end
+    return false
+  end, 20)
+  return found
+end
+
+--- $/progress values the client saw: { kind, title, percentage, message }.
+function CodaTest.progress()
+  return progress
+end
+
+--- Wait for a $/progress value of `kind` ("begin" | "report" | "end") with `title`.
+function CodaTest.wait_progress(kind, title, timeout)
+  return vim.wait(timeout, function()
+    for _, value in ipairs(progress) do
+      if value.kind == kind and value.title == title then
+        return true
+      end
+    end
+    return false
+  end, 20)
+end
+
+function CodaTest.wait_no_fill(timeout)
+  return vim.wait(timeout, function()
+    return not coda.filling()
+  end, 20)
+end
+
+--- The report of `:checkhealth coda`, as lines; closes it again.
+function CodaTest.checkhealth()
+  vim.cmd("checkhealth coda")
+  local lines = vim.api.nvim_buf_get_lines(0, 0, -1, true)
+  vim.cmd("bwipe")
+  return lines
+end
+
+--- The ghost-text highlight group as nvim_get_hl gives it (link not followed).
+function CodaTest.highlight(name)
+  return vim.api.nvim_get_hl(0, { name = name, link = false })
+end
+
+--- Run an Ex command; returns what it printed.
+function CodaTest.ex(command)
+  return vim.fn.execute(command)
 end

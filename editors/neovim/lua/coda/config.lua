@@ -6,6 +6,7 @@ local M = {}
 ---@field accept_word string|false  accept the next word of it
 ---@field accept_line string|false  accept up to the end of its current line
 ---@field dismiss string|false      hide it
+---@field suggest string|false      ask for a suggestion now (also with auto_trigger off)
 
 ---@class coda.Options
 ---@field cmd string[]|nil          server command line; default { "coda-lsp" } (+ --model/--device)
@@ -38,6 +39,7 @@ M.defaults = {
     accept_word = "<M-Right>",
     accept_line = "<M-Down>",
     dismiss = "<C-]>",
+    suggest = "<M-\\>",
   },
   use_builtin = true,
   hl_group = "CodaGhostText",
@@ -48,6 +50,17 @@ M.defaults = {
 ---@return coda.Options
 function M.resolve(opts)
   return vim.tbl_deep_extend("force", vim.deepcopy(M.defaults), opts or {})
+end
+
+--- Whether completions are on: :CodaToggle's choice (vim.g.coda_enabled) if it made one,
+--- else `settings.enabled` (on unless set to false).
+---@param opts coda.Options
+---@return boolean
+function M.enabled(opts)
+  if vim.g.coda_enabled ~= nil then
+    return vim.g.coda_enabled ~= false
+  end
+  return opts.settings.enabled ~= false
 end
 
 --- The server command line for these options.

@@ -5,6 +5,7 @@
 --- characters keeps it; anything else drops it. It does not start the server.
 local api = vim.api
 local uv = vim.uv or vim.loop
+local config = require("coda.config")
 
 local M = {}
 
@@ -236,7 +237,7 @@ local function on_insert_activity(bufnr)
     end
   end
   M.dismiss(bufnr)
-  if opts.auto_trigger and vim.b[bufnr].coda_enabled ~= false and vim.g.coda_enabled ~= false then
+  if opts.auto_trigger and vim.b[bufnr].coda_enabled ~= false and config.enabled(opts) then
     schedule_request(bufnr, st)
   end
 end

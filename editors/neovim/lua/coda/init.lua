@@ -1,5 +1,6 @@
 --- Coda for Neovim: registers coda-lsp, shows its ghost-text suggestions, and adds
---- :CodaFill (the server's "Fill this hole" code action), :CodaStatus and :CodaToggle.
+--- :CodaFill (the server's "Fill this hole" code action) with :CodaCancel, :CodaStatus,
+--- :CodaToggle and :checkhealth coda.
 ---
 ---   require("coda").setup({ model = "/path/to/checkpoint", settings = { steps = 8 } })
 ---
@@ -7,11 +8,11 @@
 --- that coda.ghost does. Completion logic lives in the server, not here.
 local api = vim.api
 local config = require("coda.config")
+local fill = require("coda.fill")
 local ghost = require("coda.ghost")
 
 local M = {}
 
-local FILL_TITLE = "Fill this hole"
 local HAS_011 = vim.fn.has("nvim-0.11") == 1
 
 ---@type coda.Options
@@ -36,12 +37,34 @@ local function on_status(_, result)
   api.nvim_exec_autocmds("User", { pattern = "CodaStatus", modeline = false, data = result })
 end
 
-local function server_settings()
+--- Whether completions are on (:CodaToggle, else settings.enabled).
+function M.enabled()
+  return config.enabled(M.options)
+end
+
+--- The settings the server gets. Always says `enabled`: the server keeps the last value of a
+--- setting left out, so turning completions back on must say so.
+function M.server_settings()
   local settings = vim.deepcopy(M.options.settings)
-  if vim.g.coda_enabled == false then
-    settings.enabled = false
-  end
+  settings.enabled = M.enabled()
   return settings
+end
+local server_settings = M.server_settings
+
+local missing_said = false
+--- True when the server command cannot run. vim.lsp only logs that; say it once, with the fix.
+local function command_missing()
+  local exe = config.command(M.options)[1]
+  if vim.fn.executable(exe) == 1 then
+    return false
+  end
+  if not missing_said then
+    missing_said = true
+    vim.notify(("Coda: cannot start the server, %s is not executable. Install it (pip install "
+      .. "-e /path/to/coda-lsp) or set cmd in require('coda').setup(); see :checkhealth coda")
+      :format(exe), vim.log.levels.WARN)
+  end
+  return true
 end
 
 --- The vim.lsp configuration for coda-lsp (what setup() registers).
@@ -94,6 +117,9 @@ local function on_attach(bufnr)
     map_key(bufnr, keys.accept_word, "accept_word", "Coda: accept next word")
     map_key(bufnr, keys.accept_line, "accept_line", "Coda: accept line")
     map_key(bufnr, keys.dismiss, "dismiss", "Coda: dismiss suggestion")
+    if keys.suggest then
+      vim.keymap.set("i", keys.suggest, M.suggest, { buffer = bufnr, desc = "Coda: suggest now" })
+    end
   end
 end
 
@@ -104,82 +130,24 @@ function M.accept()
   end
   return ghost.accept()
 end
+--- Ask for a suggestion now (the `suggest` key), with auto_trigger on or off.
+function M.suggest()
+  if not M.enabled() then
+    vim.notify("Coda: completions are off; :CodaToggle turns them on", vim.log.levels.WARN)
+    return
+  end
+  ghost.trigger()
+end
 M.accept_word = ghost.accept_word
 M.accept_line = ghost.accept_line
 M.dismiss = function()
   ghost.dismiss()
 end
 M.visible = ghost.visible
-
-local function apply_action(client, bufnr, tick, action)
-  if not action.edit and not action.command then
-    vim.notify("Coda: the model found nothing to fill in", vim.log.levels.INFO)
-    return
-  end
-  if api.nvim_buf_get_changedtick(bufnr) ~= tick then
-    vim.notify("Coda: the buffer changed while filling; try again", vim.log.levels.WARN)
-    return
-  end
-  if action.edit then
-    vim.lsp.util.apply_workspace_edit(action.edit, client.offset_encoding or "utf-16")
-  end
-  local command = action.command
-  if type(command) == "table" and type(command.command) == "string" then
-    call(client, "request", "workspace/executeCommand", command, function() end, bufnr)
-  end
-  api.nvim_exec_autocmds("User", { pattern = "CodaFilled", modeline = false })
-end
-
---- Apply the server's "Fill this hole" code action at the cursor or over `range`
---- ({ start = {row, col}, ["end"] = {row, col} }, 1-based rows as in nvim_buf_get_mark).
----@param range table|nil
-function M.fill(range)
-  local bufnr = api.nvim_get_current_buf()
-  local client = client_for(bufnr)
-  if not client then
-    vim.notify("Coda: no coda-lsp client in this buffer", vim.log.levels.WARN)
-    return
-  end
-  local enc = client.offset_encoding or "utf-16"
-  local params
-  if range then
-    params = vim.lsp.util.make_given_range_params(range.start, range["end"], bufnr, enc)
-  else
-    params = vim.lsp.util.make_range_params(0, enc)
-  end
-  params.context = { diagnostics = {}, only = { "quickfix", "refactor.rewrite" }, triggerKind = 1 }
-  local tick = api.nvim_buf_get_changedtick(bufnr)
-  vim.notify("Coda: filling the hole…", vim.log.levels.INFO)
-  call(client, "request", "textDocument/codeAction", params, function(err, actions)
-    if err then
-      vim.notify("Coda: " .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
-      return
-    end
-    local action
-    for _, candidate in ipairs(actions or {}) do
-      if candidate.title == FILL_TITLE then
-        action = candidate
-        break
-      end
-    end
-    if not action then
-      vim.notify("Coda: no hole to fill here", vim.log.levels.INFO)
-      return
-    end
-    -- The server may leave the edit to codeAction/resolve (computed only when chosen).
-    if not action.edit and not action.command then
-      call(client, "request", "codeAction/resolve", action, function(resolve_err, resolved)
-        if resolve_err or not resolved then
-          vim.notify("Coda: " .. vim.inspect(resolve_err), vim.log.levels.ERROR)
-          return
-        end
-        apply_action(client, bufnr, tick, resolved)
-      end, bufnr)
-      return
-    end
-    apply_action(client, bufnr, tick, action)
-  end, bufnr)
-end
+--- Fill the hole at the cursor or over `range` (see coda.fill); M.cancel() stops it.
+M.fill = fill.fill
+M.cancel = fill.cancel
+M.filling = fill.running
 
 --- One line about the server, for :CodaStatus.
 function M.status_line()
@@ -200,13 +168,13 @@ function M.status_line()
   else
     parts[#parts + 1] = "running, no status yet"
   end
-  parts[#parts + 1] = vim.g.coda_enabled == false and "· completions off" or "· completions on"
+  parts[#parts + 1] = M.enabled() and "· completions on" or "· completions off"
   return table.concat(parts, " ")
 end
 
 --- Turn ghost-text completions on or off (everywhere); the server hears it as `enabled`.
 function M.toggle()
-  vim.g.coda_enabled = vim.g.coda_enabled == false
+  vim.g.coda_enabled = not M.enabled()
   if builtin then
     vim.lsp.inline_completion.enable(vim.g.coda_enabled)
   end
@@ -218,6 +186,14 @@ function M.toggle()
   vim.notify(M.status_line())
 end
 
+--- CodaGhostText: grey in true colour and in 16/256-colour terminals alike (linking to
+--- Comment left it uncoloured where Comment only has a gui colour). `default`: a
+--- colorscheme's or the user's own CodaGhostText wins.
+local function define_highlight()
+  api.nvim_set_hl(0, "CodaGhostText", { fg = "#808080", ctermfg = 8, italic = true,
+    cterm = { italic = true }, default = true })
+end
+
 local function create_commands()
   api.nvim_create_user_command("CodaFill", function(cmd)
     if cmd.range > 0 then
@@ -226,6 +202,9 @@ local function create_commands()
       M.fill()
     end
   end, { range = true, desc = "Coda: fill the hole at the cursor (or the selected lines)" })
+  api.nvim_create_user_command("CodaCancel", function()
+    M.cancel()
+  end, { desc = "Coda: stop the running :CodaFill" })
   api.nvim_create_user_command("CodaStatus", function()
     vim.notify(M.status_line())
   end, { desc = "Coda: server state and last latency" })
@@ -238,10 +217,18 @@ function M.setup(opts)
   builtin = M.options.use_builtin and vim.lsp.inline_completion ~= nil
     and vim.lsp.inline_completion.enable ~= nil
   ghost.setup(M.options)
-  api.nvim_set_hl(0, M.options.hl_group, { link = "Comment", default = true })
+  define_highlight()
   create_commands()
 
   local group = api.nvim_create_augroup("coda", { clear = true })
+  -- A colorscheme starts with `:highlight clear`, which takes CodaGhostText with it.
+  api.nvim_create_autocmd("ColorScheme", { group = group, callback = define_highlight })
+  missing_said = false
+  api.nvim_create_autocmd("FileType", {
+    group = group,
+    pattern = M.options.filetypes,
+    callback = command_missing,
+  })
   api.nvim_create_autocmd("LspAttach", {
     group = group,
     callback = function(args)
@@ -251,6 +238,8 @@ function M.setup(opts)
       end
     end,
   })
+  api.nvim_create_autocmd("LspProgress", { group = group, callback = fill.on_progress })
+  api.nvim_create_autocmd("LspDetach", { group = group, callback = fill.on_detach })
 
   if vim.lsp.config and vim.lsp.enable then -- Neovim 0.11+
     vim.lsp.config("coda", M.lsp_config())
@@ -260,6 +249,9 @@ function M.setup(opts)
       group = group,
       pattern = M.options.filetypes,
       callback = function(args)
+        if command_missing() then
+          return
+        end
         local lsp_config = M.lsp_config()
         lsp_config.root_dir = vim.fs.root(args.buf, M.options.root_markers)
         vim.lsp.start(lsp_config, { bufnr = args.buf })

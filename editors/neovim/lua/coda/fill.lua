@@ -1,0 +1,196 @@
+--- :CodaFill: runs the server's "Fill this hole" code action (resolving it when the server
+--- leaves the edit to codeAction/resolve) and applies it. One fill at a time; while it runs the
+--- message line shows the server's `$/progress` and the time taken, :CodaCancel stops it
+--- ($/cancelRequest: the server stops the model), and the line clears when it is done.
+local api = vim.api
+local uv = vim.uv or vim.loop
+
+local M = {}
+
+local FILL_TITLE = "Fill this hole"
+M.PROGRESS_TITLE = "coda: filling the hole" -- the server's $/progress title
+local HAS_011 = vim.fn.has("nvim-0.11") == 1
+
+local function call(client, method, ...)
+  if HAS_011 then
+    return client[method](client, ...)
+  end
+  return client[method](...)
+end
+
+--- The hole fill in flight (at most one): the request it waits on, the server's progress.
+---@class coda.FillJob
+---@field client vim.lsp.Client
+---@field bufnr integer
+---@field request_id integer|nil
+---@field started number          uv.now() when it started
+---@field timer uv.uv_timer_t
+---@field percentage integer|nil  from the server's $/progress
+---@field done boolean
+---@type coda.FillJob|nil
+local fill_job = nil
+
+-- The fill's line on the message line: no history, redrawn each second and on progress.
+local function show_fill_progress(job)
+  local seconds = math.floor((uv.now() - job.started) / 1000)
+  local done = job.percentage and (" %d%%,"):format(job.percentage) or ""
+  api.nvim_echo({ { ("Coda: filling the hole…%s %d s (:CodaCancel stops it)"):format(done,
+    seconds) } }, false, {})
+end
+
+-- Ends the fill: the progress line goes, `message` (if any) is said instead.
+local function finish_fill(job, message, level)
+  if job.done then
+    return
+  end
+  job.done = true
+  job.timer:stop()
+  job.timer:close()
+  if fill_job == job then
+    fill_job = nil
+  end
+  api.nvim_echo({}, false, {})
+  if message then
+    vim.notify(message, level or vim.log.levels.INFO)
+  end
+end
+
+local function apply_action(job, tick, action)
+  local client, bufnr = job.client, job.bufnr
+  if not action.edit and not action.command then
+    finish_fill(job, "Coda: the model found nothing to fill in")
+    return
+  end
+  if api.nvim_buf_get_changedtick(bufnr) ~= tick then
+    finish_fill(job, "Coda: the buffer changed while filling; try again", vim.log.levels.WARN)
+    return
+  end
+  finish_fill(job)
+  if action.edit then
+    vim.lsp.util.apply_workspace_edit(action.edit, client.offset_encoding or "utf-16")
+  end
+  local command = action.command
+  if type(command) == "table" and type(command.command) == "string" then
+    call(client, "request", "workspace/executeCommand", command, function() end, bufnr)
+  end
+  api.nvim_exec_autocmds("User", { pattern = "CodaFilled", modeline = false })
+end
+
+-- Sends one request of the fill; the handler runs only while the fill is still wanted.
+local function fill_request(job, method, params, handler)
+  local ok, id = call(job.client, "request", method, params, function(err, result)
+    if job.done then
+      return -- cancelled: the answer (RequestCancelled, or a late result) is not wanted
+    end
+    if err then
+      finish_fill(job, "Coda: " .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
+      return
+    end
+    handler(result)
+  end, job.bufnr)
+  if not ok then
+    finish_fill(job, "Coda: the server is not running", vim.log.levels.ERROR)
+    return
+  end
+  job.request_id = id
+end
+
+--- Whether a hole fill is running.
+function M.running()
+  return fill_job ~= nil
+end
+
+--- Stop the running fill (the server stops the model too). False when none ran.
+function M.cancel()
+  local job = fill_job
+  if not job then
+    vim.notify("Coda: no fill is running")
+    return false
+  end
+  if job.request_id then
+    call(job.client, "cancel_request", job.request_id)
+  end
+  finish_fill(job, "Coda: fill cancelled")
+  return true
+end
+
+--- LspProgress: the server's progress for the running fill goes on its line.
+function M.on_progress(args)
+  local job = fill_job
+  local value = args.data and args.data.params and args.data.params.value
+  if not job or args.data.client_id ~= job.client.id or type(value) ~= "table"
+      or value.title ~= M.PROGRESS_TITLE then
+    return
+  end
+  if type(value.percentage) == "number" then
+    job.percentage = value.percentage
+  end
+  if value.kind ~= "end" then
+    show_fill_progress(job)
+  end
+end
+
+--- Apply the server's "Fill this hole" code action at the cursor or over `range`
+--- ({ start = {row, col}, ["end"] = {row, col} }, 1-based rows as in nvim_buf_get_mark).
+--- Shows progress until it is done; M.cancel() (:CodaCancel) stops it.
+---@param range table|nil
+function M.fill(range)
+  local bufnr = api.nvim_get_current_buf()
+  local client = vim.lsp.get_clients({ bufnr = bufnr, name = "coda" })[1]
+  if not client then
+    vim.notify("Coda: no coda-lsp client in this buffer", vim.log.levels.WARN)
+    return
+  end
+  if fill_job then
+    vim.notify("Coda: a fill is already running; :CodaCancel stops it", vim.log.levels.WARN)
+    return
+  end
+  local enc = client.offset_encoding or "utf-16"
+  local params
+  if range then
+    params = vim.lsp.util.make_given_range_params(range.start, range["end"], bufnr, enc)
+  else
+    params = vim.lsp.util.make_range_params(0, enc)
+  end
+  params.context = { diagnostics = {}, only = { "quickfix", "refactor.rewrite" }, triggerKind = 1 }
+  local tick = api.nvim_buf_get_changedtick(bufnr)
+  local job = { client = client, bufnr = bufnr, started = uv.now(), timer = uv.new_timer(),
+                done = false }
+  fill_job = job
+  show_fill_progress(job)
+  job.timer:start(1000, 1000, vim.schedule_wrap(function()
+    if not job.done then
+      show_fill_progress(job)
+    end
+  end))
+  fill_request(job, "textDocument/codeAction", params, function(actions)
+    local action
+    for _, candidate in ipairs(actions or {}) do
+      if candidate.title == FILL_TITLE then
+        action = candidate
+        break
+      end
+    end
+    if not action then
+      finish_fill(job, "Coda: no hole to fill here")
+      return
+    end
+    -- The server may leave the edit to codeAction/resolve (computed only when chosen).
+    if not action.edit and not action.command then
+      fill_request(job, "codeAction/resolve", action, function(resolved)
+        apply_action(job, tick, resolved or {})
+      end)
+      return
+    end
+    apply_action(job, tick, action)
+  end)
+end
+
+--- LspDetach: a server that exits never answers, so its fill ends here.
+function M.on_detach(args)
+  if fill_job and args.data.client_id == fill_job.client.id then
+    finish_fill(fill_job, "Coda: the server stopped during the fill", vim.log.levels.ERROR)
+  end
+end
+
+return M

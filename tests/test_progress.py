@@ -1,0 +1,82 @@
+"""FillProgress: $/progress for hole fills, against a recording stand-in for pygls' progress."""
+
+import asyncio
+import threading
+from concurrent.futures import Future
+from types import SimpleNamespace
+
+import pytest
+from lsprotocol import types
+
+from coda_lsp.progress import FILL_TITLE, FillProgress
+
+
+class RecordingProgress:
+    """pygls' work_done_progress, recording what would go to the client."""
+
+    def __init__(self, refuse: bool = False):
+        self.sent, self.tokens, self.refuse = [], {}, refuse
+
+    async def create_async(self, token):
+        if self.refuse:
+            raise RuntimeError("the client refused")
+        self.tokens[token] = Future()
+
+    def begin(self, token, value):
+        self.sent.append((token, value))
+
+    report = end = begin
+
+
+def server(progress_capability=True, refuse=False):
+    window = types.WindowClientCapabilities(work_done_progress=progress_capability)
+    return SimpleNamespace(client_capabilities=types.ClientCapabilities(window=window),
+                           work_done_progress=RecordingProgress(refuse))
+
+
+def test_begin_reports_each_new_percentage_from_the_worker_then_end():
+    ls = server()
+
+    async def fill():
+        progress = FillProgress(ls)
+        await progress.begin()
+        worker = threading.Thread(target=lambda: [progress.on_step(s, 8) for s in (1, 1, 2, 8)])
+        worker.start()
+        worker.join()
+        await asyncio.sleep(0)  # the reports were handed to the loop
+        progress.end()
+        return progress
+
+    progress = asyncio.run(fill())
+    values = [value for _, value in ls.work_done_progress.sent]
+    assert [v.kind for v in values] == ["begin", "report", "report", "report", "end"]
+    assert values[0].title == FILL_TITLE and values[0].cancellable
+    assert [v.percentage for v in values[1:4]] == [12, 25, 100]
+    assert values[3].message == "step 8/8"
+    assert progress.token is None and ls.work_done_progress.tokens == {}
+
+
+@pytest.mark.parametrize("ls", [server(progress_capability=False), server(refuse=True)])
+def test_no_progress_without_the_client_capability_or_when_refused(ls):
+    async def fill():
+        progress = FillProgress(ls)
+        await progress.begin()
+        progress.on_step(1, 2)
+        progress.end()
+        return progress
+
+    assert asyncio.run(fill()).token is None
+    assert ls.work_done_progress.sent == []
+
+
+def test_the_clients_cancel_cancels_the_fill():
+    ls = server()
+
+    async def fill():
+        progress = FillProgress(ls)
+        await progress.begin()
+        ls.work_done_progress.tokens[progress.token].cancel()  # window/workDoneProgress/cancel
+        await asyncio.sleep(10)
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(asyncio.wait_for(fill(), 5))
