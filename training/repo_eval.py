@@ -1,0 +1,79 @@
+"""Before/after numbers of a repository fine-tune: infilling on the repo's own held-out files.
+
+The spans are the server's (``training.heldout``: ``coda_lsp.spans.choose`` at seeded cursors
+in the files the data split held out, so never trained on).  Each model fills every span with
+the true number of masks at a fixed number of denoising steps; the scores are exact match and
+edit similarity.  A handful of spans measures noise, so a small set is reported with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from pathlib import Path
+
+import torch
+
+from . import heldout
+from .evaluate import Context, Scorer, run_diffusion
+
+log = logging.getLogger(__name__)
+
+MIN_FILES, MIN_SPANS = 3, 30   # below either, a difference of a few points means nothing
+
+
+def examples_for(docs, tok, *, max_spans: int = 80, seed: int = 0) -> list[heldout.Example]:
+    """Up to ``max_spans`` spans spread over the held-out documents (seeded)."""
+    if not docs:
+        return []
+    per_file = max(4, math.ceil(1.5 * max_spans / len(docs)))
+    found = heldout.heldout_examples(docs, tok, per_file=per_file, seed=seed)
+    if len(found) > max_spans:
+        found = sorted(random.Random(seed).sample(found, max_spans), key=lambda e: e.id)
+    return found
+
+
+def too_small(n_files: int, n_spans: int) -> str | None:
+    if n_files >= MIN_FILES and n_spans >= MIN_SPANS:
+        return None
+    return (f"the held-out set is small ({n_files} files, {n_spans} spans; want at least "
+            f"{MIN_FILES} and {MIN_SPANS}): before/after differences of a few points are noise")
+
+
+@torch.no_grad()
+def score(model, tok, examples, steps: int = 8, prefix_tokens: int = 256,
+          suffix_tokens: int = 96) -> dict:
+    """Exact match and edit similarity of ``model``'s fills; leaves the global RNG untouched
+    (a resumed run must draw exactly what an uninterrupted one draws)."""
+    was_training = model.training
+    model.eval()
+    with torch.random.fork_rng(devices=[]):
+        ctx = [Context(tok, ex, prefix_tokens, suffix_tokens,
+                       model.config.max_position_embeddings) for ex in examples]
+        fills = run_diffusion(model, tok, examples, ctx, steps, "true", Scorer(10.0, 512))
+    model.train(was_training)
+    n = max(1, len(fills))
+    return {"spans": len(fills), "steps": steps,
+            "exact_match": sum(f.exact for f in fills) / n,
+            "edit_similarity": sum(f.similarity for f in fills) / n,
+            "parses": sum(bool(f.parses) for f in fills) / n,
+            "ms_per_fill": sum(f.ms for f in fills) / n}
+
+
+def table(rows: dict[str, dict]) -> str:
+    lines = ["| model | spans | exact match | edit similarity | fill parses |",
+             "|---|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['spans']} | {r['exact_match']:.3f} | "
+                     f"{r['edit_similarity']:.3f} | {r['parses']:.3f} |")
+    return "\n".join(lines)
+
+
+def write(out: Path, rows: dict[str, dict], header: str) -> str:
+    """``eval.json`` and ``eval.md`` in the run folder; returns the markdown."""
+    text = f"{header}\n\n{table(rows)}\n"
+    (out / "eval.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (out / "eval.md").write_text(text)
+    return text
