@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 class AccelerateBackend:
     """The loop's backend on top of 🤗 accelerate (DDP / FSDP / mixed precision per its config)."""
 
-    sparse_head = False   # the wrapped model is called as a whole so DDP hooks run
-
     def __init__(self, mixed_precision: str | None = None, cpu: bool = False) -> None:
         from accelerate import Accelerator
         if mixed_precision is None:
@@ -49,6 +47,9 @@ class AccelerateBackend:
         self.is_main = self.accelerator.is_main_process
         self.world_size = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
+        # Several processes: call the wrapped model as a whole so DDP hooks (and autocast) run.
+        # One process in fp32 (the CPU recipe): project only the scored positions.
+        self.sparse_head = self.world_size == 1 and mixed_precision == "no"
 
     def prepare(self, model, optimizer, scheduler):
         model, optimizer = self.accelerator.prepare(model, optimizer)
@@ -202,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="check recipe, data, shapes and memory; train nothing")
     parser.add_argument("--no-eval", action="store_true",
                         help="skip the before/after scores on held-out spans")
+    parser.add_argument("--eval-spans", type=int, default=80,
+                        help="held-out spans scored before and after (default 80)")
     parser.add_argument("--stop-after-step", type=int, default=None)
     parser.add_argument("-v", "--verbose", action="store_true", help="tracebacks, debug logs")
     args = parser.parse_args(argv)
@@ -248,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
     examples = []
     if not (sft or args.no_eval):
         docs = heldout.heldout_documents(trainer.recipe.data)
-        examples = repo_eval.examples_for(docs, trainer.tok)
+        examples = repo_eval.examples_for(docs, trainer.tok, max_spans=args.eval_spans)
         warning = repo_eval.too_small(len(docs), len(examples))
         if warning:
             log.warning(warning)
