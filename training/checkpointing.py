@@ -6,6 +6,7 @@ Layout under ``<run>/checkpoints/``::
                             trainer_state.safetensors + .json  (optimizer, scheduler, data
                             position, RNG, step; no pickle: see state_io.py)
     latest                  the name of the newest complete checkpoint
+    corrupt-step-000800/    one that could not be read at resume, set aside (kept, not used)
 
 A checkpoint is written into a hidden temporary folder and renamed into place, and ``latest``
 is replaced last, so a kill at any moment leaves the previous checkpoint intact.

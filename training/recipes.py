@@ -165,7 +165,8 @@ def finetune_repo_gpu() -> Recipe:
         model={},
         data=DataConfig(sources=(".",), extensions=(".py", ".js", ".ts", ".rs", ".go", ".c",
                                                     ".h", ".cpp", ".java", ".lua"),
-                        seq_len=2048, eval_fraction=0.05, max_span_tokens=256),
+                        seq_len=2048, eval_fraction=0.05, max_span_tokens=256,
+                        min_eval_files=4),
         objective=replace(SPAN_FIM_BLOCK, fim_max_middle=256, fim_max_extra=64),
         optim=OptimConfig(lr=1e-5, warmup_steps=50, weight_decay=0.0, min_lr_ratio=0.1),
         train=TrainConfig(steps=1000, batch_size=4, grad_accum=8, device="cuda", log_every=10,
@@ -180,16 +181,19 @@ def finetune_repo_cpu() -> Recipe:
     Short rows (256 tokens: the server's inline spans need little context, and attention cost
     grows with length), a few hundred steps at the learning rate the shipped model finished
     its warm-up with (1e-5 does not move it in this budget), 10 warm-up steps, and at least 4
-    files held out so the before/after scores exist for a small repository.
+    files held out so the before/after scores exist for a small repository.  One thread: on a
+    shared 2-core machine two threads were 3x slower per step than one (they wait on each
+    other's time slices).
     """
     base = finetune_repo_gpu()
     return replace(base, name="finetune_repo_cpu",
                    data=replace(base.data, extensions=(".py",), seq_len=256, eval_fraction=0.1,
-                                min_eval_files=4, max_span_tokens=64),
+                                max_span_tokens=64),
                    objective=SPAN_FIM_BLOCK,
                    optim=OptimConfig(lr=1e-3, warmup_steps=10, weight_decay=0.0,
                                      min_lr_ratio=0.1),
-                   train=TrainConfig(steps=200, batch_size=4, device="cpu", log_every=10,
+                   train=TrainConfig(steps=200, batch_size=4, device="cpu", threads=1,
+                                     log_every=10,
                                      eval_every=100, eval_batches=4,
                                      checkpoint_every_seconds=120.0),
                    hardware="2 CPU cores, ~10 minutes with the shipped model")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from coda_lsp import languages
+
 from . import heldout
 from .evaluate import Context, Scorer, run_diffusion
 
@@ -25,7 +27,9 @@ MIN_FILES, MIN_SPANS = 3, 30   # below either, a difference of a few points mean
 
 
 def examples_for(docs, tok, *, max_spans: int = 80, seed: int = 0) -> list[heldout.Example]:
-    """Up to ``max_spans`` spans spread over the held-out documents (seeded)."""
+    """Up to ``max_spans`` spans spread over the held-out documents (seeded); files in a
+    language the server has no grammar for are left out."""
+    docs = [d for d in docs if languages.resolve(language_id=d.language) is not None]
     if not docs:
         return []
     per_file = max(4, math.ceil(1.5 * max_spans / len(docs)))
