@@ -227,9 +227,10 @@ class Trainer:
                 weights = load_model(ckpt).state_dict()
                 break
             except (StateError, CheckpointError) as exc:
-                aside = checkpointing.set_aside(ckpt)
-                log.warning("checkpoint %s is unreadable (%s): moved to %s, resuming from the "
-                            "one before it", ckpt.name, exc, aside.name)
+                log.warning("checkpoint %s is unreadable (%s): trying the one before it",
+                            ckpt.name, exc)
+                if self.backend.is_main:
+                    log.warning("moved it to %s", checkpointing.set_aside(ckpt).name)
         else:
             if found:
                 raise StateError(f"no readable checkpoint in {self.ckpt_dir}: use --fresh to "
