@@ -98,8 +98,13 @@ def test_finetune_prints_and_writes_the_before_after_table(tiny_model_dir, tmp_p
     assert [name.split()[0] for name in rows] == ["base", "fine-tuned"]
     for r in rows.values():
         assert r["spans"] == 12 and 0 <= r["exact_match"] <= 1 and 0 <= r["edit_similarity"] <= 1
+        assert r["middle_ce"] > 0 and len(r["per_span"]) == 12
+    before, after = rows.values()
+    assert [s["id"] for s in before["per_span"]] == [s["id"] for s in after["per_span"]]
+    assert before["middle_ce"] != after["middle_ce"]   # the weights did change
     table = (out / "eval.md").read_text()
     assert "| base " in table and "| fine-tuned " in table and table.strip() in printed
+    assert "of 12" in table.splitlines()[-1]
     assert "held-out set is small (2 files" in caplog.text
 
 

@@ -3,7 +3,9 @@
 The spans are the server's (``training.heldout``: ``coda_lsp.spans.choose`` at seeded cursors
 in the files the data split held out, so never trained on).  Each model fills every span with
 the true number of masks at a fixed number of denoising steps; the scores are exact match and
-edit similarity.  A handful of spans measures noise, so a small set is reported with a warning.
+edit similarity, plus the middle's cross-entropy with every middle token masked (one forward
+pass; far less noisy than exact match on a demonstration-size model) and per-span win/loss
+counts.  A handful of spans measures noise, so a small set is reported with a warning.
 """
 
 from __future__ import annotations
@@ -46,6 +48,17 @@ def too_small(n_files: int, n_spans: int) -> str | None:
             f"{MIN_FILES} and {MIN_SPANS}): before/after differences of a few points are noise")
 
 
+def middle_ce(model, tok, ex: heldout.Example, ctx: Context) -> float:
+    """Mean CE (nats/token) of the true middle with all of it masked: output i predicts i+1."""
+    middle = tok.encode(ex.middle) or [tok.eos_id]
+    ids = ctx.prefix + [tok.mask_id] * len(middle) + ctx.suffix
+    device = next(model.parameters()).device
+    logits = model(torch.tensor([ids], device=device))[0]
+    start = len(ctx.prefix) - 1
+    return float(torch.nn.functional.cross_entropy(
+        logits[start:start + len(middle)].float(), torch.tensor(middle, device=device)))
+
+
 @torch.no_grad()
 def score(model, tok, examples, steps: int = 8, prefix_tokens: int = 256,
           suffix_tokens: int = 96) -> dict:
@@ -57,27 +70,43 @@ def score(model, tok, examples, steps: int = 8, prefix_tokens: int = 256,
         ctx = [Context(tok, ex, prefix_tokens, suffix_tokens,
                        model.config.max_position_embeddings) for ex in examples]
         fills = run_diffusion(model, tok, examples, ctx, steps, "true", Scorer(10.0, 512))
+        ces = [middle_ce(model, tok, ex, c) for ex, c in zip(examples, ctx, strict=True)]
     model.train(was_training)
     n = max(1, len(fills))
     return {"spans": len(fills), "steps": steps,
             "exact_match": sum(f.exact for f in fills) / n,
             "edit_similarity": sum(f.similarity for f in fills) / n,
             "parses": sum(bool(f.parses) for f in fills) / n,
-            "ms_per_fill": sum(f.ms for f in fills) / n}
+            "middle_ce": sum(ces) / n,
+            "ms_per_fill": sum(f.ms for f in fills) / n,
+            "per_span": [{"id": f.id, "similarity": f.similarity, "middle_ce": ce}
+                         for f, ce in zip(fills, ces, strict=True)]}
 
 
 def table(rows: dict[str, dict]) -> str:
-    lines = ["| model | spans | exact match | edit similarity | fill parses |",
-             "|---|---|---|---|---|"]
+    lines = ["| model | spans | exact match | edit similarity | fill parses | middle CE |",
+             "|---|---|---|---|---|---|"]
     for name, r in rows.items():
         lines.append(f"| {name} | {r['spans']} | {r['exact_match']:.3f} | "
-                     f"{r['edit_similarity']:.3f} | {r['parses']:.3f} |")
+                     f"{r['edit_similarity']:.3f} | {r['parses']:.3f} | {r['middle_ce']:.3f} |")
     return "\n".join(lines)
+
+
+def wins(before: dict, after: dict) -> str:
+    """Per-span comparison: how many spans each score moved up or down on."""
+    pairs = list(zip(before["per_span"], after["per_span"], strict=True))
+    up = sum(a["similarity"] > b["similarity"] for b, a in pairs)
+    down = sum(a["similarity"] < b["similarity"] for b, a in pairs)
+    lower = sum(a["middle_ce"] < b["middle_ce"] for b, a in pairs)
+    return (f"per span, after vs before: edit similarity up on {up}, down on {down}, same on "
+            f"{len(pairs) - up - down}; middle CE lower on {lower} of {len(pairs)}")
 
 
 def write(out: Path, rows: dict[str, dict], header: str) -> str:
     """``eval.json`` and ``eval.md`` in the run folder; returns the markdown."""
     text = f"{header}\n\n{table(rows)}\n"
+    if len(rows) == 2:
+        text += f"\n{wins(*rows.values())}\n"
     (out / "eval.json").write_text(json.dumps(rows, indent=1) + "\n")
     (out / "eval.md").write_text(text)
     return text
