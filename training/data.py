@@ -358,6 +358,11 @@ def load_or_build(cfg: DataConfig, tokenizer, out_dir: str | Path, *, rebuild: b
         build_dataset(cfg, tokenizer, out)
     else:
         log.info("reusing the packed data in %s (same sources, config and tokenizer)", out)
+    return load_packed(out)
+
+
+def load_packed(out_dir: str | Path) -> tuple[PackedSplit, PackedSplit]:
+    out = Path(out_dir)
     return PackedSplit.load(out / "train.safetensors"), PackedSplit.load(out / "eval.safetensors")
 
 

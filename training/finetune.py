@@ -137,6 +137,10 @@ def check_base(base: Path) -> None:
         missing.append("*.safetensors weights")
     if missing:
         raise UsageError(f"--base {base} is not a CoDA model folder: no {', '.join(missing)}")
+    try:
+        json.loads((base / "config.json").read_text())
+    except ValueError as exc:
+        raise UsageError(f"{base / 'config.json'}: not JSON ({exc})") from exc
 
 
 def fit_to_base(recipe: recipes.Recipe, base: Path) -> recipes.Recipe:

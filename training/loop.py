@@ -23,7 +23,14 @@ import torch
 from coda_model import CheckpointError, CodaConfig, CodaModel, load_model, load_tokenizer
 
 from . import checkpointing, recipes
-from .data import BatchStream, DataError, PackedSplit, load_or_build, read_corpus
+from .data import (
+    BatchStream,
+    DataError,
+    PackedSplit,
+    load_or_build,
+    load_packed,
+    read_corpus,
+)
 from .errors import UsageError
 from .metrics import MetricsLog, plot_losses
 from .objective import (
@@ -187,8 +194,8 @@ class Trainer:
         self.backend.wait()
         self.tokenizer_dir = prepare_tokenizer(recipe, self.out)
         self.tok = load_tokenizer(self.tokenizer_dir)
-        if train_split is None:
-            train_split, eval_split = load_or_build(recipe.data, self.tok, self.out / "data")
+        if train_split is None:   # packed above by the main process
+            train_split, eval_split = load_packed(self.out / "data")
         self.train_split, self.eval_split = train_split, eval_split
         model = build_model(recipe, self.tok)
         self.config = model.config

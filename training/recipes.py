@@ -182,9 +182,9 @@ def finetune_repo_cpu() -> Recipe:
     grows with length), 300 steps of 4 rows (307K tokens; 4-7 minutes on the shared machine)
     at the learning rate the shipped model finished its warm-up with (1e-5 does not move it in
     this budget), 10 warm-up steps, the shipped model's corruption mix (a span/FIM-heavy mix
-    scored the same on attrs), and at least 4 files held out for the before/after scores.  One thread: on a
-    shared 2-core machine two threads were 3x slower per step than one (they wait on each
-    other's time slices).
+    scored the same on attrs), and at least 4 files held out for the before/after scores.
+    One thread: on a shared 2-core machine two threads were 3x slower per step than one (they
+    wait on each other's time slices).
     """
     base = finetune_repo_gpu()
     return replace(base, name="finetune_repo_cpu",
