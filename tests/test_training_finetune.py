@@ -242,6 +242,16 @@ def test_a_changed_setting_refuses_to_resume_unless_forced(tmp_path):
     assert json.loads((run / "recipe.json").read_text())["optim"]["lr"] == 0.01
 
 
+def test_recipe_differences_list_changes_but_not_fields_added_since():
+    old = recipes.get("tiny_cpu").to_dict()
+    new = recipes.override(recipes.get("tiny_cpu"), ["train.steps=9", "data.seq_len=32"])
+    new = json.loads(json.dumps(new.to_dict()))
+    old = json.loads(json.dumps(old))
+    assert recipes.differences(old, new) == ["data.seq_len: 64 -> 32", "train.steps: 30 -> 9"]
+    del old["data"]["min_eval_files"]   # a checkpoint written before the field existed
+    assert recipes.differences(old, new) == ["data.seq_len: 64 -> 32", "train.steps: 30 -> 9"]
+
+
 def test_a_changed_set_is_a_one_line_error_from_the_cli(tiny_model_dir, tmp_path, capsys):
     repo = write_repo(tmp_path / "repo")
     out = tmp_path / "run"

@@ -297,10 +297,13 @@ def override(recipe: Recipe, assignments: list[str]) -> Recipe:
 
 
 def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """``key: old -> new`` for every field that differs between two ``Recipe.to_dict()``s."""
+    """``key: old -> new`` for every field that differs between two ``Recipe.to_dict()``s.
+
+    A field the old dict lacks was added by a later version of this code and is not a change
+    (else every new field would stop every older run from resuming)."""
     out = []
     for key in sorted(set(old) | set(new)):
-        if not prefix and key == "notes":
+        if (not prefix and key == "notes") or key not in old:
             continue
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
