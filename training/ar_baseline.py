@@ -276,8 +276,12 @@ def evaluate_loss(model, split: PackedSplit, tok, t, fim: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.ar_baseline",
-                                     description="autoregressive PSM baseline, same budget")
+    parser = argparse.ArgumentParser(
+        prog="python -m training.ar_baseline",
+        description="autoregressive PSM baseline, same budget",
+        epilog="hardware: CPU only (one process, train.threads); GPUs and TPUs train diffusion "
+               "models through training.finetune (accelerate launch) and training.pretrain "
+               "(torch_xla)")
     parser.add_argument("--recipe", default="default_model_cpu",
                         help="the diffusion recipe whose shape, data and token budget to match")
     parser.add_argument("--tokenizer", default="runs/default/tokenizer",

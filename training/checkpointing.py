@@ -6,6 +6,7 @@ Layout under ``<run>/checkpoints/``::
                             trainer_state.safetensors + .json  (optimizer, scheduler, data
                             position, RNG, step; no pickle: see state_io.py)
     latest                  the name of the newest complete checkpoint
+    corrupt-step-000800/    one that could not be read at resume, set aside (kept, not used)
 
 A checkpoint is written into a hidden temporary folder and renamed into place, and ``latest``
 is replaced last, so a kill at any moment leaves the previous checkpoint intact.
@@ -41,6 +42,7 @@ def save_checkpoint(root: str | Path, step: int, model, tokenizer_dir, state: di
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    os.chmod(tmp, 0o755)   # mkdtemp makes it 0700: a checkpoint is for others to serve too
     try:
         save_model(model, tmp / "model", tokenizer_dir=tokenizer_dir)
         for f in (tmp / "model").iterdir():
@@ -73,6 +75,31 @@ def latest_checkpoint(root: str | Path) -> Path | None:
                            f"written by an older version): move {Path(root)} away to start "
                            f"over, or restore the checkpoint")
     return path
+
+
+def candidates(root: str | Path) -> list[Path]:
+    """Checkpoints to resume from, best first: the one ``latest`` names, then older ones."""
+    newest = latest_checkpoint(root)
+    if newest is None:
+        return []
+    older = sorted((p for p in Path(root).glob("step-*") if p.is_dir() and p.name < newest.name),
+                   reverse=True)
+    return [newest, *older]
+
+
+def set_aside(checkpoint: Path) -> Path:
+    """Rename an unreadable checkpoint to ``corrupt-step-N`` (kept for a look) and point
+    ``latest`` at the newest one left."""
+    aside = checkpoint.with_name(f"corrupt-{checkpoint.name}")
+    shutil.rmtree(aside, ignore_errors=True)
+    checkpoint.rename(aside)
+    left = sorted(p for p in checkpoint.parent.glob("step-*") if p.is_dir())
+    pointer = checkpoint.parent / "latest"
+    if left:
+        _write_text_atomic(pointer, left[-1].name + "\n")
+    else:
+        pointer.unlink(missing_ok=True)
+    return aside
 
 
 def load_state(checkpoint: str | Path) -> dict:

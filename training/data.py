@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .errors import UsageError
+
 log = logging.getLogger(__name__)
 
 LANGUAGES = {".py": "python", ".js": "javascript", ".ts": "typescript", ".rs": "rust",
@@ -50,6 +52,7 @@ class DataConfig:
     seq_len: int = 256
     max_span_tokens: int = 64
     seed: int = 0
+    min_eval_files: int = 0             # small repositories: hold out at least this many files
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -58,6 +61,10 @@ class DataConfig:
             raise ValueError("eval_fraction must be in [0, 1)")
         if self.seq_len < 8:
             raise ValueError("seq_len must be at least 8")
+
+
+class DataError(UsageError):
+    """Sources that cannot make a data set (missing, empty, nothing usable): one line."""
 
 
 @dataclass
@@ -82,18 +89,28 @@ def looks_generated(text: str, cfg: DataConfig) -> bool:
     return sum(len(line) for line in lines) / len(lines) > cfg.max_mean_line_length
 
 
+def candidate_files(root: Path, cfg: DataConfig) -> list[Path]:
+    """The files under ``root`` with a wanted extension, outside the excluded folders."""
+    if not root.exists():
+        raise DataError(f"data source {root} does not exist")
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*")
+                  if p.suffix in cfg.extensions and p.is_file()
+                  and not set(p.relative_to(root).parts[:-1]) & set(cfg.exclude_dirs))
+
+
 def read_corpus(cfg: DataConfig) -> list[Document]:
     """Read, filter and de-duplicate every matching file under ``cfg.sources`` (sorted order)."""
     seen: set[str] = set()
     docs: list[Document] = []
     dropped = {"size": 0, "generated": 0, "duplicate": 0, "decode": 0}
     for root in map(Path, cfg.sources):
-        if not root.exists():
-            raise FileNotFoundError(f"data source {root} does not exist")
-        files = [root] if root.is_file() else sorted(
-            p for p in root.rglob("*")
-            if p.suffix in cfg.extensions and p.is_file()
-            and not set(p.relative_to(root).parts[:-1]) & set(cfg.exclude_dirs))
+        files = candidate_files(root, cfg)
+        if not files:
+            what = "is empty" if root.is_dir() and not any(root.iterdir()) else \
+                f"has no {'/'.join(cfg.extensions)} files outside {'/'.join(cfg.exclude_dirs)}"
+            raise DataError(f"data source {root} {what}")
         for path in files:
             size = path.stat().st_size
             if not cfg.min_bytes <= size <= cfg.max_bytes:
@@ -115,8 +132,40 @@ def read_corpus(cfg: DataConfig) -> list[Document]:
             rel = f"{root.name}/{path.relative_to(root)}" if root.is_dir() else root.name
             docs.append(Document(rel, text, LANGUAGES.get(path.suffix, "text"),
                                  eval_split(rel, cfg.eval_fraction), sha))
-    log.info("read %d files (dropped %s)", len(docs), dropped)
+    if not docs:
+        reasons = ", ".join(f"{n} {why}" for why, n in dropped.items() if n)
+        raise DataError(f"no usable files in {', '.join(cfg.sources)}: all {sum(dropped.values())}"
+                        f" dropped ({reasons}; sizes must be {cfg.min_bytes}-{cfg.max_bytes} "
+                        f"bytes, lines under {cfg.max_line_length} characters)")
+    _hold_out_at_least(docs, cfg.min_eval_files)
+    log.info("read %d files, %d held out (dropped %s)", len(docs),
+             sum(d.is_eval for d in docs), dropped)
     return docs
+
+
+def _hold_out_at_least(docs: list[Document], n: int) -> None:
+    """Small repositories: move the files with the lowest path hash to eval until ``n`` are
+    held out (never more than a quarter of the files), so the choice is stable across runs."""
+    n = min(n, len(docs) // 4) - sum(d.is_eval for d in docs)
+    if n <= 0:
+        return
+    train = sorted((d for d in docs if not d.is_eval),
+                   key=lambda d: hashlib.sha256(d.path.encode("utf-8")).digest())
+    for doc in train[:n]:
+        doc.is_eval = True
+
+
+def source_fingerprint(cfg: DataConfig) -> dict:
+    """What the packed data was built from: every candidate file's path, size and SHA-256."""
+    digest = hashlib.sha256()
+    count = 0
+    for root in map(Path, cfg.sources):
+        for path in candidate_files(root, cfg):
+            data = path.read_bytes()
+            digest.update(f"{path}\0{len(data)}\0".encode())
+            digest.update(hashlib.sha256(data).digest())
+            count += 1
+    return {"files": count, "sha256": digest.hexdigest()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,13 +306,20 @@ def pack(token_lists: list[list[int]], span_lists: list[list[tuple[int, int]]], 
     return PackedSplit(ids, torch.tensor(ptr, dtype=torch.int64), spans)
 
 
+def _cache_key(cfg: DataConfig, tokenizer) -> dict:
+    vocab = hashlib.sha256(tokenizer.backend.to_str().encode("utf-8")).hexdigest()
+    return {"config": json.loads(json.dumps(asdict(cfg))), "sources": source_fingerprint(cfg),
+            "tokenizer_sha256": vocab}
+
+
 def build_dataset(cfg: DataConfig, tokenizer, out_dir: str | Path) -> dict:
     """Read, tokenize, span and pack both splits into ``out_dir``; returns the manifest."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    key = _cache_key(cfg, tokenizer)
     docs = read_corpus(cfg)
     random.Random(cfg.seed).shuffle(docs)   # mix files and sources across rows
-    manifest = {"config": asdict(cfg), "files": {}, "splits": {}}
+    manifest = {**key, "files": {}, "splits": {}}
     for split in ("train", "eval"):
         chosen = [d for d in docs if d.is_eval == (split == "eval")]
         encodings = tokenizer.backend.encode_batch([d.text for d in chosen],
@@ -287,15 +343,26 @@ def build_dataset(cfg: DataConfig, tokenizer, out_dir: str | Path) -> dict:
     return manifest
 
 
-def load_or_build(cfg: DataConfig, tokenizer, out_dir: str | Path
+def load_or_build(cfg: DataConfig, tokenizer, out_dir: str | Path, *, rebuild: bool = False
                   ) -> tuple[PackedSplit, PackedSplit]:
-    """The packed splits in ``out_dir``, built first if absent or built from another config."""
+    """The packed splits in ``out_dir``, built first unless they were packed from the same
+    config, tokenizer and source files (paths, sizes, SHA-256), or when ``rebuild``."""
     out = Path(out_dir)
     manifest = out / "manifest.json"
-    fresh = manifest.is_file() and json.loads(manifest.read_text())["config"] == json.loads(
-        json.dumps(asdict(cfg)))
-    if not fresh:
+    stored = json.loads(manifest.read_text()) if manifest.is_file() else None
+    key = _cache_key(cfg, tokenizer)
+    if rebuild or stored is None or {k: stored.get(k) for k in key} != key:
+        if stored is not None:
+            log.info("re-packing the data: %s", "--fresh" if rebuild else
+                     "the sources, config or tokenizer changed since the last pack")
         build_dataset(cfg, tokenizer, out)
+    else:
+        log.info("reusing the packed data in %s (same sources, config and tokenizer)", out)
+    return load_packed(out)
+
+
+def load_packed(out_dir: str | Path) -> tuple[PackedSplit, PackedSplit]:
+    out = Path(out_dir)
     return PackedSplit.load(out / "train.safetensors"), PackedSplit.load(out / "eval.safetensors")
 
 

@@ -223,8 +223,10 @@ def _csv(value: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split(
-        "\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m training.evaluate", description=__doc__.split("\n")[0],
+        epilog="hardware: CPU only (--threads), so latencies are CPU numbers; no GPU, TPU or "
+               "accelerate launch path")
     p.add_argument("--model", default="model", help="diffusion model folder or run folder")
     p.add_argument("--ar-model", default=str(REPO / "benchmarks" / "ar_baseline"),
                    help="AR baseline folder or run folder ('none' to skip)")

@@ -7,8 +7,9 @@ Two kinds of data, told apart by the paths given:
 * ``.jsonl`` files of ``{"prompt": ..., "response": ...}`` records: SFT, where only the response
   and the padding after it can be masked, so the model learns to answer and to pad.
 
-Runs on CPU for tiny checks and on one or more GPUs (``accelerate launch -m training.finetune
-...``).  Checkpoints, metrics and resume are the pre-training loop's (``training.loop``).
+Runs on CPU (``finetune_repo_cpu``: minutes, with before/after scores on the repository's
+held-out files, ``training.repo_eval``) and on one or more GPUs (``accelerate launch -m
+training.finetune ...``).  Checkpoints, metrics and resume are the pre-training loop's.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ import torch
 
 from coda_model import load_tokenizer
 
-from . import recipes
-from .data import PackedSplit
+from . import devices, dry_run, heldout, recipes, repo_eval
+from .data import DataError, PackedSplit
+from .errors import ONE_LINE, UsageError
 from .loop import Trainer
 
 log = logging.getLogger(__name__)
@@ -35,8 +37,6 @@ log = logging.getLogger(__name__)
 
 class AccelerateBackend:
     """The loop's backend on top of 🤗 accelerate (DDP / FSDP / mixed precision per its config)."""
-
-    sparse_head = False   # the wrapped model is called as a whole so DDP hooks run
 
     def __init__(self, mixed_precision: str | None = None, cpu: bool = False) -> None:
         from accelerate import Accelerator
@@ -47,6 +47,9 @@ class AccelerateBackend:
         self.is_main = self.accelerator.is_main_process
         self.world_size = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
+        # Several processes: call the wrapped model as a whole so DDP hooks (and autocast) run.
+        # One process in fp32 (the CPU recipe): project only the scored positions.
+        self.sparse_head = self.world_size == 1 and mixed_precision == "no"
 
     def prepare(self, model, optimizer, scheduler):
         model, optimizer = self.accelerator.prepare(model, optimizer)
@@ -86,10 +89,13 @@ def read_pairs(paths: list[Path]) -> list[tuple[str, str]]:
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
                 continue
-            record = json.loads(line)
-            if not isinstance(record.get("prompt"), str) or not isinstance(
-                    record.get("response"), str):
-                raise ValueError(f"{path}:{n}: expected string fields 'prompt' and 'response'")
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{n}: not JSON ({exc})") from exc
+            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str) \
+                    or not isinstance(record.get("response"), str):
+                raise DataError(f"{path}:{n}: expected string fields 'prompt' and 'response'")
             pairs.append((record["prompt"], record["response"]))
     return pairs
 
@@ -111,7 +117,7 @@ def pack_pairs(pairs: list[tuple[str, str]], tok, seq_len: int) -> PackedSplit:
 def sft_splits(paths: list[Path], tok, seq_len: int, eval_fraction: float):
     pairs = read_pairs(paths)
     if not pairs:
-        raise ValueError("no (prompt, response) records in the given files")
+        raise DataError("no (prompt, response) records in the given files")
 
     def held_out(pair):
         digest = hashlib.sha256(pair[0].encode("utf-8")).digest()
@@ -122,46 +128,155 @@ def sft_splits(paths: list[Path], tok, seq_len: int, eval_fraction: float):
     return pack_pairs(train, tok, seq_len), pack_pairs(evals, tok, seq_len) if evals else None
 
 
+def check_base(base: Path) -> None:
+    """A wrong --base fails now with one line, not after the data is packed."""
+    if not base.is_dir():
+        raise UsageError(f"--base {base}: no such folder (give a CoDA model folder, e.g. model/)")
+    missing = [name for name in ("config.json", "tokenizer.json") if not (base / name).is_file()]
+    if not any(base.glob("*.safetensors")):
+        missing.append("*.safetensors weights")
+    if missing:
+        raise UsageError(f"--base {base} is not a CoDA model folder: no {', '.join(missing)}")
+    try:
+        json.loads((base / "config.json").read_text())
+    except ValueError as exc:
+        raise UsageError(f"{base / 'config.json'}: not JSON ({exc})") from exc
+
+
+def fit_to_base(recipe: recipes.Recipe, base: Path) -> recipes.Recipe:
+    """Sequences no longer than the base model's positions: RoPE past them was never trained."""
+    positions = json.loads((base / "config.json").read_text()).get("max_position_embeddings")
+    if positions and recipe.data.seq_len > positions:
+        log.warning("data.seq_len %d is above %s's %d positions: training at %d",
+                    recipe.data.seq_len, base, positions, positions)
+        recipe = replace(recipe, data=replace(recipe.data, seq_len=positions))
+    return recipe
+
+
+def default_recipe() -> str:
+    name = "finetune_repo_gpu" if torch.cuda.is_available() else "finetune_repo_cpu"
+    log.info("no --recipe: %s (%s)", name, "CUDA is available" if name.endswith("gpu")
+             else "no CUDA GPU")
+    return name
+
+
+def before_scores(trainer: Trainer, examples, fresh: bool) -> dict:
+    """The base model's scores, computed once per run folder (a resumed run reuses them)."""
+    cache = trainer.out / "eval_before.json"
+    key = {"base": str(trainer.recipe.init_from), "spans": [e.id for e in examples]}
+    if cache.is_file() and not fresh:
+        stored = json.loads(cache.read_text())
+        if stored.get("key") == key:
+            return stored["scores"]
+    log.info("scoring the base model on %d held-out spans", len(examples))
+    scores = repo_eval.score(trainer.backend.unwrap(trainer.model), trainer.tok, examples)
+    cache.write_text(json.dumps({"key": key, "scores": scores}) + "\n")
+    return scores
+
+
+HELP = """\
+fine-tune a CoDA checkpoint on your repository (span-masked) or on prompt/response pairs (SFT)
+
+hardware:
+  CPU     --recipe finetune_repo_cpu (the default without CUDA): ~10 minutes for the shipped
+          model on a small repository, with before/after scores on held-out files
+  GPU     --recipe finetune_repo_gpu (the default with CUDA), bf16; several GPUs or machines:
+          accelerate launch -m training.finetune ...  (see `accelerate config`)
+  TPU     pre-training only: python -m training.pretrain with a *_tpu_* recipe (torch_xla)
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.finetune",
-                                     description="fine-tune a CoDA checkpoint")
+    parser = argparse.ArgumentParser(prog="python -m training.finetune", description=HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", required=True, help="CoDA checkpoint folder to start from")
     parser.add_argument("--data", nargs="+", required=True,
                         help="source folders (span-masked) or .jsonl prompt/response files (SFT)")
-    parser.add_argument("--recipe", default="finetune_repo_gpu",
-                        help=", ".join(sorted(recipes.RECIPES)))
+    parser.add_argument("--recipe", default=None,
+                        help="finetune_repo_cpu without CUDA, finetune_repo_gpu with it; any of "
+                        + ", ".join(sorted(recipes.RECIPES)))
     parser.add_argument("--out", help="run folder (default runs/finetune-RECIPE)")
     parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--cpu", action="store_true", help="force CPU (tiny runs, tests)")
+    parser.add_argument("--cpu", action="store_true", help="train on CPU whatever the recipe says")
     parser.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default=None)
-    parser.add_argument("--fresh", action="store_true", help="ignore existing checkpoints")
+    parser.add_argument("--fresh", action="store_true",
+                        help="ignore existing checkpoints and re-pack the data")
+    parser.add_argument("--force", action="store_true",
+                        help="resume even though --set or the recipe changed since the checkpoint")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check recipe, data, shapes and memory; train nothing")
+    parser.add_argument("--no-eval", action="store_true",
+                        help="skip the before/after scores on held-out spans")
+    parser.add_argument("--eval-spans", type=int, default=80,
+                        help="held-out spans scored before and after (default 80)")
     parser.add_argument("--stop-after-step", type=int, default=None)
+    parser.add_argument("-v", "--verbose", action="store_true", help="tracebacks, debug logs")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except ONE_LINE as exc:
+        if args.verbose:
+            raise
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
 
-    recipe = recipes.override(recipes.get(args.recipe), args.set)
+
+def run(args: argparse.Namespace) -> int:
+    base = Path(args.base)
+    check_base(base)
+    try:
+        recipe = recipes.override(recipes.get(args.recipe or default_recipe()), args.set)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     paths = [Path(p) for p in args.data]
+    for p in paths:
+        if not p.exists():
+            raise DataError(f"--data {p}: no such file or folder")
     sft = all(p.is_file() and p.suffix == ".jsonl" for p in paths)
     if any(p.suffix == ".jsonl" for p in paths) and not sft:
-        parser.error("give either .jsonl SFT files or source folders, not both")
+        raise UsageError("give either .jsonl SFT files or source folders, not both")
     data = replace(recipe.data, sources=tuple(str(p) for p in paths))
-    recipe = replace(recipe, init_from=args.base, data=data,
-                     tokenizer=replace(recipe.tokenizer, path=args.base))
+    recipe = replace(recipe, init_from=str(base), data=data,
+                     tokenizer=replace(recipe.tokenizer, path=str(base)))
     if args.cpu:
         recipe = replace(recipe, train=replace(recipe.train, device="cpu"))
-    backend = AccelerateBackend(args.mixed_precision, cpu=args.cpu or recipe.train.device == "cpu")
+    device = devices.resolve(recipe.train.device)
+    recipe = fit_to_base(recipe, base)
+    backend = AccelerateBackend(args.mixed_precision, cpu=device == "cpu")
     splits = {}
     if sft:
-        tok = load_tokenizer(args.base)
+        tok = load_tokenizer(base)
         train, evals = sft_splits(paths, tok, recipe.data.seq_len, recipe.data.eval_fraction)
         splits = {"train_split": train, "eval_split": evals}
     out = args.out or f"runs/finetune-{recipe.name}"
-    trainer = Trainer(recipe, out, backend=backend, **splits)
-    result = trainer.run(resume=not args.fresh, stop_after_step=args.stop_after_step)
+    trainer = Trainer(recipe, out, backend=backend, rebuild_data=args.fresh, **splits)
+    examples = []
+    if not (sft or args.no_eval):
+        docs = heldout.heldout_documents(trainer.recipe.data)
+        examples = repo_eval.examples_for(docs, trainer.tok, max_spans=args.eval_spans)
+        warning = repo_eval.too_small(len(docs), len(examples))
+        if warning:
+            log.warning(warning)
+    if args.dry_run:
+        print(dry_run.report(trainer))
+        if examples:
+            print(f"held-out: {len(examples)} spans for the before/after scores")
+        return 0
+    before = before_scores(trainer, examples, args.fresh) if examples and backend.is_main \
+        else None
+    result = trainer.run(resume=not args.fresh, stop_after_step=args.stop_after_step,
+                         force=args.force)
     if result and backend.is_main:
         print(f"step {trainer.step}: masked CE {result.get('masked_ce', float('nan')):.4f}",
               file=sys.stderr)
+    if before is not None and trainer.step >= trainer.recipe.train.steps:
+        after = repo_eval.score(backend.unwrap(trainer.model), trainer.tok, examples)
+        rows = {f"base {base}": before, f"fine-tuned {Path(out) / 'final'}": after}
+        header = (f"held-out spans of {', '.join(args.data)} ({len(examples)} spans, "
+                  f"{before['steps']} denoising steps, true length)")
+        print(repo_eval.write(Path(out), rows, header))
     return 0
 
 

@@ -20,10 +20,18 @@ from pathlib import Path
 
 import torch
 
-from coda_model import CodaConfig, CodaModel, load_model, load_tokenizer
+from coda_model import CheckpointError, CodaConfig, CodaModel, load_model, load_tokenizer
 
-from . import checkpointing
-from .data import BatchStream, PackedSplit, load_or_build, read_corpus
+from . import checkpointing, recipes
+from .data import (
+    BatchStream,
+    DataError,
+    PackedSplit,
+    load_or_build,
+    load_packed,
+    read_corpus,
+)
+from .errors import UsageError
 from .metrics import MetricsLog, plot_losses
 from .objective import (
     ObjectiveConfig,
@@ -33,11 +41,16 @@ from .objective import (
     response_maskable,
 )
 from .recipes import Recipe
+from .state_io import StateError
 from .tokenizer_train import train_tokenizer
 
 log = logging.getLogger(__name__)
 
 EVAL_SEED = 1_234_567
+
+
+class RecipeChanged(UsageError):
+    """Resuming a run under a recipe other than the one its checkpoint was trained with."""
 
 
 class TorchBackend:
@@ -161,24 +174,28 @@ class Trainer:
     """One run in ``out_dir``; call :meth:`run`.  Safe to construct again to resume."""
 
     def __init__(self, recipe: Recipe, out_dir: str | Path, *, backend=None,
-                 train_split: PackedSplit | None = None, eval_split: PackedSplit | None = None
-                 ) -> None:
-        self.recipe = recipe
+                 train_split: PackedSplit | None = None, eval_split: PackedSplit | None = None,
+                 rebuild_data: bool = False) -> None:
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         if recipe.train.threads:
             torch.set_num_threads(recipe.train.threads)
         torch.manual_seed(recipe.train.seed)
         self.backend = backend or TorchBackend(recipe.train.device)
+        # recipe.json records the device actually used ("auto" resolved, accelerate's choice).
+        device = getattr(getattr(self.backend, "device", None), "type", recipe.train.device)
+        self.recipe = recipe = replace(recipe, train=replace(recipe.train, device=device))
+        log.info("training on %s with %d CPU threads", device, torch.get_num_threads())
         if self.backend.is_main:   # one process trains the tokenizer and packs the data
             tok_dir = prepare_tokenizer(recipe, self.out)
             if train_split is None:
-                load_or_build(recipe.data, load_tokenizer(tok_dir), self.out / "data")
+                load_or_build(recipe.data, load_tokenizer(tok_dir), self.out / "data",
+                              rebuild=rebuild_data)
         self.backend.wait()
         self.tokenizer_dir = prepare_tokenizer(recipe, self.out)
         self.tok = load_tokenizer(self.tokenizer_dir)
-        if train_split is None:
-            train_split, eval_split = load_or_build(recipe.data, self.tok, self.out / "data")
+        if train_split is None:   # packed above by the main process
+            train_split, eval_split = load_packed(self.out / "data")
         self.train_split, self.eval_split = train_split, eval_split
         model = build_model(recipe, self.tok)
         self.config = model.config
@@ -186,14 +203,17 @@ class Trainer:
         self.model, self.optimizer, self.scheduler = self.backend.prepare(model, optimizer,
                                                                           scheduler)
         world = self.backend.world_size
+        if len(train_split) < recipe.train.batch_size * world:
+            raise DataError(f"the train split has {len(train_split)} rows of "
+                            f"{train_split.ids.shape[1]} tokens, fewer than a batch of "
+                            f"{recipe.train.batch_size * world}: add files, or lower "
+                            f"train.batch_size or data.seq_len")
         self.stream = BatchStream(len(train_split), recipe.train.batch_size * world,
                                   recipe.train.seed)
         self.step = 0
         self.tokens = 0
         self.ckpt_dir = self.out / "checkpoints"
         self._last_plot = time.monotonic()
-        (self.out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=1,
-                                                         default=str) + "\n")
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -204,12 +224,26 @@ class Trainer:
                 "torch_rng": torch.get_rng_state(),
                 "recipe": json.dumps(self.recipe.to_dict(), default=str)}
 
-    def resume(self) -> bool:
-        ckpt = checkpointing.latest_checkpoint(self.ckpt_dir)
-        if ckpt is None:
+    def resume(self, force: bool = False) -> bool:
+        """Restore the newest readable checkpoint; an unreadable one is moved aside (kept, as
+        ``corrupt-step-N``) with a warning and the one before it is used."""
+        found = checkpointing.candidates(self.ckpt_dir)
+        for ckpt in found:
+            try:
+                state = checkpointing.load_state(ckpt)
+                weights = load_model(ckpt).state_dict()
+                break
+            except (StateError, CheckpointError) as exc:
+                log.warning("checkpoint %s is unreadable (%s): trying the one before it",
+                            ckpt.name, exc)
+                if self.backend.is_main:
+                    log.warning("moved it to %s", checkpointing.set_aside(ckpt).name)
+        else:
+            if found:
+                raise StateError(f"no readable checkpoint in {self.ckpt_dir}: use --fresh to "
+                                 f"start over")
             return False
-        state = checkpointing.load_state(ckpt)
-        weights = load_model(ckpt).state_dict()
+        self._check_recipe(json.loads(state["recipe"]), force)
         target = self.backend.unwrap(self.model)
         target.load_state_dict({k: v for k, v in weights.items() if k in target.state_dict()},
                                strict=False)
@@ -220,6 +254,17 @@ class Trainer:
         self.step, self.tokens = state["step"], state["tokens"]
         log.info("resumed from %s at step %d (%d tokens)", ckpt, self.step, self.tokens)
         return True
+
+    def _check_recipe(self, saved: dict, force: bool) -> None:
+        current = json.loads(json.dumps(self.recipe.to_dict(), default=str))
+        changed = recipes.differences(saved, current)
+        if changed and not force:
+            raise RecipeChanged(f"{self.out} was trained with another recipe ({'; '.join(changed)})"
+                                f": re-run with the same settings, add --force to continue with "
+                                f"the new ones, or --fresh to start over")
+        if changed:
+            log.warning("--force: continuing %s with a changed recipe: %s", self.out,
+                        "; ".join(changed))
 
     def plot(self, force: bool = False) -> None:
         """Refresh loss.png at most once a minute (matplotlib is slow to start)."""
@@ -306,9 +351,13 @@ class Trainer:
         return {k: v / t.eval_batches for k, v in sums.items()}
 
     # ---------------------------------------------------------------- the run
-    def run(self, *, resume: bool = True, stop_after_step: int | None = None) -> dict:
+    def run(self, *, resume: bool = True, stop_after_step: int | None = None,
+            force: bool = False) -> dict:
         t = self.recipe.train
-        resumed = self.resume() if resume else False
+        resumed = self.resume(force) if resume else False
+        if self.backend.is_main:
+            (self.out / "recipe.json").write_text(json.dumps(self.recipe.to_dict(), indent=1,
+                                                             default=str) + "\n")
         metrics = MetricsLog(self.out / "metrics.jsonl", self.step if resumed else None)
         if self.backend.is_main and not resumed:
             log.info("model %s: %.2fM parameters", self.recipe.name,

@@ -12,7 +12,14 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from .errors import UsageError
+
+
+class StateError(UsageError):
+    """A trainer state file that cannot be read; the message names the file."""
 
 
 def _encode(value, tensors: dict[str, torch.Tensor]):
@@ -52,5 +59,12 @@ def save_state(state: dict, folder: Path, stem: str = "trainer_state") -> None:
 
 
 def load_state(folder: Path, stem: str = "trainer_state") -> dict:
-    tensors = load_file(str(folder / f"{stem}.safetensors"))
-    return _decode(json.loads((folder / f"{stem}.json").read_text()), tensors)
+    tensors_file, tree_file = folder / f"{stem}.safetensors", folder / f"{stem}.json"
+    try:
+        tensors = load_file(str(tensors_file))
+    except (OSError, SafetensorError) as exc:
+        raise StateError(f"{tensors_file}: unreadable trainer state ({exc})") from exc
+    try:
+        return _decode(json.loads(tree_file.read_text()), tensors)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StateError(f"{tree_file}: unreadable trainer state ({exc!r})") from exc
