@@ -22,6 +22,9 @@ from torch import nn
 
 from .config import CodaConfig
 
+# SDPA shares each key/value head among its query heads itself from torch 2.5 (`enable_gqa`).
+SDPA_GQA = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 5)
+
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float) -> None:
@@ -52,6 +55,40 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos + rotated * sin
 
 
+class KVSlots:
+    """Preallocated keys/values [B, KV, Lc + L, D] per layer: the first `at` columns hold fixed
+    context, and each call writes its own L keys/values after them in place (no per-step
+    torch.cat, the same memory every step: what a CUDA graph replays)."""
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor, at: int) -> None:
+        self.k, self.v, self.at = k, v, at
+
+    def put(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.k[:, :, self.at : self.at + k.shape[2]].copy_(k)
+        self.v[:, :, self.at : self.at + v.shape[2]].copy_(v)
+        return self.k, self.v
+
+
+def attend(q, k, v, attn_mask=None, per_key: bool = True) -> torch.Tensor:
+    """SDPA with grouped-query attention (q [B, H, L, D], k/v [B, KV, Lk, D]) and no copies of
+    the keys/values: SDPA's own GQA where the kernel takes it (CPU; CUDA without a mask, the
+    flash kernel); with a key-only mask on CUDA, each key/value head's query heads are stacked
+    along the sequence instead, so the masked memory-efficient kernel still applies."""
+    b, heads, n, d = q.shape
+    groups = heads // k.shape[1]
+    if groups == 1:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    if SDPA_GQA and (attn_mask is None or q.device.type == "cpu"):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=True)
+    if per_key and attn_mask is not None and attn_mask.shape[-2] == 1:
+        kv = k.shape[1]
+        folded = F.scaled_dot_product_attention(q.reshape(b, kv, groups * n, d), k, v,
+                                                attn_mask=attn_mask)
+        return folded.reshape(b, heads, n, d)
+    return F.scaled_dot_product_attention(q, k.repeat_interleave(groups, dim=1),
+                                          v.repeat_interleave(groups, dim=1), attn_mask=attn_mask)
+
+
 class Attention(nn.Module):
     def __init__(self, config: CodaConfig) -> None:
         super().__init__()
@@ -80,19 +117,17 @@ class Attention(nn.Module):
         k, v = self.keys_values(x, cos, sin)  # [B, KV, L, D]
         if out_kv is not None:
             out_kv.append((k, v))
-        if kv_context is not None:  # fixed context positions computed earlier
+        if isinstance(kv_context, KVSlots):  # preallocated: write this call's keys in place
+            k, v = kv_context.put(k, v)
+        elif kv_context is not None:  # fixed context positions computed earlier
             k = torch.cat((kv_context[0].expand(b, -1, -1, -1), k), dim=2)
             v = torch.cat((kv_context[1].expand(b, -1, -1, -1), v), dim=2)
-        groups = self.n_heads // self.n_kv
-        if groups > 1:
-            k = k.repeat_interleave(groups, dim=1)
-            v = v.repeat_interleave(groups, dim=1)
         attn_mask = None if key_mask is None else key_mask[:, None, None, :]
         if causal:  # context keys precede this call's positions; within the call, lower-triangular
             n_ctx = k.shape[2] - n
             allowed = torch.ones(n, n_ctx + n, dtype=torch.bool, device=x.device).tril(n_ctx)
             attn_mask = allowed if attn_mask is None else attn_mask & allowed
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)
+        out = attend(q, k, v, attn_mask, per_key=not causal)
         return self.o_proj(out.transpose(1, 2).reshape(b, n, self.n_heads * self.head_dim))
 
 
