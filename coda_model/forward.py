@@ -14,7 +14,32 @@ from collections.abc import Sequence
 
 import torch
 
+from .graphs import static_windows, window_step
 from .modeling import apply_rotary, rotary_tables
+
+DENSE_ON_CPU = False  # tests set it to check the accelerator layout on the CPU
+
+
+def dense_logits(device) -> bool:
+    """Whether logits providers return every column of the hole's range (fixed shapes, no
+    host sync: an accelerator's layout) rather than only the masked positions (a CPU's: the
+    lm_head then runs only where masks remain, and there is no device to wait for)."""
+    return DENSE_ON_CPU or torch.device(device).type != "cpu"
+
+
+CARRY_ON_ACCELERATORS = False  # benchmarks set it to measure the carry on a GPU anyway
+
+
+def carry_pays(device) -> bool:
+    """Whether carried context keys/values save time. On a CPU a full pass is the cost and
+    the carry skips most of it; on a GPU a full 1k-token pass is one short launch-bound pass,
+    and the carry's partial pass (eager, re-rotating keys) costs about as much or more, so
+    there it is not used: the carry path is never slower than the plain cache."""
+    return CARRY_ON_ACCELERATORS or torch.device(device).type == "cpu"
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
 
 
 def shifted_sources(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,15 +49,24 @@ def shifted_sources(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class FullForward:
-    def __init__(self, model, key_mask: torch.Tensor | None = None) -> None:
+    """region (lo, hi): the columns that can hold masks; on an accelerator the logits come
+    back as [B, hi - lo, V] for all of them (`dense_region`), else as [N, V] for the masks."""
+
+    def __init__(self, model, key_mask: torch.Tensor | None = None,
+                 region: tuple[int, int] | None = None) -> None:
         self.model = model
         self.key_mask = key_mask
         self.passes = 0
+        self.dense_region = region if region and dense_logits(model_device(model)) else None
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         self.passes += 1
         hidden = self.model.hidden_states(x, key_mask=self.key_mask)  # [B, L, H]
+        if self.dense_region is not None:
+            lo, hi = self.dense_region
+            sources = (torch.arange(lo, hi, device=x.device) - 1).clamp(min=0)
+            return self.model.lm_head(hidden[:, sources])  # [B, hi - lo, V]
         rows, cols = shifted_sources(mask)
         return self.model.lm_head(hidden[rows, cols])  # [N, V]
 
@@ -60,8 +94,15 @@ class ContextCache:
         self.prefix_len = prefix_len
         self.lengths = [int(n) for n in lengths]
         self.suffix_len = ids.shape[1] - prefix_len - max(self.lengths)
+        device = model_device(model)
+        if carry is not None and not carry_pays(device):
+            carry = None
         self.carry = carry
         self.context_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        hole = (prefix_len, prefix_len + max(self.lengths))
+        self.dense_region = hole if dense_logits(device) or static_windows(device) else None
+        self.static = static_windows(device)
+        self.window = None  # graphs.WindowStep: the bucketed window step (static path)
         self.calls = 0
         self.passes = 0  # full passes
         self.window_passes = 0
@@ -75,28 +116,52 @@ class ContextCache:
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        rows, cols = shifted_sources(mask)
         refresh = self.context_kv is None or (
             self.refresh_every > 0 and self.calls % self.refresh_every == 0)
         self.calls += 1
+        a, b = self.start, self.stop
         if refresh:
             self.passes += 1
             hidden, c, layers_kv = self._full_pass(x, carried=self.context_kv is None)
-            a, b = self.start, self.stop
             self.context_kv = [
                 (torch.cat((k[:, :, :a], k[:, :, b:]), 2), torch.cat((v[:, :, :a], v[:, :, b:]), 2))
                 for k, v in layers_kv
             ]
-            return self.model.lm_head(hidden[rows, cols - c])
-        if cols.numel() and (cols.min() < self.start or cols.max() >= self.stop):
-            raise ValueError("ContextCache: a mask lies outside the recomputed window")
+            if self.static:
+                self._load_window(x)
+            return self._logits_of(hidden, c, mask)
         self.window_passes += 1
-        positions = torch.arange(self.start, self.stop, device=x.device)
+        if self.static:  # fixed shapes and buffers: a CUDA graph replay on a GPU
+            return self._logits_of(self.window(x[:, a:b]), a, mask, head_done=True)
+        if self.dense_region is None:
+            rows, cols = shifted_sources(mask)
+            if cols.numel() and (cols.min() < a or cols.max() >= b):
+                raise ValueError("ContextCache: a mask lies outside the recomputed window")
         hidden = self.model.hidden_states(
-            x[:, self.start : self.stop], positions=positions,
-            key_mask=self._split_mask(self.start, self.stop),
-            kv_context=self.context_kv)  # [B, stop - start, H]
-        return self.model.lm_head(hidden[rows, cols - self.start])
+            x[:, a:b], positions=torch.arange(a, b, device=x.device),
+            key_mask=self._split_mask(a, b), kv_context=self.context_kv)  # [B, b - a, H]
+        return self._logits_of(hidden, a, mask)
+
+    def _logits_of(self, hidden: torch.Tensor, first: int, mask: torch.Tensor,
+                   head_done: bool = False) -> torch.Tensor:
+        """Logits for the masks from hidden states (or logits) of columns first, first + 1, ..:
+        [B, hole, V] for the whole hole (dense_region), else [N, V] at the masks."""
+        if self.dense_region is not None:
+            lo, hi = self.dense_region
+            out = hidden[:, lo - 1 - first : hi - 1 - first]
+            return out if head_done else self.model.lm_head(out)
+        rows, cols = shifted_sources(mask)
+        return self.model.lm_head(hidden[rows, cols - first])
+
+    def _load_window(self, x: torch.Tensor) -> None:
+        """Context keys/values (refreshed) into the bucketed window step's buffers."""
+        a, b = self.start, self.stop
+        k0 = self.context_kv[0][0]
+        self.window = window_step(self.model, x.shape[0], b - a, k0.shape[2], k0.dtype, x.device)
+        mask = self._split_mask(a, b)
+        cos, sin = self.model.rotary(torch.arange(a, b, device=x.device), k0.dtype)
+        self.window.load(self.context_kv, None if mask is None else mask[:, : k0.shape[2]],
+                         None if mask is None else mask[:, k0.shape[2] :], cos, sin)
 
     def _full_pass(self, x: torch.Tensor, carried: bool):
         """Hidden states of columns [c, e) and every column's keys/values [B, KV, width, D].
@@ -124,7 +189,7 @@ class ContextCache:
                        for k, v in prefix]
             if suffix is not None:
                 context = [(torch.cat((pk, sk), 2), torch.cat((pv, sv), 2))
-                           for (pk, pv), (sk, sv) in zip(context, suffix)]
+                           for (pk, pv), (sk, sv) in zip(context, suffix, strict=True)]
         layers_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
         hidden = self.model.hidden_states(
             x[:, c:e], positions=torch.arange(c, e, device=x.device),
@@ -133,7 +198,7 @@ class ContextCache:
             layers_kv = [
                 (torch.cat((ck[:, :, :c], k, ck[:, :, c:]), 2),
                  torch.cat((cv[:, :, :c], v, cv[:, :, c:]), 2))
-                for (ck, cv), (k, v) in zip(context, layers_kv)
+                for (ck, cv), (k, v) in zip(context, layers_kv, strict=True)
             ]
         if carried and self.carry is not None:
             self.carry.keep(x[0].tolist(), layers_kv, p, self.lengths[0], self.suffix_len,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .forward import ContextCache, FullForward, ContextCarry
+from .forward import ContextCache, ContextCarry, FullForward
 from .sampler import SamplerConfig, denoise
 
 
@@ -71,17 +71,20 @@ def infill(
     if config.context_cache:
         forward = ContextCache(model, ids, key_mask, len(prefix_ids), lengths, config, carry)
     else:
-        forward = FullForward(model, key_mask)
+        hole = (len(prefix_ids), len(prefix_ids) + max(lengths))
+        forward = FullForward(model, key_mask, region=hole)
     probs = torch.zeros(ids.shape, dtype=torch.float32, device=device)
     out = denoise(model, ids, config, mask_id=tokenizer.mask_id, should_stop=should_stop,
                   on_step=on_step, key_mask=key_mask, forward=forward, probs_out=probs)
     stops = {tokenizer.pad_id, tokenizer.eos_id}
     start = len(prefix_ids)
+    end = start + max(lengths)
+    middles, probs = out[:, start:end].tolist(), probs[:, start:end].tolist()  # one read each
     candidates = []
     for row, n in enumerate(lengths):
-        middle = out[row, start : start + n].tolist()
+        middle = middles[row][:n]
         kept = next((i for i, tok in enumerate(middle) if tok in stops), n)
-        confidences = probs[row, start : start + n].tolist()
+        confidences = probs[row][:n]
         candidates.append(InfillCandidate(
             length=n,
             ids=middle[:kept],

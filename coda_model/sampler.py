@@ -156,9 +156,14 @@ def denoise(
     progress; key_mask [B, L] marks real tokens when rows are right-padded; forward is the
     logits provider (default: full recomputation); probs_out [B, L] receives the probability
     each committed token had when it was committed.
+
+    The step loop keeps its work on the model's device: mask counts are read once and then
+    tracked on the host (each step commits a known number), so a step waits on the device
+    only where the count depends on the model (threshold decoding: one read per step; 'origin':
+    its random reveals).
     """
     x = input_ids.clone()
-    forward = forward or FullForward(model, key_mask)
+    forward = forward or FullForward(model, key_mask, region=mask_region(x == mask_id))
     generator = None
     if config.seed is not None:
         generator = torch.Generator(device=x.device).manual_seed(config.seed)
@@ -166,56 +171,73 @@ def denoise(
     steps_per_block = max(1, config.steps // len(blocks)) if blocks else 0
     done = 0
     for block in blocks:
-        timesteps = torch.linspace(1, config.eps, steps_per_block + 1, device=x.device)
+        left = (x == mask_id).logical_and(block).sum(dim=1).tolist()  # masks per row, read once
+        # on the host, as the reference computes them on the CPU (counts must not drift by an ulp)
+        timesteps = torch.linspace(1, config.eps, steps_per_block + 1)
         for i in range(steps_per_block):
             if should_stop is not None and should_stop():
                 raise Cancelled()
-            mask_index = x == mask_id
-            eligible = mask_index & block
-            if not eligible.any():
+            if not any(left):
                 break
-            _step(forward, x, mask_index, eligible, timesteps[i], timesteps[i + 1],
-                  i == steps_per_block - 1, config, mask_id, generator, probs_out)
+            eligible = (x == mask_id).logical_and_(block)
+            left = _step(forward, x, eligible, left, timesteps[i], timesteps[i + 1],
+                         i == steps_per_block - 1, config, mask_id, generator, probs_out)
             done += 1
             if on_step is not None:
                 on_step(done, steps_per_block * len(blocks))
     return x
 
 
-def _step(forward, x, mask_index, eligible, t, s, last, config, mask_id, generator, probs_out):
+def mask_region(mask: torch.Tensor) -> tuple[int, int] | None:
+    """Columns [first, last + 1) holding every mask of a [B, L] mask (None: no masks)."""
+    cols = mask.any(dim=0).nonzero()
+    return (int(cols[0]), int(cols[-1]) + 1) if cols.numel() else None
+
+
+def _step(forward, x, eligible, left, t, s, last, config, mask_id, generator, probs_out):
+    """One denoising step in place on x; returns the masks left per row (host ints)."""
     batch = x.shape[0]
     if config.alg == "origin":
         p_transfer = 1 - s / t if not last else 1
         # One draw per masked position, in row-major order, as the reference draws them.
-        draws = torch.rand(int(eligible.sum()), generator=generator, device=x.device)
+        draws = torch.rand(sum(left), generator=generator, device=x.device)
         reveal = torch.zeros_like(eligible)
         reveal[eligible] = draws < p_transfer
         if reveal.any():
-            logits = forward(x, reveal)
+            logits = gathered(forward(x, reveal), reveal, forward)
             _, tokens, prob = propose(logits, config, generator, mask_id)
             x[reveal] = tokens
             if probs_out is not None:
                 probs_out[reveal] = prob.to(probs_out.dtype)
-        return
-    counts = []
-    for r in range(batch):
-        n_masks = eligible[r].sum() / 1  # a float32 tensor, as in the reference's arithmetic
-        counts.append(int(n_masks * (1 - s / t)) if not last else int(n_masks))
+        return (x == mask_id).logical_and_(eligible).sum(dim=1).tolist()
+    # float32 arithmetic, as in the reference: n masks as a float tensor times (1 - s/t)
+    counts = [int(torch.tensor(n, dtype=torch.float32) * (1 - s / t)) if not last else n
+              for n in left]
     if config.threshold is None and not any(counts) and config.skip_idle_steps:
-        return
-    logits = forward(x, eligible)  # [N, V] for the eligible positions, row-major order
-    confidence, tokens, prob = propose(logits, config, generator, mask_id)
+        return left
+    logits = forward(x, eligible)
+    region = getattr(forward, "dense_region", None)
+    if region is not None and config.temperature > 0:  # sampled: draws for the masks only
+        logits, region = gathered(logits, eligible, forward), None
+    confidence, tokens, prob = propose(logits.flatten(0, -2), config, generator, mask_id)
     full_conf = torch.full(x.shape, -torch.inf, dtype=confidence.dtype, device=x.device)
-    full_conf[eligible] = confidence
     proposal = torch.full_like(x, mask_id)
-    proposal[eligible] = tokens
     full_prob = torch.zeros(x.shape, dtype=prob.dtype, device=x.device)
-    full_prob[eligible] = prob
+    if region is None:  # logits [N, V] for the eligible positions, row-major order
+        full_conf[eligible] = confidence
+        proposal[eligible] = tokens
+        full_prob[eligible] = prob
+    else:  # logits [B, W, V] for columns [lo, hi): no data-dependent shapes
+        lo, hi = region
+        inside = eligible[:, lo:hi]
+        full_conf[:, lo:hi] = confidence.view(batch, -1).masked_fill(~inside, -torch.inf)
+        proposal[:, lo:hi] = tokens.view(batch, -1)
+        full_prob[:, lo:hi] = prob.view(batch, -1).masked_fill(~inside, 0)
+    if config.threshold is not None and not last:  # the one read this step waits for
+        above = ((full_prob > config.threshold) & eligible).sum(dim=1).tolist()
+        counts = [min(max(1, a), n) for a, n in zip(above, left, strict=True)]
     for r in range(batch):
         k = counts[r]
-        if config.threshold is not None and not last:
-            above = int(((full_prob[r] > config.threshold) & eligible[r]).sum())
-            k = min(max(1, above), int(eligible[r].sum()))
         if k <= 0:
             continue
         if not config.alg_temp:
@@ -226,3 +248,13 @@ def _step(forward, x, mask_index, eligible, t, s, last, config, mask_id, generat
         x[r, chosen] = proposal[r, chosen]
         if probs_out is not None:
             probs_out[r, chosen] = full_prob[r, chosen].to(probs_out.dtype)
+    return [n - k for n, k in zip(left, counts, strict=True)]
+
+
+def gathered(logits: torch.Tensor, mask: torch.Tensor, forward) -> torch.Tensor:
+    """Logits [N, V] at the masked positions (row-major), from either provider layout."""
+    region = getattr(forward, "dense_region", None)
+    if region is None:
+        return logits
+    lo, hi = region
+    return logits[mask[:, lo:hi]]

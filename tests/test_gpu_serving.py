@@ -1,11 +1,23 @@
 """GPU serving paths, checked on the CPU: grouped-query attention without key/value copies,
 the sampler's device-side step, and the bucketed static-shape window (what a CUDA graph replays)."""
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from coda_model import modeling
+from coda_model import (
+    SamplerConfig,
+    denoise,
+    forward,
+    graphs,
+    infill,
+    load_model,
+    load_tokenizer,
+    modeling,
+)
 
 
 def reference_attention(q, k, v, mask):
@@ -28,3 +40,99 @@ def test_grouped_query_attention_equals_repeated_keys(monkeypatch, sdpa_gqa, mas
         mask[..., 0] = True
     torch.testing.assert_close(modeling.attend(q, k, v, mask), reference_attention(q, k, v, mask),
                                atol=1e-6, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# The accelerator layout (dense logits over the hole, no host reads in the step loop) and the
+# bucketed static-shape window give the same tokens as the CPU's dynamic path
+# --------------------------------------------------------------------------------------------
+
+FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "coda-reference-tiny"
+
+CONFIGS = {
+    "exact": SamplerConfig(steps=8),
+    "exact_blocks": SamplerConfig(steps=8, block_length=4),
+    "exact_margin_alg_temp": SamplerConfig(steps=6, alg="topk_margin", alg_temp=0.5, seed=3),
+    "sampled_entropy": SamplerConfig(steps=6, alg="entropy", temperature=0.7, seed=1),
+    "origin": SamplerConfig(steps=6, alg="origin", seed=2),
+    "cache": SamplerConfig(steps=8, context_cache=True),
+    "cache_window_refresh": SamplerConfig(steps=8, context_cache=True, cache_window=3,
+                                          refresh_every=3),
+    "cache_threshold": SamplerConfig(steps=12, context_cache=True, threshold=0.2),
+    "cache_64_steps": SamplerConfig(steps=64, context_cache=True),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
+
+
+def long_prompt(tok):
+    body = "".join(f"    def method_{i}(self, value):\n        return value + {i}\n\n"
+                   for i in range(8))
+    return (tok.encode("class Numbers:\n" + body + "    def total(self):\n        return "),
+            tok.encode("\n\n    def count(self):\n        return len(self.items)\n"))
+
+
+def fills(model, tok, config, lengths):
+    prefix, suffix = long_prompt(tok)
+    return [(c.ids, c.confidences) for c in infill(model, tok, prefix, suffix, lengths, config)]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("lengths", [[12], [5, 12, 20]])
+def test_accelerator_layout_gives_the_cpu_paths_tokens(monkeypatch, tiny, name, lengths):
+    model, tok = tiny
+    expected = fills(model, tok, CONFIGS[name], lengths)
+    monkeypatch.setattr(forward, "DENSE_ON_CPU", True)
+    same_fills(fills(model, tok, CONFIGS[name], lengths), expected)
+
+
+def same_fills(got, expected):
+    """The same tokens; the same confidences up to float noise (lm_head over more rows)."""
+    assert [ids for ids, _ in got] == [ids for ids, _ in expected]
+    for (_, conf), (_, want) in zip(got, expected, strict=True):
+        torch.testing.assert_close(conf, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in CONFIGS if CONFIGS[n].context_cache])
+@pytest.mark.parametrize("lengths", [[12], [5, 12, 20]])
+def test_bucketed_static_window_gives_the_dynamic_paths_tokens(monkeypatch, tiny, name, lengths):
+    model, tok = tiny
+    expected = fills(model, tok, CONFIGS[name], lengths)
+    monkeypatch.setattr(graphs, "STATIC_ON_CPU", True)
+    same_fills(fills(model, tok, CONFIGS[name], lengths), expected)
+
+
+def test_windows_of_one_bucket_share_one_static_step(monkeypatch, tiny):
+    """Prompts of other lengths in the same buckets reuse the step (on CUDA: one capture)."""
+    model, tok = tiny
+    monkeypatch.setattr(graphs, "STATIC_ON_CPU", True)
+    graphs._steps.pop(model, None)
+    prefix, suffix = long_prompt(tok)
+    config = SamplerConfig(steps=4, context_cache=True)
+    for cut, lengths in ((0, [5, 9]), (3, [6, 10]), (7, [4, 11])):
+        infill(model, tok, prefix[cut:], suffix, lengths, config)
+    assert len(graphs._steps[model]) == 1
+    [(batch, width, context, _, _)] = graphs._steps[model]
+    assert (batch, width, context % graphs.CONTEXT_BUCKET) == (2, 16, 0)
+
+
+def test_carry_is_used_where_it_pays():
+    assert forward.carry_pays("cpu")
+    assert not forward.carry_pays("cuda")
+
+
+@pytest.mark.skipif(not (FIXTURE / "golden.json").is_file(), reason="../shared is absent")
+def test_golden_fixtures_in_the_accelerator_layout(monkeypatch):
+    monkeypatch.setattr(forward, "DENSE_ON_CPU", True)
+    model, tok = load_model(FIXTURE), load_tokenizer(FIXTURE)
+    golden = json.loads((FIXTURE / "golden.json").read_text())
+    for case in golden["infill"] + golden["complete"]:
+        ids = list(case["input_ids"]) + [tok.mask_id] * case.get("max_new_tokens", 0)
+        config = SamplerConfig(steps=case["steps"], alg=case["alg"], alg_temp=case["alg_temp"],
+                               temperature=case["temperature"], eps=case["eps"],
+                               top_k=case.get("top_k"), top_p=case.get("top_p"))
+        out = denoise(model, torch.tensor([ids]), config, mask_id=tok.mask_id)
+        assert out[0].tolist() == case["output_ids"]
