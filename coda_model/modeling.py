@@ -176,10 +176,14 @@ class CodaModel(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
         self._rope: dict = {}  # (device, dtype) -> cos/sin tables for positions 0..n-1
 
-    def rotary(self, positions: torch.Tensor, dtype: torch.dtype):
+    def rotary(self, positions: torch.Tensor, dtype: torch.dtype, end: int | None = None):
         """cos/sin rows for `positions` from a table grown on demand: computing cos and sin
-        costs about a millisecond per call on a CPU, as much as a small model's layer."""
-        need = int(positions.max()) + 1 if positions.numel() else 1
+        costs about a millisecond per call on a CPU, as much as a small model's layer.
+        end: a bound on the positions when the caller knows it (no read from the device)."""
+        if end is not None:
+            need = end
+        else:
+            need = int(positions.max()) + 1 if positions.numel() else 1
         key = (positions.device, dtype)
         table = self._rope.get(key)
         if table is None or table[0].shape[0] < need:
@@ -207,10 +211,11 @@ class CodaModel(nn.Module):
         causal: autoregressive attention (the AR baseline only; CoDA is bidirectional).
         """
         n = input_ids.shape[1]
+        end = None
         if positions is None:
-            positions = torch.arange(n, device=input_ids.device)
+            positions, end = torch.arange(n, device=input_ids.device), n
         x = self.model.embed_tokens(input_ids)  # [B, L, H]
-        cos, sin = self.rotary(positions, x.dtype)
+        cos, sin = self.rotary(positions, x.dtype, end)
         for i, layer in enumerate(self.model.layers):
             ctx = None if kv_context is None else kv_context[i]
             x = layer(x, cos, sin, key_mask, ctx, out_kv, causal)

@@ -16,6 +16,7 @@ Beyond the reference, switchable in SamplerConfig: confidence-threshold parallel
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -172,8 +173,8 @@ def denoise(
     done = 0
     for block in blocks:
         left = (x == mask_id).logical_and(block).sum(dim=1).tolist()  # masks per row, read once
-        # on the host, as the reference computes them on the CPU (counts must not drift by an ulp)
-        timesteps = torch.linspace(1, config.eps, steps_per_block + 1)
+        # the schedule's float32 values, computed on the CPU as the reference's fixtures were
+        timesteps = torch.linspace(1, config.eps, steps_per_block + 1).tolist()
         for i in range(steps_per_block):
             if should_stop is not None and should_stop():
                 raise Cancelled()
@@ -198,7 +199,7 @@ def _step(forward, x, eligible, left, t, s, last, config, mask_id, generator, pr
     """One denoising step in place on x; returns the masks left per row (host ints)."""
     batch = x.shape[0]
     if config.alg == "origin":
-        p_transfer = 1 - s / t if not last else 1
+        p_transfer = _f32(1 - _f32(s / t)) if not last else 1
         # One draw per masked position, in row-major order, as the reference draws them.
         draws = torch.rand(sum(left), generator=generator, device=x.device)
         reveal = torch.zeros_like(eligible)
@@ -210,9 +211,9 @@ def _step(forward, x, eligible, left, t, s, last, config, mask_id, generator, pr
             if probs_out is not None:
                 probs_out[reveal] = prob.to(probs_out.dtype)
         return (x == mask_id).logical_and_(eligible).sum(dim=1).tolist()
-    # float32 arithmetic, as in the reference: n masks as a float tensor times (1 - s/t)
-    counts = [int(torch.tensor(n, dtype=torch.float32) * (1 - s / t)) if not last else n
-              for n in left]
+    # the reference's float32 arithmetic: n masks as a float32 tensor times (1 - s/t)
+    ratio = _f32(1 - _f32(s / t))
+    counts = [int(_f32(n * ratio)) if not last else n for n in left]
     if config.threshold is None and not any(counts) and config.skip_idle_steps:
         return left
     logits = forward(x, eligible)
@@ -249,6 +250,13 @@ def _step(forward, x, eligible, left, t, s, last, config, mask_id, generator, pr
         if probs_out is not None:
             probs_out[r, chosen] = full_prob[r, chosen].to(probs_out.dtype)
     return [n - k for n, k in zip(left, counts, strict=True)]
+
+
+def _f32(value: float) -> float:
+    """value rounded to float32. A float32 +, -, *, / computed in float64 and then rounded
+    gives the float32 result exactly (53 >= 2 * 24 + 2 bits), so the host reproduces the
+    reference's tensor arithmetic without creating or reading tensors."""
+    return struct.unpack("f", struct.pack("f", value))[0]
 
 
 def gathered(logits: torch.Tensor, mask: torch.Tensor, forward) -> torch.Tensor:

@@ -136,3 +136,37 @@ def test_golden_fixtures_in_the_accelerator_layout(monkeypatch):
                                top_k=case.get("top_k"), top_p=case.get("top_p"))
         out = denoise(model, torch.tensor([ids]), config, mask_id=tok.mask_id)
         assert out[0].tolist() == case["output_ids"]
+
+
+class HostReads:
+    """Counts the calls that read a tensor's values back to the host (a device sync on a GPU)."""
+
+    NAMES = ("tolist", "item", "__bool__", "__int__", "__float__", "nonzero")
+
+    def __init__(self, monkeypatch) -> None:
+        self.count = 0
+        for name in self.NAMES:
+            original = getattr(torch.Tensor, name)
+
+            def counted(*args, _original=original, **kwargs):
+                self.count += 1
+                return _original(*args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+
+@pytest.mark.parametrize("name", ["exact", "cache"])
+def test_no_host_reads_inside_the_step_loop(monkeypatch, tiny, name):
+    """In the accelerator layout, 64 steps read from the device as often as 8 do."""
+    model, tok = tiny
+    monkeypatch.setattr(forward, "DENSE_ON_CPU", True)
+    monkeypatch.setattr(graphs, "STATIC_ON_CPU", True)
+    prefix, suffix = long_prompt(tok)
+    reads = {}
+    for steps in (8, 64):
+        config = SamplerConfig(steps=steps, context_cache=name == "cache", skip_idle_steps=False)
+        with monkeypatch.context() as patch:
+            counter = HostReads(patch)
+            infill(model, tok, prefix, suffix, [5, 24], config)
+        reads[steps] = counter.count
+    assert reads[64] == reads[8]
