@@ -73,7 +73,7 @@ async def run(args: argparse.Namespace) -> None:
 
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     await client.start_io(sys.executable, "-m", "coda_lsp", "--model", str(args.model),
-                          "--steps", str(args.steps), env=env)
+                          "--steps", str(args.steps), "--device", args.device, env=env)
     caps = types.ClientCapabilities(text_document=types.TextDocumentClientCapabilities(
         inline_completion=types.InlineCompletionClientCapabilities()))
     await client.initialize_async(types.InitializeParams(
@@ -139,6 +139,7 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=40)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for the server")
+    p.add_argument("--device", default="auto", help="the server's --device (auto, cpu, cuda)")
     p.add_argument("-v", "--verbose", action="store_true", help="print the server's stage lines")
     asyncio.run(run(p.parse_args()))
 

@@ -24,6 +24,7 @@ WINDOW_BUCKET = 16  # window widths round up to a multiple of this
 CONTEXT_BUCKET = 256  # context lengths round up to a multiple of this
 MAX_SHAPES = 8  # captured shapes kept per model (each holds its context buffers)
 STATIC_ON_CPU = False  # tests set it to run the static path eagerly on the CPU
+STATIC_ON_CUDA = True  # benchmarks clear it to compare with the dynamic path
 CUDA_GRAPHS = True  # on CUDA, replay each shape as a graph (False: the same path, eager)
 
 _steps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> OrderedDict
@@ -35,7 +36,8 @@ def bucket(n: int, size: int) -> int:
 
 def static_windows(device) -> bool:
     """Whether the context cache's window steps use fixed shapes: on CUDA (and in tests)."""
-    return STATIC_ON_CPU or torch.device(device).type == "cuda"
+    kind = torch.device(device).type
+    return STATIC_ON_CPU if kind == "cpu" else STATIC_ON_CUDA and kind == "cuda"
 
 
 def window_step(model, batch: int, width: int, context: int, dtype, device) -> WindowStep:
