@@ -110,9 +110,8 @@ class WindowStep:
     def _capture(self) -> None:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up outside the graph (lazy kernel setup)
-            for _ in range(2):
-                self._forward()
+        with torch.cuda.stream(side):  # one warm-up outside the graph (lazy kernel setup)
+            self._forward()
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
