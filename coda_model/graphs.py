@@ -57,6 +57,7 @@ def window_step(model, batch: int, width: int, context: int, dtype, device) -> W
 class WindowStep:
     """Logits [B, width, V] of a window against context keys/values loaded per request."""
 
+    @torch.inference_mode()  # buffers and graph belong to inference mode, as its callers do
     def __init__(self, model, batch: int, width: int, context: int, dtype, device) -> None:
         cfg = model.config
         self.model, self.width, self.context = model, width, context
@@ -73,6 +74,7 @@ class WindowStep:
         self.use_graph = CUDA_GRAPHS and torch.device(device).type == "cuda"
         self.replays = 0
 
+    @torch.inference_mode()
     def load(self, context_kv, context_mask: torch.Tensor | None,
              window_mask: torch.Tensor | None, cos: torch.Tensor, sin: torch.Tensor) -> None:
         """A request's context keys/values [B, KV, Lc, D] per layer, and which of its context
@@ -89,6 +91,7 @@ class WindowStep:
         self.sin[:w].copy_(sin)
         self.ids.zero_()
 
+    @torch.inference_mode()
     def __call__(self, window_ids: torch.Tensor) -> torch.Tensor:
         """Logits [B, width, V] for window_ids [B, w <= width] (columns past w: padding)."""
         self.ids[:, : window_ids.shape[1]].copy_(window_ids)
@@ -114,5 +117,6 @@ class WindowStep:
             self._forward()
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: the server's other threads may touch CUDA while its worker captures
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.logits = self._forward()
