@@ -323,8 +323,8 @@ def lsp(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--fixture", required=True,
-                   help="tokenizer + golden.json + the tiny reference checkpoint")
+    p.add_argument("--fixture", help="tokenizer + golden.json + the tiny reference checkpoint "
+                   "(for the golden and lsp sections)")
     p.add_argument("--device", default="cuda")
     p.add_argument("--tiny", action="store_true", help="a tiny shape (rehearsal on a CPU)")
     p.add_argument("--reps", type=int, default=5)

@@ -170,3 +170,24 @@ def test_no_host_reads_inside_the_step_loop(monkeypatch, tiny, name):
             infill(model, tok, prefix, suffix, [5, 24], config)
         reads[steps] = counter.count
     assert reads[64] == reads[8]
+
+
+def test_the_gpu_check_rehearses_on_the_cpu(tmp_path):
+    """benchmarks/gpu_serve.py at a tiny shape on the CPU: its window and equality sections run,
+    and the static path's tokens equal the dynamic path's."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHONPATH": str(root)}
+    run = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_serve.py"), "--tiny",
+                          "--device", "cpu", "--ctx", "48", "--reps", "1",
+                          "--sections", "window,equal"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = json.loads((tmp_path / "gpu_serve.json").read_text())
+    assert not [k for k in results if k.endswith("_error")], results
+    assert set(results["window"]) == {"ctx48_hole16", "ctx48_hole48", "ctx192_hole16"}
+    assert results["graph_equals_eager_all"] is True
+    assert all(row["static_vs_dynamic_agree"] == 1.0 for row in results["equal"].values())
