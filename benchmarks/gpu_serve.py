@@ -134,9 +134,8 @@ def prompt(ctx: int, seed: int = 1) -> tuple[list[int], list[int]]:
 
 # ------------------------------------------------------------------------------ golden
 def golden(args) -> None:
-    if args.device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     fixture = Path(args.fixture)
     cases = json.loads((fixture / "golden.json").read_text())
     tok = load_tokenizer(fixture)
@@ -163,7 +162,7 @@ def golden(args) -> None:
             if out[0].tolist() != case["output_ids"]:
                 failed += 1
                 detail.append(f"{case['alg']} steps={case['steps']}")
-    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     emit("golden", f"{total - failed}/{total} " + "; ".join(detail[:3]))
 
 
