@@ -32,6 +32,7 @@ from .objective import (
     diffusion_loss_sparse,
     response_maskable,
 )
+from .objective_batched import corrupt_batched, dense_spans
 from .recipes import Recipe
 from .tokenizer_train import train_tokenizer
 
@@ -101,7 +102,8 @@ def init_weights(model: CodaModel, std: float) -> None:
         torch.nn.init.normal_(p, mean=0.0, std=std * scale)
 
 
-def build_optimizer(model, recipe: Recipe):
+def build_optimizer(model, recipe: Recipe, *, fused: bool = False):
+    """AdamW (``fused``: one CUDA kernel for all parameters) or Adafactor, with its schedule."""
     o = recipe.optim
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
@@ -110,7 +112,8 @@ def build_optimizer(model, recipe: Recipe):
     if o.name == "adafactor":
         optimizer = torch.optim.Adafactor(groups, lr=o.lr)
     else:
-        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=1e-8)
+        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=1e-8,
+                                      **({"fused": True} if fused else {}))
     total, warm = recipe.train.steps, o.warmup_steps
 
     def factor(step: int) -> float:
@@ -182,9 +185,15 @@ class Trainer:
         self.train_split, self.eval_split = train_split, eval_split
         model = build_model(recipe, self.tok)
         self.config = model.config
-        optimizer, scheduler = build_optimizer(model, recipe)
+        self._resolve_speed(recipe.train)
+        optimizer, scheduler = build_optimizer(model, recipe,
+                                               fused=self.plain and self.device.type == "cuda")
         self.model, self.optimizer, self.scheduler = self.backend.prepare(model, optimizer,
                                                                           scheduler)
+        self._hidden = self.backend.unwrap(self.model).hidden_states
+        if self.plain and recipe.train.compile:
+            self._hidden = torch.compile(self._hidden)
+        self._resident: dict[int, tuple] = {}
         world = self.backend.world_size
         self.stream = BatchStream(len(train_split), recipe.train.batch_size * world,
                                   recipe.train.seed)
@@ -194,6 +203,19 @@ class Trainer:
         self._last_plot = time.monotonic()
         (self.out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=1,
                                                          default=str) + "\n")
+
+    def _resolve_speed(self, t) -> None:
+        """Precision and where corruption runs; only the plain torch backend changes either
+        (accelerate has its own mixed precision; XLA wants the static-shape reference)."""
+        self.plain = isinstance(self.backend, TorchBackend)
+        self.device = self.backend.device if self.plain else torch.device("cpu")
+        cuda = self.device.type == "cuda"
+        self.bf16 = self.plain and (t.precision == "bf16" or (t.precision == "auto" and cuda))
+        self.on_device = self.plain and (t.corruption == "device"
+                                         or (t.corruption == "auto" and cuda))
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -240,8 +262,41 @@ class Trainer:
         return path
 
     # ---------------------------------------------------------------- steps
+    def _resident_split(self, split: PackedSplit) -> tuple:
+        """The split's rows, spans and prompt lengths on the device, moved there once."""
+        key = id(split)
+        if key not in self._resident:
+            spans = dense_spans(split.span_ptr, split.spans, len(split),
+                                self.recipe.train.max_spans, self.recipe.train.seed) \
+                if split.spans.shape[0] else None
+            put = self.backend.to_device
+            self._resident[key] = (
+                put(split.ids), None if spans is None else put(spans),
+                None if split.prompt_lengths is None else put(split.prompt_lengths.long()))
+        return self._resident[key]
+
+    def _device_batch(self, split: PackedSplit, rows: list[int], objective: ObjectiveConfig,
+                      generator: torch.Generator):
+        """:meth:`_batch` with the batched corruption on the device (seeded from ``generator``,
+        so it is still a function of (seed, step, micro-batch))."""
+        ids, spans, prompts = self._resident_split(split)
+        index = torch.tensor(rows, device=ids.device)
+        maskable = None
+        if prompts is not None:
+            pos = torch.arange(ids.shape[1], device=ids.device)[None, :]
+            maskable = pos >= prompts[index].clamp(min=1)[:, None]
+        seed = int(torch.randint(2**62, (1,), generator=generator))
+        g = torch.Generator(device=ids.device).manual_seed(seed)
+        c = corrupt_batched(ids[index], objective, mask_id=self.tok.mask_id,
+                            pad_id=self.tok.pad_id, vocab_size=self.config.vocab_size,
+                            generator=g, spans=None if spans is None else spans[index],
+                            maskable=maskable)
+        return c.input_ids, c.targets, c.weights
+
     def _batch(self, split: PackedSplit, rows: list[int], objective: ObjectiveConfig,
                generator: torch.Generator):
+        if self.on_device:
+            return self._device_batch(split, rows, objective, generator)
         ids = split.ids[rows].long()
         spans = split.spans_for(rows) if split.spans.shape[0] else None
         maskable = None
@@ -264,11 +319,13 @@ class Trainer:
             input_ids, targets, weights = self._batch(self.train_split, rows,
                                                       self.recipe.objective, g)
             with self.backend.no_sync(self.model, sync=micro == t.grad_accum - 1):
-                if self.backend.sparse_head:
-                    hidden = self.model.hidden_states(input_ids)
-                    loss, m = diffusion_loss_sparse(hidden, self.model.lm_head, targets, weights)
-                else:
-                    loss, m = diffusion_loss(self.model(input_ids), targets, weights)
+                with self.autocast():
+                    if self.backend.sparse_head:
+                        hidden = self._hidden(input_ids)
+                        loss, m = diffusion_loss_sparse(hidden, self.model.lm_head, targets,
+                                                        weights)
+                    else:
+                        loss, m = diffusion_loss(self.model(input_ids), targets, weights)
                 self.backend.backward(loss / t.grad_accum)
             totals["loss"] = totals["loss"] + loss.detach() / t.grad_accum
             totals["masked_ce"] = totals["masked_ce"] + m["masked_ce"] / t.grad_accum
@@ -298,7 +355,8 @@ class Trainer:
             for key, obj in (("masked_ce", self.recipe.objective), ("fim_masked_ce", fim)):
                 g = torch.Generator().manual_seed(EVAL_SEED + 2 * i + (key != "masked_ce"))
                 input_ids, targets, weights = self._batch(self.eval_split, rows, obj, g)
-                loss, m = diffusion_loss(self.model(input_ids), targets, weights)
+                with self.autocast():
+                    loss, m = diffusion_loss(self.model(input_ids), targets, weights)
                 sums[key] += float(m["masked_ce"])
                 if key == "masked_ce":
                     sums["loss"] += float(loss)
@@ -306,7 +364,10 @@ class Trainer:
         return {k: v / t.eval_batches for k, v in sums.items()}
 
     # ---------------------------------------------------------------- the run
-    def run(self, *, resume: bool = True, stop_after_step: int | None = None) -> dict:
+    def run(self, *, resume: bool = True, stop_after_step: int | None = None,
+            deadline: float | None = None) -> dict:
+        """Train to ``train.steps`` (or ``stop_after_step``), or until ``time.monotonic()``
+        passes ``deadline``; either way the last step is checkpointed."""
         t = self.recipe.train
         resumed = self.resume() if resume else False
         metrics = MetricsLog(self.out / "metrics.jsonl", self.step if resumed else None)
@@ -318,7 +379,7 @@ class Trainer:
         end = t.steps if stop_after_step is None else min(t.steps, stop_after_step)
         progress = _progress(self.step, end, self.backend.is_main)
         result: dict = {}
-        while self.step < end:
+        while self.step < end and (deadline is None or time.monotonic() < deadline):
             out = self.train_step()
             step, tokens = self.step, self.tokens
             if step % t.log_every == 0 or step == end:

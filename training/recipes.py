@@ -57,12 +57,22 @@ class TrainConfig:
     checkpoint_every_seconds: float = 300.0
     keep_checkpoints: int = 2
     init_std: float = 0.02
+    # GPU efficiency (plain torch backend). "auto" means bf16 autocast and corruption on the
+    # device on CUDA, fp32 and the reference per-row corruption on CPU (the golden curve).
+    precision: str = "auto"              # auto | fp32 | bf16 (autocast; weights stay fp32)
+    corruption: str = "auto"             # auto | host (objective.corrupt) | device (batched)
+    compile: bool = False                # torch.compile the backbone (pays on long GPU runs)
+    max_spans: int = 128                 # spans kept per row for device corruption
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("steps, batch_size and grad_accum must be positive")
         if self.device not in ("cpu", "cuda", "xla", "auto"):
             raise ValueError(f"unknown device {self.device!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"unknown precision {self.precision!r}; use auto, fp32 or bf16")
+        if self.corruption not in ("auto", "host", "device"):
+            raise ValueError(f"unknown corruption {self.corruption!r}; use auto, host or device")
 
 
 @dataclass(frozen=True)
