@@ -65,3 +65,17 @@ def test_a_deadline_stops_the_run_and_checkpoints_the_last_step(corpus, tmp_path
     trainer.run(deadline=time.monotonic() + 2.0)
     assert 0 < trainer.step < 10_000
     assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == f"step-{trainer.step:06d}"
+
+
+def test_replanning_the_length_in_the_warm_up_gives_that_lengths_schedule(corpus, tmp_path):
+    sets = ("optim.warmup_steps=5", "train.log_every=1")
+    replanned = Trainer(tiny(corpus, 1000, *sets), tmp_path / "a")
+    for _ in range(3):
+        replanned.train_step()
+    replanned.set_total_steps(12)
+    replanned.run(resume=False)
+    Trainer(tiny(corpus, 12, *sets), tmp_path / "b").run()
+    lrs = [[row["lr"] for row in read_metrics(tmp_path / d / "metrics.jsonl")] for d in "ab"]
+    assert lrs[0] == lrs[1][3:]
+    with pytest.raises(ValueError, match="warm-up"):
+        replanned.set_total_steps(20)

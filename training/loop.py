@@ -114,6 +114,12 @@ def build_optimizer(model, recipe: Recipe, *, fused: bool = False):
     else:
         optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=1e-8,
                                       **({"fused": True} if fused else {}))
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(recipe))
+
+
+def lr_factor(recipe: Recipe):
+    """The schedule as a function of the step: linear warm-up, then cosine/linear/constant."""
+    o = recipe.optim
     total, warm = recipe.train.steps, o.warmup_steps
 
     def factor(step: int) -> float:
@@ -126,7 +132,7 @@ def build_optimizer(model, recipe: Recipe, *, fused: bool = False):
             else 1 - progress
         return o.min_lr_ratio + (1 - o.min_lr_ratio) * shape
 
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return factor
 
 
 def prepare_tokenizer(recipe: Recipe, out: Path):
@@ -216,6 +222,14 @@ class Trainer:
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def set_total_steps(self, steps: int) -> None:
+        """Re-plan the run's length (the schedule's horizon) during the warm-up, which does not
+        depend on it: a time-budgeted run measures its step time first (``training.gpu_run``)."""
+        if self.step > 0 and self.step >= self.recipe.optim.warmup_steps:
+            raise ValueError(f"step {self.step} is past the warm-up: the schedule has begun")
+        self.recipe = replace(self.recipe, train=replace(self.recipe.train, steps=steps))
+        self.scheduler.lr_lambdas = [lr_factor(self.recipe)] * len(self.optimizer.param_groups)
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -365,9 +379,10 @@ class Trainer:
 
     # ---------------------------------------------------------------- the run
     def run(self, *, resume: bool = True, stop_after_step: int | None = None,
-            deadline: float | None = None) -> dict:
+            deadline: float | None = None, on_checkpoint=None) -> dict:
         """Train to ``train.steps`` (or ``stop_after_step``), or until ``time.monotonic()``
-        passes ``deadline``; either way the last step is checkpointed."""
+        passes ``deadline``; either way the last step is checkpointed.  ``on_checkpoint(self)``
+        runs after each periodic checkpoint (a budgeted run exports its weights there)."""
         t = self.recipe.train
         resumed = self.resume() if resume else False
         metrics = MetricsLog(self.out / "metrics.jsonl", self.step if resumed else None)
@@ -409,6 +424,8 @@ class Trainer:
                 time.monotonic() - last_ckpt >= t.checkpoint_every_seconds
             if (due_steps or due_time) and step < end:
                 self.checkpoint()
+                if on_checkpoint is not None:
+                    on_checkpoint(self)
                 last_ckpt = time.monotonic()
         progress.close()
         if self.step > 0 and (checkpointing.latest_checkpoint(self.ckpt_dir) is None or
