@@ -126,8 +126,12 @@ def main(argv: list[str] | None = None) -> dict:
     recipe = recipes.override(recipes.get(args.recipe), args.set)
     L = args.seq_len or recipe.data.seq_len
     B = args.batch or recipe.train.batch_size
+    init = None   # a warm-start recipe (model={}) benchmarks the shape of its init model
+    if recipe.init_from and not recipe.model:
+        init = recipe.init_from if Path(recipe.init_from).is_absolute() else \
+            str(ROOT / recipe.init_from)
     recipe = replace(
-        recipe, init_from=None, data=replace(recipe.data, seq_len=L),
+        recipe, init_from=init, data=replace(recipe.data, seq_len=L),
         tokenizer=replace(recipe.tokenizer, path=str(TOKENIZER)),
         model={**recipe.model, "max_position_embeddings": max(L, 512)},
         train=replace(recipe.train, device=args.device, batch_size=B, grad_accum=1,

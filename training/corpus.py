@@ -23,6 +23,7 @@ import importlib.metadata as md
 import logging
 import os
 import platform
+import random
 import re
 import sysconfig
 import time
@@ -221,6 +222,10 @@ def python_byte_spans(text: str) -> list[tuple[int, int]]:
     return sorted(out)
 
 
+def _process_many(items: list[tuple[int, str]]) -> list[dict]:
+    return [_process(item) for item in items]
+
+
 def _process(item: tuple[int, str]) -> dict:
     from .data import looks_generated, token_spans
     index, path = item
@@ -286,12 +291,14 @@ def near_duplicates(signatures: list[list[int] | None]) -> set[int]:
 
 
 def build_corpus(site_dirs: list[Path], stdlib_dir: Path | None, tokenizer_dir: Path, cfg,
-                 *, artifact: Path | None, workers: int = 0, max_files: int | None = None
-                 ) -> tuple[list[CorpusFile], dict]:
+                 *, artifact: Path | None, workers: int = 0, max_files: int | None = None,
+                 time_limit_s: float | None = None) -> tuple[list[CorpusFile], dict]:
     """Gather, filter, de-duplicate, decontaminate and tokenize; returns (files, manifest).
 
     ``cfg`` is the run's ``DataConfig`` (size and generated-code filters, eval fraction, span
-    length).  ``workers`` 0 means one per CPU; 1 runs in this process.
+    length).  ``workers`` 0 means one per CPU; 1 runs in this process.  Files are processed in
+    a seeded random order, so when ``time_limit_s`` runs out the files done so far are a
+    random sample of all of them (the manifest says how many were left out).
     """
     from .data import eval_split
     t0 = time.monotonic()
@@ -305,16 +312,35 @@ def build_corpus(site_dirs: list[Path], stdlib_dir: Path | None, tokenizer_dir: 
               "max_span_tokens": cfg.max_span_tokens}
     init = (str(tokenizer_dir), str(artifact) if artifact else None, limits)
     jobs = [(i, str(path)) for i, (_, path, _) in enumerate(items)]
+    random.Random(cfg.seed).shuffle(jobs)
+    chunks = [jobs[k:k + 32] for k in range(0, len(jobs), 32)]
     workers = workers or os.cpu_count() or 1
+    results: list[dict] = []
+
+    def over() -> bool:
+        return time_limit_s is not None and time.monotonic() - t0 > time_limit_s
+
     if workers == 1:
         _init_worker(*init)
-        results = [_process(j) for j in jobs]
+        for chunk in chunks:
+            if over():
+                break
+            results += _process_many(chunk)
     else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
-                                 initializer=_init_worker, initargs=init) as pool:
-            results = list(pool.map(_process, jobs, chunksize=32))
-    log.info("processed %d files in %.1fs with %d workers", len(jobs), time.monotonic() - t0,
-             workers)
+        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
+                                   initializer=_init_worker, initargs=init)
+        try:
+            for done in pool.map(_process_many, chunks):
+                results += done
+                if over():
+                    break
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    results.sort(key=lambda r: r["i"])   # first-seen order for de-duplication
+    unprocessed = len(jobs) - len(results)
+    log.info("processed %d files in %.1fs with %d workers%s", len(results),
+             time.monotonic() - t0, workers,
+             f" ({unprocessed} left out: time limit)" if unprocessed else "")
     dropped = {"size": 0, "decode": 0, "generated": 0, "duplicate": 0, "near_duplicate": 0,
                "benchmark": 0}
     seen: set[str] = set()
@@ -340,6 +366,7 @@ def build_corpus(site_dirs: list[Path], stdlib_dir: Path | None, tokenizer_dir: 
                                     eval_split(rel, cfg.eval_fraction)))
     manifest = manifest_of(packages, files, dropped, artifact)
     manifest["seconds"] = round(time.monotonic() - t0, 1)
+    manifest["unprocessed_files"] = unprocessed
     log.info("corpus: %d files, %.1f MB, %d tokens; dropped %s", len(files),
              sum(f.nbytes for f in files) / 1e6, manifest["tokens"], dropped)
     return files, manifest

@@ -250,11 +250,18 @@ def run(args) -> dict:
                                   + ((str(std),) if std else ())))
     report.update(recipe=recipe.to_dict(), budget_s=args.budget_s, torch=torch.__version__,
                   device=torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
+    for item in args.attach:
+        name, _, path = item.partition("=")
+        try:
+            report.update(**{name: json.loads(Path(path).read_text())})
+        except (OSError, ValueError) as exc:   # a missing side result never stops the run
+            report.update(**{name: f"unreadable: {exc}"})
 
     t = time.monotonic()
     files, manifest = corpus.build_corpus(
         site_dirs, std, init, recipe.data, artifact=None if args.no_decontam else
-        Path(args.decontam), workers=args.workers, max_files=args.max_files)
+        Path(args.decontam), workers=args.workers, max_files=args.max_files,
+        time_limit_s=args.corpus_share * args.budget_s)
     tmp = out / "corpus_manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1) + "\n")
     os.replace(tmp, out / "corpus_manifest.json")
@@ -348,10 +355,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-decontam", action="store_true")
     parser.add_argument("--workers", type=int, default=0, help="corpus processes (0: per CPU)")
     parser.add_argument("--max-files", type=int)
+    parser.add_argument("--corpus-share", type=float, default=0.3,
+                        help="stop processing files after this share of the budget (the files "
+                             "done are a random sample)")
     parser.add_argument("--shard-mib", type=float, default=15.5)
     parser.add_argument("--export-s", type=float, default=3.0,
                         help="time one export takes (reserved at the end)")
     parser.add_argument("--work", help="checkpoint folder (default: a new temporary folder)")
+    parser.add_argument("--attach", nargs="*", action="extend", default=[], metavar="NAME=JSON",
+                        help="embed a JSON file in report.json (e.g. the benchmark's result)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
