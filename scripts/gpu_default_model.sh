@@ -3,7 +3,7 @@
 #     run(command="bash scripts/gpu_default_model.sh", timeout_s=600)
 # (training/README.md, "A GPU session"). Within the 10-minute command limit it benchmarks the
 # training step (~20 s), then runs training.gpu_run with what is left of BUDGET_S (default
-# 560 s in all, leaving ~40 s before the kill). $OUT gets at most 8 files: model/ (config.json,
+# 550 s in all, leaving ~45 s before the kill). $OUT gets at most 8 files: model/ (config.json,
 # bf16 safetensors shards), corpus_manifest.json, report.json (the benchmark embedded),
 # train.log. Extra arguments go to training.gpu_run (e.g. --set train.batch_size=128).
 # tests/test_training_gpu_run.py rehearses this very script on CPU (PYTHON, BENCH_ARGS, OUT,
@@ -11,7 +11,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/coda_gpu_out}
-BUDGET_S=${BUDGET_S:-560}
+BUDGET_S=${BUDGET_S:-550}
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 start=$(date +%s)

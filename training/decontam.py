@@ -4,13 +4,15 @@ The benchmark (prompts, canonical solutions, suffixes) lives in ``../shared`` an
 travel to the GPU machine, so the repository carries a small artifact instead:
 ``training/decontam/humaneval_infilling.json`` holds the hashes of every n-gram of code tokens
 (identifiers, numbers, single punctuation characters; whitespace and layout ignored) of the
-164 reconstructed problems (prompt + canonical solution + suffix), minus n-grams found in two or
-more different problems (generic code such as ``for i in range(len(`` that would flag half the
-stdlib).  A training file sharing any remaining n-gram with the benchmark is dropped.  Hashes
-are one-way and the file is ~0.2 MB; nothing of the benchmark's text is committed.
+164 reconstructed problems (prompt + canonical solution + suffix), minus generic n-grams that
+would flag ordinary code: those of two or more different problems, those with no identifier
+(``0 , 1 , 2 , 3 , ...``) and those that also occur in a background corpus of ordinary code (the
+CPython standard library, tests included, of the machine that builds the artifact: it predates
+the benchmark).  A training file sharing any remaining n-gram with the benchmark is dropped.
+Hashes are one-way and the file is ~0.3 MB; nothing of the benchmark's text is committed.
 
     python -m training.decontam --benchmark ../shared/benchmarks/humaneval-infilling \\
-        --out training/decontam/humaneval_infilling.json
+        --background /usr/lib/python3.11 --out training/decontam/humaneval_infilling.json
 """
 
 from __future__ import annotations
@@ -83,14 +85,37 @@ def problems(folder: Path) -> dict[str, set[str]]:
     return found
 
 
-def build(folder: Path, n: int = N) -> dict:
+def _informative(text: str, n: int) -> set[int]:
+    """Hashes of the n-grams of ``text`` that hold at least one identifier."""
+    tokens = TOKEN.findall(text)
+    out = set()
+    for i in range(len(tokens) - n + 1):
+        window = tokens[i:i + n]
+        if any(t[0].isalpha() or t[0] == "_" for t in window):
+            out |= ngram_hashes(" ".join(window), n)
+    return out
+
+
+def build(folder: Path, n: int = N, background: list[Path] = ()) -> dict:
     owners: dict[int, set[str]] = {}
     found = problems(folder)
     for problem, texts in found.items():
         for text in texts:
-            for h in ngram_hashes(text, n):
+            for h in _informative(text, n):
                 owners.setdefault(h, set()).add(problem)
-    kept = sorted(h for h, who in owners.items() if len(who) == 1)
+    unique = {h for h, who in owners.items() if len(who) == 1}
+    common: set[int] = set()
+    files = 0
+    for root in background:
+        for path in sorted(Path(root).rglob("*.py")):
+            if {"site-packages", "dist-packages"} & set(path.parts):
+                continue
+            try:
+                common |= ngram_hashes(path.read_text(encoding="utf-8"), n) & unique
+                files += 1
+            except (UnicodeDecodeError, OSError):
+                continue
+    kept = sorted(unique - common)
     packed = array("Q", kept)
     if sys.byteorder != "little":
         packed.byteswap()
@@ -98,7 +123,9 @@ def build(folder: Path, n: int = N) -> dict:
             "problems": len(found), "n": n, "token_pattern": TOKEN.pattern,
             "hash": "sum of blake2b-8 (little-endian) token hashes times "
                     "0x100000001B3^(n-1-i), mod 2^64",
-            "dropped_shared": len(owners) - len(kept), "count": len(kept),
+            "dropped_shared": len(owners) - len(unique), "dropped_background": len(common),
+            "background": f"{files} .py files under {', '.join(map(str, background))}",
+            "count": len(kept),
             "hashes_u64le_base64": base64.b64encode(packed.tobytes()).decode("ascii")}
 
 
@@ -128,12 +155,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder with the HumanEval-Infilling .jsonl.gz files")
     parser.add_argument("--out", type=Path, default=ARTIFACT)
     parser.add_argument("--n", type=int, default=N)
+    parser.add_argument("--background", nargs="*", type=Path, default=[],
+                        help="folders of ordinary code whose n-grams are not evidence")
     args = parser.parse_args(argv)
-    data = build(args.benchmark, args.n)
+    data = build(args.benchmark, args.n, args.background)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=1) + "\n")
     print(f"{args.out}: {data['count']} {data['n']}-gram hashes from {data['problems']} "
-          f"problems ({data['dropped_shared']} shared by several problems dropped)")
+          f"problems ({data['dropped_shared']} shared by several problems and "
+          f"{data['dropped_background']} found in the background dropped)")
     return 0
 
 

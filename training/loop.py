@@ -5,7 +5,10 @@ the CoDA objective with a *backend* that owns everything device-specific: plain 
 CUDA (:class:`TorchBackend`), torch_xla SPMD on TPU (``training.xla_backend``, imported only
 there) or accelerate (``training.finetune``).  Every step's corruption is drawn from a generator
 seeded by (seed, step, micro-batch), so with the optimizer, scheduler and data position saved in
-the checkpoint a resumed run repeats the uninterrupted one exactly.
+the checkpoint a resumed run repeats the uninterrupted one exactly.  On CUDA the plain backend
+trains in bf16 autocast with fused AdamW and corrupts whole batches on the device
+(``training.objective_batched``); on CPU the defaults stay fp32 and the per-row reference
+corruption, whose output the golden loss curve pins (``TrainConfig.precision``/``corruption``).
 """
 
 from __future__ import annotations
