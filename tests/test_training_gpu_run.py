@@ -110,17 +110,18 @@ def test_the_whole_gpu_run_on_cpu(machine, tmp_path):
         "bash", str(ROOT / "scripts" / "gpu_default_model.sh"), "--site-packages", str(site),
         "--stdlib", str(std), "--decontam", str(artifact), "--workers", "1",
         "--shard-mib", "5", "--export-s", "1", "--work", str(tmp_path / "work"),
+        "--grow-layers", "6",
         "--set", "train.device=cpu", "train.batch_size=2", "data.seq_len=32",
         "data.eval_fraction=0.3", "train.compile=false", "train.threads=1",
         "train.log_every=2", "train.eval_every=0", "train.eval_batches=1",
         "train.checkpoint_every_seconds=4", "optim.warmup_steps=10"],
         env=env, check=True, timeout=240)
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert files == ["corpus_manifest.json", "model/config.json",
-                     "model/model-00001-of-00003.safetensors",
-                     "model/model-00002-of-00003.safetensors",
-                     "model/model-00003-of-00003.safetensors",
-                     "model/model.safetensors.index.json", "report.json", "train.log"]
+    index = json.loads((out / "model" / "model.safetensors.index.json").read_text())
+    shards = sorted(f"model/{name}" for name in set(index["weight_map"].values()))
+    assert len(shards) == 3 and shards[0] == "model/model-00001-of-00003.safetensors"
+    assert files == sorted(["corpus_manifest.json", "model/config.json", *shards,
+                            "model/model.safetensors.index.json", "report.json", "train.log"])
     for shard in (out / "model").glob("*.safetensors"):
         assert shard.stat().st_size <= 5 * 1024 * 1024
         with safe_open(str(shard), "pt") as f:
@@ -150,10 +151,13 @@ def test_the_whole_gpu_run_on_cpu(machine, tmp_path):
         assert key in report["eval_before"] and key in report["eval_after"]
     trained = load_model(out / "model")
     shipped = load_model(SHIPPED)
-    assert trained.config.to_dict()["hidden_size"] == shipped.config.hidden_size
-    moved = [not torch.equal(a.to(torch.bfloat16), b.to(torch.bfloat16))
-             for a, b in zip(trained.parameters(), shipped.parameters(), strict=True)]
-    assert all(moved)                             # every tensor received updates
+    assert report["grown"]["layers"] == [4, 6] and report["grown"]["max_logit_gap"] < 1e-4
+    assert trained.config.num_hidden_layers == 6
+    assert trained.config.hidden_size == shipped.config.hidden_size
+    old, new = shipped.state_dict(), trained.state_dict()
+    for name in ("model.embed_tokens.weight", "model.layers.0.mlp.up_proj.weight"):
+        assert not torch.equal(old[name].to(torch.bfloat16), new[name])   # trained
+    assert new["model.layers.1.self_attn.o_proj.weight"].abs().max() > 0  # a copy left zero
 
 
 def meta(**fields) -> Message:
@@ -230,3 +234,24 @@ def test_a_corpus_out_of_time_says_how_many_files_it_left_out(machine):
     files, manifest = corpus.build_corpus([site], std, SHIPPED, recipes.get("tiny_cpu").data,
                                           artifact=artifact, workers=1, time_limit_s=0.0)
     assert files == [] and manifest["unprocessed_files"] == 17
+
+
+def test_growing_deeper_keeps_the_function_and_the_copies_learn():
+    from training.grow import grow_depth, same_function, source_layers
+    from training.loop import build_optimizer
+    from training.recipes import tiny_cpu
+    assert source_layers(4, 6) == [0, 0, 1, 2, 2, 3]
+    shipped = load_model(SHIPPED)
+    grown = grow_depth(shipped, 6)
+    ids = torch.randint(10, 8000, (2, 40), generator=torch.Generator().manual_seed(0))
+    assert same_function(shipped, grown, ids) < 1e-4
+    assert grown.config.num_parameters > shipped.config.num_parameters
+    assert grown.lm_head.weight is grown.model.embed_tokens.weight   # still tied
+    copy = grown.model.layers[1].self_attn.o_proj.weight
+    assert torch.equal(copy, torch.zeros_like(copy))
+    optimizer, _ = build_optimizer(grown.train(), tiny_cpu())
+    grown(ids).float().logsumexp(-1).mean().backward()
+    optimizer.step()
+    assert copy.abs().max() > 0
+    with pytest.raises(ValueError):
+        grow_depth(shipped, 3)

@@ -202,6 +202,23 @@ class Report:
         os.replace(tmp, self.path)
 
 
+def grow(recipe, init: Path, layers: int, folder: Path, train: PackedSplit, report: Report):
+    """Deepen the start model function-preservingly (``training.grow``); the run starts there."""
+    from coda_model import load_model, save_model
+
+    from .grow import grow_depth, same_function
+    base = load_model(init)
+    grown = grow_depth(base, layers)
+    gap = same_function(base, grown, train.ids[:2, :64].long())
+    save_model(grown, folder, tokenizer_dir=init)
+    report.update(grown={"from": str(init), "layers": [base.config.num_hidden_layers, layers],
+                         "parameters": [base.config.num_parameters, grown.config.num_parameters],
+                         "max_logit_gap": gap})
+    log.info("grew %s from %d to %d layers (max logit gap %.2e)", init,
+             base.config.num_hidden_layers, layers, gap)
+    return replace(recipe, init_from=str(folder))
+
+
 def calibrate(trainer: Trainer, steps: int = 5, warm: int = 3) -> float:
     """Seconds per optimizer step, after ``warm`` steps (compilation, allocator).  These are
     real training steps (in the warm-up, whose learning rates do not depend on the horizon)."""
@@ -284,6 +301,8 @@ def run(args) -> dict:
     t = time.monotonic()
     work = Path(args.work or tempfile.mkdtemp(prefix="coda_gpu_run_"))
     shutil.rmtree(work / "checkpoints", ignore_errors=True)
+    if args.grow_layers:
+        recipe = grow(recipe, init, args.grow_layers, work / "grown", train, report)
     trainer = Trainer(recipe, work, train_split=train, eval_split=held)
     n_bytes = sum(v.numel() * 2 for v in bf16_state(trainer.model).values())
     if files_back(n_bytes, args.shard_mib * MIB) > MAX_FILES_BACK:
@@ -362,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export-s", type=float, default=3.0,
                         help="time one export takes (reserved at the end)")
     parser.add_argument("--work", help="checkpoint folder (default: a new temporary folder)")
+    parser.add_argument("--grow-layers", type=int, default=0,
+                        help="deepen the start model to N layers first (function-preserving)")
     parser.add_argument("--attach", nargs="*", action="extend", default=[], metavar="NAME=JSON",
                         help="embed a JSON file in report.json (e.g. the benchmark's result)")
     args = parser.parse_args(argv)
