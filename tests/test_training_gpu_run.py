@@ -255,3 +255,14 @@ def test_growing_deeper_keeps_the_function_and_the_copies_learn():
     assert copy.abs().max() > 0
     with pytest.raises(ValueError):
         grow_depth(shipped, 3)
+
+
+def test_a_failed_run_says_so_in_its_report(machine, tmp_path):
+    site, std, artifact = machine
+    with pytest.raises(SystemExit):
+        gpu_run.main(["--out", str(tmp_path / "out"), "--site-packages", str(site), "--stdlib",
+                      "none", "--decontam", str(artifact), "--workers", "1",
+                      "--set", "train.device=cpu", "train.batch_size=100000"])
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["status"].startswith("failed: SystemExit") and "cannot fill" in report["status"]
+    assert (tmp_path / "out" / "corpus_manifest.json").is_file()

@@ -243,11 +243,9 @@ def calibrate(trainer: Trainer, steps: int = 5, warm: int = 3) -> float:
     return (time.monotonic() - t) / steps
 
 
-def run(args) -> dict:
+def run(args, report: Report) -> dict:
     t0 = time.monotonic()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    report = Report(out / "report.json")
     stages = report.data["stages"]
 
     def stage(name: str, start: float) -> None:
@@ -256,8 +254,7 @@ def run(args) -> dict:
 
     recipe = recipes.override(recipes.get(args.recipe), args.set)
     init = Path(args.init_from or recipe.init_from or REPO / "model")
-    if not init.is_absolute() and not init.exists():
-        init = REPO / init
+    init = (REPO / init if not init.is_absolute() and not init.exists() else init).resolve()
     site_dirs, std = corpus.default_sources()
     site_dirs = [Path(p) for p in args.site_packages] if args.site_packages is not None \
         else site_dirs
@@ -391,7 +388,14 @@ def main(argv: list[str] | None = None) -> int:
     handlers = [logging.StreamHandler(sys.stdout), logging.FileHandler(out / "train.log")]
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    data = run(args)
+    report = Report(out / "report.json")
+    try:
+        data = run(args, report)
+    except BaseException as exc:   # the report says how the run ended, whatever ended it
+        import traceback
+        report.update(status=f"failed: {type(exc).__name__}: {exc}",
+                      traceback=traceback.format_exc()[-4000:])
+        raise
     print(json.dumps({k: data.get(k) for k in ("status", "steps", "tokens", "train_seconds",
                                                "total_seconds", "eval_before", "eval_after",
                                                "calibration", "stages")}, default=str))
