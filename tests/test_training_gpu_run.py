@@ -266,3 +266,14 @@ def test_a_failed_run_says_so_in_its_report(machine, tmp_path):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["status"].startswith("failed: SystemExit") and "cannot fill" in report["status"]
     assert (tmp_path / "out" / "corpus_manifest.json").is_file()
+
+
+def test_an_odd_file_is_dropped_not_fatal(monkeypatch, tmp_path):
+    def boom(item):
+        raise RuntimeError("odd")
+    monkeypatch.setattr(corpus, "_process", boom)
+    assert corpus._process_many([(3, "x.py")]) == [{"i": 3, "drop": "error"}]
+    text = "s = 'é'\r\nt = 'ü'\rprint(s)\n"
+    raw = text.encode()
+    assert all(0 <= a < b <= len(raw) for a, b in corpus.python_byte_spans(text))
+    assert "print(s)" in {raw[a:b].decode() for a, b in corpus.python_byte_spans(text)}

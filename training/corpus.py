@@ -204,8 +204,9 @@ def python_byte_spans(text: str) -> list[tuple[int, int]]:
         tree = ast.parse(text)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return []
+    raw = text.encode("utf-8")
     starts = [0]
-    for line in text.encode("utf-8").splitlines(keepends=True):
+    for line in raw.splitlines(keepends=True):
         starts.append(starts[-1] + len(line))
     out = set()
     for node in ast.walk(tree):
@@ -217,13 +218,22 @@ def python_byte_spans(text: str) -> list[tuple[int, int]]:
             b = starts[node.end_lineno - 1] + node.end_col_offset
         except IndexError:
             continue
-        if b > a:
+        if len(raw) >= b > a:
             out.add((a, b))
     return sorted(out)
 
 
 def _process_many(items: list[tuple[int, str]]) -> list[dict]:
-    return [_process(item) for item in items]
+    return [_process_safely(item) for item in items]
+
+
+def _process_safely(item: tuple[int, str]) -> dict:
+    """One odd file is dropped with its reason, never the end of a one-shot run."""
+    try:
+        return _process(item)
+    except Exception as exc:
+        log.warning("%s: %s: %s", item[1], type(exc).__name__, exc)
+        return {"i": item[0], "drop": "error"}
 
 
 def _process(item: tuple[int, str]) -> dict:
@@ -341,12 +351,12 @@ def build_corpus(site_dirs: list[Path], stdlib_dir: Path | None, tokenizer_dir: 
     log.info("processed %d files in %.1fs with %d workers%s", len(results),
              time.monotonic() - t0, workers,
              f" ({unprocessed} left out: time limit)" if unprocessed else "")
-    dropped = {"size": 0, "decode": 0, "generated": 0, "duplicate": 0, "near_duplicate": 0,
-               "benchmark": 0}
+    dropped = {"size": 0, "decode": 0, "generated": 0, "error": 0, "duplicate": 0,
+               "near_duplicate": 0, "benchmark": 0}
     seen: set[str] = set()
     kept_rows: list[dict] = []
     for r in results:
-        if r["drop"] in ("size", "decode", "generated"):
+        if r["drop"] in ("size", "decode", "generated", "error"):
             dropped[r["drop"]] += 1
         elif r["sha"] in seen:
             dropped["duplicate"] += 1
