@@ -343,8 +343,8 @@ def run(args, report: Report) -> dict:
     report.update(
         status="done", eval_after=after, steps=trainer.step, planned_steps=planned,
         tokens=trainer.tokens, train_seconds=round(train_s, 1),
-        train_tokens_per_s=[r["tokens_per_s"] for r in rows if r.get("kind") == "train"][-1:]
-        or None,
+        train_tokens_per_s=next((r["tokens_per_s"] for r in reversed(rows)
+                                 if r.get("kind") == "train"), None),
         flops=6 * report.data["parameters"] * trainer.tokens,
         metrics=rows)
     stage("eval_after_and_export", t)
