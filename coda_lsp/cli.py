@@ -178,9 +178,8 @@ def fill_text(engine, path: Path, text: str, settings: Settings,
     """
     from lsprotocol import types
 
-    from coda_lsp import edits, positions, spans
+    from coda_lsp import edits, fim, positions, spans
     from coda_lsp.documents import DocumentStore
-    from coda_lsp.engine import FillJob, rank
     from coda_lsp.server import make_syntax
 
     store = DocumentStore(encoding=positions.UTF32, syntax_factory=make_syntax)
@@ -200,15 +199,10 @@ def fill_text(engine, path: Path, text: str, settings: Settings,
             span = spans.choose(doc.syntax, doc.byte_at(cursor))
             end = edits.clamp_to_line(doc, cursor, doc.offset_of_byte(span.end))
             targets, steps = [replace(span, end=doc.byte_at(end))], settings.steps
-    ending = edits.line_ending(text)
     filled = 0
     for span in sorted(targets, key=lambda s: s.start, reverse=True):
         start, end = doc.offset_of_byte(span.start), doc.offset_of_byte(span.end)
-        job = FillJob(doc.text[:start], doc.text[end:], tuple(span.lengths), steps, settings,
-                      ending)
-        errors = spans.error_counter(doc.syntax, span)
-        fills = rank(engine.fill(job).fills, 0.0,
-                     lambda t, errors=errors: errors(positions.to_bytes(t)))
+        fills = fim.fill_span(engine, doc, span, steps, settings).fills  # as HTTP fills
         if fills:
             filled += 1
             doc = store.open(types.TextDocumentItem(

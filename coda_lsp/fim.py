@@ -1,0 +1,65 @@
+"""Fill-in-the-middle for callers that hold plain text, not an editor's document.
+
+``coda-lsp fill`` and the HTTP server both end in ``fill_span``, so the same text, span,
+steps and settings give the same fill whichever way it was asked for. The HTTP clients
+(llama.vim, llama.vscode, OpenAI-style ``suffix``) insert at the cursor and keep the suffix,
+so ``fill_between`` uses the span tree-sitter chooses there only for its candidate lengths
+and fills exactly the gap between prefix and suffix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from lsprotocol import types
+
+from coda_lsp import edits, positions, spans
+from coda_lsp.documents import Document, DocumentStore
+from coda_lsp.engine import Engine, Fill, FillJob, rank
+from coda_lsp.settings import Settings
+
+Partial = Callable[[int, int, list[str]], None]
+
+
+@dataclass
+class Outcome:
+    fills: list[Fill]  # usable fills, best first
+    prompt_tokens: int = 0
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
+
+
+def open_document(text: str, uri: str) -> Document:
+    """A one-off document (code points as positions) with its syntax tree, language by uri."""
+    from coda_lsp.server import make_syntax  # pygls import: only once a fill is asked for
+
+    store = DocumentStore(encoding=positions.UTF32, syntax_factory=make_syntax)
+    return store.open(types.TextDocumentItem(uri=uri, language_id="", version=1, text=text))
+
+
+def fill_span(engine: Engine, doc: Document, span: spans.Span, steps: int, settings: Settings,
+              should_stop: Callable[[], bool] | None = None,
+              on_partial: Partial | None = None) -> Outcome:
+    """Regenerate the span's bytes: ranked fills, dropping those under the threshold."""
+    start, end = doc.offset_of_byte(span.start), doc.offset_of_byte(span.end)
+    job = FillJob(doc.text[:start], doc.text[end:], tuple(span.lengths), steps, settings,
+                  edits.line_ending(doc.text))
+    result = engine.fill(job, should_stop, on_partial)
+    errors = spans.error_counter(doc.syntax, span)
+    fills = rank(result.fills, settings.confidence_threshold,
+                 lambda text: errors(positions.to_bytes(text)))
+    return Outcome(fills, result.prompt_tokens, result.timings)
+
+
+def fill_between(engine: Engine, prefix: str, suffix: str, settings: Settings, steps: int,
+                 uri: str = "untitled:fim", should_stop: Callable[[], bool] | None = None,
+                 on_partial: Partial | None = None) -> Outcome:
+    """Fill the gap between prefix and suffix (nothing of either is replaced).
+
+    Equal to ``coda-lsp fill`` at the same place whenever the span there ends at the cursor
+    (the cursor at the end of its line, the common case for these clients).
+    """
+    doc = open_document(prefix + suffix, uri)
+    cursor = doc.byte_at(len(prefix))
+    span = replace(spans.choose(doc.syntax, cursor), start=cursor, end=cursor)
+    return fill_span(engine, doc, span, steps, settings, should_stop, on_partial)
