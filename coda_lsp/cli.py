@@ -1,4 +1,5 @@
-"""Command line: ``coda-lsp`` serves LSP (stdio or TCP); ``coda-lsp fill`` fills once and exits.
+"""Command line: ``coda-lsp`` serves LSP (stdio or TCP); ``coda-lsp fill`` fills once and exits;
+``coda-lsp http`` serves llama.cpp's /infill and OpenAI's /v1/completions.
 
 Startup problems (bad flags, a missing or unreadable model folder) end in one line on stderr
 and a non-zero exit status; nothing but the protocol ever reaches stdout in stdio mode.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 import re
 import sys
 from dataclasses import replace
@@ -89,6 +91,17 @@ def fill_parser() -> argparse.ArgumentParser:
     return p
 
 
+def http_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="coda-lsp http",
+                description="Serve fills over HTTP: llama.cpp /infill, OpenAI /v1/completions")
+    _common(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    p.add_argument("--port", type=int, default=8012, help="port (8012: llama.vim's default)")
+    p.add_argument("--api-key", default=os.environ.get("CODA_LSP_API_KEY"),
+                   help="require Authorization: Bearer KEY (default: $CODA_LSP_API_KEY)")
+    return p
+
+
 def defaults_from(args: argparse.Namespace) -> Settings:
     s = Settings()
     if args.steps is not None:
@@ -105,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[:1] == ["fill"]:
             return fill_main(fill_parser().parse_args(argv[1:]))
+        if argv[:1] == ["http"]:
+            return http_main(http_parser().parse_args(argv[1:]))
         return serve_main(serve_parser().parse_args(argv))
     except StartupError as exc:
         print(f"coda-lsp: {exc}", file=sys.stderr)
@@ -129,6 +144,29 @@ def serve_main(args: argparse.Namespace) -> int:
         stdout = sys.stdout.buffer
         sys.stdout = sys.stderr  # a stray print must not corrupt the protocol stream
         server.start_io(sys.stdin.buffer, stdout)
+    return 0
+
+
+def http_main(args: argparse.Namespace) -> int:
+    defaults = defaults_from(args)
+    model_dir = check_model_dir(args.model or default_model_dir())
+    logs.setup(args.verbose, args.log_file)
+    from coda_lsp import http_server
+    from coda_lsp.engine import Engine
+
+    try:
+        sock = http_server.bind(args.host, args.port)
+    except (OSError, OverflowError) as exc:
+        raise StartupError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
+    try:
+        engine = Engine.load(model_dir, args.device, args.dtype)
+    except Exception as exc:  # CheckpointError, TokenizerError, torch errors: one line
+        raise StartupError(f"cannot load the model from {model_dir}: {exc}") from exc
+    name = args.model.name if args.model else "coda"
+    host, port = sock.getsockname()[:2]
+    print(f"coda-lsp http: serving {name} on http://{host}:{port}", file=sys.stderr, flush=True)
+    http_server.serve(http_server.Service(engine, defaults, name, args.api_key), sock,
+                      args.verbose)
     return 0
 
 
