@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from coda_lsp import fim, logs
-from coda_lsp.engine import Engine
+from coda_lsp.engine import Cancelled, Engine
 from coda_lsp.http_wire import (
     Answer,
     BadRequest,
@@ -90,8 +90,22 @@ class Service:
         engine = self.engine
 
         def work(should_stop: Callable[[], bool]) -> fim.Outcome:
-            return fim.fill_between(engine, req.prefix, req.suffix, settings, settings.steps,
-                                    should_stop=should_stop, on_partial=on_partial)
+            polls = 0  # the sampler asks before each step: polls - 1 steps ran
+
+            def counted() -> bool:
+                nonlocal polls
+                polls += 1
+                return should_stop()
+
+            log.debug("[%s] running", stages.request_id)
+            try:
+                return fim.fill_between(engine, req.prefix, req.suffix, settings,
+                                        settings.steps, should_stop=counted,
+                                        on_partial=on_partial)
+            except Cancelled:
+                log.info("[%s] stopped after %d of %d denoising steps", stages.request_id,
+                         polls - 1, settings.steps)
+                raise
 
         stages.mark("parse")
         return self.scheduler.submit(req.client, work), settings
@@ -281,11 +295,13 @@ def create_app(service: Service) -> Starlette:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """Bind before serving, so the line that names the port names the real one (port 0)."""
+    """Bind and listen before loading the model: a port in use fails fast, and the line that
+    names the port names the real one (port 0)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    sock.listen(2048)  # connections from now on wait in the backlog until uvicorn accepts
     return sock
 
 

@@ -126,3 +126,35 @@ def fill_cli(model_dir: Path, folder: Path, prefix: str, suffix: str,
                     "--model", str(model_dir), "--steps", str(steps), "--write"],
                    check=False, capture_output=True, env=env(), timeout=300)
     return path.read_text(encoding="utf-8")
+
+
+class EventStream:
+    """A streaming request held open, read one server-sent event at a time."""
+
+    def __init__(self, server: Server, path: str, body: Any,
+                 headers: dict[str, str] | None = None) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+        self.conn.request("POST", path, body=json.dumps(body),
+                          headers=server.headers(**(headers or {})))
+        self.response = self.conn.getresponse()
+        self.status = self.response.status
+
+    def next(self) -> Any:
+        """The next event's data (None at the end of the stream)."""
+        while True:
+            line = self.response.readline().decode("utf-8")
+            if not line:
+                return None
+            if line.startswith("data: "):
+                data = line[len("data: "):].rstrip("\n")
+                return data if data == "[DONE]" else json.loads(data)
+
+    def rest(self) -> list[Any]:
+        out = []
+        while (event := self.next()) is not None:
+            out.append(event)
+        return out
+
+    def hang_up(self) -> None:
+        self.conn.sock.shutdown(2)  # socket.SHUT_RDWR: the server sees the client go
+        self.conn.close()
