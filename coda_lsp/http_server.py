@@ -39,6 +39,8 @@ from coda_lsp.http_wire import (
     completion_chunk,
     completion_id,
     error_body,
+    fim_body,
+    fim_chunk,
     infill_body,
     infill_chunk,
     parse_completions,
@@ -247,29 +249,35 @@ def create_app(service: Service) -> Starlette:
 
         return _stream(service.events(req, "infill", lambda s: infill_chunk("", s), on_answer))
 
-    async def completions(request: Request) -> Response:
-        service.authorize(request)
-        req = _checked(parse_completions(await read_json(request),
-                                         request.headers.get(CLIENT_HEADER)), service)
-        cid = completion_id()
-        if req.nothing_to_predict:
-            answer = service.empty(req)
-        elif not req.stream:
-            answer = await service.fill(request, req, "completions")
-        else:
-            def on_answer(a: Answer) -> list:
-                events: list = [completion_chunk(cid, a.model, i, t, "stop")
-                                for i, t in enumerate(a.texts)]
-                if req.include_usage:
-                    events.append({**completion_chunk(cid, a.model, 0, ""), "choices": [],
-                                   "usage": usage(a)})
-                return [*events, "[DONE]"]
+    def completions(shape: Callable, chunk: Callable, name: str):
+        """OpenAI's /v1/completions (``text`` choices) or the FIM endpoint that Mistral and
+        Continue use (chat-shaped ``delta.content`` choices): one request shape, two answers."""
 
-            def on_state(state: dict) -> dict:
-                return completion_chunk(cid, service.model_name, 0, "", state=state)
+        async def handler(request: Request) -> Response:
+            service.authorize(request)
+            req = _checked(parse_completions(await read_json(request),
+                                             request.headers.get(CLIENT_HEADER)), service)
+            cid = completion_id()
+            if req.nothing_to_predict:
+                answer = service.empty(req)
+            elif not req.stream:
+                answer = await service.fill(request, req, name)
+            else:
+                def on_answer(a: Answer) -> list:
+                    events: list = [chunk(cid, a.model, i, t, "stop")
+                                    for i, t in enumerate(a.texts)]
+                    if req.include_usage:
+                        events.append({**chunk(cid, a.model, 0, ""), "choices": [],
+                                       "usage": usage(a)})
+                    return [*events, "[DONE]"]
 
-            return _stream(service.events(req, "completions", on_state, on_answer))
-        return JSONResponse(completion_body(answer, cid))
+                def on_state(state: dict) -> dict:
+                    return chunk(cid, service.model_name, 0, "", state=state)
+
+                return _stream(service.events(req, name, on_state, on_answer))
+            return JSONResponse(shape(answer, cid))
+
+        return handler
 
     async def http_error(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status", None) or getattr(exc, "status_code", 500)
@@ -281,14 +289,17 @@ def create_app(service: Service) -> Starlette:
         yield
         service.close()
 
+    text = completions(completion_body, completion_chunk, "completions")
+    chat = completions(fim_body, fim_chunk, "fim")
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/v1/health", health, methods=["GET"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/models", models, methods=["GET"]),
         Route("/infill", infill, methods=["POST"]),
-        Route("/v1/completions", completions, methods=["POST"]),
-        Route("/completions", completions, methods=["POST"]),
+        Route("/v1/completions", text, methods=["POST"]),
+        Route("/completions", text, methods=["POST"]),
+        Route("/v1/fim/completions", chat, methods=["POST"]),
     ]
     handlers = {HttpError: http_error, BadRequest: http_error, HTTPException: http_error}
     return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)

@@ -21,7 +21,7 @@ from coda_lsp import settings as settings_mod
 from coda_lsp.settings import Settings
 
 MAX_CHOICES = prompt.MAX_CANDIDATES  # distinct fills one request can return (OpenAI's n)
-MAX_STOPS = 4
+MAX_STOPS = 16  # OpenAI allows 4; Continue sends more for its FIM templates
 
 
 class BadRequest(Exception):
@@ -382,6 +382,34 @@ def completion_chunk(cid: str, model: str, index: int, text: str,
         "model": model,
         "choices": [{"index": index, "text": text, "finish_reason": finish_reason,
                      "logprobs": None}],
+    }
+    if state is not None:
+        chunk["state"] = state
+    return chunk
+
+
+def fim_body(a: Answer, cid: str) -> dict[str, Any]:
+    """Mistral-style ``/v1/fim/completions`` (what Continue calls for FIM): chat-shaped."""
+    return {
+        "id": cid,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": a.model,
+        "choices": [{"index": i, "message": {"role": "assistant", "content": t},
+                     "finish_reason": "stop"} for i, t in enumerate(a.texts)],
+        "usage": usage(a),
+    }
+
+
+def fim_chunk(cid: str, model: str, index: int, text: str, finish_reason: str | None = None,
+              state: dict | None = None) -> dict:
+    chunk: dict[str, Any] = {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": index, "delta": {"role": "assistant", "content": text},
+                     "finish_reason": finish_reason}],
     }
     if state is not None:
         chunk["state"] = state

@@ -190,6 +190,27 @@ def test_llama_vscode_warm_up_request_is_answered_empty(http_server):
     assert status == 200 and body["content"] == ""
 
 
+def test_continue_fim_request_streams_the_fill_as_chat_deltas(http_server, expected):
+    """Continue's FIM call (providers mistral/openai): POST {apiBase}fim/completions, read
+    chunk.choices[0].delta.content from every event until [DONE]."""
+    prefix, suffix = CASES[1]
+    body = {"model": "coda", "prompt": prefix, "suffix": suffix, "max_tokens": 64,
+            "temperature": 0, "top_p": 1, "frequency_penalty": 0, "presence_penalty": 0,
+            "stop": ["<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<|endoftext|>",
+                     "\n\n\n", "/src/", "#- coding: utf-8", "```", "\ndef", "\nclass"],
+            "stream": True}
+    headers = http_server.headers(**{"Accept": "application/json", "x-api-key": API_KEY})
+    status, text = http_server.request("POST", "/v1/fim/completions", body, headers=headers)
+    assert status == 200
+    events = sse_events(text)
+    assert events[-1] == "[DONE]"
+    content = "".join(e["choices"][0]["delta"]["content"] for e in events[:-1])
+    stops = body["stop"]
+    cut = min([i for i in (expected[1].find(s) for s in stops) if i >= 0],
+              default=len(expected[1]))
+    assert content == expected[1][:cut]
+
+
 def test_infill_stream_states_show_the_fill_sharpening(http_server, expected):
     prefix, suffix = CASES[0]
     lines, line = split_at_line(prefix)

@@ -52,7 +52,7 @@ def test_malformed_bodies_are_400(http_server, path, raw, needle):
     ("/v1/completions", {"prompt": "x", "temperature": 5}, "temperature must be a number"),
     ("/v1/completions", {"prompt": "x", "n": 9}, "n must be an integer in [1, 4]"),
     ("/v1/completions", {"prompt": "x", "max_tokens": -3}, "max_tokens must be an integer"),
-    ("/v1/completions", {"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "at most 4"),
+    ("/v1/completions", {"prompt": "x", "stop": ["s"] * 17}, "at most 16"),
     ("/v1/completions", {"prompt": "x", "echo": True}, "echo is not supported"),
     ("/v1/completions", {"prompt": "x", "logprobs": 2}, "logprobs is not supported"),
     ("/v1/completions", {"prompt": "x", "stream_options": 1}, "must be an object"),
