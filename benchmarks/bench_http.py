@@ -1,7 +1,9 @@
 """Load on ``coda-lsp http``: many clients typing at once, each request timed.
 
-Two rounds against one server:
+Three rounds against one server:
 
+- **alone**: ``--alone`` requests one after another, each waiting for the previous answer:
+  the latency of one fill with nothing else queued (the service time).
 - **typing**: ``--clients`` clients, each typing a line into its own file and sending a
   llama.vim-shaped ``/infill`` request per character (``--requests`` of them, ``--gap-ms``
   apart) under its own ``X-Coda-Client`` key, never waiting for the previous answer, and
@@ -135,9 +137,15 @@ def typing_round(target: Target, clients: int, requests: int, gap_s: float,
     return results
 
 
+def alone_round(target: Target, count: int) -> list[Result]:
+    before, after = context(0)
+    return [target.post("/infill", infill_body(before + "    " + TYPED[: 1 + i], after), None,
+                        None, (0, i)) for i in range(count)]
+
+
 def burst_round(target: Target, count: int) -> list[Result]:
     before, after = context(0)
-    with ThreadPoolExecutor(max_workers=count) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, count)) as pool:
         futures = [pool.submit(target.post, "/infill",
                                infill_body(before + "    " + TYPED[: 1 + i % len(TYPED)],
                                            after), None, None, (i, 0))
@@ -165,6 +173,8 @@ def summary(name: str, results: list[Result], requests: int | None = None) -> di
         "p50_ms": round(percentile(answered, 50), 1),
         "p95_ms": round(percentile(answered, 95), 1),
     }
+    if answered:
+        out["mean_ms"] = round(statistics.fmean(answered), 1)
     if requests is not None:  # typing: what the user waits for, the answer to the last key
         last = [r for r in results if r.index == requests - 1]
         out["last_answered"] = sum(r.status == 200 for r in last)
@@ -203,6 +213,7 @@ def main() -> int:
     p.add_argument("--gap-ms", type=float, default=30.0, help="between a client's keystrokes")
     p.add_argument("--abort-every", type=int, default=4, help="hang up on every Nth (0: never)")
     p.add_argument("--abort-ms", type=float, default=50.0)
+    p.add_argument("--alone", type=int, default=5, help="requests sent one at a time")
     p.add_argument("--burst", type=int, default=20, help="keyless requests sent at once")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args()
@@ -213,6 +224,9 @@ def main() -> int:
         proc, url = start_server(args)
     target = Target(url, args.api_key)
     try:
+        t0 = time.perf_counter()
+        alone = summary("alone", alone_round(target, args.alone))
+        alone["wall_s"] = round(time.perf_counter() - t0, 2)
         t0 = time.perf_counter()
         typing = summary("typing", typing_round(target, args.clients, args.requests,
                                                 args.gap_ms / 1e3, args.abort_every,
@@ -227,12 +241,13 @@ def main() -> int:
             proc.terminate()
             proc.wait(timeout=30)
     report = {"url": url, "steps": args.steps, "clients": args.clients,
-              "requests_per_client": args.requests, "rounds": [typing, burst], "alive": alive}
+              "requests_per_client": args.requests, "rounds": [alone, typing, burst],
+              "alive": alive}
     if args.json:
         print(json.dumps(report))
     else:
         print(f"{args.clients} clients x {args.requests} requests, steps {args.steps}, {url}")
-        for r in (typing, burst):
+        for r in (alone, typing, burst):
             line = (f"{r['round']:>6}: {r['requests']} requests, {r['answered']} answered, "
                     f"{r['superseded']} superseded, {r['hung_up']} hung up, "
                     f"{len(r['errors'])} errors; p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms; "
@@ -242,7 +257,7 @@ def main() -> int:
                          f"p50 {r['last_p50_ms']} ms, p95 {r['last_p95_ms']} ms")
             print(line)
         print("server alive after:", alive)
-    errors = typing["errors"] + burst["errors"]
+    errors = alone["errors"] + typing["errors"] + burst["errors"]
     return 0 if alive and not errors else 1
 
 

@@ -19,12 +19,13 @@ def test_concurrent_typing_clients_are_each_answered_or_cancelled_cleanly(http_s
     run = subprocess.run(
         [sys.executable, str(BENCH), "--url", http_server.base_url, "--api-key", API_KEY,
          "--clients", str(CLIENTS), "--requests", str(REQUESTS), "--gap-ms", "10",
-         "--abort-every", "2", "--abort-ms", "30", "--burst", "6", "--json"],
+         "--abort-every", "2", "--abort-ms", "30", "--burst", "6", "--alone", "2", "--json"],
         capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     report = json.loads(run.stdout)
-    typing, burst = report["rounds"]
-    assert report["alive"] and not typing["errors"] and not burst["errors"]
+    alone, typing, burst = report["rounds"]
+    assert report["alive"] and not alone["errors"] + typing["errors"] + burst["errors"]
+    assert alone["answered"] == 2
     assert typing["requests"] == CLIENTS * REQUESTS
     assert typing["answered"] + typing["superseded"] + typing["hung_up"] == typing["requests"]
     assert typing["last_answered"] == CLIENTS  # the newest request of each client wins
