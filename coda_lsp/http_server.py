@@ -109,7 +109,6 @@ class Service:
                          polls - 1, settings.steps)
                 raise
 
-        stages.mark("parse")
         return self.scheduler.submit(req.client, work), settings
 
     def answer(self, future: asyncio.Future, req: FimRequest, settings: Settings,
