@@ -17,6 +17,7 @@ Every request must end answered (200), superseded (409) or hung up by us; anythi
 an error. Prints counts and p50/p95 per round, then whether the server is still alive.
 
     python benchmarks/bench_http.py [--model DIR] [--steps 8] [--clients 20] [--requests 10]
+                                    [--fast]
     python benchmarks/bench_http.py --url http://127.0.0.1:8012 [--api-key K] --json
 """
 
@@ -188,6 +189,8 @@ def start_server(args) -> tuple[subprocess.Popen, str]:
                str(args.steps)]
     if args.model:
         command += ["--model", args.model]
+    if args.fast:
+        command.append("--fast")
     env = {**os.environ}
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
@@ -208,6 +211,7 @@ def main() -> int:
     p.add_argument("--model", default=None, help="model folder (default: shipped)")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the server")
+    p.add_argument("--fast", action="store_true", help="start the server with --fast")
     p.add_argument("--clients", type=int, default=20)
     p.add_argument("--requests", type=int, default=10, help="requests per client")
     p.add_argument("--gap-ms", type=float, default=30.0, help="between a client's keystrokes")

@@ -99,6 +99,9 @@ def http_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8012, help="port (8012: llama.vim's default)")
     p.add_argument("--api-key", default=os.environ.get("CODA_LSP_API_KEY"),
                    help="require Authorization: Bearer KEY (default: $CODA_LSP_API_KEY)")
+    p.add_argument("--fast", action="store_true",
+                   help="the language server's typing path: faster, approximate (fills may "
+                        "differ from coda-lsp fill)")
     return p
 
 
@@ -165,8 +168,8 @@ def http_main(args: argparse.Namespace) -> int:
     name = args.model.name if args.model else "coda"
     host, port = sock.getsockname()[:2]
     print(f"coda-lsp http: serving {name} on http://{host}:{port}", file=sys.stderr, flush=True)
-    http_server.serve(http_server.Service(engine, defaults, name, args.api_key), sock,
-                      args.verbose)
+    service = http_server.Service(engine, defaults, name, args.api_key, fast=args.fast)
+    http_server.serve(service, sock, args.verbose)
     return 0
 
 
