@@ -69,7 +69,7 @@ class Service:
     def __init__(self, engine: Engine, settings: Settings, model_name: str,
                  api_key: str | None = None, fast: bool = False) -> None:
         self.engine = engine
-        self.fast = fast  # the LSP's typing path: approximate, several times faster
+        self.fast = fast  # the language server's typing path: approximate, far faster
         self.settings = settings
         self.model_name = model_name
         self.api_key = api_key
