@@ -6,8 +6,8 @@ Thin Starlette handlers: ``http_wire`` checks the request and shapes the answer,
 fills (the path ``coda-lsp fill`` takes too), and one model worker (``scheduling``) runs
 every fill. Requests that name the same client (``X-Coda-Client`` header, or OpenAI's
 ``user``) replace each other, newest wins; a request whose client hangs up is cancelled
-between denoising steps. The model is loaded before the port opens, so a listening server
-is a ready one.
+between denoising steps. The port is bound first (a busy port fails at once, before the
+model loads); requests wait in the backlog until the model is ready.
 """
 
 from __future__ import annotations
