@@ -23,6 +23,7 @@ from coda_model import Cancelled, ContextCarry, SamplerConfig, infill, load_mode
 
 log = logging.getLogger(__name__)
 
+MASK_GLYPH = "\u2591"  # how a still-masked token shows in a partial fill
 INLINE_CANDIDATES = 2  # mask counts tried per keystroke-driven request (hole fills try all)
 CARRIED_DOCUMENTS = 4  # context keys/values kept for this many documents (~117 MB each at 1.7B)
 
@@ -54,6 +55,7 @@ class FillResult:
     fills: list[Fill]
     timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
     reused: int = 0  # context tokens whose keys/values came from the previous request
+    prompt_tokens: int = 0  # prefix + suffix tokens the model saw
 
 
 def pick_device(device: str) -> str:
@@ -104,9 +106,14 @@ class Engine:
         )
 
     def fill(self, job: FillJob, should_stop: Callable[[], bool] | None = None,
-             on_step: Callable[[int, int], None] | None = None) -> FillResult:
+             on_step: Callable[[int, int], None] | None = None,
+             on_partial: Callable[[int, int, list[str]], None] | None = None) -> FillResult:
         """Candidate fills for one hole, one per length; raises Cancelled when told to stop.
-        on_step(step, steps) reports denoising progress (from this, the worker, thread)."""
+
+        on_step(step, steps) reports denoising progress (from this, the worker, thread);
+        on_partial(step, steps, texts) sees every candidate after each denoising step, masks
+        drawn as MASK_GLYPH: lets a client draw the fill sharpening.
+        """
         t0 = time.perf_counter()
         p = prompt.build(
             self.tokenizer,
@@ -135,6 +142,9 @@ class Engine:
                 should_stop=should_stop,
                 on_step=on_step,
                 carry=carry,
+                on_middles=None if on_partial is None else (
+                    lambda step, steps, middles: on_partial(
+                        step, steps, [self.partial_text(ids) for ids in middles])),
             )
         t2 = time.perf_counter()
         fills = [
@@ -145,7 +155,23 @@ class Engine:
         timings = {"prompt": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3}
         log.debug("prompt %d+%d tokens, lengths %s", len(prefix_ids), len(p.suffix_ids),
                   p.lengths)
-        return FillResult(fills, timings, carry.last_reused if carry else 0)
+        return FillResult(fills, timings, carry.last_reused if carry else 0,
+                          len(prefix_ids) + len(p.suffix_ids))
+
+    def partial_text(self, ids: list[int]) -> str:
+        """A middle being denoised: decoded runs, MASK_GLYPH per mask, cut at the end marker."""
+        tok = self.tokenizer
+        out: list[str] = []
+        run: list[int] = []
+        for token in ids:
+            if token in (tok.pad_id, tok.eos_id):
+                break
+            if token == tok.mask_id:
+                out.append(tok.decode(run) + MASK_GLYPH)
+                run = []
+            else:
+                run.append(token)
+        return "".join(out) + tok.decode(run)
 
     def carry(self, key: str | None) -> ContextCarry | None:
         """The document's context carry; the least recently used beyond CARRIED_DOCUMENTS go."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .forward import ContextCache, FullForward, ContextCarry
+from .forward import ContextCache, ContextCarry, FullForward
 from .sampler import SamplerConfig, denoise
 
 
@@ -52,8 +52,12 @@ def infill(
     should_stop: Callable[[], bool] | None = None,
     on_step: Callable[[int, int], None] | None = None,
     carry: ContextCarry | None = None,
+    on_middles: Callable[[int, int, list[list[int]]], None] | None = None,
 ) -> list[InfillCandidate]:
     """One candidate per length, in the order given. Raises Cancelled if should_stop() fires.
+
+    on_middles(step, steps, middles) gets each candidate's middle ids after every step, masks
+    still in place (for clients that draw the fill sharpening).
 
     carry (with config.context_cache): context keys/values from the previous call on the same
     text, updated for the next one (see ContextCarry)."""
@@ -73,10 +77,16 @@ def infill(
     else:
         forward = FullForward(model, key_mask)
     probs = torch.zeros(ids.shape, dtype=torch.float32, device=device)
-    out = denoise(model, ids, config, mask_id=tokenizer.mask_id, should_stop=should_stop,
-                  on_step=on_step, key_mask=key_mask, forward=forward, probs_out=probs)
-    stops = {tokenizer.pad_id, tokenizer.eos_id}
     start = len(prefix_ids)
+    on_state = None
+    if on_middles is not None:
+        def on_state(step: int, steps: int, x: torch.Tensor) -> None:
+            on_middles(step, steps, [x[row, start : start + n].tolist()
+                                     for row, n in enumerate(lengths)])
+    out = denoise(model, ids, config, mask_id=tokenizer.mask_id, should_stop=should_stop,
+                  on_step=on_step, key_mask=key_mask, forward=forward, probs_out=probs,
+                  on_state=on_state)
+    stops = {tokenizer.pad_id, tokenizer.eos_id}
     candidates = []
     for row, n in enumerate(lengths):
         middle = out[row, start : start + n].tolist()

@@ -149,13 +149,15 @@ def denoise(
     key_mask: torch.Tensor | None = None,
     forward=None,
     probs_out: torch.Tensor | None = None,
+    on_state: Callable[[int, int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Return `input_ids` [B, L] with every mask filled.
 
     should_stop() is polled before each step and raises Cancelled; on_step(step, steps) reports
     progress; key_mask [B, L] marks real tokens when rows are right-padded; forward is the
     logits provider (default: full recomputation); probs_out [B, L] receives the probability
-    each committed token had when it was committed.
+    each committed token had when it was committed; on_state(step, steps, x) sees the canvas
+    after each step (read-only: for showing a fill as it sharpens).
     """
     x = input_ids.clone()
     forward = forward or FullForward(model, key_mask)
@@ -179,6 +181,8 @@ def denoise(
             done += 1
             if on_step is not None:
                 on_step(done, steps_per_block * len(blocks))
+            if on_state is not None:
+                on_state(done, steps_per_block * len(blocks), x)
     return x
 
 
