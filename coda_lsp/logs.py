@@ -52,6 +52,9 @@ def setup(verbose: int = 0, log_file: str | None = None) -> None:
         logger.setLevel(pygls_level if name == "pygls" else level)
 
 
+_sending = threading.local()
+
+
 def message_type(level: int) -> types.MessageType:
     return next(t for lvl, t in _LEVELS if level >= lvl)
 
@@ -65,7 +68,6 @@ class ClientLogHandler(logging.Handler):
         self._send = send
         self._loop = loop
         self._loop_thread = threading.get_ident()
-        self._sending = False  # a failed send logs an error: that one must not be sent
         self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -80,13 +82,13 @@ class ClientLogHandler(logging.Handler):
             self.handleError(record)
 
     def _send_once(self, params: types.LogMessageParams) -> None:
-        if self._sending:
-            return
-        self._sending = True
+        if getattr(_sending, "now", False):
+            return  # a line logged while sending one (pygls: "Error sending data") stays here
+        _sending.now = True
         try:
             self._send(params)
         finally:
-            self._sending = False
+            _sending.now = False
 
 
 def bridge(send: Callable[[types.LogMessageParams], None], loop: asyncio.AbstractEventLoop,

@@ -1,0 +1,60 @@
+"""Where log lines go: stderr until the client is connected, then the client's log."""
+
+import asyncio
+import logging
+
+import pytest
+from lsprotocol import types
+
+from coda_lsp import logs
+
+
+@pytest.fixture
+def clean_loggers():
+    names = (*logs.LOGGERS, "pygls")
+    saved = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).level) for n in names}
+    yield
+    for name, (handlers, level) in saved.items():
+        logging.getLogger(name).handlers[:] = handlers
+        logging.getLogger(name).setLevel(level)
+
+
+def test_bridge_replaces_stderr_keeps_the_log_file_and_maps_levels(clean_loggers, tmp_path):
+    logs.setup(0, None)
+    logs.setup(0, str(tmp_path / "coda.log"))
+    sent: list[types.LogMessageParams] = []
+
+    async def connect():
+        logs.bridge(sent.append, asyncio.get_running_loop())
+        logs.bridge(sent.append, asyncio.get_running_loop())  # a second initialize: no doubles
+
+    asyncio.run(connect())
+    log = logging.getLogger("coda_lsp.test")
+    for handler in logging.getLogger("coda_lsp").handlers:
+        assert not isinstance(handler, logs.Console)
+    log.info("ready")
+    log.warning("careful")
+    log.error("broken")
+    logging.getLogger("pygls.protocol").warning("odd message")
+    logging.getLogger("pygls.protocol").info("Sending data: ...")  # tracing stays out
+    assert [(p.type, p.message) for p in sent] == [
+        (types.MessageType.Info, "coda_lsp.test: ready"),
+        (types.MessageType.Warning, "coda_lsp.test: careful"),
+        (types.MessageType.Error, "coda_lsp.test: broken"),
+        (types.MessageType.Warning, "pygls.protocol: odd message")]
+    assert "ready" in (tmp_path / "coda.log").read_text()
+
+
+def test_a_send_that_logs_does_not_recurse(clean_loggers):
+    sent = []
+
+    def send(params):  # pygls logs an error when it cannot write: that must not loop
+        sent.append(params)
+        logging.getLogger("pygls.protocol").error("Error sending data")
+
+    async def connect():
+        logs.bridge(send, asyncio.get_running_loop())
+
+    asyncio.run(connect())
+    logging.getLogger("coda_lsp.test").warning("once")
+    assert len(sent) == 1
