@@ -23,6 +23,7 @@ from cattrs import Converter
 from lsprotocol import types
 from pygls.exceptions import (
     JsonRpcException,
+    JsonRpcInternalError,
     JsonRpcInvalidParams,
     JsonRpcInvalidRequest,
     JsonRpcParseError,
@@ -124,6 +125,8 @@ class CodaProtocol(LanguageServerProtocol):
             request = self._structure(message, JsonRPCRequestMessage)
             if isinstance(request, str):
                 self._refuse(msg_id, JsonRpcInvalidParams(f"{method}: {request}"))
+            elif not hasattr(request, "id"):  # read as a notification, it would go unanswered
+                self._refuse(msg_id, JsonRpcInvalidRequest(f"{method} is a notification"))
             else:
                 super().handle_message(request)
 
@@ -140,7 +143,11 @@ class CodaProtocol(LanguageServerProtocol):
             try:
                 structured = super().structure_message(message)
             except JsonRpcException as exc:
-                log.warning("dropped a response: %s", exc.__cause__ or exc)
+                reason = f"unreadable response: {exc.__cause__ or exc}"
+                log.warning("%s", reason)
+                if _valid_id(message["id"]):  # the request waiting for it fails, not hangs
+                    error = JsonRpcInternalError(reason).to_response_error()
+                    self._handle_response(message["id"], None, error)
                 return
         else:
             structured = self._structure(message, JsonRPCNotification)

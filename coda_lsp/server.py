@@ -324,8 +324,12 @@ def create_server(defaults: Settings, load_engine: Callable[[], Engine],
             if not (ws and ws.configuration):
                 return
             items = [types.ConfigurationItem(section="coda")]
-            payload = (await ls.workspace_configuration_async(
-                types.ConfigurationParams(items=items)))[0]
+            try:
+                payload = (await ls.workspace_configuration_async(
+                    types.ConfigurationParams(items=items)))[0]
+            except Exception as exc:  # an error or nonsense from the client: keep the settings
+                log.warning("workspace/configuration failed: %s", exc)
+                return
         ls.apply_settings(settings_mod.coda_section(payload))
 
     @ls.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
@@ -357,8 +361,12 @@ def create_server(defaults: Settings, load_engine: Callable[[], Engine],
         edit = await ls.fill_hole(*ls.parse_target_args(args[0]))
         if edit is None:
             return False
-        result = await ls.workspace_apply_edit_async(
-            types.ApplyWorkspaceEditParams(edit=edit, label=FILL_TITLE))
+        try:
+            result = await ls.workspace_apply_edit_async(
+                types.ApplyWorkspaceEditParams(edit=edit, label=FILL_TITLE))
+        except JsonRpcException as exc:  # the client refused or answered nonsense
+            log.warning("workspace/applyEdit failed: %s", exc)
+            return False
         return bool(result and result.applied)
 
     @ls.feature(DOCUMENT_TEXT)

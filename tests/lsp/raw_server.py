@@ -17,6 +17,7 @@ from typing import Any
 from lsp_session import TEST_SETTINGS, server_command, server_env
 
 NULL_ID = "<null>"  # the key of responses whose id is null (the request could not be read)
+HARNESS = "harness-"  # the id prefix of this client's own requests
 
 
 class RawServer:
@@ -61,7 +62,7 @@ class RawServer:
         self.send({"jsonrpc": "2.0", "method": method, "params": params})
 
     def send_request(self, method: str, params: Any, msg_id: Any = None) -> Any:
-        msg_id = f"r{next(self._ids)}" if msg_id is None else msg_id
+        msg_id = f"{HARNESS}{next(self._ids)}" if msg_id is None else msg_id
         self.send({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
         return msg_id
 
@@ -118,7 +119,11 @@ class RawServer:
         elif "method" in message:
             self.notifications.append(message)
         else:
-            key = NULL_ID if message.get("id") is None else message["id"]
+            key = message.get("id")
+            if key is None:
+                key = NULL_ID
+            elif not isinstance(key, str | int):  # never sent by a correct server
+                key = f"<odd id {json.dumps(key)}>"
             self.responses[key].append(message)
             waiter = self._waiters.pop(key, None)
             if waiter is not None and not waiter.done():

@@ -108,6 +108,16 @@ async def test_unreadable_messages_are_answered_with_id_null(raw):
     assert raw.proc.returncode is None
 
 
+async def test_a_nonsense_answer_to_apply_edit_fails_the_command_instead_of_hanging(raw):
+    uri = open_doc(raw, CODE + "\n\ndef sub(a, b):\n    ...\n")
+    hole = {"start": {"line": 5, "character": 4}, "end": {"line": 5, "character": 7}}
+    # this client answers workspace/applyEdit with a null result (it must be an object)
+    result = await raw.request("workspace/executeCommand", {
+        "command": "coda.fillHole", "arguments": [{"uri": uri, "range": hole}]}, timeout=30)
+    assert result is False
+    assert any("workspace/applyEdit failed" in m["message"] for m in raw.log_messages())
+
+
 async def test_lone_surrogates_still_complete(raw):
     uri = open_doc(raw, "s = '\ud800'\n" + CODE)  # json.dumps sends it as "\\ud800"
     result = await raw.request("textDocument/inlineCompletion", inline(uri, 2, 11))
