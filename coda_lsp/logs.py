@@ -22,6 +22,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lsprotocol import types
+from pygls.exceptions import (
+    JsonRpcException,
+    JsonRpcInvalidParams,
+    JsonRpcInvalidRequest,
+    JsonRpcMethodNotFound,
+    JsonRpcParseError,
+    JsonRpcRequestCancelled,
+    JsonRpcServerNotInitialized,
+)
 
 LOGGERS = ("coda_lsp", "coda_model")
 _LEVELS = [
@@ -44,6 +53,7 @@ def setup(verbose: int = 0, log_file: str | None = None) -> None:
     else:
         handler = Console(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(ClientMistakes())
     level = logging.DEBUG if verbose else logging.INFO
     pygls_level = logging.INFO if verbose > 1 else logging.WARNING
     for name in (*LOGGERS, "pygls"):
@@ -91,6 +101,28 @@ class ClientLogHandler(logging.Handler):
             _sending.now = False
 
 
+# Errors that are the client's mistake and that the client was answered with already.
+_ANSWERED = {JsonRpcInvalidParams.CODE, JsonRpcInvalidRequest.CODE, JsonRpcMethodNotFound.CODE,
+             JsonRpcParseError.CODE, JsonRpcServerNotInitialized.CODE, JsonRpcRequestCancelled.CODE}
+
+
+class ClientMistakes(logging.Filter):
+    """pygls logs a traceback at ERROR for a request it answered with InvalidParams (or for a
+    body that was not JSON); in the editor's log that reads as a server failure. One warning
+    line says it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        answered = isinstance(error, JsonRpcException) and error.code in _ANSWERED
+        unreadable = isinstance(error, ValueError | RecursionError)  # parse errors: answered
+        unreadable = unreadable and record.name == "pygls.server"
+        if answered or unreadable:
+            record.msg, record.args = f"{record.getMessage()}: {error}", ()
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def bridge(send: Callable[[types.LogMessageParams], None], loop: asyncio.AbstractEventLoop,
            verbose: int = 0) -> ClientLogHandler:
     """From now on log to the client, not to stderr (a log file, if any, stays)."""
@@ -98,6 +130,7 @@ def bridge(send: Callable[[types.LogMessageParams], None], loop: asyncio.Abstrac
     handler.setLevel(logging.DEBUG if verbose else logging.INFO)
     pygls_handler = ClientLogHandler(send, loop)
     pygls_handler.setLevel(logging.WARNING)  # its INFO lines (-vv) trace every message sent
+    pygls_handler.addFilter(ClientMistakes())
     for name, new in [*((name, handler) for name in LOGGERS), ("pygls", pygls_handler)]:
         logger = logging.getLogger(name)
         for old in list(logger.handlers):

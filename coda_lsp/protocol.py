@@ -15,11 +15,13 @@
 
 from __future__ import annotations
 
+import collections.abc
 import logging
-from typing import Any
+from typing import Any, get_origin
 
 import cattrs
 from cattrs import Converter
+from cattrs.cols import homogenous_tuple_structure_factory, list_structure_factory
 from lsprotocol import types
 from pygls.exceptions import (
     JsonRpcException,
@@ -47,8 +49,9 @@ def strict_converter() -> Converter:
     for kind in (str, int, bool):
         converter.register_structure_hook(kind, _exactly(kind))
     converter.register_structure_hook(float, _number)
-    for kind_or_str in (types.CodeActionKind | str, types.CodeActionKind | str | None):
-        converter.register_structure_hook(kind_or_str, _code_action_kind)
+    converter.register_structure_hook_factory(_is_sequence, _array_only)
+    converter.register_structure_hook(types.CodeActionKind | str, _code_action_kind)
+    converter.register_structure_hook(types.CodeActionKind | str | None, _optional_kind)
     return converter
 
 
@@ -67,11 +70,42 @@ def _number(value: Any, _: type) -> float:
     return float(value)
 
 
-def _code_action_kind(value: Any, _: type) -> str | None:
+def _is_sequence(kind: Any) -> bool:
+    return get_origin(kind) in (collections.abc.Sequence, list)
+
+
+def _array_only(kind: Any, converter: Converter):
+    """cattrs reads any iterable as a sequence: "quickfix" would become eight kinds."""
+    factory = list_structure_factory if get_origin(kind) is list else \
+        homogenous_tuple_structure_factory
+    structure_items = factory(kind, converter)
+
+    def structure(value: Any, _: type) -> Any:
+        if not isinstance(value, list | tuple):
+            raise TypeError(f"expected an array, got {type(value).__name__}")
+        return structure_items(value, kind)
+
+    return structure
+
+
+def _code_action_kind(value: Any, _: type) -> str:
     """A kind is any string (lsprotocol keeps non-standard kinds as plain strings)."""
-    if value is None or isinstance(value, str):
+    if isinstance(value, str):
         return value
     raise TypeError(f"a code action kind is a string, got {type(value).__name__}")
+
+
+def _optional_kind(value: Any, kind: type) -> str | None:
+    return None if value is None else _code_action_kind(value, kind)
+
+
+def explain(error: Exception) -> str:
+    """cattrs' errors as one line that says where: "expected int @ $.params.position.line"."""
+    if isinstance(error, KeyError):
+        return f"missing {error}"
+    if not isinstance(error, cattrs.BaseValidationError):
+        return str(error) or type(error).__name__
+    return "; ".join(cattrs.transform_error(error)[:3])
 
 
 def _valid_id(value: Any) -> bool:
@@ -165,11 +199,7 @@ class CodaProtocol(LanguageServerProtocol):
         try:
             return self._converter.structure(fields, kind)
         except Exception as exc:
-            try:
-                problems = cattrs.transform_error(exc)
-            except Exception:
-                problems = [str(exc)]
-            return "invalid params: " + "; ".join(problems[:3])
+            return f"invalid params: {explain(exc)}"
 
     def _refuse(self, msg_id: Any, error: JsonRpcException) -> None:
         log.warning("request %r refused: %s", msg_id, error.message)
@@ -180,4 +210,4 @@ class CodaProtocol(LanguageServerProtocol):
         self._refuse(None, JsonRpcParseError(f"cannot read the message: {error}"))
 
 
-__all__ = ["CodaProtocol", "strict_converter"]
+__all__ = ["CodaProtocol", "explain", "strict_converter"]

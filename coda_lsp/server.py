@@ -29,7 +29,7 @@ from coda_lsp import __version__, edits, languages, logs, positions, prompt, spa
 from coda_lsp import settings as settings_mod
 from coda_lsp.documents import Document, DocumentStore
 from coda_lsp.engine import Engine, FillJob, rank
-from coda_lsp.protocol import CodaProtocol, strict_converter
+from coda_lsp.protocol import CodaProtocol, explain, strict_converter
 from coda_lsp.scheduling import Scheduler, Superseded
 from coda_lsp.settings import Settings
 
@@ -279,8 +279,8 @@ class CodaServer(LanguageServer):
             rng = self.protocol._converter.structure(arg["range"], types.Range)
             if not isinstance(uri, str):
                 raise TypeError("uri must be a string")
-        except (KeyError, TypeError, ValueError, Exception) as exc:
-            raise JsonRpcInvalidParams(f"expected {{uri, range}}: {exc}") from exc
+        except Exception as exc:  # KeyError, TypeError, cattrs' validation errors
+            raise JsonRpcInvalidParams(f"expected {{uri, range}}: {explain(exc)}") from exc
         return uri, rng
 
 

@@ -58,3 +58,25 @@ def test_a_send_that_logs_does_not_recurse(clean_loggers):
     asyncio.run(connect())
     logging.getLogger("coda_lsp.test").warning("once")
     assert len(sent) == 1
+
+
+def test_what_the_client_was_answered_with_is_one_warning_not_a_traceback(clean_loggers):
+    from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
+
+    sent = []
+
+    async def connect():
+        logs.bridge(sent.append, asyncio.get_running_loop())
+
+    asyncio.run(connect())
+    pygls_log = logging.getLogger("pygls.protocol.json_rpc")
+    for error in (JsonRpcInvalidParams("coda/documentText takes {uri}"),
+                  JsonRpcInternalError("boom")):
+        try:
+            raise error
+        except Exception:
+            pygls_log.exception('Exception occurred for message "%s"', 7)
+    answered, failed = sent
+    assert answered.type == types.MessageType.Warning and "Traceback" not in answered.message
+    assert answered.message.endswith('message "7": coda/documentText takes {uri}')
+    assert failed.type == types.MessageType.Error and "Traceback" in failed.message

@@ -69,8 +69,9 @@ async def test_a_nested_object_with_a_jsonrpc_key_is_a_value_not_a_message(raw):
 
 async def test_code_action_kinds_must_be_strings(raw):
     uri = open_doc(raw, CODE + "\n\ndef sub(a, b):\n    ...\n")
-    assert error_code(await raw.request("textDocument/codeAction",
-                                        code_action(uri, 5, 5, [5]))) == INVALID_PARAMS
+    for only in ([5], ["quickfix", None], "quickfix"):
+        assert error_code(await raw.request("textDocument/codeAction",
+                                            code_action(uri, 5, 5, only))) == INVALID_PARAMS
     actions = await raw.request("textDocument/codeAction", code_action(uri, 5, 5, ["quickfix"]))
     assert actions and actions[0]["title"] == "Fill this hole"
 
