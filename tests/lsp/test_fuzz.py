@@ -117,6 +117,15 @@ class Fuzzer:
                   "context": {"triggerKind": self.rng.choice([1, 2])}}
         self.request("textDocument/inlineCompletion", self.maybe_mutate(params))
 
+    def inline_valid(self) -> None:
+        """A completion where a user would ask for one: in a document the server knows."""
+        uri = self.rng.choice(list(self.valid))
+        text = self.valid[uri][0]
+        self.request("textDocument/inlineCompletion", {
+            "textDocument": {"uri": uri},
+            "position": utf16_position(text, self.rng.randint(0, len(text))),
+            "context": {"triggerKind": 1}})
+
     def code_action(self) -> None:
         start, end = self.position(), self.position()
         only = self.rng.choice([None, ["quickfix"], ["refactor"], [5], ["x", None], "quickfix"])
@@ -220,8 +229,11 @@ class Fuzzer:
         self.message(message)
 
     def configuration(self) -> None:
-        settings = {"coda": self.mutate({"steps": 4, "enabled": True, "contextTokens": 256})}
+        sane = {"steps": 4, "enabled": True, "contextTokens": 256}
+        settings = {"coda": self.mutate(sane)}
         self.notify("workspace/didChangeConfiguration", self.maybe_mutate({"settings": settings}))
+        if self.rng.random() < 0.7:  # back to working settings (odd ones may disable it all)
+            self.notify("workspace/didChangeConfiguration", {"settings": {"coda": sane}})
 
     def response(self) -> None:
         self.message({"jsonrpc": "2.0", "id": self.rng.choice([999_999, "nope", None]),
@@ -234,7 +246,8 @@ class Fuzzer:
             self.notify("initialized", self.rng.choice([{}, None, NESTED]))
 
     def generate(self, count: int) -> list[tuple[bytes, Any]]:
-        kinds = [(self.edit_valid, 18), (self.edit_hostile, 12), (self.inline, 12),
+        kinds = [(self.edit_valid, 18), (self.edit_hostile, 12), (self.inline, 8),
+                 (self.inline_valid, 6),
                  (self.code_action, 6), (self.command, 4), (self.document_text, 4),
                  (self.open_hostile, 3), (self.close, 2), (self.cancel, 6), (self.unknown, 5),
                  (self.nested, 6), (self.malformed, 7), (self.bad_envelope, 7),
@@ -282,9 +295,13 @@ async def test_hostile_messages_are_all_answered_and_the_server_survives(tiny_mo
             for body, _ in burst:
                 server.send_body(body)
             sent += len(burst)
-            await server.proc.stdin.drain()
+            try:
+                await server.proc.stdin.drain()
+            except ConnectionError:  # BrokenPipeError: it died
+                code = await asyncio.wait_for(server.proc.wait(), 10)
+                pytest.fail(f"the server died (exit {code}) after {sent} messages: "
+                            f"{bytes(server.stderr)[-2000:]!r}")
             await asyncio.sleep(0)
-            assert server.proc.returncode is None, bytes(server.stderr)[-2000:]
         deadline = started + 120 + MESSAGES / 20
         while any(len(server.responses.get(k, ())) < n for k, n in expected.items()):
             if asyncio.get_running_loop().time() > deadline:
@@ -312,6 +329,8 @@ async def test_hostile_messages_are_all_answered_and_the_server_survives(tiny_mo
         assert server.proc.returncode is None
         outcomes = Counter(r.get("error", {}).get("code", "result") for key, answers in
                            server.responses.items() for r in answers)
+        outcomes["with items"] = sum(isinstance(r.get("result"), dict) and "items" in r["result"]
+                                     for answers in server.responses.values() for r in answers)
         print(f"\n{len(messages)} messages, {sum(expected.values())} requests "
               f"({expected[NULL_ID]} unreadable) answered in {elapsed:.1f}s: {dict(outcomes)}; "
               f"stderr {len(server.stderr)} bytes, {len(server.log_messages())} log messages")
