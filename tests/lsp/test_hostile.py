@@ -142,6 +142,18 @@ async def test_logs_go_to_the_client_with_their_type_not_to_stderr(raw):
     assert b"INFO" not in raw.stderr and b"WARNING" not in raw.stderr, bytes(raw.stderr)[-500:]
 
 
+async def test_a_repeated_initialized_neither_reloads_the_model_nor_doubles_the_log(raw):
+    raw.notify("initialized", {})
+    raw.notify("initialized", {})
+    uri = open_doc(raw, CODE)
+    assert await raw.request("textDocument/inlineCompletion", inline(uri, 1, 11))
+    await asyncio.sleep(0.2)
+    logs = [m["message"] for m in raw.log_messages()]
+    assert sum(m.endswith("model ready") for m in logs) == 1
+    completions = [m for m in logs if "[inline-" in m]
+    assert len(set(completions)) == len(completions)  # each line once
+
+
 async def test_requests_after_shutdown_are_refused_and_exit_ends_the_process(tiny_model_dir):
     server = await RawServer.start(tiny_model_dir)
     try:
