@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from coda_lsp import prompt
+from coda_lsp import positions, prompt
 from coda_lsp.settings import Settings
 from coda_model import Cancelled, ContextCarry, SamplerConfig, infill, load_model, load_tokenizer
 
@@ -115,10 +115,11 @@ class Engine:
         drawn as MASK_GLYPH: lets a client draw the fill sharpening.
         """
         t0 = time.perf_counter()
+        prefix, suffix = positions.for_model(job.prefix), positions.for_model(job.suffix)
         p = prompt.build(
             self.tokenizer,
-            job.prefix,
-            job.suffix,
+            prefix,
+            suffix,
             job.span_lengths,
             self.context_budget(job.settings),
             job.settings.max_middle_tokens,
@@ -148,7 +149,7 @@ class Engine:
             )
         t2 = time.perf_counter()
         fills = [
-            Fill(tidy(c.text, job.suffix, job.line_ending, job.prefix), float(c.mean_confidence),
+            Fill(tidy(c.text, suffix, job.line_ending, prefix), float(c.mean_confidence),
                  c.length)
             for c in candidates
         ]

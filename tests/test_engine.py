@@ -43,3 +43,11 @@ def test_typing_carries_context_per_document(engine):
     for i in range(CARRIED_DOCUMENTS + 1):
         engine.fill(dataclasses.replace(job, carry_key=f"file:///{i}.py"))
     assert len(engine.carries) == CARRIED_DOCUMENTS and "file:///a.py" not in engine.carries
+
+
+def test_lone_surrogates_in_the_context_still_complete(engine):
+    # a client may send a lone UTF-16 surrogate as "\ud800" in JSON; the tokenizer refuses it
+    job = FillJob(prefix="s = '\ud800'\ndef add(a, b):\n    return ", suffix="\n# \udfff end\n",
+                  span_lengths=(4, 8), steps=2, settings=Settings())
+    fills = engine.fill(job).fills
+    assert len(fills) == 2 and all("\ud800" not in f.text for f in fills)

@@ -244,3 +244,18 @@ async def test_status_reports_the_latest_latency_at_most_once_a_second(client):
     times = recorder.status_times[first_status:]
     # sent at least 1 s apart; arrival times may be jittered by a busy client loop
     assert all(b - a > 0.5 for a, b in zip(times, times[1:], strict=False)), times
+
+
+async def test_completion_past_the_last_definition_of_a_large_file(client):
+    # over spans.VALIDATION_BYTES: the fill is validated in the enclosing definition, and
+    # past the last one tree-sitter used to hand back a node that crashed the server
+    functions = "def f():\n    return 1\n" * 800
+    method = "    def m{i}(self):\n        return {i}\n\n"
+    big_class = "class C:\n" + "".join(method.format(i=i) for i in range(600)) + "\n"
+    for text, line in [(functions, 1600), (big_class, big_class.count("\n"))]:
+        uri = open_doc(client, text)
+        result = await client.text_document_inline_completion_async(inline_params(uri, line, 0))
+        assert result is None or result.items[0].range.start == types.Position(line=line,
+                                                                                character=0)
+    uri = open_doc(client, CODE)  # still alive and serving
+    assert await client.text_document_inline_completion_async(inline_params(uri, 1, 11))
