@@ -43,3 +43,23 @@ def test_typing_carries_context_per_document(engine):
     for i in range(CARRIED_DOCUMENTS + 1):
         engine.fill(dataclasses.replace(job, carry_key=f"file:///{i}.py"))
     assert len(engine.carries) == CARRIED_DOCUMENTS and "file:///a.py" not in engine.carries
+
+
+@pytest.mark.parametrize("cpuinfo, expected", [
+    ("flags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni\n", None),   # emulated bf16: fp32
+    ("flags\t\t: fpu avx512f avx512_bf16 amx_tile\n", "bfloat16"),
+    ("flags\t\t: fpu avx512f amx_bf16 amx_tile\n", "bfloat16"),
+    ("Features\t: fp asimd sve bf16 i8mm\n", "bfloat16"),                 # aarch64
+    (None, None),                                                         # no /proc/cpuinfo
+])
+def test_cpu_dtype_is_bf16_only_where_the_cpu_has_it(tmp_path, monkeypatch, cpuinfo, expected):
+    from coda_lsp import engine as engine_module
+
+    path = tmp_path / "cpuinfo"
+    if cpuinfo is not None:
+        path.write_text("processor\t: 0\n" + cpuinfo)
+    monkeypatch.setattr(engine_module, "CPUINFO", path)
+    assert engine_module.pick_dtype(None, "cpu") == expected
+    assert engine_module.pick_dtype("auto", "cpu") == expected
+    assert engine_module.pick_dtype("float32", "cpu") == "float32"  # --dtype still decides
+    assert engine_module.pick_dtype(None, "cuda") == "bfloat16"
