@@ -9,6 +9,7 @@ uses the same two calls synchronously.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -155,7 +156,7 @@ class Engine:
             )
         t2 = time.perf_counter()
         fills = [
-            Fill(tidy(c.text, job.suffix, job.line_ending, job.prefix), float(c.mean_confidence),
+            Fill(tidy(c.text, job.suffix, job.line_ending, job.prefix), c.fill_confidence,
                  c.length)
             for c in candidates
         ]
@@ -201,8 +202,29 @@ def tidy(text: str, suffix: str, line_ending: str = "\n", prefix: str = "") -> s
     return text
 
 
+_UNITS = re.compile(r"\w+|[^\w\s]+")  # words, and runs of punctuation ("))", "->")
+
+
+def degenerate(text: str) -> bool:
+    """A fill that stutters: the same word twice in a row ("import import"), or a group of
+    two or three words/punctuation runs three times in a row ("1,1,1,1", "self.self.self.").
+    Weak models fall into such loops; rank puts them after every fluent fill."""
+    units = _UNITS.findall(text)
+    pairs = zip(units, units[1:], strict=False)
+    if any(a == b and (a[0].isalnum() or a[0] == "_") for a, b in pairs):
+        return True
+    for period in (2, 3):
+        run = 0
+        for a, b in zip(units, units[period:], strict=False):
+            run = run + 1 if a == b else 0
+            if run >= 2 * period:  # the group and two more copies of it
+                return True
+    return False
+
+
 def rank(fills: list[Fill], threshold: float, errors_of: Callable[[str], int]) -> list[Fill]:
-    """Usable fills, best first: parses without new errors, then the model's confidence.
+    """Usable fills, best first: parses without new errors, then fluent (not degenerate),
+    then the model's confidence in the fill's own tokens.
 
     A fill is cut where its tokens stop decoding to whole characters; empty and
     whitespace-only fills and those under the confidence threshold are dropped.
@@ -214,7 +236,7 @@ def rank(fills: list[Fill], threshold: float, errors_of: Callable[[str], int]) -
             continue
         f = Fill(text, f.confidence, f.length)
         kept.append(Fill(f.text, f.confidence, f.length, errors_of(f.text)))
-    kept.sort(key=lambda f: (f.errors > 0, -f.confidence))
+    kept.sort(key=lambda f: (f.errors > 0, degenerate(f.text), -f.confidence))
     return kept
 
 

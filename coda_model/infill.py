@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .forward import ContextCache, FullForward, ContextCarry
+from .forward import ContextCache, ContextCarry, FullForward
 from .sampler import SamplerConfig, denoise
 
 
@@ -27,6 +27,16 @@ class InfillCandidate:
     @property
     def canvas_used(self) -> float:
         return len(self.ids) / self.length if self.length else 0.0
+
+    @property
+    def fill_confidence(self) -> float:
+        """Mean probability of the fill's own tokens (before the first pad/eos); 0.0 if empty.
+
+        Rank on this, not mean_confidence: padding is easy to predict, so over the whole
+        canvas the longest, mostly padded candidate would win whatever it wrote.
+        """
+        n = len(self.ids)
+        return sum(self.confidences[:n]) / n if n else 0.0
 
 
 def build_batch(prefix_ids: Sequence[int], suffix_ids: Sequence[int], lengths: Sequence[int],

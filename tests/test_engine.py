@@ -63,3 +63,48 @@ def test_cpu_dtype_is_bf16_only_where_the_cpu_has_it(tmp_path, monkeypatch, cpui
     assert engine_module.pick_dtype("auto", "cpu") == expected
     assert engine_module.pick_dtype("float32", "cpu") == "float32"  # --dtype still decides
     assert engine_module.pick_dtype(None, "cuda") == "bfloat16"
+
+
+def test_a_short_real_fill_beats_a_long_padded_one(engine, monkeypatch):
+    """The issue's case: `0` on a mostly padded canvas beat `0, 1,1` on the canvas mean."""
+    from coda_lsp import engine as engine_module
+    from coda_model import InfillCandidate
+
+    def candidates(model, tok, prefix_ids, suffix_ids, lengths, config, **kw):
+        padded = [0.3] + [0.99] * 15   # "0", then 15 confident pads
+        written = [0.6, 0.5, 0.7, 0.6]
+        return [InfillCandidate(4, [11, 12, 13, 14], "0, 1,1", written, sum(written) / 4),
+                InfillCandidate(16, [11], "0", padded, sum(padded) / 16)]
+
+    monkeypatch.setattr(engine_module, "infill", candidates)
+    job = FillJob(prefix="xs = [", suffix="]\n", span_lengths=(4, 16), steps=4,
+                  settings=Settings())
+    fills = engine.fill(job).fills
+    assert [round(f.confidence, 3) for f in fills] == [0.6, 0.3]
+    assert [f.text for f in engine_module.rank(fills, 0.1, lambda t: 0)] == ["0, 1,1", "0"]
+
+
+@pytest.mark.parametrize("text", ["import import", " self self", "1,1,1,1", "self.self.self.",
+                                  "x = x = x = x"])
+def test_stuttering_fills_are_degenerate(text):
+    from coda_lsp.engine import degenerate
+
+    assert degenerate(text)
+
+
+@pytest.mark.parametrize("text", ["import sys", "self.items.pop()", "f(a, b, c)", "[0, 1]",
+                                  '"""Stack."""', "x == y", "a, a", "))", "0, 1,1",
+                                  "return self.x + self.y"])
+def test_fluent_fills_are_not_degenerate(text):
+    from coda_lsp.engine import degenerate
+
+    assert not degenerate(text)
+
+
+def test_rank_puts_degenerate_fills_after_fluent_ones():
+    from coda_lsp.engine import Fill, rank
+
+    fills = [Fill("import import", 0.9, 4), Fill("1,1,1,1", 0.8, 8), Fill("import sys", 0.3, 4),
+             Fill("import (", 0.95, 4)]
+    ranked = rank(fills, 0.1, lambda t: t.count("("))
+    assert [f.text for f in ranked] == ["import sys", "import import", "1,1,1,1", "import ("]

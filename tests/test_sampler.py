@@ -139,6 +139,23 @@ def test_infill_text_stops_at_the_first_padding_token():
     assert len(cand.confidences) == 4 and 0.99 < cand.mean_confidence <= 1.0
 
 
+def test_fill_confidence_counts_the_fill_not_its_padding():
+    # canvas of 8: one unsure token (logit 1 over a 16-token vocabulary), then sure padding
+    pads = {p: (PAD, 9.0) for p in range(2, 9)}
+    padded = scripted({1: (7, 1.0), **pads}, length=10)
+    [long] = infill(padded, Tok(), [5], [6], [8], SamplerConfig(steps=8))
+    # canvas of 2: two fairly sure tokens, nothing padded
+    full = scripted({1: (7, 4.0), 2: (8, 4.0)}, length=4)
+    [short] = infill(full, Tok(), [5], [6], [2], SamplerConfig(steps=2))
+    assert long.ids == [7] and short.ids == [7, 8]
+    assert long.mean_confidence > short.mean_confidence  # the canvas mean prefers the padding
+    assert short.fill_confidence > long.fill_confidence
+    assert long.fill_confidence == pytest.approx(long.confidences[0])
+    empty = scripted({1: (PAD, 9.0), 2: (PAD, 9.0)}, length=4)
+    [nothing] = infill(empty, Tok(), [5], [6], [2], SamplerConfig(steps=2))
+    assert nothing.ids == [] and nothing.fill_confidence == 0.0 < nothing.mean_confidence
+
+
 def test_infill_needs_a_prefix_token():
     model = scripted({}, length=4)
     with pytest.raises(ValueError, match="prefix"):
