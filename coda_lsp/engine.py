@@ -38,7 +38,7 @@ class FillJob:
     steps: int
     settings: Settings
     line_ending: str = "\n"
-    fast: bool = False  # typing: reuse the context's keys/values across steps (approximate)
+    fast: bool = False  # typing: the shortest lengths only, context carried across requests
     carry_key: str | None = None  # typing: reuse context keys/values across requests with this key
 
 
@@ -116,12 +116,15 @@ class Engine:
         return min(settings.context_tokens, trained) if trained else settings.context_tokens
 
     def sampler(self, settings: Settings, steps: int, fast: bool = False) -> SamplerConfig:
+        """Typing and hole fills both compute the context's keys/values once per request
+        (hole fills agree with the exact path on held-out code: benchmarks/bench_fill_hole.py);
+        ``fillHoleExact`` recomputes everything every step for hole fills, the reference."""
         return SamplerConfig(
             steps=steps,
             alg=settings.alg,
             alg_temp=settings.alg_temp,
             temperature=settings.temperature,
-            context_cache=fast,
+            context_cache=fast or not settings.fill_hole_exact,
         )
 
     def fill(self, job: FillJob, should_stop: Callable[[], bool] | None = None) -> FillResult:

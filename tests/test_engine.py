@@ -39,7 +39,7 @@ def test_typing_carries_context_per_document(engine):
     other = dataclasses.replace(typed, carry_key="file:///b.py")
     assert engine.fill(other).reused == 0   # another document has its own carry
     hole = dataclasses.replace(typed, fast=False)
-    assert engine.fill(hole).reused == 0   # hole fills are exact: no carry
+    assert engine.fill(hole).reused == 0   # hole fills carry nothing across requests
     for i in range(CARRIED_DOCUMENTS + 1):
         engine.fill(dataclasses.replace(job, carry_key=f"file:///{i}.py"))
     assert len(engine.carries) == CARRIED_DOCUMENTS and "file:///a.py" not in engine.carries
@@ -108,3 +108,36 @@ def test_rank_puts_degenerate_fills_after_fluent_ones():
              Fill("import (", 0.95, 4)]
     ranked = rank(fills, 0.1, lambda t: t.count("("))
     assert [f.text for f in ranked] == ["import sys", "import import", "1,1,1,1", "import ("]
+
+
+def test_hole_fills_take_the_cached_path_unless_exact_is_set(engine, monkeypatch):
+    from coda_lsp import engine as engine_module
+
+    configs = []
+
+    def spy(*args, **kw):
+        configs.append(args[5])
+        return real_infill(*args, **kw)
+
+    real_infill = engine_module.infill
+    monkeypatch.setattr(engine_module, "infill", spy)
+    job = FillJob(prefix="def add(a, b):\n    return ", suffix="\n", span_lengths=(2, 4, 8),
+                  steps=4, settings=Settings())
+    engine.fill(job)
+    exact = dataclasses.replace(job, settings=dataclasses.replace(Settings(),
+                                                                  fill_hole_exact=True))
+    engine.fill(exact)
+    assert [c.context_cache for c in configs] == [True, False]
+    assert engine.fill(job).reused == 0   # cached within the request, never carried
+
+
+def test_cached_hole_fill_equals_the_exact_one_when_every_step_is_a_full_pass(engine):
+    """One step: the cache's first (and only) pass is the full pass, so the fills agree."""
+    body = "".join(f"def f{i}(x):\n    return x * {i}\n\n" for i in range(6))
+    job = FillJob(prefix=body + "def g(x):\n    return ", suffix="\n\nprint(g(2))\n",
+                  span_lengths=(3, 6, 12), steps=1, settings=Settings())
+    exact = dataclasses.replace(job, settings=dataclasses.replace(Settings(),
+                                                                  fill_hole_exact=True))
+    fast, slow = engine.fill(job).fills, engine.fill(exact).fills
+    assert [f.text for f in fast] == [f.text for f in slow] and len(fast) == 3
+    assert [f.confidence for f in fast] == pytest.approx([f.confidence for f in slow], abs=1e-4)
