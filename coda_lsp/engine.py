@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 INLINE_CANDIDATES = 2  # mask counts tried per keystroke-driven request (hole fills try all)
 CARRIED_DOCUMENTS = 4  # context keys/values kept for this many documents (~117 MB each at 1.7B)
+STOP_WEIGHT = 0.0  # padding committed last: longer, less often empty fills (bench_ranking.py)
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class Engine:
             alg_temp=settings.alg_temp,
             temperature=settings.temperature,
             context_cache=fast or not settings.fill_hole_exact,
+            stop_weight=STOP_WEIGHT,
         )
 
     def fill(self, job: FillJob, should_stop: Callable[[], bool] | None = None) -> FillResult:

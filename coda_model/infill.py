@@ -84,7 +84,8 @@ def infill(
         forward = FullForward(model, key_mask)
     probs = torch.zeros(ids.shape, dtype=torch.float32, device=device)
     out = denoise(model, ids, config, mask_id=tokenizer.mask_id, should_stop=should_stop,
-                  on_step=on_step, key_mask=key_mask, forward=forward, probs_out=probs)
+                  on_step=on_step, key_mask=key_mask, forward=forward, probs_out=probs,
+                  stop_ids=(tokenizer.pad_id, tokenizer.eos_id))
     stops = {tokenizer.pad_id, tokenizer.eos_id}
     start = len(prefix_ids)
     candidates = []

@@ -141,3 +141,8 @@ def test_cached_hole_fill_equals_the_exact_one_when_every_step_is_a_full_pass(en
     fast, slow = engine.fill(job).fills, engine.fill(exact).fills
     assert [f.text for f in fast] == [f.text for f in slow] and len(fast) == 3
     assert [f.confidence for f in fast] == pytest.approx([f.confidence for f in slow], abs=1e-4)
+
+
+def test_fills_commit_padding_last(engine):
+    for fast in (True, False):
+        assert engine.sampler(Settings(), 8, fast).stop_weight == 0.0

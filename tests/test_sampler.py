@@ -186,3 +186,27 @@ def test_causal_attention_with_a_kv_cache_matches_a_full_causal_pass(tiny_model_
         bidirectional = model.hidden_states(ids)
     torch.testing.assert_close(torch.cat((head, tail), 1), full, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(full[:, :4], bidirectional[:, :4], atol=1e-3)
+
+
+def test_stop_weight_commits_the_fill_before_its_padding():
+    # canvas of 3: padding at positions 2-3 is surer than the real token at position 1
+    x = torch.tensor([[5, MASK, MASK, MASK, 6]])
+    model = scripted({1: (7, 3.0), 2: (PAD, 9.0), 3: (PAD, 8.0)}, length=5)
+    class Recording(FullForward):
+        def __call__(self, ids, mask):
+            self.seen.append(ids.clone())
+            return super().__call__(ids, mask)
+
+    for weight, first in ((1.0, [[5, MASK, PAD, MASK, 6]]), (0.0, [[5, 7, MASK, MASK, 6]])):
+        forward = Recording(model)
+        forward.seen = []
+        config = SamplerConfig(steps=3, threshold=2.0, stop_weight=weight)
+        out = denoise(model, x, config, mask_id=MASK, forward=forward, stop_ids=(PAD, EOS))
+        assert out.tolist() == [[5, 7, PAD, PAD, 6]]
+        assert forward.seen[1].tolist() == first, weight
+
+
+def test_stop_weight_one_is_the_reference_and_needs_a_valid_range():
+    with pytest.raises(ValueError, match="stop_weight"):
+        SamplerConfig(stop_weight=1.5)
+    assert SamplerConfig().stop_weight == 1.0
