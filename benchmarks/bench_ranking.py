@@ -3,7 +3,8 @@
 For held-out spans (``training.heldout``), the candidate mask counts are the server's three
 factors (0.5, 1, 2) around a base length that is the true token count of the span, half of it
 or double it. The candidates are decoded once per base, as ``Engine.fill`` decodes a hole
-(same sampler), and each ranking picks one:
+(same sampler) in two commit orders: the reference's (most confident first, padding included)
+and the engine's (``SamplerConfig.stop_weight``: padding last). Each ranking then picks one:
 
 - ``canvas``: the mean confidence over the whole canvas, padding included (before issue 11);
 - ``fill``: the mean confidence over the fill's own tokens (``InfillCandidate.fill_confidence``);
@@ -21,6 +22,7 @@ similarity (against the others'). A measurement, not a test.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import statistics
 import sys
@@ -32,13 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a chec
 
 from coda_lsp import languages, prompt, spans  # noqa: E402
 from coda_lsp.cli import default_model_dir  # noqa: E402
-from coda_lsp.engine import Engine, Fill, rank, tidy  # noqa: E402
+from coda_lsp.engine import STOP_WEIGHT, Engine, Fill, rank, tidy  # noqa: E402
 from coda_lsp.settings import Settings  # noqa: E402
 from coda_model import infill  # noqa: E402
 from training import heldout, recipes  # noqa: E402
 
 BASES = {"true": 1.0, "half": 0.5, "double": 2.0}
 FACTORS = (0.5, 1.0, 2.0)  # coda_lsp.syntax_text.estimate_lengths' factors around its guess
+ORDERS = {"reference": 1.0, "stops last": STOP_WEIGHT}  # SamplerConfig.stop_weight
 
 
 def errors_then_confidence(fills: list[Fill], errors_of) -> list[Fill]:
@@ -81,26 +84,29 @@ def main() -> None:
             lengths = sorted({max(1, round(true_len * scale * f)) for f in FACTORS})
             pr = prompt.build(tok, ex.prefix[-window:], ex.suffix[:window], lengths,
                               engine.context_budget(settings), settings.max_middle_tokens)
-            with torch.inference_mode():
-                cands = infill(engine.model, tok, pr.prefix_ids, pr.suffix_ids, pr.lengths,
-                               engine.sampler(settings, args.steps))
-            texts = [tidy(c.text, ex.suffix, "\n", ex.prefix) for c in cands]
-            by = {"canvas": [Fill(t, c.mean_confidence, c.length) for t, c in zip(texts, cands,
-                                                                                 strict=True)]}
-            by["fill"] = by["fill+fluent"] = [Fill(t, c.fill_confidence, c.length)
-                                              for t, c in zip(texts, cands, strict=True)]
-            for name, ranking in rankings.items():
-                ranked = ranking(by[name], errors_of)
-                best = ranked[0] if ranked else None
-                rows.setdefault((base, name), []).append(
-                    (best.text if best else "", best.confidence if best else 0.0,
-                     best.errors if best else 0))
+            for order, weight in ORDERS.items():
+                config = dataclasses.replace(engine.sampler(settings, args.steps),
+                                             stop_weight=weight)
+                with torch.inference_mode():
+                    cands = infill(engine.model, tok, pr.prefix_ids, pr.suffix_ids, pr.lengths,
+                                   config)
+                texts = [tidy(c.text, ex.suffix, "\n", ex.prefix) for c in cands]
+                by = {"canvas": [Fill(t, c.mean_confidence, c.length)
+                                 for t, c in zip(texts, cands, strict=True)]}
+                by["fill"] = by["fill+fluent"] = [Fill(t, c.fill_confidence, c.length)
+                                                  for t, c in zip(texts, cands, strict=True)]
+                for name, ranking in rankings.items():
+                    ranked = ranking(by[name], errors_of)
+                    best = ranked[0] if ranked else None
+                    rows.setdefault((base, order, name), []).append(
+                        (best.text if best else "", best.confidence if best else 0.0,
+                         best.errors if best else 0))
     print(f"model={args.model} spans={len(examples)} steps={args.steps} "
           f"threads={args.threads} truth: mean {statistics.mean(true_tokens):.1f} tokens")
     threshold = settings.confidence_threshold
-    print(f"{'base length':12} {'ranking':12} {'EM':>6} {'ES':>6} {'parses':>7} {'nothing':>8} "
-          f"{'tokens':>7}   under {threshold}: {'share':>5} {'ES':>5} (over: ES)")
-    for (base, name), picks in rows.items():
+    print(f"{'base length':12} {'order':11} {'ranking':12} {'EM':>6} {'ES':>6} {'parses':>7} "
+          f"{'nothing':>8} {'tokens':>7}   under {threshold}: {'share':>5} {'ES':>5} (over: ES)")
+    for (base, order, name), picks in rows.items():
         pairs = [(t, ex) for (t, _, _), ex in zip(picks, examples, strict=True)]
         em = statistics.mean(heldout.exact_match(t, ex.middle) for t, ex in pairs)
         es = statistics.mean(heldout.edit_similarity(t, ex.middle) for t, ex in pairs)
@@ -109,7 +115,7 @@ def main() -> None:
         tokens = mean_or_0([len(tok.encode(t)) for t, _, _, _ in offered])
         under = [heldout.edit_similarity(t, ex.middle) for t, c, _, ex in offered if c < threshold]
         over = [heldout.edit_similarity(t, ex.middle) for t, c, _, ex in offered if c >= threshold]
-        print(f"{base:12} {name:12} {em:>6.3f} {es:>6.3f} {parses:>7.3f} "
+        print(f"{base:12} {order:11} {name:12} {em:>6.3f} {es:>6.3f} {parses:>7.3f} "
               f"{1 - len(offered) / len(picks):>8.3f} {tokens:>7.1f}   {'':>9} "
               f"{len(under) / max(1, len(offered)):>5.2f} {mean_or_0(under):>5.3f} "
               f"({mean_or_0(over):.3f})")
