@@ -128,6 +128,7 @@ def test_hole_fills_take_the_cached_path_unless_exact_is_set(engine, monkeypatch
                                                                   fill_hole_exact=True))
     engine.fill(exact)
     assert [c.context_cache for c in configs] == [True, False]
+    assert configs[0].cache_window > 0 == engine.sampler(Settings(), 8, fast=True).cache_window
     assert engine.fill(job).reused == 0   # cached within the request, never carried
 
 
