@@ -9,8 +9,8 @@ candidates decodes each row as it would decode alone (the reference averages ove
 identical for one row).
 
 Beyond the reference, switchable in SamplerConfig: confidence-threshold parallel decoding
-(`threshold`), block-wise decoding (`block_length`) and, for infill, the context K/V cache
-(`context_cache`, see coda_model/forward.py).
+(`threshold`), block-wise decoding (`block_length`), padding committed last (`stop_weight`)
+and, for infill, the context K/V cache (`context_cache`, see coda_model/forward.py).
 """
 
 from __future__ import annotations
