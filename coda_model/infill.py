@@ -28,6 +28,16 @@ class InfillCandidate:
     def canvas_used(self) -> float:
         return len(self.ids) / self.length if self.length else 0.0
 
+    @property
+    def fill_confidence(self) -> float:
+        """Mean probability of the fill's own tokens (before the first pad/eos); 0.0 if empty.
+
+        Rank on this, not mean_confidence: padding is easy to predict, so over the whole
+        canvas the longest, mostly padded candidate would win whatever it wrote.
+        """
+        n = len(self.ids)
+        return sum(self.confidences[:n]) / n if n else 0.0
+
 
 def build_batch(prefix_ids: Sequence[int], suffix_ids: Sequence[int], lengths: Sequence[int],
                 mask_id: int, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,7 +95,7 @@ def infill(
                                      for row, n in enumerate(lengths)])
     out = denoise(model, ids, config, mask_id=tokenizer.mask_id, should_stop=should_stop,
                   on_step=on_step, key_mask=key_mask, forward=forward, probs_out=probs,
-                  on_state=on_state)
+                  on_state=on_state, stop_ids=(tokenizer.pad_id, tokenizer.eos_id))
     stops = {tokenizer.pad_id, tokenizer.eos_id}
     candidates = []
     for row, n in enumerate(lengths):
