@@ -3,9 +3,10 @@
 Starts ``coda-lsp --steps N`` as a subprocess, opens a Python file with about 1k tokens of
 context around the cursor, and times sequential inline completion requests, each after typing
 one more character of a line (the line is deleted when complete, and typed again). Prints
-p50/p95; it is a measurement, not a test.
+p50/p95; it is a measurement, not a test. ``--dtypes float32,bfloat16`` starts one server per
+dtype, ``--rounds`` times in turn (so a busy machine slows each alike), and prints the ratio.
 
-    python benchmarks/bench_lsp.py [--model DIR] [--steps 8] [--requests 40]
+    python benchmarks/bench_lsp.py [--model DIR] [--steps 8] [--requests 40] [--dtypes D,D]
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def run(args: argparse.Namespace) -> None:
+async def run(args: argparse.Namespace, dtype: str | None = None) -> list[float]:
     client = LanguageClient("bench", "0")
     ready = asyncio.Event()
 
@@ -72,8 +73,10 @@ async def run(args: argparse.Namespace) -> None:
                 print(params.message, file=sys.stderr)
 
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    dtype_flag = ["--dtype", dtype] if dtype else []
     await client.start_io(sys.executable, "-m", "coda_lsp", "--model", str(args.model),
-                          "--steps", str(args.steps), "--device", args.device, env=env)
+                          "--steps", str(args.steps), "--device", args.device, *dtype_flag,
+                          env=env)
     caps = types.ClientCapabilities(text_document=types.TextDocumentClientCapabilities(
         inline_completion=types.InlineCompletionClientCapabilities()))
     await client.initialize_async(types.InitializeParams(
@@ -114,11 +117,12 @@ async def run(args: argparse.Namespace) -> None:
     await client.shutdown_async(None)
     client.exit(None)
     await client.stop()
-    print(f"model={args.model} steps={args.steps} context~1k tokens requests={len(times)} "
-          f"threads={args.threads}")
+    print(f"model={args.model} steps={args.steps} dtype={dtype or 'default'} context~1k tokens "
+          f"requests={len(times)} threads={args.threads}")
     print(f"p50={statistics.median(times):.1f} ms  p95={percentile(times, 0.95):.1f} ms  "
           f"min={min(times):.1f} ms  max={max(times):.1f} ms  with items={shown}/{len(times)}")
     print("server stages (median ms): " + stage_medians(stage_lines[-len(times):]))
+    return times
 
 
 def stage_medians(lines: list[str]) -> str:
@@ -139,9 +143,25 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=40)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for the server")
+    p.add_argument("--dtypes", default="", help="e.g. float32,bfloat16 (default: the server's)")
+    p.add_argument("--rounds", type=int, default=1, help="servers per dtype, started in turn")
     p.add_argument("--device", default="auto", help="the server's --device (auto, cpu, cuda)")
     p.add_argument("-v", "--verbose", action="store_true", help="print the server's stage lines")
-    asyncio.run(run(p.parse_args()))
+    args = p.parse_args()
+    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()] or [None]
+    times: dict[str | None, list[float]] = {d: [] for d in dtypes}
+    for _ in range(args.rounds):
+        for dtype in dtypes:
+            times[dtype] += asyncio.run(run(args, dtype))
+    if len(dtypes) > 1:
+        first = dtypes[0]
+        print("all rounds: " + "  ".join(
+            f"{d}: p50={statistics.median(t):.1f} p95={percentile(t, 0.95):.1f} ms" for d, t in
+            times.items()))
+        print(f"ratio to {first} (p50 / p95): " + "  ".join(
+            f"{d}={statistics.median(t) / statistics.median(times[first]):.2f}/"
+            f"{percentile(t, 0.95) / percentile(times[first], 0.95):.2f}"
+            for d, t in times.items() if d != first))
 
 
 if __name__ == "__main__":

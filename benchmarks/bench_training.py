@@ -1,12 +1,19 @@
-"""Training throughput on this CPU and the model-FLOPs utilisation it implies.
+"""Training throughput and the model-FLOPs utilisation it implies, on CPU or CUDA.
 
-    python benchmarks/bench_training.py [--recipe tiny_cpu] [--steps 20] [--threads 1]
+    python benchmarks/bench_training.py [--recipe tiny_cpu] [--device cpu|cuda] [--steps 20]
+        [--precision auto|fp32|bf16] [--corruption auto|host|device] [--compile]
+        [--batch N] [--seq-len L] [--set model.hidden_size=512 ...]
 
-Measures, in the same process and thread count: (1) the fp32 matmul peak, as the best of a few
-square and model-shaped GEMMs; (2) training tokens/s of the recipe's model on random tokens with
-its objective (the sparse output head included, as in real runs).  MFU counts 6·N FLOPs per token
+Measures, in the same process, thread count and device:
+(1) the matmul peak in the training precision (bf16 on CUDA: a large square GEMM timed with
+    synchronisation; on CPU the best of a few square and model-shaped GEMMs);
+(2) the *bare* step: forward, sparse-head loss, backward, clip and optimizer step on one
+    corrupted batch already on the device (what the loop could reach at best);
+(3) the *loop* step: ``Trainer.train_step`` itself on a synthetic packed split (random tokens
+    and syntax spans), so batch assembly and corruption are included, as in real runs.
+Prints tokens/s of both, loop/bare, and MFU of each against (1).  MFU counts 6·N FLOPs per token
 for the weight matmuls (N excludes the embedding lookup, includes the output head) plus the
-attention score/value matmuls, all as if every position were projected by the head; the sparse
+attention score/value matmuls, as if every position were projected by the head; the sparse
 head makes the real FLOPs lower, so the "effective" figure can exceed what the GEMMs did.
 """
 
@@ -14,31 +21,53 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import torch
 
-from coda_model import CodaConfig, CodaModel
-from training import recipes
-from training.loop import build_optimizer, init_weights
-from training.objective import corrupt, diffusion_loss_sparse
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from coda_model import CodaConfig  # noqa: E402
+from training import recipes  # noqa: E402
+from training.data import PackedSplit  # noqa: E402
+from training.loop import Trainer  # noqa: E402
+from training.objective import diffusion_loss_sparse  # noqa: E402
+
+TOKENIZER = ROOT / "model"   # its ids (mask, pad) and vocabulary size; no text is tokenized
 
 
-def matmul_peak(threads: int, seconds: float = 1.0) -> tuple[float, str]:
-    torch.set_num_threads(threads)
-    best, shape = 0.0, ""
-    for m, k, n in [(1024, 1024, 1024), (2048, 2048, 2048), (2048, 256, 768), (2048, 768, 256),
-                    (2048, 256, 8192)]:
-        a, b = torch.randn(m, k), torch.randn(k, n)
-        a @ b
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 1.0
+                ) -> tuple[float, str]:
+    shapes = [(8192, 8192, 8192)] if device.type == "cuda" else \
+        [(1024, 1024, 1024), (2048, 2048, 2048), (2048, 256, 768), (2048, 768, 256),
+         (2048, 256, 8192)]
+    best, label = 0.0, ""
+    for m, k, n in shapes:
+        a = torch.randn(m, k, device=device, dtype=dtype)
+        b = torch.randn(k, n, device=device, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        sync(device)
         reps, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds / 5:
+        while time.perf_counter() - t0 < seconds / len(shapes):
             a @ b
             reps += 1
+            if device.type == "cuda" and reps % 10 == 0:
+                sync(device)
+        sync(device)
         rate = 2 * m * k * n * reps / (time.perf_counter() - t0)
         if rate > best:
-            best, shape = rate, f"{m}x{k}x{n}"
-    return best, shape
+            best, label = rate, f"{m}x{k}x{n} {str(dtype).removeprefix('torch.')}"
+    return best, label
 
 
 def model_flops_per_token(config: CodaConfig, seq_len: int) -> float:
@@ -51,56 +80,117 @@ def model_flops_per_token(config: CodaConfig, seq_len: int) -> float:
     return 6 * n + 3 * attention
 
 
+def synthetic_split(rows: int, seq_len: int, vocab: int, max_span: int, seed: int = 0
+                    ) -> PackedSplit:
+    """Random token rows with about one syntax-like span per four tokens (CSR, as packed)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(10, vocab, (rows, seq_len), generator=g, dtype=torch.int32)
+    per_row = max(1, seq_len // 4)
+    start = torch.randint(1, seq_len - 1, (rows, per_row), generator=g)
+    length = torch.randint(1, max_span + 1, (rows, per_row), generator=g)
+    end = torch.minimum(start + length, torch.tensor(seq_len))
+    spans = torch.stack([start, end], -1).view(-1, 2).to(torch.int32)
+    ptr = torch.arange(rows + 1, dtype=torch.int64) * per_row
+    return PackedSplit(ids, ptr, spans)
+
+
+def timed(fn, steps: int, device: torch.device) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        fn(i)
+    sync(device)
+    return time.perf_counter() - t0
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="tiny_cpu")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--vocab", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    parser.add_argument("--corruption", default="auto", choices=("auto", "host", "device"))
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--batch", type=int, help="default: the recipe's")
+    parser.add_argument("--seq-len", type=int, help="default: the recipe's")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="recipe overrides, e.g. model.hidden_size=512")
+    parser.add_argument("--json", help="also write the result here")
     args = parser.parse_args(argv)
 
-    recipe = recipes.get(args.recipe)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    vocab = args.vocab or recipe.tokenizer.vocab_size
-    config = CodaConfig(vocab_size=vocab, mask_token_id=2, pad_token_id=0, **recipe.model)
-    model = CodaModel(config)
-    init_weights(model, 0.02)
-    optimizer, scheduler = build_optimizer(model, recipe)
-    B, L = recipe.train.batch_size, recipe.data.seq_len
-    ids = torch.randint(10, vocab, (B, L))
+    device = torch.device(args.device)
+    recipe = recipes.override(recipes.get(args.recipe), args.set)
+    L = args.seq_len or recipe.data.seq_len
+    B = args.batch or recipe.train.batch_size
+    init = None   # a warm-start recipe (model={}) benchmarks the shape of its init model
+    if recipe.init_from and not recipe.model:
+        init = recipe.init_from if Path(recipe.init_from).is_absolute() else \
+            str(ROOT / recipe.init_from)
+    recipe = replace(
+        recipe, init_from=init, data=replace(recipe.data, seq_len=L),
+        tokenizer=replace(recipe.tokenizer, path=str(TOKENIZER)),
+        model={**recipe.model, "max_position_embeddings": max(L, 512)},
+        train=replace(recipe.train, device=args.device, batch_size=B, grad_accum=1,
+                      precision=args.precision, corruption=args.corruption,
+                      compile=args.compile, threads=args.threads, eval_every=0,
+                      checkpoint_every_seconds=0.0))
+    vocab = 8192
+    split = synthetic_split(max(4 * B, 64), L, vocab, recipe.data.max_span_tokens)
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(recipe, tmp, train_split=split, eval_split=None)
+        model, config = trainer.model, trainer.config
 
-    def step(i: int) -> None:
-        c = corrupt(ids, recipe.objective, mask_id=2, pad_id=0, vocab_size=vocab,
-                    generator=torch.Generator().manual_seed(i))
-        loss, _ = diffusion_loss_sparse(model.hidden_states(c.input_ids), model.lm_head,
-                                        c.targets, c.weights)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
+        # (2) the bare step: one corrupted batch resident on the device
+        g = torch.Generator().manual_seed(1)
+        batch = trainer._batch(split, list(range(B)), recipe.objective, g)
+        batch = tuple(t.to(device) for t in batch)
 
-    for i in range(3):
-        step(i)
-    t0 = time.perf_counter()
-    for i in range(args.steps):
-        step(100 + i)
-    elapsed = time.perf_counter() - t0
-    tokens_per_s = B * L * args.steps / elapsed
-    peak, peak_shape = matmul_peak(args.threads)
-    achieved = tokens_per_s * model_flops_per_token(config, L)
+        def bare(i: int) -> None:
+            with trainer.autocast():
+                loss, _ = diffusion_loss_sparse(trainer._hidden(batch[0]), model.lm_head,
+                                                batch[1], batch[2])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            trainer.optimizer.step()
+            trainer.optimizer.zero_grad(set_to_none=True)
+
+        def loop(i: int) -> None:
+            trainer.train_step()
+
+        t_warm = timed(bare, args.warmup, device) + timed(loop, args.warmup, device)
+        bare_s = timed(bare, args.steps, device)
+        loop_s = timed(loop, args.steps, device)
+        # bf16 peak if the step runs in bf16, else fp32
+        peak, peak_shape = matmul_peak(device, torch.bfloat16 if trainer.bf16 else torch.float32)
+    per_token = model_flops_per_token(config, L)
+    tokens = B * L * args.steps
+    bare_tps, loop_tps = tokens / bare_s, tokens / loop_s
     result = {
-        "recipe": recipe.name, "threads": args.threads, "parameters": config.num_parameters,
-        "batch": B, "seq_len": L, "steps": args.steps, "ms_per_step": 1000 * elapsed / args.steps,
-        "tokens_per_s": tokens_per_s, "model_gflops_per_s": achieved / 1e9,
-        "matmul_peak_gflops_per_s": peak / 1e9, "peak_shape": peak_shape,
-        "mfu": achieved / peak,
+        "recipe": recipe.name, "device": str(device),
+        "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+        "threads": args.threads, "torch": torch.__version__,
+        "precision": "bf16" if trainer.bf16 else "fp32",
+        "corruption": "device" if trainer.on_device else "host", "compile": args.compile,
+        "parameters": config.num_parameters, "batch": B, "seq_len": L, "steps": args.steps,
+        "warmup_s": t_warm, "bare_tokens_per_s": bare_tps, "loop_tokens_per_s": loop_tps,
+        "loop_over_bare": loop_tps / bare_tps, "matmul_peak_gflops_per_s": peak / 1e9,
+        "peak_shape": peak_shape, "bare_mfu": bare_tps * per_token / peak,
+        "loop_mfu": loop_tps * per_token / peak, "tokens_per_s": loop_tps,
     }
     print(json.dumps(result, indent=1))
-    print(f"{recipe.name}: {tokens_per_s:,.0f} tokens/s on {args.threads} thread(s), "
-          f"{achieved / 1e9:.1f} model GFLOP/s vs {peak / 1e9:.1f} matmul peak "
-          f"({peak_shape}) → MFU {100 * achieved / peak:.1f}%")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"{recipe.name} on {result['device_name']} ({result['precision']}, "
+          f"{result['corruption']} corruption{', compiled' if args.compile else ''}, "
+          f"{config.num_parameters / 1e6:.1f}M params, {B}x{L}): loop {loop_tps:,.0f} tokens/s "
+          f"= {100 * loop_tps / bare_tps:.0f}% of the bare step's {bare_tps:,.0f}; "
+          f"MFU {100 * result['loop_mfu']:.1f}% (bare {100 * result['bare_mfu']:.1f}%) of a "
+          f"{peak / 1e12:.2f} TFLOP/s matmul peak ({peak_shape})")
     return result
 
 

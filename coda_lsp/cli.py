@@ -1,4 +1,5 @@
-"""Command line: ``coda-lsp`` serves LSP (stdio or TCP); ``coda-lsp fill`` fills once and exits.
+"""Command line: ``coda-lsp`` serves LSP (stdio or TCP); ``coda-lsp fill`` fills once and exits;
+``coda-lsp http`` serves llama.cpp's /infill and OpenAI's /v1/completions.
 
 Startup problems (bad flags, a missing or unreadable model folder) end in one line on stderr
 and a non-zero exit status; nothing but the protocol ever reaches stdout in stdio mode.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 import re
 import sys
 from collections import Counter
@@ -107,6 +109,20 @@ def fill_parser() -> argparse.ArgumentParser:
     return p
 
 
+def http_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="coda-lsp http",
+                description="Serve fills over HTTP: llama.cpp /infill, OpenAI /v1/completions")
+    _common(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    p.add_argument("--port", type=int, default=8012, help="port (8012: llama.vim's default)")
+    p.add_argument("--api-key", default=os.environ.get("CODA_LSP_API_KEY"),
+                   help="require Authorization: Bearer KEY (default: $CODA_LSP_API_KEY)")
+    p.add_argument("--fast", action="store_true",
+                   help="the language server's typing path: faster, approximate (fills may "
+                        "differ from coda-lsp fill)")
+    return p
+
+
 def defaults_from(args: argparse.Namespace) -> Settings:
     s = Settings()
     if args.steps is not None:
@@ -125,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[:1] == ["fill"]:
             return fill_main(fill_parser().parse_args(argv[1:]))
+        if argv[:1] == ["http"]:
+            return http_main(http_parser().parse_args(argv[1:]))
         return serve_main(serve_parser().parse_args(argv))
     except StartupError as exc:
         print(f"coda-lsp: {exc}", file=sys.stderr)
@@ -149,6 +167,29 @@ def serve_main(args: argparse.Namespace) -> int:
         stdout = sys.stdout.buffer
         sys.stdout = sys.stderr  # a stray print must not corrupt the protocol stream
         server.start_io(sys.stdin.buffer, stdout)
+    return 0
+
+
+def http_main(args: argparse.Namespace) -> int:
+    defaults = defaults_from(args)
+    model_dir = check_model_dir(args.model or default_model_dir())
+    logs.setup(args.verbose, args.log_file)
+    from coda_lsp import http_server
+    from coda_lsp.engine import Engine
+
+    try:
+        sock = http_server.bind(args.host, args.port)
+    except (OSError, OverflowError) as exc:
+        raise StartupError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
+    try:
+        engine = Engine.load(model_dir, args.device, args.dtype)
+    except Exception as exc:  # CheckpointError, TokenizerError, torch errors: one line
+        raise StartupError(f"cannot load the model from {model_dir}: {exc}") from exc
+    name = args.model.name if args.model else "coda"
+    host, port = sock.getsockname()[:2]
+    print(f"coda-lsp http: serving {name} on http://{host}:{port}", file=sys.stderr, flush=True)
+    service = http_server.Service(engine, defaults, name, args.api_key, fast=args.fast)
+    http_server.serve(service, sock, args.verbose)
     return 0
 
 
@@ -282,9 +323,8 @@ def fill_text(engine, path: Path, text: str, settings: Settings,
     """
     from lsprotocol import types
 
-    from coda_lsp import edits, positions, spans
+    from coda_lsp import edits, fim, positions, spans
     from coda_lsp.documents import DocumentStore
-    from coda_lsp.engine import FillJob, rank
     from coda_lsp.server import make_syntax
 
     store = DocumentStore(encoding=positions.UTF32, syntax_factory=make_syntax)
@@ -304,18 +344,13 @@ def fill_text(engine, path: Path, text: str, settings: Settings,
             span = spans.choose(doc.syntax, doc.byte_at(cursor))
             end = edits.clamp_to_line(doc, cursor, doc.offset_of_byte(span.end))
             targets, steps = [replace(span, end=doc.byte_at(end))], settings.steps
-    ending = edits.line_ending(text)
     outcomes = []
     for span in sorted(targets, key=lambda s: s.start, reverse=True):
         start, end = doc.offset_of_byte(span.start), doc.offset_of_byte(span.end)
-        job = FillJob(doc.text[:start], doc.text[end:], tuple(span.lengths), steps, settings,
-                      ending)
-        errors = spans.error_counter(doc.syntax, span)
-        fills = engine.fill(job).fills
-        ranked = rank(fills, 0.0, lambda t, errors=errors: errors(positions.to_bytes(t)))
+        filled = fim.fill_span(engine, doc, span, steps, settings)  # as HTTP fills
         at = doc.position_at(start, positions.UTF32)
-        outcome = judge(SpanOutcome(at.line + 1, at.character + 1, min_confidence), len(fills),
-                        ranked, accept_rejected)
+        outcome = judge(SpanOutcome(at.line + 1, at.character + 1, min_confidence),
+                        filled.candidates, filled.fills, accept_rejected)
         outcomes.append(outcome)
         if outcome.used is not None:
             doc = store.open(types.TextDocumentItem(

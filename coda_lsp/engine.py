@@ -9,6 +9,7 @@ uses the same two calls synchronously.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -17,14 +18,17 @@ from pathlib import Path
 
 import torch
 
-from coda_lsp import prompt
+from coda_lsp import positions, prompt
 from coda_lsp.settings import Settings
 from coda_model import Cancelled, ContextCarry, SamplerConfig, infill, load_model, load_tokenizer
 
 log = logging.getLogger(__name__)
 
+MASK_GLYPH = "\u2591"  # how a still-masked token shows in a partial fill
 INLINE_CANDIDATES = 2  # mask counts tried per keystroke-driven request (hole fills try all)
 CARRIED_DOCUMENTS = 4  # context keys/values kept for this many documents (~117 MB each at 1.7B)
+STOP_WEIGHT = 0.0  # padding committed last: longer, less often empty fills (bench_ranking.py)
+HOLE_CACHE_WINDOW = 16  # hole fills recompute this much context by the hole: 97 % same as exact
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ class FillJob:
     steps: int
     settings: Settings
     line_ending: str = "\n"
-    fast: bool = False  # typing: reuse the context's keys/values across steps (approximate)
+    fast: bool = False  # typing: the shortest lengths only, context carried across requests
     carry_key: str | None = None  # typing: reuse context keys/values across requests with this key
 
 
@@ -54,6 +58,7 @@ class FillResult:
     fills: list[Fill]
     timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
     reused: int = 0  # context tokens whose keys/values came from the previous request
+    prompt_tokens: int = 0  # prefix + suffix tokens the model saw
 
 
 def pick_device(device: str) -> str:
@@ -66,11 +71,31 @@ def pick_device(device: str) -> str:
     return "cpu"
 
 
+BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 flags; aarch64 "Features: bf16"
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (its flags say so); False when unknown."""
+    try:
+        text = CPUINFO.read_text(errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("flags", "Features"):
+            return bool(BF16_CPU_FLAGS & set(value.split()))
+    return False
+
+
 def pick_dtype(dtype: str | None, device: str) -> str | None:
     if dtype not in (None, "auto"):
         return dtype
-    # CPU/MPS: float32 (load_model's default). bf16 is slower on CPUs without bf16 matmul.
-    return "bfloat16" if device == "cuda" else None
+    if device == "cuda":
+        return "bfloat16"
+    # CPU: bf16 halves the weights' memory traffic where the CPU computes in bf16 natively;
+    # emulated, it is slower than fp32. MPS: float32 (load_model's default).
+    return "bfloat16" if device == "cpu" and native_bf16() else None
 
 
 class Engine:
@@ -95,23 +120,35 @@ class Engine:
         return min(settings.context_tokens, trained) if trained else settings.context_tokens
 
     def sampler(self, settings: Settings, steps: int, fast: bool = False) -> SamplerConfig:
+        """Typing and hole fills both compute the context's keys/values once per request;
+        hole fills also recompute the HOLE_CACHE_WINDOW context tokens on each side of the hole
+        every step (agreement with the exact path: benchmarks/bench_fill_hole.py).
+        ``fillHoleExact`` recomputes everything every step for hole fills, the reference."""
         return SamplerConfig(
             steps=steps,
             alg=settings.alg,
             alg_temp=settings.alg_temp,
             temperature=settings.temperature,
-            context_cache=fast,
+            context_cache=fast or not settings.fill_hole_exact,
+            cache_window=0 if fast else HOLE_CACHE_WINDOW,
+            stop_weight=STOP_WEIGHT,
         )
 
     def fill(self, job: FillJob, should_stop: Callable[[], bool] | None = None,
-             on_step: Callable[[int, int], None] | None = None) -> FillResult:
+             on_step: Callable[[int, int], None] | None = None,
+             on_partial: Callable[[int, int, list[str]], None] | None = None) -> FillResult:
         """Candidate fills for one hole, one per length; raises Cancelled when told to stop.
-        on_step(step, steps) reports denoising progress (from this, the worker, thread)."""
+
+        on_step(step, steps) reports denoising progress (from this, the worker, thread);
+        on_partial(step, steps, texts) sees every candidate after each denoising step, masks
+        drawn as MASK_GLYPH: lets a client draw the fill sharpening.
+        """
         t0 = time.perf_counter()
+        prefix, suffix = positions.for_model(job.prefix), positions.for_model(job.suffix)
         p = prompt.build(
             self.tokenizer,
-            job.prefix,
-            job.suffix,
+            prefix,
+            suffix,
             job.span_lengths,
             self.context_budget(job.settings),
             job.settings.max_middle_tokens,
@@ -135,17 +172,36 @@ class Engine:
                 should_stop=should_stop,
                 on_step=on_step,
                 carry=carry,
+                on_middles=None if on_partial is None else (
+                    lambda step, steps, middles: on_partial(
+                        step, steps, [self.partial_text(ids) for ids in middles])),
             )
         t2 = time.perf_counter()
         fills = [
-            Fill(tidy(c.text, job.suffix, job.line_ending, job.prefix), float(c.mean_confidence),
+            Fill(tidy(c.text, suffix, job.line_ending, prefix), c.fill_confidence,
                  c.length)
             for c in candidates
         ]
         timings = {"prompt": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3}
         log.debug("prompt %d+%d tokens, lengths %s", len(prefix_ids), len(p.suffix_ids),
                   p.lengths)
-        return FillResult(fills, timings, carry.last_reused if carry else 0)
+        return FillResult(fills, timings, carry.last_reused if carry else 0,
+                          len(prefix_ids) + len(p.suffix_ids))
+
+    def partial_text(self, ids: list[int]) -> str:
+        """A middle being denoised: decoded runs, MASK_GLYPH per mask, cut at the end marker."""
+        tok = self.tokenizer
+        out: list[str] = []
+        run: list[int] = []
+        for token in ids:
+            if token in (tok.pad_id, tok.eos_id):
+                break
+            if token == tok.mask_id:
+                out.append(tok.decode(run) + MASK_GLYPH)
+                run = []
+            else:
+                run.append(token)
+        return "".join(out) + tok.decode(run)
 
     def carry(self, key: str | None) -> ContextCarry | None:
         """The document's context carry; the least recently used beyond CARRIED_DOCUMENTS go."""
@@ -184,8 +240,29 @@ def tidy(text: str, suffix: str, line_ending: str = "\n", prefix: str = "") -> s
     return text
 
 
+_UNITS = re.compile(r"\w+|[^\w\s]+")  # words, and runs of punctuation ("))", "->")
+
+
+def degenerate(text: str) -> bool:
+    """A fill that stutters: the same word twice in a row ("import import"), or a group of
+    two or three words/punctuation runs three times in a row ("1,1,1,1", "self.self.self.").
+    Weak models fall into such loops; rank puts them after every fluent fill."""
+    units = _UNITS.findall(text)
+    pairs = zip(units, units[1:], strict=False)
+    if any(a == b and (a[0].isalnum() or a[0] == "_") for a, b in pairs):
+        return True
+    for period in (2, 3):
+        run = 0
+        for a, b in zip(units, units[period:], strict=False):
+            run = run + 1 if a == b else 0
+            if run >= 2 * period:  # the group and two more copies of it
+                return True
+    return False
+
+
 def rank(fills: list[Fill], threshold: float, errors_of: Callable[[str], int]) -> list[Fill]:
-    """Usable fills, best first: parses without new errors, then the model's confidence.
+    """Usable fills, best first: parses without new errors, then fluent (not degenerate),
+    then the model's confidence in the fill's own tokens.
 
     A fill is cut where its tokens stop decoding to whole characters; empty and
     whitespace-only fills and those under the confidence threshold are dropped.
@@ -197,7 +274,7 @@ def rank(fills: list[Fill], threshold: float, errors_of: Callable[[str], int]) -
             continue
         f = Fill(text, f.confidence, f.length)
         kept.append(Fill(f.text, f.confidence, f.length, errors_of(f.text)))
-    kept.sort(key=lambda f: (f.errors > 0, -f.confidence))
+    kept.sort(key=lambda f: (f.errors > 0, degenerate(f.text), -f.confidence))
     return kept
 
 

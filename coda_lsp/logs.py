@@ -1,8 +1,11 @@
-"""Logging for a stdio server: stderr or a file, mirrored to ``window/logMessage``.
+"""Logging for a stdio server: ``window/logMessage`` once connected, stderr before that.
 
-Nothing may reach stdout in stdio mode (it carries the protocol). Module loggers of
-``coda_lsp`` and ``coda_model`` are bridged to the client's log, from any thread, by hopping
-onto the event loop. ``Stages`` times the stages of one request so every completion log line
+Nothing may reach stdout in stdio mode (it carries the protocol). Editors show a server's
+stderr as errors, so stderr carries only what happens before the client is connected
+(startup, a bad flag); from ``initialize`` on, ``bridge`` sends the module loggers of
+``coda_lsp`` and ``coda_model`` (and pygls' warnings) to the client's log with the message type
+of their level, from any thread, by hopping onto the event loop. A ``--log-file`` keeps
+everything. ``Stages`` times the stages of one request so every completion log line
 carries its request id and where the time went. ``Warnings`` rate-limits what the user sees;
 ``Throttle`` rate-limits a notification whose latest value is all that matters.
 """
@@ -19,6 +22,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lsprotocol import types
+from pygls.exceptions import (
+    JsonRpcException,
+    JsonRpcInvalidParams,
+    JsonRpcInvalidRequest,
+    JsonRpcMethodNotFound,
+    JsonRpcParseError,
+    JsonRpcRequestCancelled,
+    JsonRpcServerNotInitialized,
+)
 
 LOGGERS = ("coda_lsp", "coda_model")
 _LEVELS = [
@@ -29,20 +41,32 @@ _LEVELS = [
 ]
 
 
+class Console(logging.StreamHandler):
+    """stderr, until the client's log takes over (``bridge`` removes it)."""
+
+
 def setup(verbose: int = 0, log_file: str | None = None) -> None:
     """Send our loggers to stderr (or ``log_file``); never to stdout."""
     handler: logging.Handler
     if log_file:
         handler = logging.FileHandler(log_file, encoding="utf-8")
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = Console(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(ClientMistakes())
     level = logging.DEBUG if verbose else logging.INFO
     pygls_level = logging.INFO if verbose > 1 else logging.WARNING
     for name in (*LOGGERS, "pygls"):
         logger = logging.getLogger(name)
         logger.addHandler(handler)
         logger.setLevel(pygls_level if name == "pygls" else level)
+
+
+_sending = threading.local()
+
+
+def message_type(level: int) -> types.MessageType:
+    return next(t for lvl, t in _LEVELS if level >= lvl)
 
 
 class ClientLogHandler(logging.Handler):
@@ -58,22 +82,62 @@ class ClientLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            kind = next(t for lvl, t in _LEVELS if record.levelno >= lvl)
-            params = types.LogMessageParams(type=kind, message=self.format(record))
+            params = types.LogMessageParams(type=message_type(record.levelno),
+                                            message=self.format(record))
             if threading.get_ident() == self._loop_thread:
-                self._send(params)
+                self._send_once(params)
             elif not self._loop.is_closed():
-                self._loop.call_soon_threadsafe(self._send, params)
+                self._loop.call_soon_threadsafe(self._send_once, params)
         except Exception:  # logging must never take the server down
             self.handleError(record)
+
+    def _send_once(self, params: types.LogMessageParams) -> None:
+        if getattr(_sending, "now", False):
+            return  # a line logged while sending one (pygls: "Error sending data") stays here
+        _sending.now = True
+        try:
+            self._send(params)
+        finally:
+            _sending.now = False
+
+
+# Errors that are the client's mistake and that the client was answered with already.
+_ANSWERED = {JsonRpcInvalidParams.CODE, JsonRpcInvalidRequest.CODE, JsonRpcMethodNotFound.CODE,
+             JsonRpcParseError.CODE, JsonRpcServerNotInitialized.CODE, JsonRpcRequestCancelled.CODE}
+
+
+class ClientMistakes(logging.Filter):
+    """pygls logs a traceback at ERROR for a request it answered with InvalidParams (or for a
+    body that was not JSON); in the editor's log that reads as a server failure. One warning
+    line says it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        answered = isinstance(error, JsonRpcException) and error.code in _ANSWERED
+        unreadable = isinstance(error, ValueError | RecursionError)  # parse errors: answered
+        unreadable = unreadable and record.name == "pygls.server"
+        if answered or unreadable:
+            record.msg, record.args = f"{record.getMessage()}: {error}", ()
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 def bridge(send: Callable[[types.LogMessageParams], None], loop: asyncio.AbstractEventLoop,
            verbose: int = 0) -> ClientLogHandler:
+    """From now on log to the client, not to stderr (a log file, if any, stays)."""
     handler = ClientLogHandler(send, loop)
     handler.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for name in LOGGERS:
-        logging.getLogger(name).addHandler(handler)
+    pygls_handler = ClientLogHandler(send, loop)
+    pygls_handler.setLevel(logging.WARNING)  # its INFO lines (-vv) trace every message sent
+    pygls_handler.addFilter(ClientMistakes())
+    for name, new in [*((name, handler) for name in LOGGERS), ("pygls", pygls_handler)]:
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            keep_tracing = name == "pygls" and verbose > 1
+            if isinstance(old, ClientLogHandler) or (isinstance(old, Console) and not keep_tracing):
+                logger.removeHandler(old)  # a second initialize replaces the first bridge
+        logger.addHandler(new)
     return handler
 
 

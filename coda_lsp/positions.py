@@ -8,7 +8,8 @@ Out-of-range input is clamped, never rejected: a column past the end of a line m
 of that line, a line past the end of the document means the end of the document, and a UTF-16
 column that falls inside a surrogate pair (or a UTF-8 column inside a multi-byte sequence)
 rounds down to the start of that character. Lone surrogates (binary content sent as JSON) are
-carried through with ``surrogatepass`` so that nothing here ever raises.
+carried through with ``surrogatepass`` so that nothing here ever raises; ``for_model`` replaces
+them where they must go (the tokenizer).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ UTF16 = types.PositionEncodingKind.Utf16
 UTF32 = types.PositionEncodingKind.Utf32
 
 _TERMINATOR = re.compile(r"\r\n|\r|\n")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # in a str only a lone one can be: pairs are joined
 _ANY_BREAK = re.compile(r"[\r\n]")
 
 
@@ -82,6 +84,12 @@ def to_bytes(text: str) -> bytes:
 
 def from_bytes(data: bytes) -> str:
     return data.decode("utf-8", "surrogatepass")
+
+
+def for_model(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD: a tokenizer refuses them (they
+    are not Unicode scalar values). One code point for one, so offsets into it still hold."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
 
 
 @dataclass

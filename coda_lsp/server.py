@@ -17,7 +17,12 @@ from functools import partial
 from typing import Any
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcServerNotInitialized
+from pygls.exceptions import (
+    FeatureRequestError,
+    JsonRpcException,
+    JsonRpcInvalidParams,
+    JsonRpcServerNotInitialized,
+)
 from pygls.lsp.server import LanguageServer
 
 from coda_lsp import __version__, edits, languages, logs, positions, prompt, spans
@@ -25,7 +30,7 @@ from coda_lsp import settings as settings_mod
 from coda_lsp.documents import Document, DocumentStore
 from coda_lsp.engine import Engine, FillJob, rank
 from coda_lsp.progress import FillProgress
-from coda_lsp.protocol import CodaProtocol
+from coda_lsp.protocol import CodaProtocol, explain, strict_converter
 from coda_lsp.scheduling import Scheduler, Superseded
 from coda_lsp.settings import Settings
 
@@ -57,7 +62,8 @@ class Target:
 
 class CodaServer(LanguageServer):
     def __init__(self, defaults: Settings, load_engine: Callable[[], Engine], verbose: int = 0):
-        super().__init__("coda-lsp", __version__, protocol_cls=CodaProtocol, max_workers=2)
+        super().__init__("coda-lsp", __version__, protocol_cls=CodaProtocol,
+                         converter_factory=strict_converter, max_workers=2)
         self.defaults = defaults
         self.settings = defaults
         self.load_engine = load_engine
@@ -65,6 +71,7 @@ class CodaServer(LanguageServer):
         self.engine: Engine | None = None
         self.state = "loading"
         self.is_initialized = False
+        self.model_requested = False
         self.encoding: str = positions.UTF16
         self.store = DocumentStore(syntax_factory=make_syntax)
         self.scheduler = Scheduler()
@@ -79,6 +86,19 @@ class CodaServer(LanguageServer):
     def require_initialized(self) -> None:
         if not self.is_initialized:
             raise JsonRpcServerNotInitialized("the server has not been initialized")
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """pygls' read loop reports a body it could not parse here: answer it (with id null)
+        instead of pygls' "Error in server" pop-up; other errors pop up at most once a minute."""
+        # JSONDecodeError and UnicodeDecodeError are ValueErrors; RecursionError: deep nesting
+        if source is JsonRpcException and isinstance(error, ValueError | RecursionError):
+            self.protocol.refuse_unreadable(error)
+            return
+        if source is FeatureRequestError:
+            return  # answered with the error already
+        log.error("%s", error)
+        if self.warnings.allow("server-error"):
+            super().report_server_error(error, source)
 
     def warn_user(self, key: str, message: str, kind=types.MessageType.Warning) -> None:
         log.warning("%s", message)
@@ -271,8 +291,8 @@ class CodaServer(LanguageServer):
             rng = self.protocol._converter.structure(arg["range"], types.Range)
             if not isinstance(uri, str):
                 raise TypeError("uri must be a string")
-        except (KeyError, TypeError, ValueError, Exception) as exc:
-            raise JsonRpcInvalidParams(f"expected {{uri, range}}: {exc}") from exc
+        except Exception as exc:  # KeyError, TypeError, cattrs' validation errors
+            raise JsonRpcInvalidParams(f"expected {{uri, range}}: {explain(exc)}") from exc
         return uri, rng
 
 
@@ -282,6 +302,8 @@ def create_server(defaults: Settings, load_engine: Callable[[], Engine],
 
     @ls.feature(types.INITIALIZE)
     def initialize(ls: CodaServer, params: types.InitializeParams):
+        # logMessage is allowed during initialize: from here on the client's log, not stderr
+        logs.bridge(ls.window_log_message, asyncio.get_running_loop(), ls.verbose)
         ls.encoding = positions.choose_encoding(params.capabilities)
         ls.store.encoding = ls.encoding
         ls.apply_settings(settings_mod.coda_section(params.initialization_options))
@@ -289,8 +311,9 @@ def create_server(defaults: Settings, load_engine: Callable[[], Engine],
 
     @ls.feature(types.INITIALIZED)
     async def initialized(ls: CodaServer, params: types.InitializedParams):
-        logs.bridge(ls.window_log_message, asyncio.get_running_loop(), ls.verbose)
-        await ls.load_model()
+        if ls.is_initialized and not ls.model_requested:  # once, however often it comes
+            ls.model_requested = True
+            await ls.load_model()
 
     @ls.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: CodaServer, params: types.DidOpenTextDocumentParams):
@@ -313,8 +336,12 @@ def create_server(defaults: Settings, load_engine: Callable[[], Engine],
             if not (ws and ws.configuration):
                 return
             items = [types.ConfigurationItem(section="coda")]
-            payload = (await ls.workspace_configuration_async(
-                types.ConfigurationParams(items=items)))[0]
+            try:
+                payload = (await ls.workspace_configuration_async(
+                    types.ConfigurationParams(items=items)))[0]
+            except Exception as exc:  # an error or nonsense from the client: keep the settings
+                log.warning("workspace/configuration failed: %s", exc)
+                return
         ls.apply_settings(settings_mod.coda_section(payload))
 
     @ls.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
@@ -346,8 +373,12 @@ def create_server(defaults: Settings, load_engine: Callable[[], Engine],
         edit = await ls.fill_hole(*ls.parse_target_args(args[0]))
         if edit is None:
             return False
-        result = await ls.workspace_apply_edit_async(
-            types.ApplyWorkspaceEditParams(edit=edit, label=FILL_TITLE))
+        try:
+            result = await ls.workspace_apply_edit_async(
+                types.ApplyWorkspaceEditParams(edit=edit, label=FILL_TITLE))
+        except JsonRpcException as exc:  # the client refused or answered nonsense
+            log.warning("workspace/applyEdit failed: %s", exc)
+            return False
         return bool(result and result.applied)
 
     @ls.feature(DOCUMENT_TEXT)

@@ -28,6 +28,7 @@ class Settings:
     confidence_threshold: float = 0.1
     enabled_languages: tuple[str, ...] = ()  # empty: every language
     fill_hole_steps: int = 64
+    fill_hole_exact: bool = False  # recompute the context every step (slower, the reference)
     enabled: bool = True
 
     def language_enabled(self, language_id: str) -> bool:
@@ -45,6 +46,7 @@ WIRE_NAMES = {
     "confidenceThreshold": "confidence_threshold",
     "enabledLanguages": "enabled_languages",
     "fillHoleSteps": "fill_hole_steps",
+    "fillHoleExact": "fill_hole_exact",
     "enabled": "enabled",
 }
 
@@ -99,6 +101,7 @@ _CHECKS = {
     "confidence_threshold": _float_in(0.0, 1.0),
     "enabled_languages": _languages,
     "fill_hole_steps": _int_in(1, 4096),
+    "fill_hole_exact": _bool,
     "enabled": _bool,
 }
 

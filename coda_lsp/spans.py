@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import tree_sitter
 
 from coda_lsp import syntax_text as text
-from coda_lsp.syntax import Syntax, error_nodes
+from coda_lsp.syntax import Syntax, error_nodes, first_named_child_for_byte
 
 __all__ = ["Span", "Syntax", "choose", "error_counter", "hole_at", "holes", "widen", "new_errors"]
 
@@ -364,7 +364,7 @@ def _validation_region(syn: Syntax, start: int, end: int) -> tuple[int, int] | N
     root = syn.tree.root_node
     node, hi = root, root.end_byte
     while hi - node.start_byte > VALIDATION_BYTES:
-        child = node.first_named_child_for_byte(start)  # the first one ending after start
+        child = first_named_child_for_byte(node, start)  # the first one ending after start
         if child is None:
             count = node.named_child_count
             child = node.named_child(count - 1) if count else None

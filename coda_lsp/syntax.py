@@ -97,6 +97,21 @@ def point_at(source: bytes, offset: int) -> tuple[int, int]:
     return row, offset - line_start
 
 
+def first_named_child_for_byte(node: tree_sitter.Node, byte: int) -> tree_sitter.Node | None:
+    """The first named child of ``node`` that ends after ``byte``, or None.
+
+    Never call tree-sitter's own method directly: in 0.26.1 it returns a hollow node instead of
+    None when no child ends after ``byte`` (past the last child), and reading that node kills
+    the process. So it is asked only when its answer exists, and a hollow answer (id 0) anyway
+    becomes None.
+    """
+    count = node.named_child_count
+    if count == 0 or node.named_child(count - 1).end_byte <= byte:
+        return None
+    child = node.first_named_child_for_byte(byte)
+    return child if child is not None and child.id != 0 else None
+
+
 def error_nodes(tree: tree_sitter.Tree, start: int, end: int) -> Iterator[tree_sitter.Node]:
     """ERROR and MISSING nodes touching [start, end]; clean subtrees are skipped."""
     stack = [tree.root_node]

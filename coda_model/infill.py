@@ -28,6 +28,16 @@ class InfillCandidate:
     def canvas_used(self) -> float:
         return len(self.ids) / self.length if self.length else 0.0
 
+    @property
+    def fill_confidence(self) -> float:
+        """Mean probability of the fill's own tokens (before the first pad/eos); 0.0 if empty.
+
+        Rank on this, not mean_confidence: padding is easy to predict, so over the whole
+        canvas the longest, mostly padded candidate would win whatever it wrote.
+        """
+        n = len(self.ids)
+        return sum(self.confidences[:n]) / n if n else 0.0
+
 
 def build_batch(prefix_ids: Sequence[int], suffix_ids: Sequence[int], lengths: Sequence[int],
                 mask_id: int, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,8 +62,12 @@ def infill(
     should_stop: Callable[[], bool] | None = None,
     on_step: Callable[[int, int], None] | None = None,
     carry: ContextCarry | None = None,
+    on_middles: Callable[[int, int, list[list[int]]], None] | None = None,
 ) -> list[InfillCandidate]:
     """One candidate per length, in the order given. Raises Cancelled if should_stop() fires.
+
+    on_middles(step, steps, middles) gets each candidate's middle ids after every step, masks
+    still in place (for clients that draw the fill sharpening).
 
     carry (with config.context_cache): context keys/values from the previous call on the same
     text, updated for the next one (see ContextCarry)."""
@@ -74,10 +88,16 @@ def infill(
         hole = (len(prefix_ids), len(prefix_ids) + max(lengths))
         forward = FullForward(model, key_mask, region=hole)
     probs = torch.zeros(ids.shape, dtype=torch.float32, device=device)
-    out = denoise(model, ids, config, mask_id=tokenizer.mask_id, should_stop=should_stop,
-                  on_step=on_step, key_mask=key_mask, forward=forward, probs_out=probs)
-    stops = {tokenizer.pad_id, tokenizer.eos_id}
     start = len(prefix_ids)
+    on_state = None
+    if on_middles is not None:
+        def on_state(step: int, steps: int, x: torch.Tensor) -> None:
+            on_middles(step, steps, [x[row, start : start + n].tolist()
+                                     for row, n in enumerate(lengths)])
+    out = denoise(model, ids, config, mask_id=tokenizer.mask_id, should_stop=should_stop,
+                  on_step=on_step, key_mask=key_mask, forward=forward, probs_out=probs,
+                  on_state=on_state, stop_ids=(tokenizer.pad_id, tokenizer.eos_id))
+    stops = {tokenizer.pad_id, tokenizer.eos_id}
     end = start + max(lengths)
     middles, probs = out[:, start:end].tolist(), probs[:, start:end].tolist()  # one read each
     candidates = []

@@ -9,15 +9,15 @@ candidates decodes each row as it would decode alone (the reference averages ove
 identical for one row).
 
 Beyond the reference, switchable in SamplerConfig: confidence-threshold parallel decoding
-(`threshold`), block-wise decoding (`block_length`) and, for infill, the context K/V cache
-(`context_cache`, see coda_model/forward.py).
+(`threshold`), block-wise decoding (`block_length`), padding committed last (`stop_weight`)
+and, for infill, the context K/V cache (`context_cache`, see coda_model/forward.py).
 """
 
 from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +49,8 @@ class SamplerConfig:
     context_cache: bool = False  # infill: compute prefix/suffix keys and values once
     refresh_every: int = 0  # context cache: recompute everything every k steps (0 = never)
     cache_window: int = 0  # context cache: context tokens each side of the hole recomputed
+    stop_weight: float = 1.0  # pad/eos proposals' rank among commits (0: a fill's own tokens
+    #                           first, its padding last; 1: the reference). Not for 'origin'.
 
     def __post_init__(self) -> None:
         alg = ALIASES.get(self.alg, self.alg)
@@ -70,6 +72,7 @@ class SamplerConfig:
              "refresh_every must be an integer >= 0"),
             (_is_int(self.cache_window) and self.cache_window >= 0,
              "cache_window must be an integer >= 0"),
+            (0 <= self.stop_weight <= 1, "stop_weight must be in [0, 1]"),
             (not (self.threshold is not None and self.alg == "origin"),
              "threshold decoding needs a confidence-ranked alg, not 'origin'"),
         ]
@@ -150,13 +153,17 @@ def denoise(
     key_mask: torch.Tensor | None = None,
     forward=None,
     probs_out: torch.Tensor | None = None,
+    on_state: Callable[[int, int, torch.Tensor], None] | None = None,
+    stop_ids: Sequence[int] = (),
 ) -> torch.Tensor:
     """Return `input_ids` [B, L] with every mask filled.
 
     should_stop() is polled before each step and raises Cancelled; on_step(step, steps) reports
     progress; key_mask [B, L] marks real tokens when rows are right-padded; forward is the
     logits provider (default: full recomputation); probs_out [B, L] receives the probability
-    each committed token had when it was committed.
+    each committed token had when it was committed; on_state(step, steps, x) sees the canvas
+    after each step (read-only: for showing a fill as it sharpens); stop_ids (pad, eos) are
+    the tokens config.stop_weight applies to.
 
     The step loop keeps its work on the model's device: mask counts are read once and then
     tracked on the host (each step commits a known number), so a step waits on the device
@@ -168,6 +175,9 @@ def denoise(
     generator = None
     if config.seed is not None:
         generator = torch.Generator(device=x.device).manual_seed(config.seed)
+    stops = None
+    if config.stop_weight != 1 and stop_ids:
+        stops = torch.tensor(sorted(set(stop_ids)), device=x.device)
     blocks = _blocks(x == mask_id, config.block_length)
     steps_per_block = max(1, config.steps // len(blocks)) if blocks else 0
     done = 0
@@ -182,10 +192,12 @@ def denoise(
                 break
             eligible = (x == mask_id).logical_and_(block)
             left = _step(forward, x, eligible, left, timesteps[i], timesteps[i + 1],
-                         i == steps_per_block - 1, config, mask_id, generator, probs_out)
+                         i == steps_per_block - 1, config, mask_id, generator, probs_out, stops)
             done += 1
             if on_step is not None:
                 on_step(done, steps_per_block * len(blocks))
+            if on_state is not None:
+                on_state(done, steps_per_block * len(blocks), x)
     return x
 
 
@@ -195,7 +207,8 @@ def mask_region(mask: torch.Tensor) -> tuple[int, int] | None:
     return (int(cols[0]), int(cols[-1]) + 1) if cols.numel() else None
 
 
-def _step(forward, x, eligible, left, t, s, last, config, mask_id, generator, probs_out):
+def _step(forward, x, eligible, left, t, s, last, config, mask_id, generator, probs_out,
+          stops=None):
     """One denoising step in place on x; returns the masks left per row (host ints)."""
     batch = x.shape[0]
     if config.alg == "origin":
@@ -221,6 +234,11 @@ def _step(forward, x, eligible, left, t, s, last, config, mask_id, generator, pr
     if region is not None and config.temperature > 0:  # sampled: draws for the masks only
         logits, region = gathered(logits, eligible, forward), None
     confidence, tokens, prob = propose(logits.flatten(0, -2), config, generator, mask_id)
+    if stops is not None:  # padding is easy to predict: left alone, it is committed first and
+        # a weak model's fill ends before it starts. Scaled towards "least sure" instead.
+        stop = torch.isin(tokens, stops)
+        penalty = (1 - config.stop_weight) * confidence.abs()  # also right for entropy (< 0)
+        confidence = torch.where(stop, confidence - penalty, confidence)
     full_conf = torch.full(x.shape, -torch.inf, dtype=confidence.dtype, device=x.device)
     proposal = torch.full_like(x, mask_id)
     full_prob = torch.zeros(x.shape, dtype=prob.dtype, device=x.device)

@@ -105,7 +105,8 @@ def model_says(monkeypatch):
 
     def says(*candidates):
         fills = [Fill(text, confidence, n + 1) for n, (text, confidence) in enumerate(candidates)]
-        monkeypatch.setattr(Engine, "fill", lambda self, job, should_stop=None: FillResult(fills))
+        monkeypatch.setattr(Engine, "fill",
+                            lambda self, job, should_stop=None, **hooks: FillResult(fills))
     return says
 
 

@@ -39,7 +39,119 @@ def test_typing_carries_context_per_document(engine):
     other = dataclasses.replace(typed, carry_key="file:///b.py")
     assert engine.fill(other).reused == 0   # another document has its own carry
     hole = dataclasses.replace(typed, fast=False)
-    assert engine.fill(hole).reused == 0   # hole fills are exact: no carry
+    assert engine.fill(hole).reused == 0   # hole fills carry nothing across requests
     for i in range(CARRIED_DOCUMENTS + 1):
         engine.fill(dataclasses.replace(job, carry_key=f"file:///{i}.py"))
     assert len(engine.carries) == CARRIED_DOCUMENTS and "file:///a.py" not in engine.carries
+
+
+def test_lone_surrogates_in_the_context_still_complete(engine):
+    # a client may send a lone UTF-16 surrogate as "\ud800" in JSON; the tokenizer refuses it
+    job = FillJob(prefix="s = '\ud800'\ndef add(a, b):\n    return ", suffix="\n# \udfff end\n",
+                  span_lengths=(4, 8), steps=2, settings=Settings())
+    fills = engine.fill(job).fills
+    assert len(fills) == 2 and all("\ud800" not in f.text for f in fills)
+
+
+@pytest.mark.parametrize("cpuinfo, expected", [
+    ("flags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni\n", None),   # emulated bf16: fp32
+    ("flags\t\t: fpu avx512f avx512_bf16 amx_tile\n", "bfloat16"),
+    ("flags\t\t: fpu avx512f amx_bf16 amx_tile\n", "bfloat16"),
+    ("Features\t: fp asimd sve bf16 i8mm\n", "bfloat16"),                 # aarch64
+    (None, None),                                                         # no /proc/cpuinfo
+])
+def test_cpu_dtype_is_bf16_only_where_the_cpu_has_it(tmp_path, monkeypatch, cpuinfo, expected):
+    from coda_lsp import engine as engine_module
+
+    path = tmp_path / "cpuinfo"
+    if cpuinfo is not None:
+        path.write_text("processor\t: 0\n" + cpuinfo)
+    monkeypatch.setattr(engine_module, "CPUINFO", path)
+    assert engine_module.pick_dtype(None, "cpu") == expected
+    assert engine_module.pick_dtype("auto", "cpu") == expected
+    assert engine_module.pick_dtype("float32", "cpu") == "float32"  # --dtype still decides
+    assert engine_module.pick_dtype(None, "cuda") == "bfloat16"
+
+
+def test_a_short_real_fill_beats_a_long_padded_one(engine, monkeypatch):
+    """The issue's case: `0` on a mostly padded canvas beat `0, 1,1` on the canvas mean."""
+    from coda_lsp import engine as engine_module
+    from coda_model import InfillCandidate
+
+    def candidates(model, tok, prefix_ids, suffix_ids, lengths, config, **kw):
+        padded = [0.3] + [0.99] * 15   # "0", then 15 confident pads
+        written = [0.6, 0.5, 0.7, 0.6]
+        return [InfillCandidate(4, [11, 12, 13, 14], "0, 1,1", written, sum(written) / 4),
+                InfillCandidate(16, [11], "0", padded, sum(padded) / 16)]
+
+    monkeypatch.setattr(engine_module, "infill", candidates)
+    job = FillJob(prefix="xs = [", suffix="]\n", span_lengths=(4, 16), steps=4,
+                  settings=Settings())
+    fills = engine.fill(job).fills
+    assert [round(f.confidence, 3) for f in fills] == [0.6, 0.3]
+    assert [f.text for f in engine_module.rank(fills, 0.1, lambda t: 0)] == ["0, 1,1", "0"]
+
+
+@pytest.mark.parametrize("text", ["import import", " self self", "1,1,1,1", "self.self.self.",
+                                  "x = x = x = x"])
+def test_stuttering_fills_are_degenerate(text):
+    from coda_lsp.engine import degenerate
+
+    assert degenerate(text)
+
+
+@pytest.mark.parametrize("text", ["import sys", "self.items.pop()", "f(a, b, c)", "[0, 1]",
+                                  '"""Stack."""', "x == y", "a, a", "))", "0, 1,1",
+                                  "return self.x + self.y"])
+def test_fluent_fills_are_not_degenerate(text):
+    from coda_lsp.engine import degenerate
+
+    assert not degenerate(text)
+
+
+def test_rank_puts_degenerate_fills_after_fluent_ones():
+    from coda_lsp.engine import Fill, rank
+
+    fills = [Fill("import import", 0.9, 4), Fill("1,1,1,1", 0.8, 8), Fill("import sys", 0.3, 4),
+             Fill("import (", 0.95, 4)]
+    ranked = rank(fills, 0.1, lambda t: t.count("("))
+    assert [f.text for f in ranked] == ["import sys", "import import", "1,1,1,1", "import ("]
+
+
+def test_hole_fills_take_the_cached_path_unless_exact_is_set(engine, monkeypatch):
+    from coda_lsp import engine as engine_module
+
+    configs = []
+
+    def spy(*args, **kw):
+        configs.append(args[5])
+        return real_infill(*args, **kw)
+
+    real_infill = engine_module.infill
+    monkeypatch.setattr(engine_module, "infill", spy)
+    job = FillJob(prefix="def add(a, b):\n    return ", suffix="\n", span_lengths=(2, 4, 8),
+                  steps=4, settings=Settings())
+    engine.fill(job)
+    exact = dataclasses.replace(job, settings=dataclasses.replace(Settings(),
+                                                                  fill_hole_exact=True))
+    engine.fill(exact)
+    assert [c.context_cache for c in configs] == [True, False]
+    assert configs[0].cache_window > 0 == engine.sampler(Settings(), 8, fast=True).cache_window
+    assert engine.fill(job).reused == 0   # cached within the request, never carried
+
+
+def test_cached_hole_fill_equals_the_exact_one_when_every_step_is_a_full_pass(engine):
+    """One step: the cache's first (and only) pass is the full pass, so the fills agree."""
+    body = "".join(f"def f{i}(x):\n    return x * {i}\n\n" for i in range(6))
+    job = FillJob(prefix=body + "def g(x):\n    return ", suffix="\n\nprint(g(2))\n",
+                  span_lengths=(3, 6, 12), steps=1, settings=Settings())
+    exact = dataclasses.replace(job, settings=dataclasses.replace(Settings(),
+                                                                  fill_hole_exact=True))
+    fast, slow = engine.fill(job).fills, engine.fill(exact).fills
+    assert [f.text for f in fast] == [f.text for f in slow] and len(fast) == 3
+    assert [f.confidence for f in fast] == pytest.approx([f.confidence for f in slow], abs=1e-4)
+
+
+def test_fills_commit_padding_last(engine):
+    for fast in (True, False):
+        assert engine.sampler(Settings(), 8, fast).stop_weight == 0.0

@@ -60,6 +60,8 @@ CONFIGS = {
                                           refresh_every=3),
     "cache_threshold": SamplerConfig(steps=12, context_cache=True, threshold=0.2),
     "cache_64_steps": SamplerConfig(steps=64, context_cache=True),
+    "cache_stop_weight": SamplerConfig(steps=8, context_cache=True, stop_weight=0.2),
+    "exact_stop_weight_threshold": SamplerConfig(steps=8, stop_weight=0.0, threshold=0.3),
 }
 
 

@@ -103,3 +103,11 @@ def test_incremental_line_index_matches_full_scan(before, inserted, data):
     result = text[:start] + new + text[end:]
     idx.replaced(result, start, end, len(new))
     assert idx.starts == LineIndex.of(result).starts
+
+
+def test_for_model_replaces_only_lone_surrogates_one_for_one():
+    text = "a\ud800b😀c\udfffé"
+    clean = positions.for_model(text)
+    assert clean == "a\ufffdb😀c\ufffdé" and len(clean) == len(text)
+    clean.encode("utf-8")  # strict: what a tokenizer needs
+    assert positions.for_model("plain") == "plain"

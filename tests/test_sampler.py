@@ -139,6 +139,23 @@ def test_infill_text_stops_at_the_first_padding_token():
     assert len(cand.confidences) == 4 and 0.99 < cand.mean_confidence <= 1.0
 
 
+def test_fill_confidence_counts_the_fill_not_its_padding():
+    # canvas of 8: one unsure token (logit 1 over a 16-token vocabulary), then sure padding
+    pads = {p: (PAD, 9.0) for p in range(2, 9)}
+    padded = scripted({1: (7, 1.0), **pads}, length=10)
+    [long] = infill(padded, Tok(), [5], [6], [8], SamplerConfig(steps=8))
+    # canvas of 2: two fairly sure tokens, nothing padded
+    full = scripted({1: (7, 4.0), 2: (8, 4.0)}, length=4)
+    [short] = infill(full, Tok(), [5], [6], [2], SamplerConfig(steps=2))
+    assert long.ids == [7] and short.ids == [7, 8]
+    assert long.mean_confidence > short.mean_confidence  # the canvas mean prefers the padding
+    assert short.fill_confidence > long.fill_confidence
+    assert long.fill_confidence == pytest.approx(long.confidences[0])
+    empty = scripted({1: (PAD, 9.0), 2: (PAD, 9.0)}, length=4)
+    [nothing] = infill(empty, Tok(), [5], [6], [2], SamplerConfig(steps=2))
+    assert nothing.ids == [] and nothing.fill_confidence == 0.0 < nothing.mean_confidence
+
+
 def test_infill_needs_a_prefix_token():
     model = scripted({}, length=4)
     with pytest.raises(ValueError, match="prefix"):
@@ -169,3 +186,27 @@ def test_causal_attention_with_a_kv_cache_matches_a_full_causal_pass(tiny_model_
         bidirectional = model.hidden_states(ids)
     torch.testing.assert_close(torch.cat((head, tail), 1), full, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(full[:, :4], bidirectional[:, :4], atol=1e-3)
+
+
+def test_stop_weight_commits_the_fill_before_its_padding():
+    # canvas of 3: padding at positions 2-3 is surer than the real token at position 1
+    x = torch.tensor([[5, MASK, MASK, MASK, 6]])
+    model = scripted({1: (7, 3.0), 2: (PAD, 9.0), 3: (PAD, 8.0)}, length=5)
+    class Recording(FullForward):
+        def __call__(self, ids, mask):
+            self.seen.append(ids.clone())
+            return super().__call__(ids, mask)
+
+    for weight, first in ((1.0, [[5, MASK, PAD, MASK, 6]]), (0.0, [[5, 7, MASK, MASK, 6]])):
+        forward = Recording(model)
+        forward.seen = []
+        config = SamplerConfig(steps=3, threshold=2.0, stop_weight=weight)
+        out = denoise(model, x, config, mask_id=MASK, forward=forward, stop_ids=(PAD, EOS))
+        assert out.tolist() == [[5, 7, PAD, PAD, 6]]
+        assert forward.seen[1].tolist() == first, weight
+
+
+def test_stop_weight_one_is_the_reference_and_needs_a_valid_range():
+    with pytest.raises(ValueError, match="stop_weight"):
+        SamplerConfig(stop_weight=1.5)
+    assert SamplerConfig().stop_weight == 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -181,3 +182,46 @@ def test_new_errors_in_a_large_document_parses_only_the_enclosing_definition() -
     assert spans.new_errors(syn, span, b"x +") > 0
     small = spans.Syntax(PY, b"class C:\n" + region + b"\n")
     assert spans._validation_region(small, 12, 12) is None  # small: the whole document
+
+
+# Run where a crash of tree-sitter (SIGSEGV) fails the test instead of killing pytest.
+_PAST_THE_LAST_CHILD = r"""
+import json
+from coda_lsp import languages, spans
+
+py = languages.resolve("python")
+out = {}
+functions = ("def f():\n    return 1\n" * 800).encode()  # the issue's repro: 17.6 KB
+syn = spans.Syntax(py, functions)
+count = spans.error_counter(syn, spans.choose(syn, len(functions)))
+out["functions"] = [count(b"x = 1"), count(b"x = (")]
+method = "    def m{i}(self):\n        return {i}\n\n"
+big_class = ("class C:\n" + "".join(method.format(i=i) for i in range(600)) + "\n").encode()
+syn = spans.Syntax(py, big_class)  # the blank line after a top-level class over 16 KB
+count = spans.error_counter(syn, spans.choose(syn, len(big_class)))
+out["class"] = [count(b"x = 1"), count(b"x = (")]
+from coda_lsp.syntax import first_named_child_for_byte
+root = syn.tree.root_node
+out["helper"] = [first_named_child_for_byte(root, len(big_class)) is None,
+                 first_named_child_for_byte(root, 0).type,
+                 first_named_child_for_byte(root.named_children[0], len(big_class)) is None]
+spans.VALIDATION_BYTES = 40  # every offset of small documents walks the region search
+for name, lang in sorted(languages.table().items()):
+    for source in (b"a = 1\nb = 2\n\n", b"f(x) {\n  y;\n}\n\n", b"class A:\n  def f(): pass\n\n"):
+        syn = spans.Syntax(lang, source * 4)
+        for cursor in range(len(syn.source) + 1):
+            spans.new_errors(syn, spans.Span(cursor, cursor, "line", (4,)), b"z")
+out["walked"] = True
+print(json.dumps(out))
+"""
+
+
+def test_validation_past_the_last_child_of_a_large_document_does_not_crash() -> None:
+    run = subprocess.run([sys.executable, "-c", _PAST_THE_LAST_CHILD], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}"
+    out = json.loads(run.stdout)
+    assert out["functions"][0] == 0 and out["functions"][1] > 0
+    assert out["class"][0] == 0 and out["class"][1] > 0
+    assert out["helper"] == [True, "class_definition", True]
+    assert out["walked"]

@@ -5,7 +5,10 @@ the CoDA objective with a *backend* that owns everything device-specific: plain 
 CUDA (:class:`TorchBackend`), torch_xla SPMD on TPU (``training.xla_backend``, imported only
 there) or accelerate (``training.finetune``).  Every step's corruption is drawn from a generator
 seeded by (seed, step, micro-batch), so with the optimizer, scheduler and data position saved in
-the checkpoint a resumed run repeats the uninterrupted one exactly.
+the checkpoint a resumed run repeats the uninterrupted one exactly.  On CUDA the plain backend
+trains in bf16 autocast with fused AdamW and corrupts whole batches on the device
+(``training.objective_batched``); on CPU the defaults stay fp32 and the per-row reference
+corruption, whose output the golden loss curve pins (``TrainConfig.precision``/``corruption``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from .objective import (
     diffusion_loss_sparse,
     response_maskable,
 )
+from .objective_batched import corrupt_batched, dense_spans
 from .recipes import Recipe
 from .state_io import StateError
 from .tokenizer_train import train_tokenizer
@@ -114,7 +118,8 @@ def init_weights(model: CodaModel, std: float) -> None:
         torch.nn.init.normal_(p, mean=0.0, std=std * scale)
 
 
-def build_optimizer(model, recipe: Recipe):
+def build_optimizer(model, recipe: Recipe, *, fused: bool = False):
+    """AdamW (``fused``: one CUDA kernel for all parameters) or Adafactor, with its schedule."""
     o = recipe.optim
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
@@ -123,7 +128,14 @@ def build_optimizer(model, recipe: Recipe):
     if o.name == "adafactor":
         optimizer = torch.optim.Adafactor(groups, lr=o.lr)
     else:
-        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=1e-8)
+        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=1e-8,
+                                      **({"fused": True} if fused else {}))
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(recipe))
+
+
+def lr_factor(recipe: Recipe):
+    """The schedule as a function of the step: linear warm-up, then cosine/linear/constant."""
+    o = recipe.optim
     total, warm = recipe.train.steps, o.warmup_steps
 
     def factor(step: int) -> float:
@@ -136,7 +148,7 @@ def build_optimizer(model, recipe: Recipe):
             else 1 - progress
         return o.min_lr_ratio + (1 - o.min_lr_ratio) * shape
 
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return factor
 
 
 def prepare_tokenizer(recipe: Recipe, out: Path):
@@ -199,9 +211,15 @@ class Trainer:
         self.train_split, self.eval_split = train_split, eval_split
         model = build_model(recipe, self.tok)
         self.config = model.config
-        optimizer, scheduler = build_optimizer(model, recipe)
+        self._resolve_speed(recipe.train)
+        optimizer, scheduler = build_optimizer(model, recipe,
+                                               fused=self.plain and self.device.type == "cuda")
         self.model, self.optimizer, self.scheduler = self.backend.prepare(model, optimizer,
                                                                           scheduler)
+        self._hidden = self.backend.unwrap(self.model).hidden_states
+        if self.plain and recipe.train.compile:
+            self._hidden = torch.compile(self._hidden)
+        self._resident: dict[int, tuple] = {}
         world = self.backend.world_size
         if len(train_split) < recipe.train.batch_size * world:
             raise DataError(f"the train split has {len(train_split)} rows of "
@@ -214,6 +232,27 @@ class Trainer:
         self.tokens = 0
         self.ckpt_dir = self.out / "checkpoints"
         self._last_plot = time.monotonic()
+
+    def _resolve_speed(self, t) -> None:
+        """Precision and where corruption runs; only the plain torch backend changes either
+        (accelerate has its own mixed precision; XLA wants the static-shape reference)."""
+        self.plain = isinstance(self.backend, TorchBackend)
+        self.device = self.backend.device if self.plain else torch.device("cpu")
+        cuda = self.device.type == "cuda"
+        self.bf16 = self.plain and (t.precision == "bf16" or (t.precision == "auto" and cuda))
+        self.on_device = self.plain and (t.corruption == "device"
+                                         or (t.corruption == "auto" and cuda))
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def set_total_steps(self, steps: int) -> None:
+        """Re-plan the run's length (the schedule's horizon) during the warm-up, which does not
+        depend on it: a time-budgeted run measures its step time first (``training.gpu_run``)."""
+        if self.step > 0 and self.step >= self.recipe.optim.warmup_steps:
+            raise ValueError(f"step {self.step} is past the warm-up: the schedule has begun")
+        self.recipe = replace(self.recipe, train=replace(self.recipe.train, steps=steps))
+        self.scheduler.lr_lambdas = [lr_factor(self.recipe)] * len(self.optimizer.param_groups)
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -285,8 +324,41 @@ class Trainer:
         return path
 
     # ---------------------------------------------------------------- steps
+    def _resident_split(self, split: PackedSplit) -> tuple:
+        """The split's rows, spans and prompt lengths on the device, moved there once."""
+        key = id(split)
+        if key not in self._resident:
+            spans = dense_spans(split.span_ptr, split.spans, len(split),
+                                self.recipe.train.max_spans, self.recipe.train.seed) \
+                if split.spans.shape[0] else None
+            put = self.backend.to_device
+            self._resident[key] = (
+                put(split.ids), None if spans is None else put(spans),
+                None if split.prompt_lengths is None else put(split.prompt_lengths.long()))
+        return self._resident[key]
+
+    def _device_batch(self, split: PackedSplit, rows: list[int], objective: ObjectiveConfig,
+                      generator: torch.Generator):
+        """:meth:`_batch` with the batched corruption on the device (seeded from ``generator``,
+        so it is still a function of (seed, step, micro-batch))."""
+        ids, spans, prompts = self._resident_split(split)
+        index = torch.tensor(rows, device=ids.device)
+        maskable = None
+        if prompts is not None:
+            pos = torch.arange(ids.shape[1], device=ids.device)[None, :]
+            maskable = pos >= prompts[index].clamp(min=1)[:, None]
+        seed = int(torch.randint(2**62, (1,), generator=generator))
+        g = torch.Generator(device=ids.device).manual_seed(seed)
+        c = corrupt_batched(ids[index], objective, mask_id=self.tok.mask_id,
+                            pad_id=self.tok.pad_id, vocab_size=self.config.vocab_size,
+                            generator=g, spans=None if spans is None else spans[index],
+                            maskable=maskable)
+        return c.input_ids, c.targets, c.weights
+
     def _batch(self, split: PackedSplit, rows: list[int], objective: ObjectiveConfig,
                generator: torch.Generator):
+        if self.on_device:
+            return self._device_batch(split, rows, objective, generator)
         ids = split.ids[rows].long()
         spans = split.spans_for(rows) if split.spans.shape[0] else None
         maskable = None
@@ -309,11 +381,13 @@ class Trainer:
             input_ids, targets, weights = self._batch(self.train_split, rows,
                                                       self.recipe.objective, g)
             with self.backend.no_sync(self.model, sync=micro == t.grad_accum - 1):
-                if self.backend.sparse_head:
-                    hidden = self.model.hidden_states(input_ids)
-                    loss, m = diffusion_loss_sparse(hidden, self.model.lm_head, targets, weights)
-                else:
-                    loss, m = diffusion_loss(self.model(input_ids), targets, weights)
+                with self.autocast():
+                    if self.backend.sparse_head:
+                        hidden = self._hidden(input_ids)
+                        loss, m = diffusion_loss_sparse(hidden, self.model.lm_head, targets,
+                                                        weights)
+                    else:
+                        loss, m = diffusion_loss(self.model(input_ids), targets, weights)
                 self.backend.backward(loss / t.grad_accum)
             totals["loss"] = totals["loss"] + loss.detach() / t.grad_accum
             totals["masked_ce"] = totals["masked_ce"] + m["masked_ce"] / t.grad_accum
@@ -343,7 +417,8 @@ class Trainer:
             for key, obj in (("masked_ce", self.recipe.objective), ("fim_masked_ce", fim)):
                 g = torch.Generator().manual_seed(EVAL_SEED + 2 * i + (key != "masked_ce"))
                 input_ids, targets, weights = self._batch(self.eval_split, rows, obj, g)
-                loss, m = diffusion_loss(self.model(input_ids), targets, weights)
+                with self.autocast():
+                    loss, m = diffusion_loss(self.model(input_ids), targets, weights)
                 sums[key] += float(m["masked_ce"])
                 if key == "masked_ce":
                     sums["loss"] += float(loss)
@@ -352,7 +427,10 @@ class Trainer:
 
     # ---------------------------------------------------------------- the run
     def run(self, *, resume: bool = True, stop_after_step: int | None = None,
-            force: bool = False) -> dict:
+            force: bool = False, deadline: float | None = None, on_checkpoint=None) -> dict:
+        """Train to ``train.steps`` (or ``stop_after_step``), or until ``time.monotonic()``
+        passes ``deadline``; either way the last step is checkpointed.  ``on_checkpoint(self)``
+        runs after each periodic checkpoint (a budgeted run exports its weights there)."""
         t = self.recipe.train
         resumed = self.resume(force) if resume else False
         if self.backend.is_main:
@@ -367,7 +445,7 @@ class Trainer:
         end = t.steps if stop_after_step is None else min(t.steps, stop_after_step)
         progress = _progress(self.step, end, self.backend.is_main)
         result: dict = {}
-        while self.step < end:
+        while self.step < end and (deadline is None or time.monotonic() < deadline):
             out = self.train_step()
             step, tokens = self.step, self.tokens
             if step % t.log_every == 0 or step == end:
@@ -397,6 +475,8 @@ class Trainer:
                 time.monotonic() - last_ckpt >= t.checkpoint_every_seconds
             if (due_steps or due_time) and step < end:
                 self.checkpoint()
+                if on_checkpoint is not None:
+                    on_checkpoint(self)
                 last_ckpt = time.monotonic()
         progress.close()
         if self.step > 0 and (checkpointing.latest_checkpoint(self.ckpt_dir) is None or

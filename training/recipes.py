@@ -57,12 +57,22 @@ class TrainConfig:
     checkpoint_every_seconds: float = 300.0
     keep_checkpoints: int = 2
     init_std: float = 0.02
+    # GPU efficiency (plain torch backend). "auto" means bf16 autocast and corruption on the
+    # device on CUDA, fp32 and the reference per-row corruption on CPU (the golden curve).
+    precision: str = "auto"              # auto | fp32 | bf16 (autocast; weights stay fp32)
+    corruption: str = "auto"             # auto | host (objective.corrupt) | device (batched)
+    compile: bool = False                # torch.compile the backbone (pays on long GPU runs)
+    max_spans: int = 128                 # spans kept per row for device corruption
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("steps, batch_size and grad_accum must be positive")
         if self.device not in ("cpu", "cuda", "xla", "auto"):
             raise ValueError(f"unknown device {self.device!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"unknown precision {self.precision!r}; use auto, fp32 or bf16")
+        if self.corruption not in ("auto", "host", "device"):
+            raise ValueError(f"unknown corruption {self.corruption!r}; use auto, host or device")
 
 
 @dataclass(frozen=True)
@@ -156,6 +166,28 @@ def default_model_cpu_continue() -> Recipe:
     return replace(base, name="default_model_cpu_continue", init_from="runs/default/final",
                    optim=replace(base.optim, lr=1e-3, warmup_steps=100),
                    train=replace(base.train, steps=1800, seed=1))
+
+
+def default_model_gpu() -> Recipe:
+    """More compute for the shipped model: one H100 command of at most 10 minutes
+    (``training.gpu_run``, ``scripts/gpu_default_model.sh``).
+
+    Warm-starts from ``model/`` (itself AR-started, then diffusion) so every lent GPU adds to
+    the same weights.  Data: the GPU machine's installed permissive packages plus the stdlib
+    (``training.corpus``; ``data.sources`` is filled in by the run).  ``train.steps`` is a
+    placeholder: the run measures its step time and re-plans the cosine to fit its budget.
+    """
+    base = default_model_cpu()
+    return replace(base, name="default_model_gpu", model={}, init_from="model",
+                   data=replace(base.data, eval_fraction=0.01),
+                   optim=replace(base.optim, lr=1e-3, warmup_steps=100, min_lr_ratio=0.1),
+                   train=TrainConfig(steps=100_000, batch_size=256, seed=3, device="auto",
+                                     log_every=50, eval_every=1000, eval_batches=4,
+                                     checkpoint_every_seconds=120.0, keep_checkpoints=1,
+                                     compile=True),
+                   hardware="1 GPU (H100: bf16, compiled), one command of at most 10 minutes",
+                   notes="Installed MIT/BSD/Apache/PSF/ISC packages + stdlib, deduplicated and "
+                         "decontaminated against HumanEval-Infilling.")
 
 
 def finetune_repo_gpu() -> Recipe:
@@ -270,7 +302,8 @@ def edit_stage_cpu() -> Recipe:
 
 RECIPES = {f.__name__: f for f in (tiny_cpu, tiny_finetune_cpu, default_model_cpu,
                                    default_model_cpu_continue, default_model_cpu_from_ar,
-                                   edit_stage_cpu, finetune_repo_cpu, finetune_repo_gpu, sft_gpu,
+                                   default_model_gpu, edit_stage_cpu, finetune_repo_cpu,
+                                   finetune_repo_gpu, sft_gpu,
                                    pretrain_coda_1p7b_tpu_v4, midtrain_coda_1p7b_tpu_v4)}
 
 

@@ -1,0 +1,74 @@
+"""Fill-in-the-middle for callers that hold plain text, not an editor's document.
+
+``coda-lsp fill`` and the HTTP server both end in ``fill_span``, so the same text, span,
+steps and settings give the same fill whichever way it was asked for. The HTTP clients
+(llama.vim, llama.vscode, OpenAI-style ``suffix``) insert at the cursor and keep the suffix,
+so ``fill_between`` uses the span tree-sitter chooses there only for its candidate lengths
+and fills exactly the gap between prefix and suffix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from lsprotocol import types
+
+from coda_lsp import edits, positions, spans
+from coda_lsp.documents import Document, DocumentStore
+from coda_lsp.engine import Engine, Fill, FillJob, rank
+from coda_lsp.settings import Settings
+
+Partial = Callable[[int, int, list[str]], None]
+
+
+@dataclass
+class Outcome:
+    fills: list[Fill]  # usable fills, best first
+    candidates: int = 0  # fills the model wrote, before ranking dropped any
+    prompt_tokens: int = 0
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
+    reused: int = 0  # fast: context tokens whose keys/values the previous request left
+
+
+def open_document(text: str, uri: str) -> Document:
+    """A one-off document (code points as positions) with its syntax tree, language by uri."""
+    from coda_lsp.server import make_syntax  # pygls import: only once a fill is asked for
+
+    store = DocumentStore(encoding=positions.UTF32, syntax_factory=make_syntax)
+    return store.open(types.TextDocumentItem(uri=uri, language_id="", version=1, text=text))
+
+
+def fill_span(engine: Engine, doc: Document, span: spans.Span, steps: int, settings: Settings,
+              should_stop: Callable[[], bool] | None = None,
+              on_partial: Partial | None = None, fast: bool = False,
+              carry_key: str | None = None) -> Outcome:
+    """Regenerate the span's bytes: ranked fills, dropping those under the threshold.
+
+    fast: the language server's typing path (the shortest candidates, context keys/values
+    cached, and carried from the previous request with the same carry_key): approximate.
+    """
+    start, end = doc.offset_of_byte(span.start), doc.offset_of_byte(span.end)
+    job = FillJob(doc.text[:start], doc.text[end:], tuple(span.lengths), steps, settings,
+                  edits.line_ending(doc.text), fast=fast, carry_key=carry_key if fast else None)
+    result = engine.fill(job, should_stop, on_partial=on_partial)
+    errors = spans.error_counter(doc.syntax, span)
+    fills = rank(result.fills, settings.confidence_threshold,
+                 lambda text: errors(positions.to_bytes(text)))
+    return Outcome(fills, len(result.fills), result.prompt_tokens, result.timings, result.reused)
+
+
+def fill_between(engine: Engine, prefix: str, suffix: str, settings: Settings, steps: int,
+                 uri: str = "untitled:fim", should_stop: Callable[[], bool] | None = None,
+                 on_partial: Partial | None = None, fast: bool = False,
+                 carry_key: str | None = None) -> Outcome:
+    """Fill the gap between prefix and suffix (nothing of either is replaced).
+
+    Equal to ``coda-lsp fill`` at the same place whenever the span there ends at the cursor
+    (the cursor at the end of its line, the common case for these clients), unless fast.
+    """
+    doc = open_document(prefix + suffix, uri)
+    cursor = doc.byte_at(len(prefix))
+    span = replace(spans.choose(doc.syntax, cursor), start=cursor, end=cursor)
+    return fill_span(engine, doc, span, steps, settings, should_stop, on_partial, fast,
+                     carry_key)

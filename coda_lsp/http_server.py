@@ -1,0 +1,328 @@
+"""``coda-lsp http``: the diffusion engine behind llama.cpp's ``/infill`` and OpenAI's
+``/v1/completions``, so llama.vim, llama.vscode, Continue and scripts fill in the middle
+with no plugin of ours.
+
+Thin Starlette handlers: ``http_wire`` checks the request and shapes the answer, ``fim``
+fills (the path ``coda-lsp fill`` takes too), and one model worker (``scheduling``) runs
+every fill. Requests that name the same client (``X-Coda-Client`` header, or OpenAI's
+``user``) replace each other, newest wins; a request whose client hangs up is cancelled
+between denoising steps. The port is bound first (a busy port fails at once, before the
+model loads); requests wait in the backlog until the model is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import itertools
+import json
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from coda_lsp import fim, logs
+from coda_lsp.engine import Cancelled, Engine
+from coda_lsp.http_wire import (
+    Answer,
+    BadRequest,
+    FimRequest,
+    choices,
+    completion_body,
+    completion_chunk,
+    completion_id,
+    error_body,
+    fim_body,
+    fim_chunk,
+    infill_body,
+    infill_chunk,
+    parse_completions,
+    parse_infill,
+    usage,
+)
+from coda_lsp.scheduling import Scheduler, Superseded
+from coda_lsp.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 2 << 20  # llama.vim's 16 extra-context chunks are ~100 KB
+CLIENT_HEADER = "x-coda-client"
+CLIENT_GONE = 499  # nginx's "client closed request": nobody reads it, the log does
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Service:
+    """One engine, one worker, the server's settings; what every handler shares."""
+
+    def __init__(self, engine: Engine, settings: Settings, model_name: str,
+                 api_key: str | None = None, fast: bool = False) -> None:
+        self.engine = engine
+        self.fast = fast  # the language server's typing path: approximate, far faster
+        self.settings = settings
+        self.model_name = model_name
+        self.api_key = api_key
+        self.scheduler = Scheduler()
+        self.closing = False
+        self._ids = itertools.count(1)
+
+    def authorize(self, request: Request) -> None:
+        if not self.api_key:
+            return
+        given = request.headers.get("x-api-key", "")
+        auth = request.headers.get("authorization", "")
+        if auth[:7].lower() == "bearer ":
+            given = auth[7:].strip()
+        if not hmac.compare_digest(given.encode(), self.api_key.encode()):
+            raise HttpError(401, "missing or wrong API key (Authorization: Bearer KEY)")
+
+    def submit(self, req: FimRequest, stages: logs.Stages,
+               on_partial: fim.Partial | None = None) -> tuple[asyncio.Future, Settings]:
+        settings = req.settings(self.settings)
+        engine = self.engine
+
+        def work(should_stop: Callable[[], bool]) -> fim.Outcome:
+            polls = 0  # the sampler asks before each step: polls - 1 steps ran
+
+            def counted() -> bool:
+                nonlocal polls
+                polls += 1
+                return should_stop()
+
+            log.debug("[%s] running", stages.request_id)
+            try:
+                return fim.fill_between(engine, req.prefix, req.suffix, settings,
+                                        settings.steps, should_stop=counted,
+                                        on_partial=on_partial, fast=self.fast,
+                                        carry_key=f"client:{req.client}")
+            except Cancelled:
+                log.info("[%s] stopped after %d of %d denoising steps", stages.request_id,
+                         polls - 1, settings.steps)
+                raise
+
+        return self.scheduler.submit(req.client, work), settings
+
+    def answer(self, future: asyncio.Future, req: FimRequest, settings: Settings,
+               stages: logs.Stages) -> Answer:
+        """The finished fill, or the HttpError that says why there is none."""
+        try:
+            outcome: fim.Outcome = future.result()
+        except asyncio.CancelledError:
+            log.info("%s", stages.line("cancelled: the client went away"))
+            raise HttpError(CLIENT_GONE, "the client closed the request") from None
+        except Superseded:
+            if self.closing:
+                raise HttpError(503, "the server is shutting down") from None
+            log.info("%s", stages.line("superseded"))
+            raise HttpError(409, "superseded by a newer request from this client") from None
+        except Exception as exc:  # a model failure costs one request, never the server
+            log.exception("%s", stages.line("failed"))
+            raise HttpError(500, f"the fill failed: {exc}") from None
+        stages.mark("queue+model")
+        stages.add(outcome.timings)
+        if self.fast:
+            stages.note("reused", outcome.reused)
+        texts = choices([f.text for f in outcome.fills], req.n, req.stop)
+        tokens = [len(self.engine.tokenizer.encode(t, allow_special=False)) for t in texts]
+        log.info("%s", stages.line(f"{len(texts)} text(s)"))
+        return Answer(texts, outcome.prompt_tokens, tokens, outcome.timings.get("prompt", 0.0),
+                      outcome.timings.get("model", 0.0), settings.steps, self.model_name)
+
+    def empty(self, req: FimRequest) -> Answer:
+        return Answer([""], 0, [0], 0.0, 0.0, req.settings(self.settings).steps, self.model_name)
+
+    async def fill(self, request: Request, req: FimRequest, name: str) -> Answer:
+        """Fill and wait, cancelling the fill if the client hangs up first."""
+        stages = logs.Stages(f"{name}-{next(self._ids)}")
+        future, settings = self.submit(req, stages)
+        watcher = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait({future, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if not future.done():
+            future.cancel()  # raises the worker's stop flag: it quits at the next step
+        return self.answer(future, req, settings, stages)
+
+    async def events(self, req: FimRequest, name: str, on_state: Callable[[dict], dict],
+                     on_answer: Callable[[Answer], list]) -> AsyncIterator[str]:
+        """Server-sent events: partial fills while denoising (if asked), then the answer.
+
+        Starlette cancels this generator when the client hangs up; ``finally`` then stops
+        the fill."""
+        stages = logs.Stages(f"{name}-{next(self._ids)}")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        on_partial = None
+        if req.stream_states:
+            def on_partial(step: int, steps: int, texts: list[str]) -> None:
+                loop.call_soon_threadsafe(queue.put_nowait,
+                                          {"step": step, "steps": steps, "candidates": texts})
+        future, settings = self.submit(req, stages, on_partial)
+        future.add_done_callback(lambda _f: queue.put_nowait(None))
+        try:
+            while (state := await queue.get()) is not None:
+                yield _sse(on_state(state))
+            try:
+                events = on_answer(self.answer(future, req, settings, stages))
+            except HttpError as exc:
+                events = [error_body(str(exc), exc.status)]
+            for event in events:
+                yield _sse(event)
+        finally:
+            if not future.done():
+                future.cancel()
+                log.info("%s", stages.line("cancelled: the client went away"))
+
+    def close(self) -> None:
+        self.closing = True
+        self.scheduler.close()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _sse(event: Any) -> str:
+    return "data: " + (event if isinstance(event, str) else json.dumps(event)) + "\n\n"
+
+
+def _stream(events: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(events, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def read_json(request: Request) -> Any:
+    """The body as JSON, refusing bodies over MAX_BODY_BYTES before reading them whole."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+        raise HttpError(413, f"the body is over {MAX_BODY_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise HttpError(413, f"the body is over {MAX_BODY_BYTES} bytes")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise HttpError(400, f"malformed JSON: {exc}") from None
+
+
+def _checked(req: FimRequest, service: Service) -> FimRequest:
+    """Everything that can be wrong with a request, found before any answer starts."""
+    if req.stream_states and not req.stream:
+        raise BadRequest("stream_states needs stream: true")
+    req.settings(service.settings)
+    return req
+
+
+def create_app(service: Service) -> Starlette:
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def models(request: Request) -> Response:
+        service.authorize(request)
+        return JSONResponse({"object": "list", "data": [
+            {"id": service.model_name, "object": "model", "created": 0, "owned_by": "coda-lsp"}]})
+
+    async def infill(request: Request) -> Response:
+        service.authorize(request)
+        req = _checked(parse_infill(await read_json(request), request.headers.get(CLIENT_HEADER)),
+                       service)
+        if req.nothing_to_predict:  # a cache-warming request: nothing to run
+            return JSONResponse(infill_body(service.empty(req), req.response_fields))
+        if not req.stream:
+            answer = await service.fill(request, req, "infill")
+            return JSONResponse(infill_body(answer, req.response_fields))
+
+        def on_answer(a: Answer) -> list:
+            return [infill_chunk(a.texts[0]), {**infill_body(a), "content": ""}]
+
+        return _stream(service.events(req, "infill", lambda s: infill_chunk("", s), on_answer))
+
+    def completions(shape: Callable, chunk: Callable, name: str):
+        """OpenAI's /v1/completions (``text`` choices) or the FIM endpoint that Mistral and
+        Continue use (chat-shaped ``delta.content`` choices): one request shape, two answers."""
+
+        async def handler(request: Request) -> Response:
+            service.authorize(request)
+            req = _checked(parse_completions(await read_json(request),
+                                             request.headers.get(CLIENT_HEADER)), service)
+            cid = completion_id()
+            if req.nothing_to_predict:
+                answer = service.empty(req)
+            elif not req.stream:
+                answer = await service.fill(request, req, name)
+            else:
+                def on_answer(a: Answer) -> list:
+                    events: list = [chunk(cid, a.model, i, t, "stop")
+                                    for i, t in enumerate(a.texts)]
+                    if req.include_usage:
+                        events.append({**chunk(cid, a.model, 0, ""), "choices": [],
+                                       "usage": usage(a)})
+                    return [*events, "[DONE]"]
+
+                def on_state(state: dict) -> dict:
+                    return chunk(cid, service.model_name, 0, "", state=state)
+
+                return _stream(service.events(req, name, on_state, on_answer))
+            return JSONResponse(shape(answer, cid))
+
+        return handler
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status", None) or getattr(exc, "status_code", 500)
+        message = str(getattr(exc, "detail", None) or exc) or "error"
+        return JSONResponse(error_body(message, status), status_code=status)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        yield
+        service.close()
+
+    text = completions(completion_body, completion_chunk, "completions")
+    chat = completions(fim_body, fim_chunk, "fim")
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/v1/health", health, methods=["GET"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/models", models, methods=["GET"]),
+        Route("/infill", infill, methods=["POST"]),
+        Route("/v1/completions", text, methods=["POST"]),
+        Route("/completions", text, methods=["POST"]),
+        Route("/v1/fim/completions", chat, methods=["POST"]),
+    ]
+    handlers = {HttpError: http_error, BadRequest: http_error, HTTPException: http_error}
+    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind and listen before loading the model: a port in use fails fast, and the line that
+    names the port names the real one (port 0)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)  # connections from now on wait in the backlog until uvicorn accepts
+    return sock
+
+
+def serve(service: Service, sock: socket.socket, verbose: int = 0) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(create_app(service), log_level="info" if verbose else "warning",
+                            access_log=verbose > 1, timeout_graceful_shutdown=5,
+                            limit_concurrency=1024)
+    uvicorn.Server(config).run(sockets=[sock])

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The one command a session with a lent GPU runs to add compute to the shipped model/:
+#     run(command="bash scripts/gpu_default_model.sh", timeout_s=600)
+# (training/README.md, "A GPU session"). Within the 10-minute command limit it benchmarks the
+# training step (~20 s), then runs training.gpu_run with what is left of BUDGET_S (default
+# 550 s in all, leaving ~45 s before the kill). $OUT gets at most 8 files: model/ (config.json,
+# bf16 safetensors shards), corpus_manifest.json, report.json (the benchmark embedded),
+# train.log. Extra arguments go to training.gpu_run (e.g. --set train.batch_size=128).
+# tests/test_training_gpu_run.py rehearses this very script on CPU (PYTHON, BENCH_ARGS, OUT,
+# BUDGET_S and gpu_run's arguments point it at a fake machine).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/coda_gpu_out}
+BUDGET_S=${BUDGET_S:-550}
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+start=$(date +%s)
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+bench=$(mktemp /tmp/bench_training.XXXXXX.json)
+BENCH_ARGS=${BENCH_ARGS:---device cuda --recipe default_model_gpu --steps 20}
+# shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
+timeout 90 "$PY" benchmarks/bench_training.py $BENCH_ARGS --json "$bench" | tail -n 1 \
+    || echo "bench_training failed (the run goes on)"
+left=$(( BUDGET_S - ($(date +%s) - start) ))
+exec "$PY" -m training.gpu_run --out "$OUT" --budget-s "$left" --attach "bench=$bench" "$@"

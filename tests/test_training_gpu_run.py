@@ -1,0 +1,301 @@
+"""The prepared GPU run (``training.gpu_run``) end to end on CPU at tiny scale, and its parts:
+licences from metadata, duplicate and benchmark filtering, packing, sharded bf16 export."""
+
+import gzip
+import json
+import os
+import random
+import subprocess
+import sys
+from email.message import Message
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from coda_model import load_model, load_tokenizer
+from training import corpus, decontam, gpu_run
+from training.data import pack
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "model"
+BENCHMARK = ROOT.parent / "shared" / "benchmarks" / "humaneval-infilling"
+PROBLEM = '''def running_maximum_of_weights(weights: list[int]) -> list[int]:
+    """ Return the running maximum of the given parcel weights, element by element.
+    >>> running_maximum_of_weights([3, 1, 4, 1, 5])
+    [3, 3, 4, 4, 5]
+    """
+    best, out = None, []
+    for weight in weights:
+        best = weight if best is None or weight > best else best
+        out.append(best)
+    return out
+'''
+
+
+def module_text(seed: int, functions: int = 12) -> str:
+    rng = random.Random(seed)
+    names = ["total", "items", "value", "count", "path", "result", "node", "key", "index"]
+    lines = ["import os", ""]
+    for fn in range(functions):
+        a, b = rng.sample(names, 2)
+        lines += ["", f"def {rng.choice(names)}_{seed}_{fn}({a}, {b}=None):",
+                  f'    """Compute the {a} of {b}."""', f"    if {b} is None:",
+                  f"        {b} = {rng.randint(0, 9)}"]
+        for _ in range(rng.randint(2, 5)):
+            c = rng.choice(names)
+            lines += [f"    for {c} in range({a}):",
+                      f"        {b} = {b} + {c} * {rng.randint(1, 99)}"]
+        lines += [f"    return {a} - {b}", ""]
+    return "\n".join(lines) + "\n"
+
+
+def install(site: Path, name: str, version: str, meta: list[str], files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_text(text)
+    info = site / f"{name}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("\n".join(["Metadata-Version: 2.4", f"Name: {name}",
+                                              f"Version: {version}", *meta]) + "\n\n")
+    (info / "RECORD").write_text("".join(f"{rel},,\n" for rel in files)
+                                 + f"{info.name}/METADATA,,\n")
+
+
+@pytest.fixture(scope="module")
+def machine(tmp_path_factory):
+    """A fake GPU machine: site-packages with metadata, a stdlib, a benchmark artifact."""
+    root = tmp_path_factory.mktemp("machine")
+    site, std = root / "site", root / "stdlib"
+    core = module_text(1)
+    near = module_text(2)
+    near_copy = near.replace("import os", "import os  # patched\nimport sys", 1)
+    install(site, "goodpkg", "1.0", ["License-Expression: MIT"], {
+        "goodpkg/__init__.py": module_text(3), "goodpkg/core.py": core,
+        "goodpkg/near.py": near, "goodpkg/leak.py": module_text(4) + "\n\n" + PROBLEM,
+        "goodpkg/tests/test_core.py": module_text(5), "goodpkg/test_more.py": module_text(6)})
+    install(site, "mirrorpkg", "0.3", ["Classifier: License :: OSI Approved :: BSD License"], {
+        "mirrorpkg/copy_of_core.py": core, "mirrorpkg/near_copy.py": near_copy,
+        "mirrorpkg/own.py": module_text(7)})
+    install(site, "gplpkg", "2.0", [
+        "License: GPL-3.0-or-later",
+        "Classifier: License :: OSI Approved :: GNU General Public License v3 (GPLv3)"],
+        {"gplpkg/__init__.py": module_text(8)})
+    for i in range(10):
+        (std / "json").mkdir(parents=True, exist_ok=True)
+        (std / "json" / f"mod{i}.py").write_text(module_text(100 + i))
+    (std / "test").mkdir()
+    (std / "test" / "test_json.py").write_text(module_text(9))
+    bench = root / "bench"
+    bench.mkdir()
+    with gzip.open(bench / decontam.FILES[0], "wt") as f:
+        cut = PROBLEM.index("    best, out")
+        f.write(json.dumps({"task_id": "SingleLineInfilling/HumanEval/0/L0",
+                            "prompt": PROBLEM[:cut], "canonical_solution": "",
+                            "suffix": PROBLEM[cut:], "entry_point": "x", "test": ""}) + "\n")
+    artifact = root / "decontam.json"
+    decontam.main(["--benchmark", str(bench), "--out", str(artifact)])
+    return site, std, artifact
+
+
+GPU_MACHINE_LACKS = """
+import importlib.abc
+import sys
+
+
+class Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in NAMES:
+            raise ImportError(name + " is not installed on the GPU machine")
+        return None
+
+
+sys.meta_path.insert(0, Absent())
+"""
+
+
+def test_the_whole_gpu_run_on_cpu(machine, tmp_path):
+    """scripts/gpu_default_model.sh itself: benchmark, corpus, training, export, report; with
+    the packages the GPU machine lacks made unimportable (tree-sitter, the server's)."""
+    site, std, artifact = machine
+    out = tmp_path / "OUT"
+    lacks = tmp_path / "lacks"
+    lacks.mkdir()
+    names = {"tree_sitter", "tree_sitter_python", "coda_lsp", "pygls", "lsprotocol", "cattrs"}
+    (lacks / "sitecustomize.py").write_text(f"NAMES = {names!r}\n" + GPU_MACHINE_LACKS)
+    env = {**os.environ, "OUT": str(out), "BUDGET_S": "50", "PYTHON": sys.executable,
+           "PYTHONPATH": f"{lacks}{os.pathsep}{ROOT}", "BENCH_ARGS": "--device cpu --recipe "
+           "default_model_gpu --batch 2 --seq-len 32 --steps 2 --warmup 1"}
+    subprocess.run([
+        "bash", str(ROOT / "scripts" / "gpu_default_model.sh"), "--site-packages", str(site),
+        "--stdlib", str(std), "--decontam", str(artifact), "--workers", "1",
+        "--shard-mib", "5", "--export-s", "1", "--work", str(tmp_path / "work"),
+        "--grow-layers", "6",
+        "--set", "train.device=cpu", "train.batch_size=2", "data.seq_len=32",
+        "data.eval_fraction=0.3", "train.compile=false", "train.threads=1",
+        "train.log_every=2", "train.eval_every=0", "train.eval_batches=1",
+        "train.checkpoint_every_seconds=4", "optim.warmup_steps=10"],
+        env=env, check=True, timeout=240)
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    index = json.loads((out / "model" / "model.safetensors.index.json").read_text())
+    shards = sorted(f"model/{name}" for name in set(index["weight_map"].values()))
+    assert len(shards) == 3 and shards[0] == "model/model-00001-of-00003.safetensors"
+    assert files == sorted(["corpus_manifest.json", "model/config.json", *shards,
+                            "model/model.safetensors.index.json", "report.json", "train.log"])
+    for shard in (out / "model").glob("*.safetensors"):
+        assert shard.stat().st_size <= 5 * 1024 * 1024
+        with safe_open(str(shard), "pt") as f:
+            assert all(f.get_tensor(k).dtype == torch.bfloat16 for k in f.keys())
+
+    manifest = json.loads((out / "corpus_manifest.json").read_text())
+    kept = {p["package"]: p for p in manifest["packages"]}
+    assert set(kept) == {"python-stdlib", "goodpkg", "mirrorpkg"}
+    assert kept["goodpkg"]["files"] == 3          # core, near, __init__: tests and leak gone
+    assert kept["mirrorpkg"]["files"] == 1           # its copy and near copy dropped
+    assert kept["python-stdlib"]["files"] == 10   # stdlib/test skipped
+    assert {p["licence"] for p in manifest["packages"]} == {"MIT", "BSD", "PSF"}
+    assert [e["package"] for e in manifest["excluded_packages"]] == ["gplpkg"]
+    assert "copyleft" in manifest["excluded_packages"][0]["reason"]
+    assert manifest["dropped_files"]["duplicate"] == 1
+    assert manifest["dropped_files"]["near_duplicate"] == 1
+    assert manifest["dropped_files"]["benchmark"] == 1
+    for p in manifest["packages"]:
+        assert {"version", "bytes", "sha256", "files"} <= set(p)
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "done" and report["steps"] >= 8   # calibration steps train too
+    assert report["exported_step"] == report["steps"]
+    assert report["calibration"]["tokens_per_s"] > 0 and report["flops"] > 0
+    assert report["train_tokens_per_s"] is None or report["train_tokens_per_s"] > 0
+    assert report["bench"]["loop_tokens_per_s"] > 0 and report["bench"]["parameters"] > 5e6
+    for key in ("ce_sigma0.05", "top1_sigma0.05", "masked_ce"):
+        assert key in report["eval_before"] and key in report["eval_after"]
+    trained = load_model(out / "model")
+    shipped = load_model(SHIPPED)
+    assert report["grown"]["layers"] == [4, 6] and report["grown"]["max_logit_gap"] < 1e-4
+    assert trained.config.num_hidden_layers == 6
+    assert trained.config.hidden_size == shipped.config.hidden_size
+    old, new = shipped.state_dict(), trained.state_dict()
+    for name in ("model.embed_tokens.weight", "model.layers.0.mlp.up_proj.weight"):
+        assert not torch.equal(old[name].to(torch.bfloat16), new[name])   # trained
+    assert new["model.layers.1.self_attn.o_proj.weight"].abs().max() > 0  # a copy left zero
+
+
+def meta(**fields) -> Message:
+    m = Message()
+    for key, value in fields.items():
+        for v in value if isinstance(value, list) else [value]:
+            m[key.replace("_", "-")] = v
+    return m
+
+
+@pytest.mark.parametrize(("fields", "family"), [
+    ({"License_Expression": "MIT"}, "MIT"),
+    ({"License_Expression": "BSD-3-Clause AND MIT"}, "BSD+MIT"),
+    ({"License_Expression": "Apache-2.0 WITH LLVM-exception AND BSD-2-Clause"}, "Apache+BSD"),
+    ({"License_Expression": "Apache-2.0 OR GPL-2.0-only"}, None),  # a copyleft option
+    ({"License_Expression": "MPL-2.0 AND MIT"}, None),
+    ({"License_Expression": "BSD-3-Clause AND Zlib"}, None),       # Zlib is not on the list
+    ({"License_Expression": "MIT AND BSL-1.0"}, None),             # nor Boost
+    ({"License_Expression": "GPL-2.0-or-later WITH Classpath-exception-2.0"}, None),
+    ({"Classifier": ["License :: OSI Approved :: Apache Software License"]}, "Apache"),
+    ({"Classifier": ["License :: OSI Approved :: GNU Lesser General Public License v3 "
+                     "(LGPLv3)"]}, None),
+    ({"License": "PSF", "Classifier": ["Programming Language :: Python"]}, "PSF"),
+    ({"License": "License agreement for matplotlib (mpl) ...\n1. This LICENSE AGREEMENT",
+      "Classifier": ["License :: OSI Approved :: Python Software Foundation License"]}, "PSF"),
+    ({"Classifier": ["License :: OSI Approved :: MIT License",
+                     "License :: OSI Approved :: Apache Software License"]}, "Apache+MIT"),
+    ({"License": "ISC"}, "ISC"),
+    ({"License": "Permission is hereby granted, free of charge, to any person\nobtaining"},
+     "MIT"),
+    ({"License": "BSD\n\nbundled: GNU General Public License with GCC exception"}, None),
+    ({"License": "UNKNOWN"}, None),
+    ({}, None),
+])
+def test_licence_comes_from_metadata_and_excludes_copyleft(fields, family):
+    assert corpus.licence_of(meta(**fields))[0] == family
+
+
+def test_pack_files_matches_the_reference_packing():
+    tok = load_tokenizer(SHIPPED)
+    texts = [module_text(i, functions=3) for i in range(6)]
+    ids = [tok.backend.encode(t, add_special_tokens=False).ids for t in texts]
+    spans = [[(1, 3), (0, len(x) - 1), (5, 9)] for x in ids]
+    from array import array
+    files = [corpus.CorpusFile("p", str(i), "", 0, array("H", x).tobytes(),
+                               array("i", [v for s in sp for v in s]).tobytes(), False)
+             for i, (x, sp) in enumerate(zip(ids, spans, strict=True))]
+    got, want = gpu_run.pack_files(files, 48, tok.eos_id), pack(ids, spans, 48, tok.eos_id)
+    assert torch.equal(got.ids, want.ids)
+    assert torch.equal(got.span_ptr, want.span_ptr)
+    assert torch.equal(got.spans, want.spans)
+
+
+def test_python_spans_are_statements_and_expressions_in_bytes():
+    text = "x = 'é'\nif x:\n    y = f(x, k=1)\n"
+    raw = text.encode()
+    got = {raw[a:b].decode() for a, b in corpus.python_byte_spans(text)}
+    assert {"x = 'é'", "'é'", "y = f(x, k=1)", "f(x, k=1)", "k=1", "1"} <= got
+    assert "x" not in got                             # bare names are not spans
+
+
+@pytest.mark.skipif(not BENCHMARK.is_dir(), reason="HumanEval-Infilling not in ../shared")
+def test_the_committed_artifact_flags_every_benchmark_problem():
+    d = decontam.Decontaminator()
+    problems = decontam.problems(BENCHMARK)
+    assert len(problems) == d.info["problems"] == 164
+    assert all(any(d.contaminated(t) for t in texts) for texts in problems.values())
+    assert not d.contaminated(module_text(1))
+
+
+def test_a_corpus_out_of_time_says_how_many_files_it_left_out(machine):
+    site, std, artifact = machine
+    from training import recipes
+    files, manifest = corpus.build_corpus([site], std, SHIPPED, recipes.get("tiny_cpu").data,
+                                          artifact=artifact, workers=1, time_limit_s=0.0)
+    assert files == [] and manifest["unprocessed_files"] == 17
+
+
+def test_growing_deeper_keeps_the_function_and_the_copies_learn():
+    from training.grow import grow_depth, same_function, source_layers
+    from training.loop import build_optimizer
+    from training.recipes import tiny_cpu
+    assert source_layers(4, 6) == [0, 0, 1, 2, 2, 3]
+    shipped = load_model(SHIPPED)
+    grown = grow_depth(shipped, 6)
+    ids = torch.randint(10, 8000, (2, 40), generator=torch.Generator().manual_seed(0))
+    assert same_function(shipped, grown, ids) < 1e-4
+    assert grown.config.num_parameters > shipped.config.num_parameters
+    assert grown.lm_head.weight is grown.model.embed_tokens.weight   # still tied
+    copy = grown.model.layers[1].self_attn.o_proj.weight
+    assert torch.equal(copy, torch.zeros_like(copy))
+    optimizer, _ = build_optimizer(grown.train(), tiny_cpu())
+    grown(ids).float().logsumexp(-1).mean().backward()
+    optimizer.step()
+    assert copy.abs().max() > 0
+    with pytest.raises(ValueError):
+        grow_depth(shipped, 3)
+
+
+def test_a_failed_run_says_so_in_its_report(machine, tmp_path):
+    site, std, artifact = machine
+    with pytest.raises(SystemExit):
+        gpu_run.main(["--out", str(tmp_path / "out"), "--site-packages", str(site), "--stdlib",
+                      "none", "--decontam", str(artifact), "--workers", "1",
+                      "--set", "train.device=cpu", "train.batch_size=100000"])
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["status"].startswith("failed: SystemExit") and "cannot fill" in report["status"]
+    assert (tmp_path / "out" / "corpus_manifest.json").is_file()
+
+
+def test_an_odd_file_is_dropped_not_fatal(monkeypatch, tmp_path):
+    def boom(item):
+        raise RuntimeError("odd")
+    monkeypatch.setattr(corpus, "_process", boom)
+    assert corpus._process_many([(3, "x.py")]) == [{"i": 3, "drop": "error"}]
+    text = "s = 'é'\r\nt = 'ü'\rprint(s)\n"
+    raw = text.encode()
+    assert all(0 <= a < b <= len(raw) for a, b in corpus.python_byte_spans(text))
+    assert "print(s)" in {raw[a:b].decode() for a, b in corpus.python_byte_spans(text)}

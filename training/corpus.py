@@ -1,0 +1,410 @@
+"""A training corpus from the Python packages installed on this machine, with its manifest.
+
+Sources: every distribution under the given site-packages folders whose *metadata* licence is
+MIT, BSD, Apache, PSF or ISC (nothing copyleft: GPL, LGPL, AGPL, MPL, EPL, EUPL, CDDL, ...),
+plus the standard library (PSF).  A package's files come from its RECORD; test folders and
+files, vendored folders and anything outside the package are skipped.  Then, in order:
+exact duplicates (content hash) and near duplicates (MinHash over pairs of adjacent normalised
+lines, Jaccard ≥ 0.8) are dropped, keeping the first seen (stdlib, then packages by name);
+files sharing a 13-gram with HumanEval-Infilling are dropped (``training.decontam``); the rest
+are tokenized with the shipped tokenizer, given syntax spans from Python's own ``ast`` (the
+GPU machine has no tree-sitter) and split train/eval by a hash of the path, as ``data.py`` does.
+
+Per-file work runs in a process pool.  The manifest lists each package with its version,
+licence, the licence's source (expression, classifier or text), files, bytes and a sha256 over
+its kept files' hashes, plus every excluded package and why.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.metadata as md
+import logging
+import os
+import platform
+import random
+import re
+import sysconfig
+import time
+import zlib
+from array import array
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+FAMILIES = ("MIT", "BSD", "Apache", "PSF", "ISC")
+SPDX = {"MIT": "MIT", "MIT-0": "MIT", "0BSD": "BSD", "BSD-2-Clause": "BSD",
+        "BSD-3-Clause": "BSD", "BSD-3-Clause-Clear": "BSD", "Apache-2.0": "Apache",
+        "Apache-1.1": "Apache", "PSF-2.0": "PSF", "Python-2.0": "PSF", "ISC": "ISC"}
+CLASSIFIERS = {"MIT License": "MIT", "MIT No Attribution License (MIT-0)": "MIT",
+               "BSD License": "BSD", "Apache Software License": "Apache",
+               "Python Software Foundation License": "PSF", "ISC License (ISCL)": "ISC"}
+COPYLEFT = re.compile(r"\b(AGPL|LGPL|GPL|MPL|EUPL|EPL|CDDL)|(?i:\bGNU\b|Mozilla Public|"
+                      r"Eclipse Public|copyleft|Affero)")
+SHORT_TEXT = [(re.compile(r"\bMIT\b|\bExpat\b"), "MIT"), (re.compile(r"\bBSD\b"), "BSD"),
+              (re.compile(r"\bApache\b"), "Apache"),
+              (re.compile(r"\bPSF\b|Python Software Foundation"), "PSF"),
+              (re.compile(r"\bISC\b"), "ISC")]
+LONG_TEXT = [("Permission is hereby granted, free of charge", "MIT"),
+             ("Redistribution and use in source and binary forms", "BSD"),
+             ("Apache License", "Apache")]
+SKIP_DIRS = {"test", "tests", "testing", "idle_test", "__pycache__", "_vendor", "vendor",
+             "vendored", "_vendored", "third_party", "thirdparty", "site-packages",
+             "dist-packages", "ensurepip"}
+TEST_FILE = re.compile(r"^(test_.*|.*_test|conftest)\.py$")
+
+
+# --------------------------------------------------------------------------------------------
+# Licences
+# --------------------------------------------------------------------------------------------
+
+def licence_of(meta) -> tuple[str | None, str]:
+    """(families joined by '+', or None; what decided it) from a distribution's metadata.
+
+    Order: ``License-Expression`` (every SPDX id, AND or OR alike, must be on the list; the
+    only exception clause accepted is LLVM-exception), else the licence classifiers (all of
+    them must be on the list), else the ``License`` text.  A copyleft name in any of them
+    excludes the package, even when it also names a permissive licence.
+    """
+    expression = (meta.get("License-Expression") or "").strip()
+    classifiers = [c.split("::")[-1].strip() for c in (meta.get_all("Classifier") or [])
+                   if c.startswith("License ::") and c.count("::") >= 2]
+    text = (meta.get("License") or "").strip()
+    for source in (expression, " ".join(classifiers), text):
+        if COPYLEFT.search(source):
+            return None, f"copyleft: {COPYLEFT.search(source).group(0)}"
+    if expression:
+        plain = re.sub(r"\s+WITH\s+LLVM-exception\b", "", expression)
+        ids = [t for t in re.split(r"[()\s]+|\bAND\b|\bOR\b", plain) if t]
+        families = {SPDX.get(i) for i in ids}
+        if None in families or not families:
+            return None, f"expression {expression!r}"
+        return "+".join(sorted(families)), f"expression {expression}"
+    if classifiers:
+        families = {CLASSIFIERS.get(c) for c in classifiers}
+        if None in families:
+            return None, f"classifiers {classifiers}"
+        return "+".join(sorted(families)), f"classifiers {', '.join(classifiers)}"
+    if text and text.upper() not in ("UNKNOWN", "NONE"):
+        first = text.splitlines()[0]
+        if len(text) <= 200 and "\n" not in text:
+            found = {fam for rx, fam in SHORT_TEXT if rx.search(first)}
+        else:
+            found = {fam for phrase, fam in LONG_TEXT if phrase in text}
+        if len(found) == 1:
+            return found.pop(), f"text {first[:60]!r}"
+        return None, f"text {first[:60]!r}"
+    return None, "no licence in metadata"
+
+
+# --------------------------------------------------------------------------------------------
+# Sources
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Package:
+    name: str
+    version: str
+    licence: str | None
+    licence_source: str
+    files: list[tuple[Path, str]] = field(default_factory=list)   # (path, corpus-relative)
+
+
+def skipped(rel_parts: tuple[str, ...]) -> bool:
+    return bool(set(p.lower() for p in rel_parts[:-1]) & SKIP_DIRS) or \
+        bool(TEST_FILE.match(rel_parts[-1]))
+
+
+def site_packages(folder: Path) -> list[Package]:
+    """Every distribution installed in ``folder``, with its licence and its .py files."""
+    out = []
+    seen: set[str] = set()
+    for dist in sorted(md.distributions(path=[str(folder)]),
+                       key=lambda d: (d.metadata.get("Name") or "").lower()):
+        name = dist.metadata.get("Name") or "?"
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if key in seen:
+            continue
+        seen.add(key)
+        family, source = licence_of(dist.metadata)
+        pkg = Package(name, dist.version or "?", family, source)
+        if family is not None:
+            for entry in dist.files or []:
+                if entry.suffix != ".py" or ".." in entry.parts:
+                    continue
+                if skipped(tuple(entry.parts)):
+                    continue
+                path = Path(dist.locate_file(entry))
+                pkg.files.append((path, f"{key}/{entry.as_posix()}"))
+            if not dist.files:
+                pkg.licence_source += "; no RECORD (files unknown)"
+        out.append(pkg)
+    return out
+
+
+def stdlib(folder: Path) -> Package:
+    pkg = Package("python-stdlib", platform.python_version(), "PSF",
+                  "CPython standard library (PSF-2.0)")
+    for path in sorted(folder.rglob("*.py")):
+        rel = path.relative_to(folder)
+        if not skipped(rel.parts):
+            pkg.files.append((path, f"stdlib/{rel.as_posix()}"))
+    return pkg
+
+
+def default_sources() -> tuple[list[Path], Path]:
+    paths = sysconfig.get_paths()
+    sites = sorted({Path(paths["purelib"]), Path(paths["platlib"])})
+    return [p for p in sites if p.is_dir()], Path(paths["stdlib"])
+
+
+# --------------------------------------------------------------------------------------------
+# Per-file work (in worker processes)
+# --------------------------------------------------------------------------------------------
+
+SIG_PERMS = 32
+BANDS = 8
+NEAR = 0.8
+_P = (1 << 31) - 1
+_A = [(zlib.crc32(f"a{i}".encode()) % (_P - 1)) + 1 for i in range(SIG_PERMS)]
+_B = [zlib.crc32(f"b{i}".encode()) % _P for i in range(SIG_PERMS)]
+_STATE: dict = {}
+
+
+def _init_worker(tokenizer_dir: str, artifact: str | None, limits: dict) -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    from coda_model import load_tokenizer
+
+    from .decontam import Decontaminator
+    _STATE["tok"] = load_tokenizer(tokenizer_dir)
+    _STATE["decontam"] = Decontaminator(artifact) if artifact else None
+    _STATE["limits"] = limits
+
+
+def minhash(text: str) -> list[int] | None:
+    """MinHash of the set of adjacent normalised-line pairs (None: too few lines to judge)."""
+    import torch
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    if len(lines) < 4:
+        return None
+    pairs = {zlib.crc32(f"{a}\n{b}".encode()) for a, b in zip(lines, lines[1:], strict=False)}
+    h = torch.tensor(sorted(pairs), dtype=torch.int64)[:, None]
+    sig = (h * torch.tensor(_A)[None, :] + torch.tensor(_B)[None, :]) % _P
+    return sig.min(0).values.tolist()
+
+
+def python_byte_spans(text: str) -> list[tuple[int, int]]:
+    """Byte ranges of statements, expressions (not bare names), handlers and keywords."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []
+    raw = text.encode("utf-8")
+    starts = [0]
+    for line in raw.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    out = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.stmt | ast.expr | ast.excepthandler | ast.keyword) \
+                or isinstance(node, ast.Name) or getattr(node, "end_lineno", None) is None:
+            continue
+        try:
+            a = starts[node.lineno - 1] + node.col_offset
+            b = starts[node.end_lineno - 1] + node.end_col_offset
+        except IndexError:
+            continue
+        if len(raw) >= b > a:
+            out.add((a, b))
+    return sorted(out)
+
+
+def _process_many(items: list[tuple[int, str]]) -> list[dict]:
+    return [_process_safely(item) for item in items]
+
+
+def _process_safely(item: tuple[int, str]) -> dict:
+    """One odd file is dropped with its reason, never the end of a one-shot run."""
+    try:
+        return _process(item)
+    except Exception as exc:
+        log.warning("%s: %s: %s", item[1], type(exc).__name__, exc)
+        return {"i": item[0], "drop": "error"}
+
+
+def _process(item: tuple[int, str]) -> dict:
+    from .data import looks_generated, token_spans
+    index, path = item
+    lim = _STATE["limits"]
+    try:
+        size = os.path.getsize(path)
+        if not lim["min_bytes"] <= size <= lim["max_bytes"]:
+            return {"i": index, "drop": "size"}
+        text = Path(path).read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError):
+        return {"i": index, "drop": "decode"}
+    if looks_generated(text, lim["cfg"]):
+        return {"i": index, "drop": "generated"}
+    row = {"i": index, "drop": None, "bytes": len(text.encode("utf-8")),
+           "sha": hashlib.sha256(text.strip().encode("utf-8")).hexdigest(),
+           "sig": minhash(text)}
+    decontam = _STATE["decontam"]
+    if decontam is not None and decontam.contaminated(text):
+        row["drop"] = "benchmark"
+        return row
+    enc = _STATE["tok"].backend.encode(text, add_special_tokens=False)
+    spans = token_spans(text, enc.offsets, python_byte_spans(text), lim["max_span_tokens"])
+    row["ids"] = array("H", enc.ids).tobytes()
+    row["spans"] = array("i", [x for s in spans for x in s]).tobytes()
+    return row
+
+
+# --------------------------------------------------------------------------------------------
+# The corpus
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class CorpusFile:
+    package: str
+    rel: str
+    sha256: str
+    nbytes: int
+    ids: bytes            # uint16 token ids
+    spans: bytes          # int32 (start, end) token ranges
+    is_eval: bool
+
+
+def near_duplicates(signatures: list[list[int] | None]) -> set[int]:
+    """Indices whose MinHash agrees with an earlier one's on ≥ NEAR of the permutations
+    (candidates from LSH banding; the earlier file is kept)."""
+    rows = SIG_PERMS // BANDS
+    buckets: dict[tuple, list[int]] = {}
+    drop: set[int] = set()
+    for i, sig in enumerate(signatures):
+        if sig is None:
+            continue
+        candidates: set[int] = set()
+        for band in range(BANDS):
+            key = (band, *sig[band * rows:(band + 1) * rows])
+            candidates.update(buckets.get(key, ()))
+        if any(sum(x == y for x, y in zip(sig, signatures[j], strict=True)) >= NEAR * SIG_PERMS
+               for j in candidates):
+            drop.add(i)
+            continue
+        for band in range(BANDS):
+            buckets.setdefault((band, *sig[band * rows:(band + 1) * rows]), []).append(i)
+    return drop
+
+
+def build_corpus(site_dirs: list[Path], stdlib_dir: Path | None, tokenizer_dir: Path, cfg,
+                 *, artifact: Path | None, workers: int = 0, max_files: int | None = None,
+                 time_limit_s: float | None = None) -> tuple[list[CorpusFile], dict]:
+    """Gather, filter, de-duplicate, decontaminate and tokenize; returns (files, manifest).
+
+    ``cfg`` is the run's ``DataConfig`` (size and generated-code filters, eval fraction, span
+    length).  ``workers`` 0 means one per CPU; 1 runs in this process.  Files are processed in
+    a seeded random order, so when ``time_limit_s`` runs out the files done so far are a
+    random sample of all of them (the manifest says how many were left out).
+    """
+    from .data import eval_split
+    t0 = time.monotonic()
+    packages = ([stdlib(stdlib_dir)] if stdlib_dir else []) + \
+        [p for d in site_dirs for p in site_packages(d)]
+    items: list[tuple[Package, Path, str]] = [(p, path, rel) for p in packages
+                                              if p.licence for path, rel in p.files]
+    if max_files is not None:
+        items = items[:max_files]
+    limits = {"min_bytes": cfg.min_bytes, "max_bytes": cfg.max_bytes, "cfg": cfg,
+              "max_span_tokens": cfg.max_span_tokens}
+    init = (str(tokenizer_dir), str(artifact) if artifact else None, limits)
+    jobs = [(i, str(path)) for i, (_, path, _) in enumerate(items)]
+    random.Random(cfg.seed).shuffle(jobs)
+    chunks = [jobs[k:k + 32] for k in range(0, len(jobs), 32)]
+    workers = workers or os.cpu_count() or 1
+    results: list[dict] = []
+
+    def over() -> bool:
+        return time_limit_s is not None and time.monotonic() - t0 > time_limit_s
+
+    if workers == 1:
+        _init_worker(*init)
+        for chunk in chunks:
+            if over():
+                break
+            results += _process_many(chunk)
+    else:
+        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
+                                   initializer=_init_worker, initargs=init)
+        try:
+            for done in pool.map(_process_many, chunks):
+                results += done
+                if over():
+                    break
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    results.sort(key=lambda r: r["i"])   # first-seen order for de-duplication
+    unprocessed = len(jobs) - len(results)
+    log.info("processed %d files in %.1fs with %d workers%s", len(results),
+             time.monotonic() - t0, workers,
+             f" ({unprocessed} left out: time limit)" if unprocessed else "")
+    dropped = {"size": 0, "decode": 0, "generated": 0, "error": 0, "duplicate": 0,
+               "near_duplicate": 0, "benchmark": 0}
+    seen: set[str] = set()
+    kept_rows: list[dict] = []
+    for r in results:
+        if r["drop"] in ("size", "decode", "generated", "error"):
+            dropped[r["drop"]] += 1
+        elif r["sha"] in seen:
+            dropped["duplicate"] += 1
+        else:
+            seen.add(r["sha"])
+            kept_rows.append(r)
+    near = near_duplicates([r["sig"] for r in kept_rows])
+    files: list[CorpusFile] = []
+    for k, r in enumerate(kept_rows):
+        if k in near:
+            dropped["near_duplicate"] += 1
+        elif r["drop"] == "benchmark":
+            dropped["benchmark"] += 1
+        else:
+            pkg, _, rel = items[r["i"]]
+            files.append(CorpusFile(pkg.name, rel, r["sha"], r["bytes"], r["ids"], r["spans"],
+                                    eval_split(rel, cfg.eval_fraction)))
+    manifest = manifest_of(packages, files, dropped, artifact)
+    manifest["seconds"] = round(time.monotonic() - t0, 1)
+    manifest["unprocessed_files"] = unprocessed
+    log.info("corpus: %d files, %.1f MB, %d tokens; dropped %s", len(files),
+             sum(f.nbytes for f in files) / 1e6, manifest["tokens"], dropped)
+    return files, manifest
+
+
+def manifest_of(packages: list[Package], files: list[CorpusFile], dropped: dict,
+                artifact: Path | None) -> dict:
+    by_pkg: dict[str, list[CorpusFile]] = {}
+    for f in files:
+        by_pkg.setdefault(f.package, []).append(f)
+    included, excluded = [], []
+    for p in packages:
+        mine = by_pkg.get(p.name, [])
+        if p.licence is None:
+            excluded.append({"package": p.name, "version": p.version,
+                             "reason": p.licence_source})
+            continue
+        if not mine:
+            continue
+        digest = hashlib.sha256("".join(sorted(f.sha256 for f in mine)).encode()).hexdigest()
+        included.append({"package": p.name, "version": p.version, "licence": p.licence,
+                         "licence_source": p.licence_source, "files": len(mine),
+                         "eval_files": sum(f.is_eval for f in mine),
+                         "bytes": sum(f.nbytes for f in mine),
+                         "tokens": sum(len(f.ids) // 2 for f in mine), "sha256": digest})
+    return {"files": len(files), "bytes": sum(f.nbytes for f in files),
+            "tokens": sum(len(f.ids) // 2 for f in files),
+            "licences": sorted({p["licence"] for p in included}),
+            "dropped_files": dropped,
+            "decontamination": None if artifact is None else str(Path(artifact).name),
+            "packages": included, "excluded_packages": excluded}

@@ -1,0 +1,406 @@
+"""``python -m training.gpu_run --out DIR``: one budgeted run that adds compute to ``model/``.
+
+Made for a lent GPU machine (one command of at most 10 minutes, no network, a few files back),
+rehearsed on CPU by ``tests/test_training_gpu_run.py``.  In one process, within ``--budget-s``:
+
+1. corpus: the machine's installed permissive packages + stdlib (``training.corpus``), written
+   to ``DIR/corpus_manifest.json`` at once;
+2. packing with the shipped tokenizer (syntax spans from ``ast``), train/eval by file;
+3. a ``Trainer`` warm-started from ``--init-from`` (default the shipped ``model/``), evaluated
+   before training; a few steps measure the step time (and compile), then the cosine schedule
+   is re-planned to end when the budget (minus the time to evaluate and export) runs out;
+4. training, exporting bf16 weights to ``DIR/model`` at every periodic checkpoint, so a kill
+   still leaves the newest export; then the final evaluation and export.
+
+``DIR`` ends with at most 8 files (the GPU machine's limit): ``model/config.json``,
+``model/model.safetensors`` (or ≤ 16 MiB shards plus ``model.safetensors.index.json``),
+``corpus_manifest.json``, ``report.json`` (status, timings, throughput, evaluations, the
+metrics rows, the recipe) and ``train.log``.  Tokenizer files are not copied: the run never
+changes the tokenizer, so ``model/``'s stay valid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from . import corpus, recipes
+from .data import PackedSplit
+from .decontam import ARTIFACT
+from .loop import EVAL_SEED, Trainer
+from .metrics import read_metrics
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_FILES_BACK = 8
+MIB = 1024 * 1024
+
+
+# --------------------------------------------------------------------------------------------
+# Packing and export
+# --------------------------------------------------------------------------------------------
+
+def pack_files(files: list[corpus.CorpusFile], seq_len: int, eos_id: int) -> PackedSplit:
+    """:func:`training.data.pack` on token arrays: files joined by eos, cut into rows, spans
+    kept when they lie inside one row (tensor ops; the corpus is ~10⁸ tokens)."""
+    if not files:
+        return PackedSplit(torch.zeros(0, seq_len, dtype=torch.int32),
+                           torch.zeros(1, dtype=torch.int64), torch.zeros(0, 2, dtype=torch.int32))
+    ids, spans, base = [], [], 0
+    for f in files:
+        t = torch.frombuffer(bytearray(f.ids), dtype=torch.int16).to(torch.int32) & 0xFFFF
+        s = torch.frombuffer(bytearray(f.spans), dtype=torch.int32).view(-1, 2) if f.spans \
+            else torch.zeros(0, 2, dtype=torch.int32)
+        ids += [t, torch.tensor([eos_id], dtype=torch.int32)]
+        spans.append(s.long() + base)
+        base += len(t) + 1
+    stream = torch.cat(ids)
+    n = len(stream) // seq_len
+    all_spans = torch.cat(spans)
+    row = all_spans[:, 0] // seq_len
+    keep = (row == (all_spans[:, 1] - 1) // seq_len) & (row < n)
+    all_spans, row = all_spans[keep], row[keep]
+    order = torch.argsort(row, stable=True)
+    all_spans, row = all_spans[order], row[order]
+    local = (all_spans - row[:, None] * seq_len).to(torch.int32)
+    ptr = torch.zeros(n + 1, dtype=torch.int64)
+    ptr[1:] = torch.bincount(row, minlength=n).cumsum(0)
+    return PackedSplit(stream[:n * seq_len].view(n, seq_len).clone(), ptr, local)
+
+
+def shard_plan(tensors: dict[str, torch.Tensor], limit: int) -> list[list[str]]:
+    """Names grouped into shards of at most ``limit`` bytes each, safetensors header included
+    (in name order)."""
+    limit -= 64 * 1024   # the JSON header: ~100 bytes per tensor
+    shards: list[list[str]] = [[]]
+    size = 0
+    for name in sorted(tensors):
+        n = tensors[name].numel() * tensors[name].element_size()
+        if n > limit:
+            raise ValueError(f"{name} alone is {n / MIB:.1f} MiB, over the {limit / MIB:.1f} "
+                             f"MiB shard limit")
+        if size + n > limit and shards[-1]:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += n
+    return shards
+
+
+def bf16_state(model) -> dict[str, torch.Tensor]:
+    return {name: t.detach().to("cpu", torch.bfloat16).contiguous()
+            for name, t in model.state_dict().items()
+            if not (name == "lm_head.weight" and model.config.tie_word_embeddings)}
+
+
+def export_model(model, out_dir: Path, shard_limit: int) -> list[Path]:
+    """bf16 weights in the Hugging Face layout (one ``model.safetensors`` or numbered shards
+    plus an index) and config.json, swapped in as a whole folder: a kill mid-export leaves the
+    previous export whole."""
+    tensors = bf16_state(model)
+    shards = shard_plan(tensors, shard_limit)
+    nxt = out_dir.with_name(out_dir.name + ".next")
+    shutil.rmtree(nxt, ignore_errors=True)
+    nxt.mkdir(parents=True)
+    names = ["model.safetensors"] if len(shards) == 1 else \
+        [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    weight_map = {}
+    for fname, group in zip(names, shards, strict=True):
+        save_file({k: tensors[k] for k in group}, str(nxt / fname), metadata={"format": "pt"})
+        weight_map.update({k: fname for k in group})
+    if len(shards) > 1:
+        total = sum(t.numel() * t.element_size() for t in tensors.values())
+        (nxt / "model.safetensors.index.json").write_text(json.dumps(
+            {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1) + "\n")
+    config = model.config.to_dict()
+    config["torch_dtype"] = "bfloat16"
+    (nxt / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    old = out_dir.with_name(out_dir.name + ".old")
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(nxt, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return sorted(out_dir.iterdir())
+
+
+def files_back(n_params_bytes: int, shard_limit: int) -> int:
+    shards = max(1, math.ceil(n_params_bytes / (shard_limit * 0.9)))
+    return 1 + shards + (shards > 1) + 3     # config, shards, index, manifest, report, log
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def probe(trainer: Trainer, split: PackedSplit, sigma: float, batches: int, batch: int) -> dict:
+    """Held-out CE and top-1 accuracy where a fixed fraction σ of tokens is masked (the
+    objective's mean over σ ~ U[0, 1] is dominated by near-unigram high-σ rows)."""
+    if split is None or len(split) == 0:
+        return {}
+    model = trainer.model
+    model.eval()
+    device = trainer.device
+    ce = correct = count = 0.0
+    n = min(batch, len(split))
+    g = torch.Generator().manual_seed(EVAL_SEED)
+    for i in range(batches):
+        rows = [(i * n + k) % len(split) for k in range(n)]
+        x = split.ids[rows].long()
+        masked = torch.rand(x.shape, generator=g) < sigma
+        masked[:, 0] = False
+        x, masked = x.to(device), masked.to(device)
+        with trainer.autocast():
+            logits = model(torch.where(masked, trainer.tok.mask_id, x))
+        sel = masked[:, 1:]
+        lg = logits[:, :-1][sel].float()
+        tg = x[:, 1:][sel]
+        ce += float(torch.nn.functional.cross_entropy(lg, tg, reduction="sum"))
+        correct += float((lg.argmax(-1) == tg).sum())
+        count += float(sel.sum())
+    model.train()
+    return {f"ce_sigma{sigma:g}": ce / max(count, 1),
+            f"top1_sigma{sigma:g}": correct / max(count, 1)}
+
+
+def evaluate(trainer: Trainer, batch: int) -> dict:
+    t = time.monotonic()
+    n = trainer.recipe.train.eval_batches
+    out = {**trainer.evaluate(), **probe(trainer, trainer.eval_split, 0.05, n, batch),
+           **probe(trainer, trainer.eval_split, 0.3, n, batch)}
+    out["seconds"] = round(time.monotonic() - t, 2)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+class Report:
+    """report.json, rewritten atomically after every stage (a kill leaves the last one)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.data = path, {"status": "started", "stages": {}}
+
+    def update(self, **kw) -> None:
+        self.data.update(kw)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1, default=str) + "\n")
+        os.replace(tmp, self.path)
+
+
+def grow(recipe, init: Path, layers: int, folder: Path, train: PackedSplit, report: Report):
+    """Deepen the start model function-preservingly (``training.grow``); the run starts there."""
+    from coda_model import load_model, save_model
+
+    from .grow import grow_depth, same_function
+    base = load_model(init)
+    grown = grow_depth(base, layers)
+    gap = same_function(base, grown, train.ids[:2, :64].long())
+    save_model(grown, folder, tokenizer_dir=init)
+    report.update(grown={"from": str(init), "layers": [base.config.num_hidden_layers, layers],
+                         "parameters": [base.config.num_parameters, grown.config.num_parameters],
+                         "max_logit_gap": gap})
+    log.info("grew %s from %d to %d layers (max logit gap %.2e)", init,
+             base.config.num_hidden_layers, layers, gap)
+    return replace(recipe, init_from=str(folder))
+
+
+def calibrate(trainer: Trainer, steps: int = 5, warm: int = 3) -> float:
+    """Seconds per optimizer step, after ``warm`` steps (compilation, allocator).  These are
+    real training steps (in the warm-up, whose learning rates do not depend on the horizon)."""
+    def sync():
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize()
+    try:
+        for _ in range(warm):
+            trainer.train_step()
+    except Exception:
+        if not trainer.recipe.train.compile:
+            raise
+        log.exception("torch.compile failed: continuing eagerly")
+        trainer._hidden = trainer.backend.unwrap(trainer.model).hidden_states
+        for _ in range(warm):
+            trainer.train_step()
+    sync()
+    t = time.monotonic()
+    for _ in range(steps):
+        trainer.train_step()
+    sync()
+    return (time.monotonic() - t) / steps
+
+
+def run(args, report: Report) -> dict:
+    t0 = time.monotonic()
+    out = Path(args.out)
+    stages = report.data["stages"]
+
+    def stage(name: str, start: float) -> None:
+        stages[name] = round(time.monotonic() - start, 1)
+        report.update()
+
+    recipe = recipes.override(recipes.get(args.recipe), args.set)
+    init = Path(args.init_from or recipe.init_from or REPO / "model")
+    init = (REPO / init if not init.is_absolute() and not init.exists() else init).resolve()
+    site_dirs, std = corpus.default_sources()
+    site_dirs = [Path(p) for p in args.site_packages] if args.site_packages is not None \
+        else site_dirs
+    std = None if args.stdlib == "none" else Path(args.stdlib) if args.stdlib else std
+    recipe = replace(recipe, init_from=str(init), tokenizer=replace(recipe.tokenizer, path=None),
+                     data=replace(recipe.data, sources=tuple(map(str, site_dirs))
+                                  + ((str(std),) if std else ())))
+    report.update(recipe=recipe.to_dict(), budget_s=args.budget_s, torch=torch.__version__,
+                  device=torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
+    for item in args.attach:
+        name, _, path = item.partition("=")
+        try:
+            report.update(**{name: json.loads(Path(path).read_text())})
+        except (OSError, ValueError) as exc:   # a missing side result never stops the run
+            report.update(**{name: f"unreadable: {exc}"})
+
+    t = time.monotonic()
+    files, manifest = corpus.build_corpus(
+        site_dirs, std, init, recipe.data, artifact=None if args.no_decontam else
+        Path(args.decontam), workers=args.workers, max_files=args.max_files,
+        time_limit_s=args.corpus_share * args.budget_s)
+    tmp = out / "corpus_manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(tmp, out / "corpus_manifest.json")
+    stage("corpus", t)
+
+    t = time.monotonic()
+    from coda_model import load_tokenizer
+    tok = load_tokenizer(init)
+    train = pack_files([f for f in files if not f.is_eval], recipe.data.seq_len, tok.eos_id)
+    held = pack_files([f for f in files if f.is_eval], recipe.data.seq_len, tok.eos_id)
+    del files
+    report.update(data={"train_rows": len(train), "eval_rows": len(held),
+                        "train_tokens": train.ids.numel(), "spans": int(train.spans.shape[0]),
+                        "seq_len": recipe.data.seq_len})
+    stage("pack", t)
+    if len(train) < recipe.train.batch_size:
+        raise SystemExit(f"{len(train)} packed rows cannot fill a batch of "
+                         f"{recipe.train.batch_size}")
+
+    t = time.monotonic()
+    work = Path(args.work or tempfile.mkdtemp(prefix="coda_gpu_run_"))
+    shutil.rmtree(work / "checkpoints", ignore_errors=True)
+    if args.grow_layers:
+        recipe = grow(recipe, init, args.grow_layers, work / "grown", train, report)
+    trainer = Trainer(recipe, work, train_split=train, eval_split=held)
+    n_bytes = sum(v.numel() * 2 for v in bf16_state(trainer.model).values())
+    if files_back(n_bytes, args.shard_mib * MIB) > MAX_FILES_BACK:
+        raise SystemExit(f"a {n_bytes / MIB:.0f} MiB bf16 model needs more than "
+                         f"{MAX_FILES_BACK} files back at {args.shard_mib} MiB per shard")
+    eval_batch = min(32, recipe.train.batch_size)
+    before = evaluate(trainer, eval_batch)
+    report.update(eval_before=before,
+                  parameters=sum(p.numel() for p in trainer.model.parameters()))
+    stage("setup_and_eval_before", t)
+
+    t = time.monotonic()
+    step_s = calibrate(trainer)
+    reserve = 2 * before["seconds"] + 5 + 0.02 * args.budget_s + 3 * args.export_s
+    deadline = t0 + args.budget_s - reserve
+    planned = trainer.step + max(1, int((deadline - time.monotonic()) / step_s))
+    trainer.set_total_steps(planned)
+    tokens_per_step = recipe.train.batch_size * recipe.data.seq_len
+    report.update(calibration={"seconds_per_step": step_s,
+                               "tokens_per_s": tokens_per_step / step_s,
+                               "planned_steps": planned, "reserve_s": round(reserve, 1)})
+    log.info("%.3f s/step (%.0f tokens/s): planning %d steps", step_s, tokens_per_step / step_s,
+             planned)
+    stage("calibrate", t)
+
+    def export(tr: Trainer) -> None:
+        e = time.monotonic()
+        export_model(tr.backend.unwrap(tr.model), out / "model", args.shard_mib * MIB)
+        report.update(exported_step=tr.step, status="training")
+        log.info("exported step %d in %.1fs", tr.step, time.monotonic() - e)
+
+    t = time.monotonic()
+    trainer.run(resume=False, deadline=deadline, on_checkpoint=export)
+    train_s = time.monotonic() - t
+    stage("train", t)
+
+    t = time.monotonic()
+    after = evaluate(trainer, eval_batch)
+    export(trainer)
+    rows = read_metrics(work / "metrics.jsonl")
+    report.update(
+        status="done", eval_after=after, steps=trainer.step, planned_steps=planned,
+        tokens=trainer.tokens, train_seconds=round(train_s, 1),
+        train_tokens_per_s=next((r["tokens_per_s"] for r in reversed(rows)
+                                 if r.get("kind") == "train"), None),
+        flops=6 * report.data["parameters"] * trainer.tokens,
+        metrics=rows)
+    stage("eval_after_and_export", t)
+    report.update(total_seconds=round(time.monotonic() - t0, 1))
+    log.info("done: %d steps, %d tokens, eval %s → %s", trainer.step, trainer.tokens,
+             {k: round(v, 3) for k, v in before.items()}, {k: round(v, 3) for k, v in
+                                                          after.items()})
+    return report.data
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.gpu_run",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="output folder (the GPU machine's $OUT)")
+    parser.add_argument("--budget-s", type=float, default=540.0,
+                        help="wall-clock budget of the whole run, corpus included")
+    parser.add_argument("--recipe", default="default_model_gpu")
+    parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--init-from", help="model folder to continue (default: the recipe's, "
+                                            "model/)")
+    parser.add_argument("--site-packages", nargs="*", help="default: this Python's")
+    parser.add_argument("--stdlib", help="stdlib folder (default: this Python's; 'none': skip)")
+    parser.add_argument("--decontam", default=str(ARTIFACT))
+    parser.add_argument("--no-decontam", action="store_true")
+    parser.add_argument("--workers", type=int, default=0, help="corpus processes (0: per CPU)")
+    parser.add_argument("--max-files", type=int)
+    parser.add_argument("--corpus-share", type=float, default=0.3,
+                        help="stop processing files after this share of the budget (the files "
+                             "done are a random sample)")
+    parser.add_argument("--shard-mib", type=float, default=15.5)
+    parser.add_argument("--export-s", type=float, default=3.0,
+                        help="time one export takes (reserved at the end)")
+    parser.add_argument("--work", help="checkpoint folder (default: a new temporary folder)")
+    parser.add_argument("--grow-layers", type=int, default=0,
+                        help="deepen the start model to N layers first (function-preserving)")
+    parser.add_argument("--attach", nargs="*", action="extend", default=[], metavar="NAME=JSON",
+                        help="embed a JSON file in report.json (e.g. the benchmark's result)")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    handlers = [logging.StreamHandler(sys.stdout), logging.FileHandler(out / "train.log")]
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    report = Report(out / "report.json")
+    try:
+        data = run(args, report)
+    except BaseException as exc:   # the report says how the run ended, whatever ended it
+        import traceback
+        report.update(status=f"failed: {type(exc).__name__}: {exc}",
+                      traceback=traceback.format_exc()[-4000:])
+        raise
+    print(json.dumps({k: data.get(k) for k in ("status", "steps", "tokens", "train_seconds",
+                                               "total_seconds", "eval_before", "eval_after",
+                                               "calibration", "stages")}, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
