@@ -23,6 +23,7 @@ from .modeling import KVSlots
 WINDOW_BUCKET = 16  # window widths round up to a multiple of this
 CONTEXT_BUCKET = 256  # context lengths round up to a multiple of this
 MAX_SHAPES = 8  # captured shapes kept per model (each holds its context buffers)
+MAX_BUFFER_BYTES = 2 << 30  # and their context buffers at most this much (the newest always)
 STATIC_ON_CPU = False  # tests set it to run the static path eagerly on the CPU
 STATIC_ON_CUDA = True  # benchmarks clear it to compare with the dynamic path
 CUDA_GRAPHS = True  # on CUDA, replay each shape as a graph (False: the same path, eager)
@@ -49,7 +50,8 @@ def window_step(model, batch: int, width: int, context: int, dtype, device) -> W
     if step is None:
         step = WindowStep(model, *key)
     shapes[key] = step
-    while len(shapes) > MAX_SHAPES:
+    while len(shapes) > 1 and (len(shapes) > MAX_SHAPES or
+                               sum(s.nbytes for s in shapes.values()) > MAX_BUFFER_BYTES):
         shapes.popitem(last=False)
     return step
 
@@ -69,6 +71,7 @@ class WindowStep:
         self.cos = torch.zeros((width, cfg.head_dim), dtype=dtype, device=device)
         self.sin = torch.zeros_like(self.cos)
         self.key_mask = torch.zeros((batch, context + width), dtype=torch.bool, device=device)
+        self.nbytes = 2 * layers * self.keys[0].numel() * self.keys[0].element_size()
         self.graph = None
         self.logits: torch.Tensor | None = None
         self.use_graph = CUDA_GRAPHS and torch.device(device).type == "cuda"

@@ -193,3 +193,19 @@ def test_the_gpu_check_rehearses_on_the_cpu(tmp_path):
     assert set(results["window"]) == {"ctx48_hole16", "ctx48_hole48", "ctx192_hole16"}
     assert results["graph_equals_eager_all"] is True
     assert all(row["static_vs_dynamic_agree"] == 1.0 for row in results["equal"].values())
+
+
+def test_static_steps_are_bounded_by_their_buffers_bytes(monkeypatch, tiny):
+    """Least recently used shapes go once their context buffers pass the byte budget."""
+    model, tok = tiny
+    monkeypatch.setattr(graphs, "STATIC_ON_CPU", True)
+    graphs._steps.pop(model, None)
+    prefix, suffix = long_prompt(tok)
+    config = SamplerConfig(steps=2, context_cache=True)
+    infill(model, tok, prefix, suffix, [4], config)
+    [one] = graphs._steps[model].values()
+    monkeypatch.setattr(graphs, "MAX_BUFFER_BYTES", 2 * one.nbytes)
+    for lengths in ([20], [40], [60]):  # window buckets 32, 48, 64: each larger than the last
+        infill(model, tok, prefix, suffix, lengths, config)
+    widths = [key[1] for key in graphs._steps[model]]
+    assert widths == [64]  # a 48 and a 64 would pass 2x a 16-wide step's bytes
