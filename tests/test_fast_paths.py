@@ -135,8 +135,10 @@ def test_a_rotated_key_moves_position_by_one_more_rotation():
     from coda_model.modeling import apply_rotary, rotary_tables
 
     k = torch.randn(1, 2, 1, 64)
-    at = lambda p: apply_rotary(k, *[t[:, None, None, :] for t in
-                                     rotary_tables(torch.tensor([p]), 64, 10000.0, k.dtype)])
+    def at(p):
+        return apply_rotary(k, *[t[:, None, None, :] for t in
+                                 rotary_tables(torch.tensor([p]), 64, 10000.0, k.dtype)])
+
     [(moved, _)] = _rotate([(at(300), k)], torch.tensor([-7]), 10000.0)
     torch.testing.assert_close(moved, at(293), atol=1e-5, rtol=1e-5)
     rows = torch.cat([at(50), at(60)])

@@ -144,4 +144,4 @@ def test_a_run_from_an_ar_checkpoint_makes_a_diffusion_model(tiny_model_dir, tmp
     model = build_model(recipe, load_tokenizer(tmp_path / "ar"))
     assert "objective" not in model.config.extra and model.training
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
-                                                 ar.state_dict().values()))
+                                                 ar.state_dict().values(), strict=True))
