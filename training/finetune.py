@@ -29,7 +29,7 @@ from coda_model import load_tokenizer
 
 from . import devices, dry_run, heldout, recipes, repo_eval
 from .data import DataError, PackedSplit
-from .errors import ONE_LINE, UsageError
+from .errors import UsageError, main_guarded
 from .loop import Trainer
 
 log = logging.getLogger(__name__)
@@ -211,16 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="held-out spans scored before and after (default 80)")
     parser.add_argument("--stop-after-step", type=int, default=None)
     parser.add_argument("-v", "--verbose", action="store_true", help="tracebacks, debug logs")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except ONE_LINE as exc:
-        if args.verbose:
-            raise
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 2
+    return main_guarded(parser, parser.parse_args(argv), run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 from . import devices, dry_run, recipes
-from .errors import ONE_LINE, UsageError
+from .errors import UsageError, main_guarded
 from .loop import TorchBackend, Trainer
 
 HELP = """\
@@ -53,16 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-after-step", type=int, default=None,
                         help="checkpoint and exit at this step (the schedule is unchanged)")
     parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except ONE_LINE as exc:
-        if args.verbose:
-            raise
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 2
+    return main_guarded(parser, parser.parse_args(argv), run)
 
 
 def run(args: argparse.Namespace) -> int:

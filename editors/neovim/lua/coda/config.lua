@@ -77,4 +77,15 @@ function M.command(opts)
   return cmd
 end
 
+-- Client methods are called with ':' from 0.11 on; 0.10 only has the '.' form.
+local HAS_011 = vim.fn.has("nvim-0.11") == 1
+
+--- client:method(...) on 0.11+, client.method(...) on 0.10.
+function M.client_call(client, method, ...)
+  if HAS_011 then
+    return client[method](client, ...)
+  end
+  return client[method](...)
+end
+
 return M

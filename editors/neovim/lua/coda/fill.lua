@@ -9,14 +9,7 @@ local M = {}
 
 local FILL_TITLE = "Fill this hole"
 M.PROGRESS_TITLE = "coda: filling the hole" -- the server's $/progress title
-local HAS_011 = vim.fn.has("nvim-0.11") == 1
-
-local function call(client, method, ...)
-  if HAS_011 then
-    return client[method](client, ...)
-  end
-  return client[method](...)
-end
+local call = require("coda.config").client_call
 
 --- The hole fill in flight (at most one): the request it waits on, the server's progress.
 ---@class coda.FillJob

@@ -46,21 +46,7 @@ local function cursor()
   return pos[1] - 1, pos[2]
 end
 
--- Client methods are called with ':' from 0.11 on; 0.10 only has the '.' form.
-local HAS_011 = vim.fn.has("nvim-0.11") == 1
-local function client_request(client, method, params, handler, bufnr)
-  if HAS_011 then
-    return client:request(method, params, handler, bufnr)
-  end
-  return client.request(method, params, handler, bufnr)
-end
-local function client_cancel(client, id)
-  if HAS_011 then
-    client:cancel_request(id)
-  else
-    client.cancel_request(id)
-  end
-end
+local call = config.client_call
 
 local function clear_extmark(bufnr, st)
   if st.extmark and api.nvim_buf_is_valid(bufnr) then
@@ -75,7 +61,7 @@ local function cancel_request(bufnr, st)
   if pending then
     local client = vim.lsp.get_client_by_id(pending.client_id)
     if client then
-      client_cancel(client, pending.id)
+      call(client, "cancel_request", pending.id)
     end
   end
 end
@@ -186,7 +172,7 @@ function M.request(bufnr, trigger_kind)
   local params = vim.lsp.util.make_position_params(0, client.offset_encoding or "utf-16")
   params.context = { triggerKind = trigger_kind or TRIGGER_AUTOMATIC }
   local ok, id
-  ok, id = client_request(client, METHOD, params, function(err, result)
+  ok, id = call(client, "request", METHOD, params, function(err, result)
     if st.request and st.request.id == id then
       st.request = nil
     end
@@ -278,7 +264,7 @@ function M.accept()
   if s.command then
     local client = vim.lsp.get_client_by_id(s.client_id)
     if client then
-      client_request(client, "workspace/executeCommand", s.command, function() end, bufnr)
+      call(client, "request", "workspace/executeCommand", s.command, function() end, bufnr)
     end
   end
   return true

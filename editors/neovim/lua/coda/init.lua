@@ -13,8 +13,6 @@ local ghost = require("coda.ghost")
 
 local M = {}
 
-local HAS_011 = vim.fn.has("nvim-0.11") == 1
-
 ---@type coda.Options
 M.options = config.resolve(nil)
 --- Last `coda/status` notification: { state = "loading"|"ready"|"error", message, latencyMs }.
@@ -25,12 +23,7 @@ local function client_for(bufnr)
   return vim.lsp.get_clients({ bufnr = bufnr or 0, name = "coda" })[1]
 end
 
-local function call(client, method, ...)
-  if HAS_011 then
-    return client[method](client, ...)
-  end
-  return client[method](...)
-end
+local call = config.client_call
 
 local function on_status(_, result)
   M.status = result
