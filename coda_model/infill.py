@@ -97,7 +97,7 @@ def infill(
     out = denoise(model, ids, config, mask_id=tokenizer.mask_id, should_stop=should_stop,
                   on_step=on_step, key_mask=key_mask, forward=forward, probs_out=probs,
                   on_state=on_state, stop_ids=(tokenizer.pad_id, tokenizer.eos_id))
-    stops = {tokenizer.pad_id, tokenizer.eos_id}
+    stops = {tokenizer.pad_id, tokenizer.eos_id, *getattr(tokenizer, "control_ids", ())}
     end = start + max(lengths)
     middles, probs = out[:, start:end].tolist(), probs[:, start:end].tolist()  # one read each
     candidates = []

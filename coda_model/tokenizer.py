@@ -39,6 +39,10 @@ class Tokenizer:
         for attr, name in FIM_NAMES.items():
             setattr(self, attr, backend.token_to_id(name))
         self.vocab_size = backend.get_vocab_size(with_added_tokens=True)
+        # Control tokens (fim markers, chat markers, file separators...) never belong in code:
+        # a fill ends at the first one the model writes.
+        self.control_ids = frozenset(
+            i for i, t in backend.get_added_tokens_decoder().items() if t.special)
 
     def _require(self, name: str | None, role: str) -> int:
         token_id = None if name is None else self.backend.token_to_id(name)

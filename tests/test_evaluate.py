@@ -117,6 +117,26 @@ def test_parses_flags_a_fill_that_breaks_the_syntax():
 
 # ------------------------------------------------------------------------------ end to end
 
+def test_a_middle_that_ends_its_line_is_typed_on_a_blank_line():
+    ex = Example("single-line", "t", "def f(x):\n", "    return x\n", "\nprint(f(1))\n")
+    typed = evaluate.as_typed(ex)
+    assert (typed.prefix, typed.middle, typed.suffix) == \
+        ("def f(x):\n", "    return x", "\n\nprint(f(1))\n")
+    assert typed.prefix + typed.middle + typed.suffix == ex.prefix + ex.middle + ex.suffix
+    mid_line = Example("heldout", "h", "x = ", "f(1)\n", "y = 2\n")
+    assert evaluate.as_typed(mid_line) == mid_line   # the newline is not the user's to keep
+
+
+@pytest.mark.parametrize("prefix, expected", [
+    ("def f(x):\n    y = x + 1\n", "    y = x + 1"),          # a blank line: the whole line
+    ("def f(x):\n    y = x + 1\n\n    ", "y = x + 1"),        # from the cursor's column on
+    ("def f(x):\n    y = x + 1\n    return y * 2", ""),       # the line above is shorter
+    ("first line", ""),                                           # nothing above
+])
+def test_the_previous_line_floor_copies_from_the_cursor_column(prefix, expected):
+    assert evaluate.previous_line(prefix) == expected
+
+
 def _examples(tiny_model_dir) -> list[Example]:
     from coda_model import load_tokenizer
 
@@ -139,7 +159,8 @@ def one_thread():
 def test_the_harness_runs_end_to_end_on_a_tiny_checkpoint(tiny_model_dir, tmp_path, one_thread):
     # Short contexts and a short AR cap: the run checks plumbing, not quality.
     result = evaluate.evaluate(tiny_model_dir, ar_dir=tiny_model_dir, steps=(1, 2),
-                               out=tmp_path, examples=_examples(tiny_model_dir), timeout=5,
+                               lengths=("true", "half", "double", "server"), out=tmp_path,
+                               examples=_examples(tiny_model_dir), timeout=5,
                                prefix_tokens=48, suffix_tokens=16, ar_min_new=8)
     lines = result["table"].splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
@@ -151,16 +172,20 @@ def test_the_harness_runs_end_to_end_on_a_tiny_checkpoint(tiny_model_dir, tmp_pa
         ["diffusion", "1", "true"], ["diffusion", "2", "true"],
         ["diffusion", "1", "half"], ["diffusion", "2", "half"],
         ["diffusion", "1", "double"], ["diffusion", "2", "double"],
-        ["AR (PSM, greedy, KV cache)", "—", "—"], ["empty fill (floor)", "—", "—"]]
+        ["diffusion", "1", "server"], ["diffusion", "2", "server"],
+        ["AR (PSM, greedy, KV cache)", "—", "—"], ["empty fill (floor)", "—", "—"],
+        ["copy previous line (floor)", "—", "—"]]
     assert all(len(row) == len(header) for row in body)
     for row in result["summary"]:
         assert 0.0 <= row["tasks"]["single-line"]["pass@1"] <= 1.0
         assert 0.0 <= row["tasks"]["heldout"]["similarity"] <= 1.0
     png = tmp_path / "quality_latency.png"
     assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
-    assert (tmp_path / "table.md").read_text().count("| diffusion |") == 6
+    assert (tmp_path / "table.md").read_text().count("| diffusion |") == 8
     fills = [json.loads(line) for line in (tmp_path / "fills.jsonl").read_text().splitlines()]
-    assert len(fills) == 8 * len(_examples(tiny_model_dir))
+    assert len(fills) == 11 * len(_examples(tiny_model_dir))
+    # The server path offers what fim.fill_between ranks first: text, never the raw canvas.
+    assert all("<|" not in f["text"] for f in fills if f["masks"] == "server")
 
 
 @needs_bench

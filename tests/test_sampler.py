@@ -139,6 +139,27 @@ def test_infill_text_stops_at_the_first_padding_token():
     assert len(cand.confidences) == 4 and 0.99 < cand.mean_confidence <= 1.0
 
 
+def test_infill_text_ends_at_a_control_token():
+    # A fim marker (or any special token the tokenizer flags) is never code: the fill ends
+    # there, so "<|fim_prefix|>" can never reach ghost text.
+    class WithControls(Tok):
+        control_ids = frozenset({PAD, EOS, 9})
+
+    model = scripted({1: (7, 9.0), 2: (9, 9.0), 3: (8, 9.0)}, length=5)
+    [cand] = infill(model, WithControls(), [5], [6], [3], SamplerConfig(steps=3))
+    assert cand.ids == [7] and cand.text == "7"
+    [plain] = infill(model, Tok(), [5], [6], [3], SamplerConfig(steps=3))
+    assert plain.ids == [7, 9, 8]   # a tokenizer that flags nothing keeps it (old behaviour)
+
+
+def test_the_real_tokenizers_flag_their_fim_and_chat_markers():
+    from pathlib import Path
+    tok = load_tokenizer(Path(__file__).resolve().parents[1] / "model")
+    names = {tok.token(i) for i in tok.control_ids}
+    assert {"<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|mask|>"} <= names
+    assert tok.encode("return x")[0] not in tok.control_ids
+
+
 def test_fill_confidence_counts_the_fill_not_its_padding():
     # canvas of 8: one unsure token (logit 1 over a 16-token vocabulary), then sure padding
     pads = {p: (PAD, 9.0) for p in range(2, 9)}

@@ -299,3 +299,22 @@ def test_an_odd_file_is_dropped_not_fatal(monkeypatch, tmp_path):
     raw = text.encode()
     assert all(0 <= a < b <= len(raw) for a, b in corpus.python_byte_spans(text))
     assert "print(s)" in {raw[a:b].decode() for a, b in corpus.python_byte_spans(text)}
+
+
+def test_the_shipped_models_heldout_stdlib_files_stay_held_out():
+    # training.evaluate's held-out spans come from the stdlib files the first run held out
+    # (key "python3.11/<path>"); a warm start on any machine must never train on them.
+    from training import recipes
+    from training.data import eval_split, read_corpus
+
+    docs = read_corpus(recipes.default_model_cpu().data)
+    shipped = [d.path for d in docs if eval_split(f"python3.11/{d.path.split('/', 1)[1]}",
+                                                   0.03)]
+    assert shipped, "the stdlib has held-out files"
+    for path in shipped:
+        rel = "stdlib/" + path.split("/", 1)[1]
+        assert corpus.held_out(corpus.STDLIB_PACKAGE, rel, 0.0)
+        assert not corpus.held_out("somepackage", rel, 0.0)   # only the stdlib's are pinned
+    trained = [d.path for d in docs if d.path not in set(shipped)]
+    assert not any(corpus.held_out(corpus.STDLIB_PACKAGE, "stdlib/" + p.split("/", 1)[1], 0.0)
+                   for p in trained)

@@ -10,10 +10,10 @@ from collections import defaultdict
 from pathlib import Path
 
 HE_TASKS = ("single-line", "multi-line", "random-span")
-MASK_ORDER = {"true": 0, "half": 1, "double": 2, "-": 3}
+MASK_ORDER = {"true": 0, "half": 1, "double": 2, "server": 3, "-": 4}
 SYSTEMS = {"diffusion": "diffusion", "ar": "AR (PSM, greedy, KV cache)",
-           "empty": "empty fill (floor)"}
-SYSTEM_ORDER = {"diffusion": 0, "ar": 1, "empty": 2}
+           "empty": "empty fill (floor)", "previous-line": "copy previous line (floor)"}
+SYSTEM_ORDER = {"diffusion": 0, "ar": 1, "empty": 2, "previous-line": 3}
 
 
 def summarize(fills) -> list[dict]:
@@ -96,7 +96,8 @@ def plot(summary: list[dict], path: str | Path, title: str = "") -> Path:
     names = list(dict.fromkeys(k for row in summary for k in headline(row)))
     fig, axes = plt.subplots(1, max(1, len(names)), figsize=(5 * max(1, len(names)), 4),
                              dpi=110, squeeze=False)
-    styles = {"true": ("#157", "-"), "half": ("#c50", "--"), "double": ("#5a2", ":")}
+    styles = {"true": ("#157", "-"), "half": ("#c50", "--"), "double": ("#5a2", ":"),
+              "server": ("#000", "-.")}
     for ax, name in zip(axes[0], names, strict=False):
         for masks, (color, ls) in styles.items():
             pts = [(r["ms"], headline(r)[name], r["steps"]) for r in summary
@@ -113,9 +114,9 @@ def plot(summary: list[dict], path: str | Path, title: str = "") -> Path:
             if r["system"] == "ar" and name in headline(r):
                 ax.plot([r["ms"]], [headline(r)[name]], "*", ms=12, color="#a2a",
                         label="AR baseline (greedy)")
-            if r["system"] == "empty" and name in headline(r):
-                ax.axhline(headline(r)[name], color="#888", lw=0.8, ls="-.",
-                           label="empty fill (floor)")
+            if r["system"] in ("empty", "previous-line") and name in headline(r):
+                ax.axhline(headline(r)[name], color="#888" if r["system"] == "empty" else "#b88",
+                           lw=0.8, ls="-.", label=SYSTEMS[r["system"]])
         ax.set_xscale("log")
         ax.set_xlabel("ms per infill (log; labels: diffusion steps)")
         ax.set_ylabel(name)

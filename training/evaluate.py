@@ -4,9 +4,11 @@ Tasks: HumanEval-Infilling (single-line, multi-line, random-span; pass@1 by runn
 ``training.sandbox``) and held-out span infilling (``training.heldout``: exact match, edit
 similarity, fill parses).  The diffusion model is run at every ``--steps`` value with the true
 number of masks and, per ``--lengths``, with half and double that number (DESIGN.md §5: the
-length problem); the autoregressive PSM baseline (``training.ar_baseline``) decodes greedily with
-a K/V cache in the same run.  Output in ``--out``: ``fills.jsonl`` (every fill), ``summary.json``,
-``table.md`` (also printed) and ``quality_latency.png`` (``training.eval_report``).
+length problem), or as the server fills a hole (``server``: its own lengths and ranking); the
+autoregressive PSM baseline (``training.ar_baseline``) decodes greedily with a K/V cache in the
+same run.  Floors: the empty fill and a copy of the previous line.  Output in ``--out``:
+``fills.jsonl`` (every fill), ``summary.json``, ``table.md`` (also printed) and
+``quality_latency.png`` (``training.eval_report``).
 
 Both models see the same context: the last ``--prefix-tokens`` tokens before the middle and the
 first ``--suffix-tokens`` after it.  Latency is wall time per infill on ``--threads`` threads.
@@ -22,7 +24,7 @@ import logging
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -41,6 +43,7 @@ HUMANEVAL = {"single-line": "HumanEval-SingleLineInfilling.jsonl.gz",
 TASKS = (*HUMANEVAL, "heldout")
 STEPS = (1, 2, 4, 8, 16, 32)
 LENGTHS = {"true": 1.0, "half": 0.5, "double": 2.0}
+SERVER = "server"   # the language server's own hole sizing and ranking (coda_lsp.fim)
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO.parent / "shared" / "benchmarks" / "humaneval-infilling"
 
@@ -134,6 +137,40 @@ def run_diffusion(model, tok, examples, contexts, steps: int, masks: str, scorer
     return fills
 
 
+def as_typed(ex: Example) -> Example:
+    """The example as an editor holds it: a middle that ends its line leaves the newline in
+    the document (the user is on a blank line), so the fill is the line's text alone."""
+    if ex.middle.endswith("\n") and (not ex.prefix or ex.prefix.endswith("\n")):
+        return replace(ex, middle=ex.middle[:-1], suffix="\n" + ex.suffix)
+    return ex
+
+
+def previous_line(prefix: str) -> str:
+    """The floor a model must beat: the last non-blank line above the cursor, copied from the
+    cursor's column on (what the user would get from "duplicate line" and no model)."""
+    head, _, current = prefix.rpartition("\n")
+    above = [line for line in head.split("\n") if line.strip()]
+    return above[-1][len(current):] if above else ""
+
+
+def run_server(engine, examples, steps: int, scorer) -> list[Fill]:
+    """Fills as the server offers them: its span lengths, candidates, ranking and threshold
+    (``coda_lsp.fim.fill_between``, the HTTP and ``fill`` path); a rejected hole stays empty."""
+    from coda_lsp import fim
+    from coda_lsp.settings import Settings
+
+    settings = Settings()
+    fills = []
+    for ex in map(as_typed, examples):
+        t0 = time.perf_counter()
+        outcome = fim.fill_between(engine, ex.prefix, ex.suffix, settings, steps)
+        ms = 1000 * (time.perf_counter() - t0)
+        text = outcome.fills[0].text if outcome.fills else ""
+        fills.append(Fill("diffusion", steps, SERVER, ex.task, ex.id, text, ms,
+                          **scorer(ex, text)))
+    return fills
+
+
 def run_ar(model, tok, examples, contexts, scorer, min_new: int = 64) -> list[Fill]:
     """Greedy PSM; the cap (twice the true length, at least ``min_new``) is never the limit
     that matters for a model that learned to close the middle with eos."""
@@ -181,10 +218,16 @@ def evaluate(model_dir, *, ar_dir=None, tasks=TASKS, steps=STEPS, lengths=tuple(
     max_pos = model.config.max_position_embeddings
     contexts = [Context(tok, ex, prefix_tokens, suffix_tokens, max_pos) for ex in examples]
     fills: list[Fill] = []
+    engine = None
     for masks in lengths:
         for s in steps:
             t0 = time.monotonic()
-            fills += run_diffusion(model, tok, examples, contexts, s, masks, scorer)
+            if masks == SERVER:
+                from coda_lsp.engine import Engine
+                engine = engine or Engine(model, tok)
+                fills += run_server(engine, examples, s, scorer)
+            else:
+                fills += run_diffusion(model, tok, examples, contexts, s, masks, scorer)
             log.info("diffusion steps=%d masks=%s: %d fills in %.1fs", s, masks, len(examples),
                      time.monotonic() - t0)
     if ar_dir is not None:
@@ -197,6 +240,8 @@ def evaluate(model_dir, *, ar_dir=None, tasks=TASKS, steps=STEPS, lengths=tuple(
     # The floor: some HumanEval-Infilling tests pass with the middle left out entirely.
     fills += [Fill("empty", None, "-", ex.task, ex.id, "", 0.0, **scorer(ex, ""))
               for ex in examples]
+    fills += [Fill("previous-line", None, "-", ex.task, ex.id, previous_line(ex.prefix), 0.0,
+                   **scorer(ex, previous_line(ex.prefix))) for ex in map(as_typed, examples)]
     summary = eval_report.summarize(fills)
     counts = {t: sum(ex.task == t for ex in examples) for t in dict.fromkeys(ex.task for ex
                                                                              in examples)}
@@ -232,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="AR baseline folder or run folder ('none' to skip)")
     p.add_argument("--tasks", type=_csv, default=list(TASKS), help=",".join(TASKS))
     p.add_argument("--steps", type=lambda v: [int(x) for x in _csv(v)], default=list(STEPS))
-    p.add_argument("--lengths", type=_csv, default=list(LENGTHS), help="true,half,double")
+    p.add_argument("--lengths", type=_csv, default=list(LENGTHS),
+                   help="true,half,double,server (the server's own lengths and ranking)")
     p.add_argument("--limit", type=int, help="examples per task (seeded sample)")
     p.add_argument("--per-file", type=int, default=4, help="held-out spans per file")
     p.add_argument("--heldout-recipe", default="default_model_cpu")
@@ -246,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     unknown = [t for t in args.tasks if t not in TASKS] + \
-        [m for m in args.lengths if m not in LENGTHS]
+        [m for m in args.lengths if m not in (*LENGTHS, SERVER)]
     if unknown:
         p.error(f"unknown tasks/lengths {unknown}")
     if any(t in HUMANEVAL for t in args.tasks) and not args.benchmarks.is_dir():
