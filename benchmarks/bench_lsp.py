@@ -4,9 +4,12 @@ Starts ``coda-lsp --steps N`` as a subprocess, opens a Python file with about 1k
 context around the cursor, and times sequential inline completion requests, each after typing
 one more character of a line (the line is deleted when complete, and typed again). Prints
 p50/p95; it is a measurement, not a test. ``--dtypes float32,bfloat16`` starts one server per
-dtype, ``--rounds`` times in turn (so a busy machine slows each alike), and prints the ratio.
+dtype, ``--rounds`` times in turn (so a busy machine slows each alike), and prints the ratio;
+``--model A --model B`` does the same across models (``bench_sizes.py`` builds them).  Each
+server also reports its cold start (process start to the first completion shown) and its
+peak resident memory (``VmHWM``, Linux).
 
-    python benchmarks/bench_lsp.py [--model DIR] [--steps 8] [--requests 40] [--dtypes D,D]
+    python benchmarks/bench_lsp.py [--model DIR]... [--steps 8] [--requests 40] [--dtypes D,D]
 """
 
 from __future__ import annotations
@@ -53,7 +56,21 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def run(args: argparse.Namespace, dtype: str | None = None) -> list[float]:
+def peak_rss_mb(pid: int) -> float | None:
+    """The process's peak resident set (VmHWM) in MB; None where /proc does not say."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+async def run(args: argparse.Namespace, dtype: str | None = None,
+              model: Path | None = None) -> dict:
+    """One server: {"times": ms per request, "cold_s": start to first completion, "rss_mb"}."""
+    model = model or args.model
     client = LanguageClient("bench", "0")
     ready = asyncio.Event()
 
@@ -74,7 +91,8 @@ async def run(args: argparse.Namespace, dtype: str | None = None) -> list[float]
 
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     dtype_flag = ["--dtype", dtype] if dtype else []
-    await client.start_io(sys.executable, "-m", "coda_lsp", "--model", str(args.model),
+    spawned = time.perf_counter()
+    await client.start_io(sys.executable, "-m", "coda_lsp", "--model", str(model),
                           "--steps", str(args.steps), "--device", args.device, *dtype_flag,
                           env=env)
     caps = types.ClientCapabilities(text_document=types.TextDocumentClientCapabilities(
@@ -89,6 +107,7 @@ async def run(args: argparse.Namespace, dtype: str | None = None) -> list[float]
     client.text_document_did_open(types.DidOpenTextDocumentParams(
         types.TextDocumentItem(uri=URI, language_id="python", version=1, text=text)))
     times: list[float] = []
+    cold_s = None
     shown = 0
     typed = 0  # characters of TYPED at the cursor so far
     for i in range(args.warmup + args.requests):
@@ -111,18 +130,23 @@ async def run(args: argparse.Namespace, dtype: str | None = None) -> list[float]
             context=types.InlineCompletionContext(
                 trigger_kind=types.InlineCompletionTriggerKind.Automatic)))
         elapsed = (time.perf_counter() - t0) * 1e3
+        if cold_s is None:
+            cold_s = time.perf_counter() - spawned
         if i >= args.warmup:
             times.append(elapsed)
             shown += bool(result and result.items)
+    rss_mb = peak_rss_mb(client._server.pid) if client._server else None
     await client.shutdown_async(None)
     client.exit(None)
     await client.stop()
-    print(f"model={args.model} steps={args.steps} dtype={dtype or 'default'} context~1k tokens "
+    print(f"model={model} steps={args.steps} dtype={dtype or 'default'} context~1k tokens "
           f"requests={len(times)} threads={args.threads}")
     print(f"p50={statistics.median(times):.1f} ms  p95={percentile(times, 0.95):.1f} ms  "
           f"min={min(times):.1f} ms  max={max(times):.1f} ms  with items={shown}/{len(times)}")
     print("server stages (median ms): " + stage_medians(stage_lines[-len(times):]))
-    return times
+    rss = f"{rss_mb:.0f} MB" if rss_mb is not None else "unknown"
+    print(f"cold start to first completion: {cold_s:.2f} s  server peak RSS: {rss}")
+    return {"times": times, "cold_s": cold_s, "rss_mb": rss_mb}
 
 
 def stage_medians(lines: list[str]) -> str:
@@ -138,7 +162,8 @@ def stage_medians(lines: list[str]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, default=default_model_dir())
+    p.add_argument("--model", type=Path, action="append",
+                   help="model folder; repeat to compare models (default: the shipped one)")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--requests", type=int, default=40)
     p.add_argument("--warmup", type=int, default=3)
@@ -148,20 +173,34 @@ def main() -> None:
     p.add_argument("--device", default="auto", help="the server's --device (auto, cpu, cuda)")
     p.add_argument("-v", "--verbose", action="store_true", help="print the server's stage lines")
     args = p.parse_args()
+    models = args.model or [default_model_dir()]
+    args.model = models[0]
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()] or [None]
-    times: dict[str | None, list[float]] = {d: [] for d in dtypes}
+    compare(args, [(m, d) for m in models for d in dtypes])
+
+
+def compare(args: argparse.Namespace, configs: list[tuple[Path, str | None]]) -> dict:
+    """Every (model, dtype) once per round, in turn; pooled figures and ratios to the first."""
+    runs: dict[tuple, list[dict]] = {c: [] for c in configs}
     for _ in range(args.rounds):
-        for dtype in dtypes:
-            times[dtype] += asyncio.run(run(args, dtype))
-    if len(dtypes) > 1:
-        first = dtypes[0]
+        for model, dtype in configs:
+            runs[(model, dtype)].append(asyncio.run(run(args, dtype, model)))
+    pooled = {c: {"times": [t for r in rs for t in r["times"]],
+                  "cold_s": max(r["cold_s"] for r in rs),
+                  "rss_mb": max((r["rss_mb"] or 0.0) for r in rs)} for c, rs in runs.items()}
+    if len(configs) > 1:
+        first = pooled[configs[0]]["times"]
+
+        def name(c):
+            return f"{c[0].name}{'/' + c[1] if c[1] else ''}"
         print("all rounds: " + "  ".join(
-            f"{d}: p50={statistics.median(t):.1f} p95={percentile(t, 0.95):.1f} ms" for d, t in
-            times.items()))
-        print(f"ratio to {first} (p50 / p95): " + "  ".join(
-            f"{d}={statistics.median(t) / statistics.median(times[first]):.2f}/"
-            f"{percentile(t, 0.95) / percentile(times[first], 0.95):.2f}"
-            for d, t in times.items() if d != first))
+            f"{name(c)}: p50={statistics.median(v['times']):.1f} "
+            f"p95={percentile(v['times'], 0.95):.1f} ms" for c, v in pooled.items()))
+        print(f"ratio to {name(configs[0])} (p50 / p95): " + "  ".join(
+            f"{name(c)}={statistics.median(v['times']) / statistics.median(first):.2f}/"
+            f"{percentile(v['times'], 0.95) / percentile(first, 0.95):.2f}"
+            for c, v in pooled.items() if c != configs[0]))
+    return pooled
 
 
 if __name__ == "__main__":
