@@ -1,0 +1,99 @@
+"""Shipping a budgeted run's export as model/: what is replaced, kept, refused and recorded."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from coda_model import load_model
+from training import ship
+
+BEFORE = {"masked_ce": 6.0, "fim_masked_ce": 2.4, "ce_sigma0.05": 5.7, "top1_sigma0.05": 0.13}
+AFTER = {"masked_ce": 5.5, "fim_masked_ce": 2.1, "ce_sigma0.05": 5.2, "top1_sigma0.05": 0.17}
+MANIFEST = {"files": 3, "bytes": 3000, "tokens": 900, "licences": ["MIT", "PSF"],
+            "dropped_files": {"duplicate": 1}, "decontamination": "humaneval_infilling.json",
+            "packages": [{"package": "python-stdlib", "version": "3.11.7", "licence": "PSF",
+                          "files": 2, "tokens": 600},
+                         {"package": "attrs", "version": "26.1.0", "licence": "MIT",
+                          "files": 1, "tokens": 300}],
+            "excluded_packages": [{"package": "tqdm", "reason": "copyleft: MPL"}]}
+
+
+def make_run(tmp_path: Path, source: Path, *, status="done", after=AFTER) -> Path:
+    """A gpu_run output whose export is ``source``'s weights, all doubled, in one file."""
+    run = tmp_path / "out"
+    (run / "model").mkdir(parents=True)
+    shutil.copy2(source / "config.json", run / "model" / "config.json")
+    tensors = {k: 2 * v for f in source.glob("*.safetensors") for k, v in load_file(f).items()}
+    save_file(tensors, run / "model" / "model.safetensors")
+    report = {"status": status, "device": "cpu", "torch": torch.__version__,
+              "parameters": 1000, "steps": 10, "tokens": 5120, "train_seconds": 60.0,
+              "flops": 3.1e10, "calibration": {"tokens_per_s": 85.0},
+              "data": {"seq_len": 64, "train_tokens": 4000},
+              "recipe": {"init_from": "model", "train": {"batch_size": 8, "precision": "auto"},
+                         "optim": {"lr": 6e-4, "warmup_steps": 100, "min_lr_ratio": 0.1}},
+              "eval_before": BEFORE, "eval_after": after, "metrics": [{"kind": "train"}]}
+    (run / "report.json").write_text(json.dumps(report))
+    (run / "corpus_manifest.json").write_text(json.dumps(MANIFEST))
+    return run
+
+
+@pytest.fixture
+def shipped(tiny_model_dir, tmp_path) -> Path:
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    return model
+
+
+def test_a_better_run_replaces_the_weights_and_keeps_the_tokenizer(shipped, tiny_model_dir,
+                                                                  tmp_path):
+    tokenizer_files = {p.name: p.read_bytes() for p in shipped.iterdir()
+                       if p.name.startswith(("tokenizer", "special"))}
+    assert tokenizer_files
+    run = make_run(tmp_path, tiny_model_dir)
+    section = ship.ship(run, shipped)
+    old = load_model(tiny_model_dir).state_dict()
+    new = load_model(shipped).state_dict()
+    assert all(torch.allclose(new[k], 2 * old[k]) for k in old)
+    assert {p.name: p.read_bytes() for p in shipped.iterdir()
+            if p.name in tokenizer_files} == tokenizer_files
+    assert json.loads((shipped / "corpus_manifest.json").read_text()) == MANIFEST
+    [entry] = json.loads((shipped / "training_runs.json").read_text())
+    assert entry["eval_after"] == AFTER and "metrics" not in entry
+    assert "| FIM masked CE | 2.400 | 2.100 |" in section
+    assert "| attrs | 26.1.0 | MIT | 1 | 0.00 M |" in section
+    assert "tqdm (copyleft: MPL)" in section
+    ship.ship(make_run(tmp_path / "second", tiny_model_dir), shipped)   # history grows
+    assert len(json.loads((shipped / "training_runs.json").read_text())) == 2
+
+
+def test_old_shards_go_when_the_new_export_is_one_file(shipped, tiny_model_dir, tmp_path):
+    (shipped / "model-00002-of-00002.safetensors").write_bytes(b"stale")
+    (shipped / "model.safetensors.index.json").write_text("{}")
+    ship.ship(make_run(tmp_path, tiny_model_dir), shipped)
+    assert sorted(p.name for p in shipped.glob("*.safetensors*")) == ["model.safetensors"]
+
+
+@pytest.mark.parametrize("kind", ["worse", "unfinished"])
+def test_a_worse_or_unfinished_run_is_refused_in_one_line(shipped, tiny_model_dir, tmp_path,
+                                                          capsys, kind):
+    worse = {**AFTER, "fim_masked_ce": 2.5}
+    run = make_run(tmp_path, tiny_model_dir, after=worse) if kind == "worse" else \
+        make_run(tmp_path, tiny_model_dir, status="training")
+    weights = (shipped / "model.safetensors").read_bytes()
+    assert ship.main([str(run), "--model", str(shipped)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert ("FIM masked CE 2.400 → 2.500" in err) if kind == "worse" else "'training'" in err
+    assert (shipped / "model.safetensors").read_bytes() == weights   # nothing touched
+    assert ship.main([str(run), "--model", str(shipped), "--force"]) == 0
+
+
+def test_a_folder_that_is_not_a_run_is_one_line(shipped, tmp_path, capsys):
+    assert ship.main([str(tmp_path), "--model", str(shipped)]) == 2
+    assert "not a finished training.gpu_run output" in capsys.readouterr().err

@@ -1,0 +1,158 @@
+"""``python -m training.ship RUN_OUT``: install a budgeted run's export as the shipped model.
+
+A ``training.gpu_run`` output folder (a GPU session's ``$OUT``, or a CPU run's ``--out``) holds
+``model/`` (config + bf16 weights), ``corpus_manifest.json`` and ``report.json``.  Shipping:
+
+1. refuse a run that did not finish or whose held-out objective got worse (``--force`` ships
+   anyway; ``training.evaluate`` is still the judge before committing);
+2. replace the weights and config of ``--model`` (default ``model/``), keeping its tokenizer
+   files (runs never change the tokenizer), and check the result loads;
+3. keep provenance beside it: ``corpus_manifest.json`` (per package: version, licence, files,
+   tokens, sha256) and one more entry in ``training_runs.json`` (the report without its metric
+   rows);
+4. print the model card's section for this run (markdown), to paste into ``MODEL_CARD.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from .errors import UsageError, main_guarded
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHT_GLOBS = ("*.safetensors", "model.safetensors.index.json")
+# (report key, label, lower is better)
+OBJECTIVE = (("masked_ce", "masked CE (mixed objective)", True),
+             ("fim_masked_ce", "FIM masked CE", True),
+             ("ce_sigma0.05", "CE, 5 % masked", True),
+             ("top1_sigma0.05", "top-1, 5 % masked", False),
+             ("ce_sigma0.3", "CE, 30 % masked", True),
+             ("top1_sigma0.3", "top-1, 30 % masked", False))
+
+
+class ShipError(UsageError):
+    """A run that cannot or should not be shipped, with the reason."""
+
+
+def read_run(run: Path) -> tuple[dict, dict]:
+    try:
+        report = json.loads((run / "report.json").read_text())
+        manifest = json.loads((run / "corpus_manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ShipError(f"{run}: not a finished training.gpu_run output ({exc})") from None
+    if not (run / "model" / "config.json").is_file():
+        raise ShipError(f"{run}/model has no config.json")
+    return report, manifest
+
+
+def regressions(report: dict) -> list[str]:
+    """Held-out objective figures that got worse between the run's two evaluations."""
+    before, after = report.get("eval_before") or {}, report.get("eval_after") or {}
+    worse = []
+    for key, label, lower in OBJECTIVE:
+        if key in before and key in after and (after[key] > before[key]) == lower \
+                and after[key] != before[key]:
+            worse.append(f"{label} {before[key]:.3f} → {after[key]:.3f}")
+    return worse
+
+
+def install(run: Path, model: Path) -> list[str]:
+    """Swap the weights and config; the tokenizer files stay.  Returns the files written."""
+    new = [p for g in WEIGHT_GLOBS for p in sorted((run / "model").glob(g))]
+    if not any(p.suffix == ".safetensors" for p in new):
+        raise ShipError(f"{run}/model has no .safetensors weights")
+    for old in [p for g in WEIGHT_GLOBS for p in model.glob(g)]:
+        old.unlink()
+    written = []
+    for src in [run / "model" / "config.json", *new]:
+        shutil.copy2(src, model / src.name)
+        written.append(src.name)
+    return written
+
+
+def card_section(report: dict, manifest: dict) -> str:
+    """The run as MODEL_CARD.md describes runs: data, compute, held-out objective."""
+    cal, data = report.get("calibration") or {}, report.get("data") or {}
+    recipe = report.get("recipe") or {}
+    train = recipe.get("train") or {}
+    optim = recipe.get("optim") or {}
+    pkgs = sorted(manifest.get("packages", []), key=lambda p: -p["tokens"])
+    lines = [
+        f"### Run on {report.get('device', '?')} (torch {report.get('torch', '?')})",
+        "",
+        f"- Start: `{recipe.get('init_from', '?')}`, {report.get('parameters', 0) / 1e6:.2f} M "
+        f"parameters; batch {train.get('batch_size')} × {data.get('seq_len')}, AdamW lr "
+        f"{optim.get('lr')} ({optim.get('warmup_steps')} warm-up steps, cosine to "
+        f"{optim.get('min_lr_ratio')} of it), precision {train.get('precision')}.",
+        f"- Data: {manifest['files']:,} files, {manifest['bytes'] / 1e6:.1f} MB, "
+        f"{manifest['tokens'] / 1e6:.1f} M tokens from {len(pkgs)} packages (licences: "
+        f"{', '.join(manifest.get('licences', []))}); dropped {manifest.get('dropped_files')}; "
+        f"decontaminated against {manifest.get('decontamination')}; excluded packages: "
+        + (", ".join(f"{p['package']} ({p['reason']})" for p in manifest.get(
+            "excluded_packages", [])) or "none") + ".",
+        f"- Compute: {report.get('steps')} steps, {report.get('tokens', 0) / 1e6:.1f} M tokens "
+        f"({report.get('tokens', 0) / max(1, data.get('train_tokens', 1)):.2f} passes), "
+        f"{report.get('train_seconds', 0) / 60:.1f} min of training at "
+        f"{cal.get('tokens_per_s', 0):,.0f} tokens/s (calibrated), "
+        f"≈ {report.get('flops', 0):.2g} FLOPs (6·N·T).",
+        "",
+        "| held-out objective | before | after |",
+        "|---|---|---|",
+    ]
+    before, after = report.get("eval_before") or {}, report.get("eval_after") or {}
+    for key, label, _ in OBJECTIVE:
+        if key in before and key in after:
+            lines.append(f"| {label} | {before[key]:.3f} | {after[key]:.3f} |")
+    lines += ["", "| package | version | licence | files | tokens |", "|---|---|---|---|---|"]
+    for p in pkgs[:12]:
+        lines.append(f"| {p['package']} | {p['version']} | {p['licence']} | {p['files']} | "
+                     f"{p['tokens'] / 1e6:.2f} M |")
+    if len(pkgs) > 12:
+        rest = pkgs[12:]
+        lines.append(f"| {len(rest)} more | | | {sum(p['files'] for p in rest)} | "
+                     f"{sum(p['tokens'] for p in rest) / 1e6:.2f} M |")
+    return "\n".join(lines) + "\n"
+
+
+def ship(run: Path, model: Path, force: bool = False) -> str:
+    report, manifest = read_run(run)
+    if report.get("status") != "done" and not force:
+        raise ShipError(f"{run}: the run's status is {report.get('status')!r}, not 'done' "
+                        "(--force ships its last export)")
+    worse = regressions(report)
+    if worse and not force:
+        raise ShipError("the held-out objective got worse: " + "; ".join(worse)
+                        + " (--force ships anyway)")
+    install(run, model)
+    from coda_model import load_model
+    load_model(model)   # fails here, not in an editor, if the folder does not load
+    shutil.copy2(run / "corpus_manifest.json", model / "corpus_manifest.json")
+    history = model / "training_runs.json"
+    runs = json.loads(history.read_text()) if history.is_file() else []
+    runs.append({k: v for k, v in report.items() if k != "metrics"})
+    history.write_text(json.dumps(runs, indent=1) + "\n")
+    return card_section(report, manifest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.ship",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("run", type=Path, help="a training.gpu_run --out folder")
+    p.add_argument("--model", type=Path, default=REPO / "model")
+    p.add_argument("--force", action="store_true",
+                   help="ship an unfinished run, or one whose held-out objective got worse")
+    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks for errors")
+    args = p.parse_args(argv)
+
+    def run(a) -> int:
+        print(ship(a.run, a.model, a.force), end="")
+        return 0
+    return main_guarded(p, args, run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
