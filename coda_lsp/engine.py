@@ -189,12 +189,14 @@ class Engine:
                           len(prefix_ids) + len(p.suffix_ids))
 
     def partial_text(self, ids: list[int]) -> str:
-        """A middle being denoised: decoded runs, MASK_GLYPH per mask, cut at the end marker."""
+        """A middle being denoised: decoded runs, MASK_GLYPH per mask, cut where the fill will
+        be (at padding, eos or any other control token: ``coda_model.infill``)."""
         tok = self.tokenizer
+        ends = {tok.pad_id, tok.eos_id, *getattr(tok, "control_ids", ())} - {tok.mask_id}
         out: list[str] = []
         run: list[int] = []
         for token in ids:
-            if token in (tok.pad_id, tok.eos_id):
+            if token in ends:
                 break
             if token == tok.mask_id:
                 out.append(tok.decode(run) + MASK_GLYPH)

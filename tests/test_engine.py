@@ -155,3 +155,14 @@ def test_cached_hole_fill_equals_the_exact_one_when_every_step_is_a_full_pass(en
 def test_fills_commit_padding_last(engine):
     for fast in (True, False):
         assert engine.sampler(Settings(), 8, fast).stop_weight == 0.0
+
+
+def test_a_fill_shown_while_it_sharpens_ends_where_the_fill_will(engine):
+    from coda_lsp.engine import MASK_GLYPH
+
+    tok = engine.tokenizer
+    a, b, c = tok.encode("x ="), tok.encode(" 1"), tok.encode("y")
+    fim = tok.backend.token_to_id("<|fim_prefix|>")
+    shown = engine.partial_text([*a, tok.mask_id, *b, fim, *c])
+    assert shown == tok.decode(a) + MASK_GLYPH + tok.decode(b)
+    assert engine.partial_text([*a, tok.pad_id, *c]) == tok.decode(a)
