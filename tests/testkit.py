@@ -75,4 +75,9 @@ def build_checkpoint(out: Path, *, layers: int = 2, hidden: int = 32, seed: int 
     for p in model.parameters():
         if p.dim() > 1:
             torch.nn.init.normal_(p, std=0.5)
+    # Like a trained model, it never writes a fim or mask marker as code (a fill ends at one):
+    # zero output rows lose to the random ones. Padding and eos stay, so fills can end.
+    with torch.no_grad():
+        for name in SPECIALS[2:]:
+            model.lm_head.weight[SPECIALS.index(name)] = 0.0
     return save_model(model, out, tokenizer_dir=tok_dir)
