@@ -153,19 +153,15 @@ def previous_line(prefix: str) -> str:
     return above[-1][len(current):] if above else ""
 
 
-def run_server(engine, examples, steps: int, scorer) -> list[Fill]:
-    """Fills as the server offers them: its span lengths, candidates, ranking and threshold
-    (``coda_lsp.fim.fill_between``, the HTTP and ``fill`` path); a rejected hole stays empty."""
-    from coda_lsp import fim
-    from coda_lsp.settings import Settings
-
-    settings = Settings()
+def run_server(fill, examples, steps: int, scorer) -> list[Fill]:
+    """Fills as the server offers them: ``fill(prefix, suffix, steps) -> text`` is the server's
+    own path (its span lengths, candidates, ranking and threshold; "" when it offers nothing),
+    handed in by ``benchmarks/bench_infilling.py``: training never imports the server."""
     fills = []
     for ex in map(as_typed, examples):
         t0 = time.perf_counter()
-        outcome = fim.fill_between(engine, ex.prefix, ex.suffix, settings, steps)
+        text = fill(ex.prefix, ex.suffix, steps)
         ms = 1000 * (time.perf_counter() - t0)
-        text = outcome.fills[0].text if outcome.fills else ""
         fills.append(Fill("diffusion", steps, SERVER, ex.task, ex.id, text, ms,
                           **scorer(ex, text)))
     return fills
@@ -204,8 +200,14 @@ def evaluate(model_dir, *, ar_dir=None, tasks=TASKS, steps=STEPS, lengths=tuple(
              benchmarks: Path = BENCHMARKS, heldout_recipe: str = "default_model_cpu",
              per_file: int = 4, prefix_tokens: int = 256, suffix_tokens: int = 96,
              timeout: float = 10.0, memory_mb: int = 512, ar_min_new: int = 64,
-             examples=None) -> dict:
-    """Run everything; returns {"fills": [...], "summary": [...], "table": str, "png": path}."""
+             examples=None, server_fill=None) -> dict:
+    """Run everything; returns {"fills": [...], "summary": [...], "table": str, "png": path}.
+
+    ``server_fill(model, tokenizer)`` returns the server's fill function for the ``server``
+    lengths row (``benchmarks/bench_infilling.py`` passes one built on ``coda_lsp.fim``)."""
+    if SERVER in lengths and server_fill is None:
+        raise ValueError("--lengths server needs the server's fill path: run "
+                         "benchmarks/bench_infilling.py")
     # Both models load now: a training run may rotate its checkpoints away while this runs.
     model_dir = resolve_model_dir(model_dir)
     model, tok = load_model(model_dir), load_tokenizer(model_dir)
@@ -218,14 +220,12 @@ def evaluate(model_dir, *, ar_dir=None, tasks=TASKS, steps=STEPS, lengths=tuple(
     max_pos = model.config.max_position_embeddings
     contexts = [Context(tok, ex, prefix_tokens, suffix_tokens, max_pos) for ex in examples]
     fills: list[Fill] = []
-    engine = None
+    fill = server_fill(model, tok) if SERVER in lengths else None
     for masks in lengths:
         for s in steps:
             t0 = time.monotonic()
             if masks == SERVER:
-                from coda_lsp.engine import Engine
-                engine = engine or Engine(model, tok)
-                fills += run_server(engine, examples, s, scorer)
+                fills += run_server(fill, examples, s, scorer)
             else:
                 fills += run_diffusion(model, tok, examples, contexts, s, masks, scorer)
             log.info("diffusion steps=%d masks=%s: %d fills in %.1fs", s, masks, len(examples),
@@ -267,7 +267,7 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, server_fill=None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m training.evaluate", description=__doc__.split("\n")[0],
         epilog="hardware: CPU only (--threads), so latencies are CPU numbers; no GPU, TPU or "
@@ -295,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         [m for m in args.lengths if m not in (*LENGTHS, SERVER)]
     if unknown:
         p.error(f"unknown tasks/lengths {unknown}")
+    if SERVER in args.lengths and server_fill is None:
+        p.error("--lengths server needs the server's fill path: run "
+                "benchmarks/bench_infilling.py with the same arguments")
     if any(t in HUMANEVAL for t in args.tasks) and not args.benchmarks.is_dir():
         p.error(f"{args.benchmarks} not found (HumanEval-Infilling); use --tasks heldout")
     torch.set_num_threads(args.threads)
@@ -308,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
                       lengths=args.lengths, limit=args.limit, seed=args.seed, out=args.out,
                       benchmarks=args.benchmarks, heldout_recipe=args.heldout_recipe,
                       per_file=args.per_file, prefix_tokens=args.prefix_tokens,
-                      suffix_tokens=args.suffix_tokens, timeout=args.timeout)
+                      suffix_tokens=args.suffix_tokens, timeout=args.timeout,
+                      server_fill=server_fill)
     print(result["table"])
     print(f"\nwritten to {args.out}/ (table.md, summary.json, fills.jsonl, quality_latency.png)")
     return 0
