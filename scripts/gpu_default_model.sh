@@ -8,6 +8,10 @@
 # train.log. Extra arguments go to training.gpu_run (e.g. --set train.batch_size=128).
 # tests/test_training_gpu_run.py rehearses this very script on CPU (PYTHON, BENCH_ARGS, OUT,
 # BUDGET_S and gpu_run's arguments point it at a fake machine).
+# Size (issue 11, item 3): the start model is deepened to GROW_LAYERS (default 8: 8.4 M
+# parameters, 16 MiB bf16), the deepest at the shipped width whose typing latency fits p50 ≤ 100
+# / p95 ≤ 200 ms on the 2-core dev CPU (benchmarks/bench_sizes.py; README there). Growing a
+# model that is already that deep changes nothing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/coda_gpu_out}
@@ -23,4 +27,5 @@ BENCH_ARGS=${BENCH_ARGS:---device cuda --recipe default_model_gpu --steps 20}
 timeout 90 "$PY" benchmarks/bench_training.py $BENCH_ARGS --json "$bench" | tail -n 1 \
     || echo "bench_training failed (the run goes on)"
 left=$(( BUDGET_S - ($(date +%s) - start) ))
-exec "$PY" -m training.gpu_run --out "$OUT" --budget-s "$left" --attach "bench=$bench" "$@"
+exec "$PY" -m training.gpu_run --out "$OUT" --budget-s "$left" --attach "bench=$bench" \
+    --grow-layers "${GROW_LAYERS:-8}" "$@"
