@@ -74,6 +74,14 @@ def install(run: Path, model: Path) -> list[str]:
     return written
 
 
+def _short(path: str) -> str:
+    """A path inside the repository as the repository names it."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return path
+
+
 def card_section(report: dict, manifest: dict) -> str:
     """The run as MODEL_CARD.md describes runs: data, compute, held-out objective."""
     cal, data = report.get("calibration") or {}, report.get("data") or {}
@@ -84,8 +92,8 @@ def card_section(report: dict, manifest: dict) -> str:
     lines = [
         f"### Run on {report.get('device', '?')} (torch {report.get('torch', '?')})",
         "",
-        f"- Start: `{recipe.get('init_from', '?')}`, {report.get('parameters', 0) / 1e6:.2f} M "
-        f"parameters; batch {train.get('batch_size')} × {data.get('seq_len')}, AdamW lr "
+        f"- Start: `{_short(recipe.get('init_from', '?'))}`, "
+        f"{report.get('parameters', 0) / 1e6:.2f} M parameters; batch {train.get('batch_size')} × {data.get('seq_len')}, AdamW lr "
         f"{optim.get('lr')} ({optim.get('warmup_steps')} warm-up steps, cosine to "
         f"{optim.get('min_lr_ratio')} of it), precision {train.get('precision')}.",
         f"- Data: {manifest['files']:,} files, {manifest['bytes'] / 1e6:.1f} MB, "
@@ -97,7 +105,8 @@ def card_section(report: dict, manifest: dict) -> str:
         f"- Compute: {report.get('steps')} steps, {report.get('tokens', 0) / 1e6:.1f} M tokens "
         f"({report.get('tokens', 0) / max(1, data.get('train_tokens', 1)):.2f} passes), "
         f"{report.get('train_seconds', 0) / 60:.1f} min of training at "
-        f"{cal.get('tokens_per_s', 0):,.0f} tokens/s (calibrated), "
+        f"{report.get('tokens', 0) / max(1e-9, report.get('train_seconds', 0)):,.0f} tokens/s "
+        f"({cal.get('tokens_per_s', 0):,.0f} calibrated at the start), "
         f"≈ {report.get('flops', 0):.2g} FLOPs (6·N·T).",
         "",
         "| held-out objective | before | after |",
