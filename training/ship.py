@@ -93,7 +93,8 @@ def card_section(report: dict, manifest: dict) -> str:
         f"### Run on {report.get('device', '?')} (torch {report.get('torch', '?')})",
         "",
         f"- Start: `{_short(recipe.get('init_from', '?'))}`, "
-        f"{report.get('parameters', 0) / 1e6:.2f} M parameters; batch {train.get('batch_size')} × {data.get('seq_len')}, AdamW lr "
+        f"{report.get('parameters', 0) / 1e6:.2f} M parameters; batch "
+        f"{train.get('batch_size')} × {data.get('seq_len')}, AdamW lr "
         f"{optim.get('lr')} ({optim.get('warmup_steps')} warm-up steps, cosine to "
         f"{optim.get('min_lr_ratio')} of it), precision {train.get('precision')}.",
         f"- Data: {manifest['files']:,} files, {manifest['bytes'] / 1e6:.1f} MB, "
