@@ -21,6 +21,7 @@ import torch
 from coda_lsp import positions, prompt
 from coda_lsp.settings import Settings
 from coda_model import Cancelled, ContextCarry, SamplerConfig, infill, load_model, load_tokenizer
+from coda_model.infill import fill_ends
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ class Engine:
         """A middle being denoised: decoded runs, MASK_GLYPH per mask, cut where the fill will
         be (at padding, eos or any other control token: ``coda_model.infill``)."""
         tok = self.tokenizer
-        ends = {tok.pad_id, tok.eos_id, *getattr(tok, "control_ids", ())} - {tok.mask_id}
+        ends = fill_ends(tok)
         out: list[str] = []
         run: list[int] = []
         for token in ids:

@@ -39,6 +39,13 @@ class InfillCandidate:
         return sum(self.confidences[:n]) / n if n else 0.0
 
 
+def fill_ends(tokenizer) -> frozenset[int]:
+    """Tokens a fill ends at: padding, eos and any other control token the tokenizer flags
+    (fim or chat markers are never code), but not the mask a fill is still denoising."""
+    ends = {tokenizer.pad_id, tokenizer.eos_id, *getattr(tokenizer, "control_ids", ())}
+    return frozenset(ends - {tokenizer.mask_id})
+
+
 def build_batch(prefix_ids: Sequence[int], suffix_ids: Sequence[int], lengths: Sequence[int],
                 mask_id: int, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     rows = [list(prefix_ids) + [mask_id] * n + list(suffix_ids) for n in lengths]
@@ -97,7 +104,7 @@ def infill(
     out = denoise(model, ids, config, mask_id=tokenizer.mask_id, should_stop=should_stop,
                   on_step=on_step, key_mask=key_mask, forward=forward, probs_out=probs,
                   on_state=on_state, stop_ids=(tokenizer.pad_id, tokenizer.eos_id))
-    stops = {tokenizer.pad_id, tokenizer.eos_id, *getattr(tokenizer, "control_ids", ())}
+    stops = fill_ends(tokenizer)   # every mask is committed by now
     end = start + max(lengths)
     middles, probs = out[:, start:end].tolist(), probs[:, start:end].tolist()  # one read each
     candidates = []
