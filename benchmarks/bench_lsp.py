@@ -100,8 +100,10 @@ async def run(args: argparse.Namespace, dtype: str | None = None,
     await client.initialize_async(types.InitializeParams(
         capabilities=caps,
         initialization_options={"coda": {"contextTokens": 1024, "confidenceThreshold": 0.0}}))
+    initialized_s = time.perf_counter() - spawned
     client.initialized(types.InitializedParams())
     await asyncio.wait_for(ready.wait(), 600)
+    ready_s = time.perf_counter() - spawned
 
     text, cursor = context_source()
     client.text_document_did_open(types.DidOpenTextDocumentParams(
@@ -145,7 +147,8 @@ async def run(args: argparse.Namespace, dtype: str | None = None,
           f"min={min(times):.1f} ms  max={max(times):.1f} ms  with items={shown}/{len(times)}")
     print("server stages (median ms): " + stage_medians(stage_lines[-len(times):]))
     rss = f"{rss_mb:.0f} MB" if rss_mb is not None else "unknown"
-    print(f"cold start to first completion: {cold_s:.2f} s  server peak RSS: {rss}")
+    print(f"cold start to first completion: {cold_s:.2f} s (initialize answered "
+          f"{initialized_s:.2f} s, model ready {ready_s:.2f} s)  server peak RSS: {rss}")
     return {"times": times, "cold_s": cold_s, "rss_mb": rss_mb}
 
 
