@@ -3,8 +3,10 @@
 A ``training.gpu_run`` output folder (a GPU session's ``$OUT``, or a CPU run's ``--out``) holds
 ``model/`` (config + bf16 weights), ``corpus_manifest.json`` and ``report.json``.  Shipping:
 
-1. refuse a run that did not finish or whose held-out objective got worse (``--force`` ships
-   anyway; ``training.evaluate`` is still the judge before committing);
+1. refuse a run that did not finish, or whose weights predict held-out code worse than the
+   shipped ones on ``training.probe`` (the same rows and masks for both, run here; the run's
+   own evaluation, drawn at random on its machine, is reported but too noisy to decide);
+   ``--force`` ships anyway, and ``training.evaluate`` is still the judge before committing;
 2. replace the weights and config of ``--model`` (default ``model/``), keeping its tokenizer
    files (runs never change the tokenizer), and check the result loads;
 3. keep provenance beside it: ``corpus_manifest.json`` (per package: version, licence, files,
@@ -17,11 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import UsageError, main_guarded
+
+log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHT_GLOBS = ("*.safetensors", "model.safetensors.index.json")
@@ -60,6 +66,16 @@ def regressions(report: dict) -> list[str]:
     return worse
 
 
+Judge = Callable[[Path, Path], tuple[dict, dict]]
+
+
+def probe_judge(model: Path, candidate: Path) -> tuple[dict, dict]:
+    """``training.probe`` of the shipped model and the candidate, on the same rows."""
+    from . import probe
+    results = probe.compare([model, candidate], tokenizer_dir=model)
+    return results[str(model)], results[str(candidate)]
+
+
 def install(run: Path, model: Path) -> list[str]:
     """Swap the weights and config; the tokenizer files stay.  Returns the files written."""
     new = [p for g in WEIGHT_GLOBS for p in sorted((run / "model").glob(g))]
@@ -82,7 +98,7 @@ def _short(path: str) -> str:
         return path
 
 
-def card_section(report: dict, manifest: dict) -> str:
+def card_section(report: dict, manifest: dict, judged: tuple[dict, dict] | None = None) -> str:
     """The run as MODEL_CARD.md describes runs: data, compute, held-out objective."""
     cal, data = report.get("calibration") or {}, report.get("data") or {}
     recipe = report.get("recipe") or {}
@@ -117,6 +133,14 @@ def card_section(report: dict, manifest: dict) -> str:
     for key, label, _ in OBJECTIVE:
         if key in before and key in after:
             lines.append(f"| {label} | {before[key]:.3f} | {after[key]:.3f} |")
+    if judged:
+        from .probe import points
+        lines += ["", "| held-out probe (`training.probe`), CE / top-1 | before | after |",
+                  "|---|---|---|"]
+        for p in points():
+            lines.append(f"| {p} | {judged[0][f'ce_{p}']:.3f} / {judged[0][f'top1_{p}']:.3f} | "
+                         f"{judged[1][f'ce_{p}']:.3f} / {judged[1][f'top1_{p}']:.3f} |")
+        lines.append(f"| mean CE | {judged[0]['ce_mean']:.3f} | {judged[1]['ce_mean']:.3f} |")
     lines += ["", "| package | version | licence | files | tokens |", "|---|---|---|---|---|"]
     for p in pkgs[:12]:
         lines.append(f"| {p['package']} | {p['version']} | {p['licence']} | {p['files']} | "
@@ -128,24 +152,29 @@ def card_section(report: dict, manifest: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ship(run: Path, model: Path, force: bool = False) -> str:
+def ship(run: Path, model: Path, force: bool = False, judge: Judge | None = None) -> str:
     report, manifest = read_run(run)
     if report.get("status") != "done" and not force:
         raise ShipError(f"{run}: the run's status is {report.get('status')!r}, not 'done' "
                         "(--force ships its last export)")
     worse = regressions(report)
-    if worse and not force:
-        raise ShipError("the held-out objective got worse: " + "; ".join(worse)
-                        + " (--force ships anyway)")
+    if worse:
+        log.warning("the run's own evaluation got worse on: %s", "; ".join(worse))
+    judged = (judge or probe_judge)(model, run / "model")
+    before, after = judged[0]["ce_mean"], judged[1]["ce_mean"]
+    if after > before and not force:
+        raise ShipError(f"the run predicts held-out code worse than {model}: training.probe "
+                        f"mean CE {before:.3f} → {after:.3f} (--force ships anyway)")
     install(run, model)
     from coda_model import load_model
     load_model(model)   # fails here, not in an editor, if the folder does not load
     shutil.copy2(run / "corpus_manifest.json", model / "corpus_manifest.json")
     history = model / "training_runs.json"
     runs = json.loads(history.read_text()) if history.is_file() else []
-    runs.append({k: v for k, v in report.items() if k != "metrics"})
+    runs.append({**{k: v for k, v in report.items() if k != "metrics"},
+                 "probe": {"before": judged[0], "after": judged[1]}})
     history.write_text(json.dumps(runs, indent=1) + "\n")
-    return card_section(report, manifest)
+    return card_section(report, manifest, judged)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", type=Path, help="a training.gpu_run --out folder")
     p.add_argument("--model", type=Path, default=REPO / "model")
     p.add_argument("--force", action="store_true",
-                   help="ship an unfinished run, or one whose held-out objective got worse")
+                   help="ship an unfinished run, or one the held-out probe finds worse")
     p.add_argument("-v", "--verbose", action="store_true", help="tracebacks for errors")
     args = p.parse_args(argv)
 
