@@ -41,6 +41,7 @@ from .data import PackedSplit
 from .decontam import ARTIFACT
 from .loop import EVAL_SEED, Trainer
 from .metrics import read_metrics
+from .probe import masked_ce as held_out_ce
 
 log = logging.getLogger(__name__)
 
@@ -145,35 +146,22 @@ def files_back(n_params_bytes: int, shard_limit: int) -> int:
 # Evaluation
 # --------------------------------------------------------------------------------------------
 
-@torch.no_grad()
 def probe(trainer: Trainer, split: PackedSplit, sigma: float, batches: int, batch: int) -> dict:
     """Held-out CE and top-1 accuracy where a fixed fraction σ of tokens is masked (the
     objective's mean over σ ~ U[0, 1] is dominated by near-unigram high-σ rows)."""
     if split is None or len(split) == 0:
         return {}
-    model = trainer.model
-    model.eval()
-    device = trainer.device
-    ce = correct = count = 0.0
     n = min(batch, len(split))
     g = torch.Generator().manual_seed(EVAL_SEED)
-    for i in range(batches):
-        rows = [(i * n + k) % len(split) for k in range(n)]
-        x = split.ids[rows].long()
-        masked = torch.rand(x.shape, generator=g) < sigma
-        masked[:, 0] = False
-        x, masked = x.to(device), masked.to(device)
-        with trainer.autocast():
-            logits = model(torch.where(masked, trainer.tok.mask_id, x))
-        sel = masked[:, 1:]
-        lg = logits[:, :-1][sel].float()
-        tg = x[:, 1:][sel]
-        ce += float(torch.nn.functional.cross_entropy(lg, tg, reduction="sum"))
-        correct += float((lg.argmax(-1) == tg).sum())
-        count += float(sel.sum())
+    x = split.ids[[(i * n + k) % len(split) for i in range(batches) for k in range(n)]]
+    masked = torch.cat([torch.rand(n, x.shape[1], generator=g) < sigma for _ in range(batches)])
+    masked[:, 0] = False
+    model = trainer.backend.unwrap(trainer.model)
+    model.eval()
+    with trainer.autocast():
+        ce, top1 = held_out_ce(model, x, masked, trainer.tok.mask_id)
     model.train()
-    return {f"ce_sigma{sigma:g}": ce / max(count, 1),
-            f"top1_sigma{sigma:g}": correct / max(count, 1)}
+    return {f"ce_sigma{sigma:g}": ce, f"top1_sigma{sigma:g}": top1}
 
 
 def evaluate(trainer: Trainer, batch: int) -> dict:

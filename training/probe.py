@@ -80,10 +80,12 @@ def masks(shape: tuple[int, int], point: str | float, seed: int = SEED) -> torch
 
 @torch.inference_mode()
 def masked_ce(model, rows: torch.Tensor, mask: torch.Tensor, mask_id: int) -> tuple[float, float]:
-    """Mean CE and top-1 accuracy over the masked tokens (output i scored against token i+1)."""
+    """Mean CE and top-1 accuracy over the masked tokens (output i scored against token i+1),
+    on the model's device and under the caller's autocast; ``training.gpu_run`` uses it too."""
+    device = next(model.parameters()).device
     total, correct, count = 0.0, 0, 0
     for b in range(0, len(rows), BATCH):
-        ids, m = rows[b:b + BATCH], mask[b:b + BATCH]
+        ids, m = rows[b:b + BATCH].long().to(device), mask[b:b + BATCH].to(device)
         noisy = torch.where(m, torch.full_like(ids, mask_id), ids)
         hidden = model.hidden_states(noisy)[:, :-1]
         chosen = m[:, 1:]
