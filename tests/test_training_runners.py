@@ -38,6 +38,17 @@ def test_overrides_are_typed_and_checked():
         recipes.get("no_such_recipe")
 
 
+@pytest.mark.parametrize("key, message", [
+    ("model.vocab_size=8192", "comes from the tokenizer; set tokenizer.vocab_size"),
+    ("model.mask_token_id=3", "comes from the tokenizer"),
+    ("model.hidden_sise=64", "unknown model field 'hidden_sise'"),
+])
+def test_model_overrides_name_config_fields_the_run_may_set(key, message):
+    """These used to pass here and die later in CodaConfig with a TypeError."""
+    with pytest.raises(ValueError, match=message):
+        recipes.override(recipes.get("tiny_cpu"), [key])
+
+
 def test_the_cpu_path_never_imports_torch_xla():
     code = ("import sys, training.pretrain, training.loop, training.finetune, training.recipes; "
             "sys.exit('torch_xla' in sys.modules)")

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from coda_model.config import CodaConfig
+
 from .data import DataConfig
 from .objective import ObjectiveConfig
 
@@ -325,8 +327,25 @@ def override(recipe: Recipe, assignments: list[str]) -> Recipe:
         except json.JSONDecodeError:
             value = raw
         parts = key.split(".")
+        if parts[0] == "model":
+            _check_model_key(parts)
         recipe = _set(recipe, parts, value)
     return recipe
+
+
+TOKENIZER_OWNED = {"vocab_size": "; set tokenizer.vocab_size instead",
+                   "mask_token_id": "", "pad_token_id": ""}
+
+
+def _check_model_key(parts: list[str]) -> None:
+    """``model.*`` overrides name CodaConfig fields; the tokenizer owns the vocabulary fields,
+    so a run cannot disagree with its own tokenizer."""
+    name = ".".join(parts[1:])
+    if name in TOKENIZER_OWNED:
+        raise ValueError(f"model.{name} comes from the tokenizer{TOKENIZER_OWNED[name]}")
+    known = {f.name for f in dataclasses.fields(CodaConfig)} - {"extra"} - set(TOKENIZER_OWNED)
+    if name not in known:
+        raise ValueError(f"unknown model field {name!r}; known: {', '.join(sorted(known))}")
 
 
 def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
