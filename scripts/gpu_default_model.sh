@@ -27,5 +27,8 @@ BENCH_ARGS=${BENCH_ARGS:---device cuda --recipe default_model_gpu --steps 20}
 timeout 90 "$PY" benchmarks/bench_training.py $BENCH_ARGS --json "$bench" | tail -n 1 \
     || echo "bench_training failed (the run goes on)"
 left=$(( BUDGET_S - ($(date +%s) - start) ))
-exec "$PY" -m training.gpu_run --out "$OUT" --budget-s "$left" --attach "bench=$bench" \
+"$PY" -m training.gpu_run --out "$OUT" --budget-s "$left" --attach "bench=$bench" \
     ${GROW_LAYERS:+--grow-layers "$GROW_LAYERS"} "$@"
+status=$?
+rm -f "$bench"   # embedded in report.json by now
+exit $status

@@ -124,7 +124,10 @@ def test_the_whole_gpu_run_on_cpu(machine, tmp_path):
     lacks.mkdir()
     names = {"tree_sitter", "tree_sitter_python", "coda_lsp", "pygls", "lsprotocol", "cattrs"}
     (lacks / "sitecustomize.py").write_text(f"NAMES = {names!r}\n" + GPU_MACHINE_LACKS)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     env = {**os.environ, "OUT": str(out), "BUDGET_S": "50", "PYTHON": sys.executable,
+           "TMPDIR": str(scratch),
            "PYTHONPATH": f"{lacks}{os.pathsep}{ROOT}", "BENCH_ARGS": "--device cpu --recipe "
            "default_model_gpu --batch 2 --seq-len 32 --steps 2 --warmup 1"}
     subprocess.run([
@@ -143,6 +146,7 @@ def test_the_whole_gpu_run_on_cpu(machine, tmp_path):
     assert len(shards) == 3 and shards[0] == "model/model-00001-of-00003.safetensors"
     assert files == sorted(["corpus_manifest.json", "model/config.json", *shards,
                             "model/model.safetensors.index.json", "report.json", "train.log"])
+    assert not list(scratch.glob("bench_training.*")), "the benchmark's JSON is left behind"
     for shard in (out / "model").glob("*.safetensors"):
         assert shard.stat().st_size <= 5 * 1024 * 1024
         with safe_open(str(shard), "pt") as f:
