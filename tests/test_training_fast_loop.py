@@ -79,3 +79,14 @@ def test_replanning_the_length_in_the_warm_up_gives_that_lengths_schedule(corpus
     assert lrs[0] == lrs[1][3:]
     with pytest.raises(ValueError, match="warm-up"):
         replanned.set_total_steps(20)
+
+
+def test_a_replan_from_on_step_sets_the_runs_length_and_schedule(corpus, tmp_path):
+    """What ``training.gpu_run`` does at the last warm-up step, once it has timed the steps."""
+    sets = ("optim.warmup_steps=5", "train.log_every=1")
+    replanned = Trainer(tiny(corpus, 1000, *sets), tmp_path / "a")
+    replanned.run(on_step=lambda tr: tr.set_total_steps(12) if tr.step == 4 else None)
+    Trainer(tiny(corpus, 12, *sets), tmp_path / "b").run()
+    assert replanned.step == 12
+    lrs = [[row["lr"] for row in read_metrics(tmp_path / d / "metrics.jsonl")] for d in "ab"]
+    assert lrs[0] == lrs[1]

@@ -322,3 +322,35 @@ def test_the_shipped_models_heldout_stdlib_files_stay_held_out():
     trained = [d.path for d in docs if d.path not in set(shipped)]
     assert not any(corpus.held_out(corpus.STDLIB_PACKAGE, "stdlib/" + p.split("/", 1)[1], 0.0)
                    for p in trained)
+
+
+def test_the_run_is_planned_again_at_the_last_warm_up_step(monkeypatch, tmp_path):
+    """The calibration's few steps can misjudge the step time (compilation, a busy machine):
+    at the end of the warm-up the cosine is planned again from the steps timed since."""
+    clock = [1000.0]
+    monkeypatch.setattr(gpu_run.time, "monotonic", lambda: clock[0])
+
+    class FakeTrainer:
+        step = 8
+        recipe = gpu_run.recipes.get("default_model_gpu")   # warm-up: 100 steps
+        planned = None
+
+        def set_total_steps(self, steps):
+            self.planned = steps
+
+    trainer, report = FakeTrainer(), gpu_run.Report(tmp_path / "report.json")
+    on_step = gpu_run.replan_at_warmup_end(trainer, deadline=1000.0 + 1000.0, report=report)
+    for step in range(9, 100):
+        clock[0] += 1.3                        # calibration had said more, say 1.7 s
+        trainer.step = step
+        on_step(trainer)
+        assert trainer.planned is None or step == 99
+    step_s = (clock[0] - 1000.0) / 91
+    expected = 99 + int((2000.0 - clock[0]) / step_s)
+    assert step_s == pytest.approx(1.3) and expected == 99 + 678   # ~880 s left at 1.3 s
+    assert trainer.planned == expected
+    assert report.data["replanned"] == {"at_step": 99, "seconds_per_step": pytest.approx(1.3),
+                                        "planned_steps": trainer.planned}
+    trainer.step = 100
+    on_step(trainer)                           # past the warm-up: never again
+    assert trainer.planned == expected

@@ -427,10 +427,12 @@ class Trainer:
 
     # ---------------------------------------------------------------- the run
     def run(self, *, resume: bool = True, stop_after_step: int | None = None,
-            force: bool = False, deadline: float | None = None, on_checkpoint=None) -> dict:
+            force: bool = False, deadline: float | None = None, on_checkpoint=None,
+            on_step=None) -> dict:
         """Train to ``train.steps`` (or ``stop_after_step``), or until ``time.monotonic()``
         passes ``deadline``; either way the last step is checkpointed.  ``on_checkpoint(self)``
-        runs after each periodic checkpoint (a budgeted run exports its weights there)."""
+        runs after each periodic checkpoint (a budgeted run exports its weights there);
+        ``on_step(self)`` after every step (it may re-plan the length in the warm-up)."""
         t = self.recipe.train
         resumed = self.resume(force) if resume else False
         if self.backend.is_main:
@@ -448,6 +450,11 @@ class Trainer:
         while self.step < end and (deadline is None or time.monotonic() < deadline):
             out = self.train_step()
             step, tokens = self.step, self.tokens
+            if on_step is not None:
+                on_step(self)
+                t = self.recipe.train
+                end = t.steps if stop_after_step is None else min(t.steps, stop_after_step)
+                progress.total = end
             if step % t.log_every == 0 or step == end:
                 elapsed = time.monotonic() - t0
 
