@@ -331,6 +331,7 @@ def fill_text(engine, path: Path, text: str, settings: Settings,
     doc = store.open(types.TextDocumentItem(uri=path.resolve().as_uri(), language_id="",
                                             version=1, text=text))
     settings = replace(settings, confidence_threshold=0.0)  # asked for explicitly: show it
+    inline = False  # a hole, or holes; an inline span (the cursor's line) when no hole is there
     if position is None:
         targets = spans.holes(doc.syntax)
         steps = settings.fill_hole_steps
@@ -344,10 +345,11 @@ def fill_text(engine, path: Path, text: str, settings: Settings,
             span = spans.choose(doc.syntax, doc.byte_at(cursor))
             end = edits.clamp_to_line(doc, cursor, doc.offset_of_byte(span.end))
             targets, steps = [replace(span, end=doc.byte_at(end))], settings.steps
+            inline = True
     outcomes = []
     for span in sorted(targets, key=lambda s: s.start, reverse=True):
         start, end = doc.offset_of_byte(span.start), doc.offset_of_byte(span.end)
-        filled = fim.fill_span(engine, doc, span, steps, settings)  # as HTTP fills
+        filled = fim.fill_span(engine, doc, span, steps, settings, inline=inline)  # as HTTP fills
         at = doc.position_at(start, positions.UTF32)
         outcome = judge(SpanOutcome(at.line + 1, at.character + 1, min_confidence),
                         filled.candidates, filled.fills, accept_rejected)

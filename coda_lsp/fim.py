@@ -42,15 +42,17 @@ def open_document(text: str, uri: str) -> Document:
 def fill_span(engine: Engine, doc: Document, span: spans.Span, steps: int, settings: Settings,
               should_stop: Callable[[], bool] | None = None,
               on_partial: Partial | None = None, fast: bool = False,
-              carry_key: str | None = None) -> Outcome:
+              carry_key: str | None = None, inline: bool = False) -> Outcome:
     """Regenerate the span's bytes: ranked fills, dropping those under the threshold.
 
     fast: the language server's typing path (the shortest candidates, context keys/values
     cached, and carried from the previous request with the same carry_key): approximate.
+    inline: a span on the cursor's line (not a hole), filled as ghost text would be.
     """
     start, end = doc.offset_of_byte(span.start), doc.offset_of_byte(span.end)
     job = FillJob(doc.text[:start], doc.text[end:], tuple(span.lengths), steps, settings,
-                  edits.line_ending(doc.text), fast=fast, carry_key=carry_key if fast else None)
+                  edits.line_ending(doc.text), fast=fast, carry_key=carry_key if fast else None,
+                  inline=inline)
     result = engine.fill(job, should_stop, on_partial=on_partial)
     errors = spans.error_counter(doc.syntax, span)
     fills = rank(result.fills, settings.confidence_threshold,
@@ -71,4 +73,4 @@ def fill_between(engine: Engine, prefix: str, suffix: str, settings: Settings, s
     cursor = doc.byte_at(len(prefix))
     span = replace(spans.choose(doc.syntax, cursor), start=cursor, end=cursor)
     return fill_span(engine, doc, span, steps, settings, should_stop, on_partial, fast,
-                     carry_key)
+                     carry_key, inline=True)

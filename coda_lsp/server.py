@@ -171,7 +171,8 @@ class CodaServer(LanguageServer):
                 and doc.syntax is not None and self.settings.language_enabled(doc.language_id))
 
     async def fill(self, target: Target, steps: int, key: str, stages: logs.Stages,
-                   fast: bool = False, on_step: Callable[[int, int], None] | None = None):
+                   fast: bool = False, on_step: Callable[[int, int], None] | None = None,
+                   inline: bool = False):
         """Run the model on a target: ranked fills, or None if superseded or outdated."""
         doc, s = target.doc, self.settings
         window = s.context_tokens * prompt.CHARS_PER_TOKEN + 1
@@ -184,6 +185,7 @@ class CodaServer(LanguageServer):
             line_ending=edits.line_ending(doc.text),
             fast=fast,
             carry_key=doc.uri if fast else None,
+            inline=inline,
         )
         engine = self.engine
         assert engine is not None
@@ -219,7 +221,8 @@ class CodaServer(LanguageServer):
             return None
         stages = logs.Stages(f"inline-{next(self._ids)}")
         target = self.inline_target(doc, params.position)
-        ranked = await self.fill(target, self.settings.steps, doc.uri, stages, fast=True)
+        ranked = await self.fill(target, self.settings.steps, doc.uri, stages, fast=True,
+                                 inline=True)
         if ranked is None:
             return None
         items, seen = [], set()

@@ -1,10 +1,11 @@
 """Edits land in client coordinates; fills are tidied against the suffix and ranked."""
 
+import pytest
 from lsprotocol import types
 
 from coda_lsp import edits
 from coda_lsp.documents import DocumentStore
-from coda_lsp.engine import Fill, rank, tidy
+from coda_lsp.engine import Fill, finishes_line, rank, tidy
 from coda_lsp.positions import UTF8, UTF16
 
 
@@ -54,6 +55,27 @@ def test_tidy_does_not_indent_an_indented_line_twice():
     assert tidy("    x = 1", "\n", prefix="def f():\n") == "    x = 1"
     assert tidy(" b", ")\n", prefix="f(a,") == " b"
     assert tidy("  ", "") == ""
+
+
+@pytest.mark.parametrize("prefix, one_line", [
+    ("for item in ", True),                  # finishing a statement
+    ("x = f(a, ", True),
+    ("    ", False),                          # a fresh line: a block may follow
+    ("", False),                              # an empty file
+    ("a = 1\n", False),                      # a line's start: lines may go above the code
+    ("def pop(self):", False),               # after a block opener
+    ("items = [", False),
+    ("if ok {", False),
+])
+def test_finishes_line(prefix, one_line):
+    assert finishes_line(prefix) is one_line
+
+
+def test_tidy_keeps_a_one_line_fill_on_its_line():
+    assert tidy("item in items:\n    print(item)", "\n", one_line=True) == "item in items:"
+    assert tidy("a\r\nb", "\r\n", "\r\n", one_line=True) == "a"
+    assert tidy("\n    return x", "\n", one_line=True) == ""   # rank drops it
+    assert tidy("a\nb", "\n") == "a\nb"                      # holes keep their lines
 
 
 def test_rank_drops_and_orders():

@@ -92,6 +92,27 @@ def test_a_short_real_fill_beats_a_long_padded_one(engine, monkeypatch):
     assert [f.text for f in engine_module.rank(fills, 0.1, lambda t: 0)] == ["0, 1,1", "0"]
 
 
+def test_an_inline_fill_stays_on_a_line_that_has_code(engine, monkeypatch):
+    """Mid-statement, the lines a model runs on to are cut (HTTP/inline path); on a fresh line
+    and in holes they are kept."""
+    from coda_lsp import engine as engine_module
+    from coda_lsp import fim
+    from coda_model import InfillCandidate
+
+    def candidates(model, tok, prefix_ids, suffix_ids, lengths, config, **kw):
+        return [InfillCandidate(n, [11], "item in items:\n    print(item)", [0.9], 0.9)
+                for n in lengths]
+
+    monkeypatch.setattr(engine_module, "infill", candidates)
+    texts = {f.text for f in fim.fill_between(engine, "for ", "\n", Settings(), 2).fills}
+    assert texts == {"item in items:"}
+    texts = {f.text for f in fim.fill_between(engine, "def f():\n    ", "\n", Settings(),
+                                               2).fills}
+    assert texts == {"item in items:\n    print(item)"}
+    job = FillJob(prefix="for ", suffix="\n", span_lengths=(4,), steps=2, settings=Settings())
+    assert engine.fill(job).fills[0].text == "item in items:\n    print(item)"   # a hole
+
+
 @pytest.mark.parametrize("text", ["import import", " self self", "1,1,1,1", "self.self.self.",
                                   "x = x = x = x"])
 def test_stuttering_fills_are_degenerate(text):

@@ -130,6 +130,19 @@ def test_hole_code_action_and_fill():
     assert change[0].range.start == types.Position(line=1, character=4)
 
 
+def test_ghost_text_jobs_are_inline_and_hole_jobs_are_not():
+    """The engine keeps an inline fill on a line that has code (engine.finishes_line); a hole
+    may take as many lines as it needs."""
+    engine = FakeEngine()
+    ls = make_server(engine)
+    run(ls, ls.complete_inline(inline(1, 11)))
+    ls = make_server(engine, text="def f(a):\n    ...\n")
+    hole = types.Range(start=types.Position(line=1, character=5),
+                       end=types.Position(line=1, character=5))
+    run(ls, ls.fill_hole(URI, hole))
+    assert [job.inline for job in engine.jobs] == [True, False]
+
+
 def test_latency_status_follows_completions_throttled():
     ls = make_server(FakeEngine())
     ls.state = "ready"
