@@ -229,8 +229,13 @@ def finishes_line(prefix: str) -> bool:
     lines a model runs on to push the code below down with text nobody asked for. On 400
     held-out inline spans, cutting those fills at their first line break raised edit
     similarity and exact match (benchmarks/README.md, "One line or several")."""
-    before = prefix[prefix.rfind("\n") + 1 :].rstrip()
-    return bool(before.strip()) and not before.endswith(BLOCK_OPENERS)
+    before = _line_before(prefix).rstrip()
+    return bool(before) and not before.endswith(BLOCK_OPENERS)
+
+
+def _line_before(prefix: str) -> str:
+    """The cursor's line up to the cursor."""
+    return prefix[prefix.rfind("\n") + 1 :]
 
 
 def tidy(text: str, suffix: str, line_ending: str = "\n", prefix: str = "",
@@ -247,7 +252,7 @@ def tidy(text: str, suffix: str, line_ending: str = "\n", prefix: str = "",
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if one_line:
         text = text.split("\n", 1)[0]
-    line_start = prefix[prefix.rfind("\n") + 1 :]
+    line_start = _line_before(prefix)
     if line_start and not line_start.strip():
         text = text.lstrip(" \t")
     plain_suffix = suffix.replace("\r\n", "\n")
