@@ -168,6 +168,22 @@ def test_fim_uses_syntax_spans_when_given():
         assert runs(middle) == [(10, 17)]
 
 
+def test_fim_middles_can_start_inside_their_node_as_a_cursor_does():
+    ids = clean_ids(200, 64)
+    spans = torch.tensor([[[10, 30], [0, 0]]] * 200)
+    starts = []
+    for p in (0.0, 0.5):
+        _, canvas, pad_tail = fim_variable(ids, spans, PAD, 20, 4, gen(), p_from_inside=p)
+        middles = [runs(canvas[b] & ~pad_tail[b]) for b in range(200)]
+        assert all(m[0][1] == 30 and 10 <= m[0][0] < 30 for m in middles)  # node end kept
+        starts.append([m[0][0] for m in middles])
+    assert set(starts[0]) == {10}
+    inside = sum(s > 10 for s in starts[1])
+    assert 70 < inside < 130 and len(set(starts[1])) > 10
+    with pytest.raises(ValueError, match="p_fim_from_inside"):
+        ObjectiveConfig(p_fim_from_inside=1.5)
+
+
 def test_edits_only_touch_unmasked_maskable_tokens():
     B, L = 40, 128
     ids = clean_ids(B, L)

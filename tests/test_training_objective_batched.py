@@ -88,6 +88,19 @@ def test_fim_rows_keep_prefix_insert_pad_and_shift_the_suffix():
         assert 0 < len(where) and int(where[-1] - where[0]) < 12 + 6
 
 
+def test_fim_rows_start_inside_the_node_when_asked():
+    ids = torch.arange(3, 67).repeat(200, 1)
+    spans = torch.tensor([[[10, 30], [0, 0]]] * 200)
+    g = torch.Generator().manual_seed(0)
+    _, at_node = fim_rows(ids, spans, PAD, 20, 0, g)
+    _, mixed = fim_rows(ids, spans, PAD, 20, 0, g, p_from_inside=0.5)
+    assert all(canvas.nonzero().flatten().tolist() == list(range(10, 30)) for canvas in at_node)
+    starts = [int(c.nonzero()[0]) for c in mixed]
+    ends = [int(c.nonzero()[-1]) + 1 for c in mixed]
+    assert set(ends) == {30} and min(starts) >= 10 and max(starts) < 30
+    assert 70 < sum(s > 10 for s in starts) < 130
+
+
 def test_mode_mixture_matches_the_reference_masking_rate():
     ids, spans = batch(B=256, L=96, seed=3)
     ref = corrupt(ids, SPAN_FIM_BLOCK, mask_id=MASK, pad_id=PAD, vocab_size=VOCAB,

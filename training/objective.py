@@ -35,6 +35,7 @@ class ObjectiveConfig:
     p_span: float = 0.0                     # tree-sitter node spans
     p_span_from_inside: float = 0.5         # a span starts inside its node (inline completion)
     p_fim: float = 0.0                      # prefix | middle + extra pad canvas | suffix
+    p_fim_from_inside: float = 0.0          # a FIM middle starts inside its node (the cursor)
     fim_max_middle: int = 64
     fim_max_extra: int = 32
     p_edit: float = 0.0                     # second stage: revise some unmasked tokens
@@ -46,7 +47,8 @@ class ObjectiveConfig:
             raise ValueError(f"eps must be in (0, 1), got {self.eps}")
         probs = {k: getattr(self, k) for k in
                  ("p_block", "p_prefix", "p_truncate", "p_span", "p_fim", "p_edit",
-                  "p_span_from_inside", "max_prefix_frac", "edit_rate")}
+                  "p_span_from_inside", "p_fim_from_inside", "max_prefix_frac",
+                  "edit_rate")}
         for name, p in probs.items():
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {p}")
@@ -206,7 +208,8 @@ def response_maskable(prompt_lengths: torch.Tensor, length: int) -> torch.Tensor
 
 
 def fim_variable(ids: torch.Tensor, spans: torch.Tensor | None, pad_id: int,
-                 max_middle: int, max_extra: int, generator: torch.Generator
+                 max_middle: int, max_extra: int, generator: torch.Generator,
+                 p_from_inside: float = 0.0
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rearrange each row into prefix | middle + k pad | suffix; returns (ids, canvas, pad_tail).
 
@@ -214,6 +217,8 @@ def fim_variable(ids: torch.Tensor, spans: torch.Tensor | None, pad_id: int,
     ``max_middle`` tokens); ``k`` is uniform in [0, max_extra].  The whole canvas (middle plus
     its ``k`` pad targets) is returned as ``canvas`` so the caller masks it; ``pad_tail`` marks
     the pad targets, which sit only at the canvas's end.  The row is cut back to length L.
+    With probability ``p_from_inside`` a syntax middle starts at a random token inside its node
+    and runs to the node's end: the server's inline fill, a cursor mid-node and a padded canvas.
     """
     B, L = ids.shape
     out = ids.clone()
@@ -229,6 +234,10 @@ def fim_variable(ids: torch.Tensor, spans: torch.Tensor | None, pad_id: int,
             if len(idx):
                 pick = idx[torch.randint(len(idx), (1,), generator=generator)].item()
                 start, end = int(s[pick, 0]), int(s[pick, 1])
+                if p_from_inside > 0:   # no extra draws otherwise: old runs replay exactly
+                    inside, cut = torch.rand(2, generator=generator).tolist()
+                    if inside < p_from_inside:
+                        start += int(cut * (end - start))
         if end <= start:
             n = 1 + int(torch.randint(min(max_middle, L - 2), (1,), generator=generator))
             start = 1 + int(torch.randint(L - 1 - n, (1,), generator=generator)) if L - 1 > n \
@@ -278,7 +287,8 @@ def corrupt(ids: torch.Tensor, cfg: ObjectiveConfig, *, mask_id: int, pad_id: in
     if is_fim.any():
         sub_spans = spans[is_fim] if spans is not None else None
         fim_ids, fim_canvas, _ = fim_variable(clean[is_fim], sub_spans, pad_id,
-                                              cfg.fim_max_middle, cfg.fim_max_extra, generator)
+                                              cfg.fim_max_middle, cfg.fim_max_extra, generator,
+                                              cfg.p_fim_from_inside)
         clean[is_fim] = fim_ids
         canvas[is_fim] = fim_canvas
     if has_prefix.any():

@@ -89,10 +89,12 @@ def span_mask(maskable, spans, sigma, g, p_from_inside: float) -> torch.Tensor:
     return torch.where(out.any(1, keepdim=True), out, fallback)
 
 
-def fim_rows(ids, spans, pad_id: int, max_middle: int, max_extra: int, g):
+def fim_rows(ids, spans, pad_id: int, max_middle: int, max_extra: int, g,
+             p_from_inside: float = 0.0):
     """Every row as prefix | middle + k pad | suffix (the caller keeps the FIM rows).
 
-    Returns (ids, canvas); the middle is a random fitting syntax span, else a random range.
+    Returns (ids, canvas); the middle is a random fitting syntax span (starting inside it with
+    probability p_from_inside), else a random range.
     """
     B, L = ids.shape
     dev = ids.device
@@ -106,8 +108,13 @@ def fim_rows(ids, spans, pad_id: int, max_middle: int, max_extra: int, g):
         ok = (s0 >= 1) & (s1 > s0) & (s1 - s0 <= max_middle) & (s1 <= L)
         pick = torch.where(ok, _rand(s0.shape, g, dev), -1.0).argmax(dim=1, keepdim=True)
         has = ok.any(1)
-        start = torch.where(has, s0.gather(1, pick)[:, 0], start)
-        end = torch.where(has, s1.gather(1, pick)[:, 0], end)
+        node_start, node_end = s0.gather(1, pick)[:, 0], s1.gather(1, pick)[:, 0]
+        if p_from_inside > 0:   # no extra draws otherwise: old runs replay exactly
+            inside = _rand(B, g, dev) < p_from_inside
+            cut = (_rand(B, g, dev) * (node_end - node_start)).long()
+            node_start = torch.where(inside, node_start + cut, node_start)
+        start = torch.where(has, node_start, start)
+        end = torch.where(has, node_end, end)
     extra = (_rand(B, g, dev) * (max_extra + 1)).long()
     stop = (end + extra)[:, None]
     source = torch.where(pos >= stop, pos - extra[:, None], pos)
@@ -153,7 +160,7 @@ def corrupt_batched(ids: torch.Tensor, cfg: ObjectiveConfig, *, mask_id: int, pa
     canvas = torch.zeros(B, L, dtype=torch.bool, device=dev)
     if cfg.p_fim > 0:
         fim_ids, fim_canvas = fim_rows(clean, spans, pad_id, cfg.fim_max_middle,
-                                       cfg.fim_max_extra, g)
+                                       cfg.fim_max_extra, g, cfg.p_fim_from_inside)
         clean = torch.where(is_fim[:, None], fim_ids, clean)
         canvas = fim_canvas & is_fim[:, None]
     if cfg.p_prefix > 0:
