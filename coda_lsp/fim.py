@@ -74,3 +74,15 @@ def fill_between(engine: Engine, prefix: str, suffix: str, settings: Settings, s
     span = replace(spans.choose(doc.syntax, cursor), start=cursor, end=cursor)
     return fill_span(engine, doc, span, steps, settings, should_stop, on_partial, fast,
                      carry_key, inline=True)
+
+
+def best_fill(model, tokenizer) -> Callable[[str, str, int], str]:
+    """``fill(prefix, suffix, steps) -> text``: what the server would offer between them (its
+    first-ranked fill, "" when it offers none). Evaluations score the model through this, so
+    they see the server's span lengths, sampler, one-line rule and ranking."""
+    engine, settings = Engine(model, tokenizer), Settings()
+
+    def fill(prefix: str, suffix: str, steps: int) -> str:
+        outcome = fill_between(engine, prefix, suffix, settings, steps)
+        return outcome.fills[0].text if outcome.fills else ""
+    return fill

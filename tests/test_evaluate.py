@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from testkit import SAMPLE_CODE
 
+from coda_lsp.fim import best_fill
 from training import eval_report, evaluate, heldout, sandbox
 from training.data import Document
 from training.heldout import Example
@@ -117,16 +118,6 @@ def test_parses_flags_a_fill_that_breaks_the_syntax():
 
 # ------------------------------------------------------------------------------ end to end
 
-def _bench_infilling():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_infilling.py"
-    spec = importlib.util.spec_from_file_location("bench_infilling", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_server_row_needs_the_servers_fill_path(tiny_model_dir, capsys):
     with pytest.raises(ValueError, match="bench_infilling"):
         evaluate.evaluate(tiny_model_dir, lengths=("server",), examples=[])
@@ -143,7 +134,7 @@ def test_the_server_row_offers_what_fill_between_ranks_first(tiny_model_dir):
     from coda_model import load_model, load_tokenizer
 
     model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
-    fill = _bench_infilling().server_fill(model, tok)
+    fill = fim.best_fill(model, tok)
     prefix, suffix = "def add(a, b):\n    return ", "\n"
     outcome = fim.fill_between(Engine(model, tok), prefix, suffix, Settings(), 2)
     assert fill(prefix, suffix, 2) == (outcome.fills[0].text if outcome.fills else "")
@@ -194,7 +185,7 @@ def test_the_harness_runs_end_to_end_on_a_tiny_checkpoint(tiny_model_dir, tmp_pa
                                lengths=("true", "half", "double", "server"), out=tmp_path,
                                examples=_examples(tiny_model_dir), timeout=5,
                                prefix_tokens=48, suffix_tokens=16, ar_min_new=8,
-                               server_fill=_bench_infilling().server_fill)
+                               server_fill=best_fill)
     lines = result["table"].splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     assert header == ["model", "steps", "masks", "single-line pass@1", "heldout EM",

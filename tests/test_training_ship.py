@@ -133,3 +133,59 @@ def test_the_runs_own_noisy_evaluation_warns_but_the_probe_decides(shipped, tiny
 def test_a_folder_that_is_not_a_run_is_one_line(shipped, tmp_path, capsys):
     assert ship.main([str(tmp_path), "--model", str(shipped)]) == 2
     assert "not a finished training.gpu_run output" in capsys.readouterr().err
+
+
+FILLS = {"exact": 0.015, "similarity": 0.139, "parses": 0.767}
+
+
+def fills_say(monkeypatch, similarity: float) -> list:
+    calls = []
+
+    def factory(server_fill):
+        def judge(model, candidate):
+            calls.append((model, candidate, server_fill))
+            return FILLS, {**FILLS, "similarity": similarity}
+        return judge
+    monkeypatch.setattr(ship, "fills_judge", factory)
+    return calls
+
+
+def test_a_probe_better_run_whose_fills_are_worse_is_refused(shipped, tiny_model_dir, tmp_path,
+                                                              capsys, monkeypatch, better):
+    """Twice a run the probe found better wrote no better fills: with the server's fill path
+    (scripts/ship_model.py) the held-out fills decide too."""
+    fills_say(monkeypatch, 0.120)
+    run = make_run(tmp_path, tiny_model_dir)
+    weights = (shipped / "model.safetensors").read_bytes()
+    assert ship.main([str(run), "--model", str(shipped)], server_fill=print) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "edit similarity 0.139 → 0.120" in err
+    assert (shipped / "model.safetensors").read_bytes() == weights
+    assert ship.main([str(run), "--model", str(shipped)]) == 0   # probe only: ships
+
+
+def test_fills_no_worse_ship_and_are_recorded(shipped, tiny_model_dir, tmp_path, capsys,
+                                              monkeypatch, better):
+    calls = fills_say(monkeypatch, 0.150)
+    run = make_run(tmp_path, tiny_model_dir)
+    assert ship.main([str(run), "--model", str(shipped)], server_fill=print) == 0
+    assert calls == [(shipped, run / "model", print)]
+    assert "| similarity | 0.139 | 0.150 |" in capsys.readouterr().out
+    [entry] = json.loads((shipped / "training_runs.json").read_text())
+    assert entry["fills"]["after"]["similarity"] == 0.150
+
+
+def test_the_fill_judge_scores_the_candidate_with_the_shipped_tokenizer(shipped, tiny_model_dir,
+                                                                         tmp_path):
+    run = make_run(tmp_path, tiny_model_dir)   # weights doubled, no tokenizer files
+    seen = []
+
+    def server_fill(model, tokenizer):
+        seen.append((next(model.parameters()).flatten()[0].item(), tokenizer.vocab_size))
+        return lambda prefix, suffix, steps: "pass"
+    judge = ship.fills_judge(server_fill, limit=2, per_file=1)
+    before, after = judge(shipped, run / "model")
+    assert seen[1][0] == pytest.approx(2 * seen[0][0]) and seen[0][0] != 0
+    assert seen[0][1] == seen[1][1]
+    assert set(before) == set(after) == {"exact", "similarity", "parses"}
+    assert before == after   # the same fill text on the same cases scores the same

@@ -6,7 +6,9 @@ A ``training.gpu_run`` output folder (a GPU session's ``$OUT``, or a CPU run's `
 1. refuse a run that did not finish, or whose weights predict held-out code worse than the
    shipped ones on ``training.probe`` (the same rows and masks for both, run here; the run's
    own evaluation, drawn at random on its machine, is reported but too noisy to decide);
-   ``--force`` ships anyway, and ``training.evaluate`` is still the judge before committing;
+   run as ``python scripts/ship_model.py RUN``, also refuse one whose held-out span fills,
+   through the server's own fill path, have a lower edit similarity (``fills_judge``: twice
+   a probe-better run wrote no better fills); ``--force`` ships anyway;
 2. replace the weights and config of ``--model`` (default ``model/``), keeping its tokenizer
    files (runs never change the tokenizer), and check the result loads;
 3. keep provenance beside it: ``corpus_manifest.json`` (per package: version, licence, files,
@@ -22,6 +24,7 @@ import json
 import logging
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,6 +79,42 @@ def probe_judge(model: Path, candidate: Path) -> tuple[dict, dict]:
     return results[str(model)], results[str(candidate)]
 
 
+# The held-out fill evaluation the model card reports (about 3 minutes a model on 2 cores).
+FILL_EVAL = dict(tasks=("heldout",), steps=(8,), lengths=("server",), limit=400, seed=7,
+                 per_file=16)
+FILL_METRICS = ("exact", "similarity", "parses")
+
+
+def stage(candidate: Path, model: Path, folder: Path) -> Path:
+    """A loadable folder: the candidate's weights and config beside the shipped tokenizer
+    files (runs export no tokenizer; they never change it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = [p for p in model.iterdir() if p.is_file() and p.name != "config.json"
+                 and not any(p.match(g) for g in WEIGHT_GLOBS)]
+    weights = [p for g in WEIGHT_GLOBS for p in candidate.glob(g)]
+    for src in [*tokenizer, candidate / "config.json", *weights]:
+        (folder / src.name).symlink_to(src.resolve())
+    return folder
+
+
+def fills_judge(server_fill, **fill_eval) -> Judge:
+    """Judge by held-out span fills through the server's fill path (``server_fill`` as
+    ``training.evaluate`` takes it): mean exact match, edit similarity and parse rate of the
+    shipped model and the candidate on the same cases."""
+    settings = {**FILL_EVAL, **fill_eval}
+
+    def judge(model: Path, candidate: Path) -> tuple[dict, dict]:
+        from .evaluate import evaluate
+        scores = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for folder in (model, stage(candidate, model, Path(tmp) / "candidate")):
+                result = evaluate(folder, server_fill=server_fill, **settings)
+                row = next(r for r in result["summary"] if r["system"] == "diffusion")
+                scores.append({k: row["tasks"]["heldout"][k] for k in FILL_METRICS})
+        return scores[0], scores[1]
+    return judge
+
+
 def install(run: Path, model: Path) -> list[str]:
     """Swap the weights and config; the tokenizer files stay.  Returns the files written."""
     new = [p for g in WEIGHT_GLOBS for p in sorted((run / "model").glob(g))]
@@ -98,7 +137,8 @@ def _short(path: str) -> str:
         return path
 
 
-def card_section(report: dict, manifest: dict, judged: tuple[dict, dict] | None = None) -> str:
+def card_section(report: dict, manifest: dict, judged: tuple[dict, dict] | None = None,
+                 filled: tuple[dict, dict] | None = None) -> str:
     """The run as MODEL_CARD.md describes runs: data, compute, held-out objective."""
     cal, data = report.get("calibration") or {}, report.get("data") or {}
     recipe = report.get("recipe") or {}
@@ -141,6 +181,11 @@ def card_section(report: dict, manifest: dict, judged: tuple[dict, dict] | None 
             lines.append(f"| {p} | {judged[0][f'ce_{p}']:.3f} / {judged[0][f'top1_{p}']:.3f} | "
                          f"{judged[1][f'ce_{p}']:.3f} / {judged[1][f'top1_{p}']:.3f} |")
         lines.append(f"| mean CE | {judged[0]['ce_mean']:.3f} | {judged[1]['ce_mean']:.3f} |")
+    if filled:
+        lines += ["", f"| held-out fills ({FILL_EVAL['limit']} spans, server path) | before | "
+                  "after |", "|---|---|---|"]
+        for key in FILL_METRICS:
+            lines.append(f"| {key} | {filled[0][key]:.3f} | {filled[1][key]:.3f} |")
     lines += ["", "| package | version | licence | files | tokens |", "|---|---|---|---|---|"]
     for p in pkgs[:12]:
         lines.append(f"| {p['package']} | {p['version']} | {p['licence']} | {p['files']} | "
@@ -152,7 +197,8 @@ def card_section(report: dict, manifest: dict, judged: tuple[dict, dict] | None 
     return "\n".join(lines) + "\n"
 
 
-def ship(run: Path, model: Path, force: bool = False, judge: Judge | None = None) -> str:
+def ship(run: Path, model: Path, force: bool = False, judge: Judge | None = None,
+         fills: Judge | None = None) -> str:
     report, manifest = read_run(run)
     if report.get("status") != "done" and not force:
         raise ShipError(f"{run}: the run's status is {report.get('status')!r}, not 'done' "
@@ -165,6 +211,12 @@ def ship(run: Path, model: Path, force: bool = False, judge: Judge | None = None
     if after > before and not force:
         raise ShipError(f"the run predicts held-out code worse than {model}: training.probe "
                         f"mean CE {before:.3f} → {after:.3f} (--force ships anyway)")
+    filled = fills(model, run / "model") if fills else None
+    if filled and filled[1]["similarity"] < filled[0]["similarity"] and not force:
+        raise ShipError(f"the run fills held-out spans worse than {model}: edit similarity "
+                        f"{filled[0]['similarity']:.3f} → {filled[1]['similarity']:.3f}, exact "
+                        f"{filled[0]['exact']:.3f} → {filled[1]['exact']:.3f} (--force ships "
+                        "anyway)")
     install(run, model)
     from coda_model import load_model
     load_model(model)   # fails here, not in an editor, if the folder does not load
@@ -172,12 +224,15 @@ def ship(run: Path, model: Path, force: bool = False, judge: Judge | None = None
     history = model / "training_runs.json"
     runs = json.loads(history.read_text()) if history.is_file() else []
     runs.append({**{k: v for k, v in report.items() if k != "metrics"},
-                 "probe": {"before": judged[0], "after": judged[1]}})
+                 "probe": {"before": judged[0], "after": judged[1]},
+                 **({"fills": {"before": filled[0], "after": filled[1]}} if filled else {})})
     history.write_text(json.dumps(runs, indent=1) + "\n")
-    return card_section(report, manifest, judged)
+    return card_section(report, manifest, judged, filled)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, server_fill=None) -> int:
+    """``server_fill`` (given by scripts/ship_model.py, which may import the server) adds the
+    held-out fill gate to the probe's."""
     p = argparse.ArgumentParser(prog="python -m training.ship",
                                 description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path, help="a training.gpu_run --out folder")
@@ -188,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def run(a) -> int:
-        print(ship(a.run, a.model, a.force), end="")
+        fills = fills_judge(server_fill) if server_fill else None
+        print(ship(a.run, a.model, a.force, fills=fills), end="")
         return 0
     return main_guarded(p, args, run)
 
