@@ -44,7 +44,7 @@ class FillJob:
     line_ending: str = "\n"
     fast: bool = False  # typing: the shortest lengths only, context carried across requests
     carry_key: str | None = None  # typing: reuse context keys/values across requests with this key
-    inline: bool = False  # an inline span (on the cursor's line): see finishes_line
+    inline: bool = False  # an inline span (on the cursor's line): see one_line_only
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ class Engine:
                         step, steps, [self.partial_text(ids) for ids in middles])),
             )
         t2 = time.perf_counter()
-        one_line = job.inline and finishes_line(prefix)
+        one_line = job.inline and one_line_only(job.settings.multiline, prefix)
         fills = [
             Fill(tidy(c.text, suffix, job.line_ending, prefix, one_line=one_line),
                  c.fill_confidence, c.length)
@@ -233,6 +233,14 @@ def finishes_line(prefix: str) -> bool:
     return bool(before) and not before.endswith(BLOCK_OPENERS)
 
 
+def one_line_only(multiline: str, prefix: str) -> bool:
+    """Whether an inline fill is cut at its first line break, by the ``multiline`` setting:
+    "auto" as ``finishes_line`` says, "never" always cut, "always" never cut."""
+    if multiline == "auto":
+        return finishes_line(prefix)
+    return multiline == "never"
+
+
 def _line_before(prefix: str) -> str:
     """The cursor's line up to the cursor."""
     return prefix[prefix.rfind("\n") + 1 :]
@@ -247,7 +255,7 @@ def tidy(text: str, suffix: str, line_ending: str = "\n", prefix: str = "",
     trailing whitespace goes when the suffix starts a new line or the file ends. When the
     hole's line is indented already (only whitespace before it), the fill's own leading
     blanks would indent it twice (BPE tokens often start with a space): they go too.
-    ``one_line``: the fill ends at its first line break (``finishes_line``).
+    ``one_line``: the fill ends at its first line break (``one_line_only``).
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if one_line:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 ALGORITHMS = ("maskgit_plus", "topk_margin", "entropy", "origin")
+MULTILINE = ("auto", "always", "never")  # ghost text of several lines: see engine.one_line
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Settings:
     enabled_languages: tuple[str, ...] = ()  # empty: every language
     fill_hole_steps: int = 64
     fill_hole_exact: bool = False  # recompute the context every step (slower, the reference)
+    multiline: str = "auto"  # ghost text of several lines: auto (not mid-statement), always, never
     enabled: bool = True
 
     def language_enabled(self, language_id: str) -> bool:
@@ -47,6 +49,7 @@ WIRE_NAMES = {
     "enabledLanguages": "enabled_languages",
     "fillHoleSteps": "fill_hole_steps",
     "fillHoleExact": "fill_hole_exact",
+    "multiline": "multiline",
     "enabled": "enabled",
 }
 
@@ -79,6 +82,15 @@ def _alg(v: Any) -> str:
     return v
 
 
+def _one_of(choices: tuple[str, ...]):
+    def check(v: Any) -> str:
+        if v not in choices:
+            raise ValueError("one of " + ", ".join(choices))
+        return v
+
+    return check
+
+
 def _languages(v: Any) -> tuple[str, ...]:
     if not isinstance(v, list | tuple) or not all(isinstance(x, str) for x in v):
         raise ValueError("a list of language ids")
@@ -102,6 +114,7 @@ _CHECKS = {
     "enabled_languages": _languages,
     "fill_hole_steps": _int_in(1, 4096),
     "fill_hole_exact": _bool,
+    "multiline": _one_of(MULTILINE),
     "enabled": _bool,
 }
 

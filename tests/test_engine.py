@@ -113,6 +113,31 @@ def test_an_inline_fill_stays_on_a_line_that_has_code(engine, monkeypatch):
     assert engine.fill(job).fills[0].text == "item in items:\n    print(item)"   # a hole
 
 
+@pytest.mark.parametrize("multiline, mid_statement, fresh_line", [
+    ("auto", "item in items:", "item in items:\n    print(item)"),
+    ("never", "item in items:", "item in items:"),
+    ("always", "item in items:\n    print(item)", "item in items:\n    print(item)"),
+])
+def test_the_multiline_setting_decides_where_inline_fills_keep_their_lines(
+        engine, monkeypatch, multiline, mid_statement, fresh_line):
+    from coda_lsp import engine as engine_module
+    from coda_lsp import fim
+    from coda_model import InfillCandidate
+
+    def candidates(model, tok, prefix_ids, suffix_ids, lengths, config, **kw):
+        return [InfillCandidate(n, [11], "item in items:\n    print(item)", [0.9], 0.9)
+                for n in lengths]
+
+    monkeypatch.setattr(engine_module, "infill", candidates)
+    chosen = dataclasses.replace(Settings(), multiline=multiline)
+    assert {f.text for f in fim.fill_between(engine, "for ", "\n", chosen, 2).fills} == \
+        {mid_statement}
+    assert {f.text for f in fim.fill_between(engine, "def f():\n    ", "\n", chosen,
+                                              2).fills} == {fresh_line}
+    hole = FillJob(prefix="for ", suffix="\n", span_lengths=(4,), steps=2, settings=chosen)
+    assert engine.fill(hole).fills[0].text == "item in items:\n    print(item)"
+
+
 @pytest.mark.parametrize("text", ["import import", " self self", "1,1,1,1", "self.self.self.",
                                   "x = x = x = x"])
 def test_stuttering_fills_are_degenerate(text):

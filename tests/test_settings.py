@@ -33,6 +33,14 @@ def test_invalid_values_fall_back_to_defaults_and_are_reported():
     assert any("unknown setting coda.bogus" in p for p in problems)
 
 
+def test_multiline_is_one_of_three_words():
+    new, problems = settings.update(DEFAULTS, {"multiline": "never"}, DEFAULTS)
+    assert new.multiline == "never" and not problems
+    new, problems = settings.update(new, {"multiline": True}, DEFAULTS)
+    assert new.multiline == "auto"
+    assert problems == ["coda.multiline must be one of auto, always, never; using 'auto'"]
+
+
 def test_alg_accepts_the_release_spelling():
     new, problems = settings.update(DEFAULTS, {"alg": "original"}, DEFAULTS)
     assert new.alg == "origin" and not problems
