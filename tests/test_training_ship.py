@@ -164,6 +164,17 @@ def test_a_probe_better_run_whose_fills_are_worse_is_refused(shipped, tiny_model
     assert ship.main([str(run), "--model", str(shipped)]) == 0   # probe only: ships
 
 
+def test_with_the_fill_path_the_fills_decide_and_the_probe_only_warns(
+        shipped, tiny_model_dir, tmp_path, monkeypatch, caplog):
+    judge_says(monkeypatch, 5.0)   # the probe: worse
+    fills_say(monkeypatch, 0.150)  # the fills: better
+    run = make_run(tmp_path, tiny_model_dir)
+    assert ship.main([str(run), "--model", str(shipped)], server_fill=print) == 0
+    assert "mean CE 4.900 → 5.000" in caplog.text and "held-out fills decide" in caplog.text
+    assert (shipped / "model.safetensors").read_bytes() == \
+        (run / "model" / "model.safetensors").read_bytes()   # installed
+
+
 def test_fills_no_worse_ship_and_are_recorded(shipped, tiny_model_dir, tmp_path, capsys,
                                               monkeypatch, better):
     calls = fills_say(monkeypatch, 0.150)

@@ -6,9 +6,10 @@ A ``training.gpu_run`` output folder (a GPU session's ``$OUT``, or a CPU run's `
 1. refuse a run that did not finish, or whose weights predict held-out code worse than the
    shipped ones on ``training.probe`` (the same rows and masks for both, run here; the run's
    own evaluation, drawn at random on its machine, is reported but too noisy to decide);
-   run as ``python scripts/ship_model.py RUN``, also refuse one whose held-out span fills,
-   through the server's own fill path, have a lower edit similarity (``fills_judge``: twice
-   a probe-better run wrote no better fills); ``--force`` ships anyway;
+   run as ``python scripts/ship_model.py RUN``, the held-out span fills through the server's
+   own fill path decide instead (``fills_judge``: refused if their edit similarity is lower;
+   twice a probe-better run wrote no better fills, and a run aimed at the fills may move the
+   probe the other way), the probe only reported; ``--force`` ships anyway;
 2. replace the weights and config of ``--model`` (default ``model/``), keeping its tokenizer
    files (runs never change the tokenizer), and check the result loads;
 3. keep provenance beside it: ``corpus_manifest.json`` (per package: version, licence, files,
@@ -208,15 +209,22 @@ def ship(run: Path, model: Path, force: bool = False, judge: Judge | None = None
         log.warning("the run's own evaluation got worse on: %s", "; ".join(worse))
     judged = (judge or probe_judge)(model, run / "model")
     before, after = judged[0]["ce_mean"], judged[1]["ce_mean"]
-    if after > before and not force:
-        raise ShipError(f"the run predicts held-out code worse than {model}: training.probe "
-                        f"mean CE {before:.3f} → {after:.3f} (--force ships anyway)")
+    probe_worse = (f"training.probe mean CE {before:.3f} → {after:.3f}"
+                   if after > before else None)
     filled = fills(model, run / "model") if fills else None
-    if filled and filled[1]["similarity"] < filled[0]["similarity"] and not force:
-        raise ShipError(f"the run fills held-out spans worse than {model}: edit similarity "
-                        f"{filled[0]['similarity']:.3f} → {filled[1]['similarity']:.3f}, exact "
-                        f"{filled[0]['exact']:.3f} → {filled[1]['exact']:.3f} (--force ships "
-                        "anyway)")
+    if filled is None:   # the probe decides
+        if probe_worse and not force:
+            raise ShipError(f"the run predicts held-out code worse than {model}: "
+                            f"{probe_worse} (--force ships anyway)")
+    else:   # what users see decides; the probe is reported
+        if probe_worse:
+            log.warning("the probe finds the run worse (%s); the held-out fills decide",
+                        probe_worse)
+        if filled[1]["similarity"] < filled[0]["similarity"] and not force:
+            raise ShipError(f"the run fills held-out spans worse than {model}: edit "
+                            f"similarity {filled[0]['similarity']:.3f} → "
+                            f"{filled[1]['similarity']:.3f}, exact {filled[0]['exact']:.3f} → "
+                            f"{filled[1]['exact']:.3f} (--force ships anyway)")
     install(run, model)
     from coda_model import load_model
     load_model(model)   # fails here, not in an editor, if the folder does not load
