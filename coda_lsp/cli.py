@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from coda_lsp import __version__, logs
-from coda_lsp.settings import ALGORITHMS, Settings
+from coda_lsp.settings import ALGORITHMS, MULTILINE, Settings
 
 if TYPE_CHECKING:  # the engine imports torch: only once the flags are known good
     from coda_lsp.engine import Fill
@@ -76,6 +76,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: auto)")
     p.add_argument("--alg", choices=(*ALGORITHMS, "original"), default=None)
+    p.add_argument("--multiline", choices=MULTILINE, default=None,
+                   help="inline fills of several lines: auto (not mid-statement), always, never")
     p.add_argument("--log-file", default=None)
     p.add_argument("-v", "--verbose", action="count", default=0)
 
@@ -131,6 +133,8 @@ def defaults_from(args: argparse.Namespace) -> Settings:
         s = replace(s, steps=args.steps)
     if args.alg is not None:
         s = replace(s, alg="origin" if args.alg == "original" else args.alg)
+    if args.multiline is not None:
+        s = replace(s, multiline=args.multiline)
     if not 0.0 <= getattr(args, "min_confidence", 0.0) <= 1.0:
         raise StartupError("--min-confidence must be between 0 and 1")
     return s

@@ -18,6 +18,7 @@ AR_BASELINE = Path(__file__).resolve().parent.parent / "benchmarks" / "ar_baseli
     (["--steps", "0", "--model", "/tmp"], "--steps"),
     (["fill", "file.py"], "expected FILE:LINE:COL"),
     (["--stdio", "--tcp"], "not allowed with argument"),
+    (["fill", "a.py:1:1", "--multiline", "sometimes"], "invalid choice"),
 ])
 def test_startup_errors_are_one_line_and_nonzero(capsys, args, needle):
     assert cli.main(args) == cli.EXIT_USAGE
@@ -63,6 +64,14 @@ def test_fill_prints_the_file_diffs_and_writes_in_place(tiny_model_dir, tmp_path
     code, out, _ = fill(capsys, str(src), "--holes", "--write", *model)
     assert out == ""
     assert (src.read_text() != before) == (code == 0)
+
+
+def test_multiline_flag_sets_the_default_every_command_starts_from():
+    for parser, extra in ((cli.serve_parser, []), (cli.fill_parser, ["a.py:1:1"]),
+                          (cli.http_parser, [])):
+        assert cli.defaults_from(parser().parse_args(extra)).multiline == "auto"
+        args = parser().parse_args([*extra, "--multiline", "never"])
+        assert cli.defaults_from(args).multiline == "never"
 
 
 def test_fill_rejects_missing_and_non_utf8_files(tiny_model_dir, tmp_path, capsys):
