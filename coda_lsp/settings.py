@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 ALGORITHMS = ("maskgit_plus", "topk_margin", "entropy", "origin")
-MULTILINE = ("auto", "always", "never")  # ghost text of several lines: see engine.one_line
+MULTILINE = ("auto", "always", "never")  # ghost text of several lines: see engine.one_line_only
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""``python scripts/ship_model.py RUN_OUT``: ``python -m training.ship`` with the held-out fill
-gate: the run ships only if its fills through the server's own path are no worse (the probe
-alone twice passed runs whose fills were not better). About 7 minutes on 2 cores."""
+"""``python scripts/ship_model.py RUN_OUT``: ``python -m training.ship`` judged by what users
+see: the run ships only if its held-out fills through the server's own path are no worse
+(the probe only warns; twice it passed runs whose fills were not better). About 7 minutes on
+2 cores. A separate script because ``training`` may not import the server."""
 
 from __future__ import annotations
 

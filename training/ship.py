@@ -102,14 +102,14 @@ def fills_judge(server_fill, **fill_eval) -> Judge:
     """Judge by held-out span fills through the server's fill path (``server_fill`` as
     ``training.evaluate`` takes it): mean exact match, edit similarity and parse rate of the
     shipped model and the candidate on the same cases."""
-    settings = {**FILL_EVAL, **fill_eval}
+    options = {**FILL_EVAL, **fill_eval}
 
     def judge(model: Path, candidate: Path) -> tuple[dict, dict]:
         from .evaluate import evaluate
         scores = []
         with tempfile.TemporaryDirectory() as tmp:
             for folder in (model, stage(candidate, model, Path(tmp) / "candidate")):
-                result = evaluate(folder, server_fill=server_fill, **settings)
+                result = evaluate(folder, server_fill=server_fill, **options)
                 row = next(r for r in result["summary"] if r["system"] == "diffusion")
                 scores.append({k: row["tasks"]["heldout"][k] for k in FILL_METRICS})
         return scores[0], scores[1]
