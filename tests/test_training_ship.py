@@ -160,6 +160,7 @@ def test_a_probe_better_run_whose_fills_are_worse_is_refused(shipped, tiny_model
     assert ship.main([str(run), "--model", str(shipped)], server_fill=print) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "edit similarity 0.139 → 0.120" in err
+    assert err.startswith("scripts/ship_model.py: error:")
     assert (shipped / "model.safetensors").read_bytes() == weights
     assert ship.main([str(run), "--model", str(shipped)]) == 0   # probe only: ships
 
