@@ -8,6 +8,7 @@ uses the same two calls synchronously.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -30,6 +31,8 @@ INLINE_CANDIDATES = 2  # mask counts tried per keystroke-driven request (hole fi
 CARRIED_DOCUMENTS = 4  # context keys/values kept for this many documents (~117 MB each at 1.7B)
 STOP_WEIGHT = 0.0  # padding committed last: longer, less often empty fills (bench_ranking.py)
 HOLE_CACHE_WINDOW = 16  # hole fills recompute this much context by the hole: 97 % same as exact
+HEAL_WORD = re.compile(r"\w$")  # the cursor right after a word character
+HEAL_TOKEN = re.compile(r" ?\w+")  # a word piece, with the space BPE joins to it
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class Engine:
         self.tokenizer = tokenizer
         self.device = device
         self.carries: OrderedDict[str, ContextCarry] = OrderedDict()  # worker thread only
+        self.starting_with = functools.lru_cache(maxsize=1024)(self._starting_with)
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", dtype: str | None = None) -> Engine:
@@ -113,6 +117,7 @@ class Engine:
         dev = pick_device(device)
         model = load_model(model_dir, device=dev, dtype=pick_dtype(dtype, dev))
         tokenizer = load_tokenizer(model_dir)
+        tokenizer.token_texts  # noqa: B018 -- computed now, not on the first keystroke
         return cls(model, tokenizer, dev)
 
     def context_budget(self, settings: Settings) -> int:
@@ -162,6 +167,11 @@ class Engine:
         prefix_ids = p.prefix_ids
         if carry is not None:  # keep the window's far end where the carried keys start
             prefix_ids = prefix_ids[carry.overhang(prefix_ids):]
+        healed, first_banned = "", None
+        if job.inline and HEAL_WORD.search(prefix):  # the cursor may be inside a word
+            healed, first_banned = self.healing(prefix_ids)
+        if first_banned is not None:  # its last token is decided again, with the fill
+            prefix_ids, lengths = prefix_ids[:-1], [n + 1 for n in lengths]
         t1 = time.perf_counter()
         with torch.inference_mode():
             candidates = infill(
@@ -174,15 +184,17 @@ class Engine:
                 should_stop=should_stop,
                 on_step=on_step,
                 carry=carry,
+                first_banned=first_banned,
                 on_middles=None if on_partial is None else (
                     lambda step, steps, middles: on_partial(
-                        step, steps, [self.partial_text(ids) for ids in middles])),
+                        step, steps, [self.partial_text(ids).removeprefix(healed)
+                                      for ids in middles])),
             )
         t2 = time.perf_counter()
         one_line = job.inline and one_line_only(job.settings.multiline, prefix)
         fills = [
-            Fill(tidy(c.text, suffix, job.line_ending, prefix, one_line=one_line),
-                 c.fill_confidence, c.length)
+            Fill(tidy(c.text.removeprefix(healed), suffix, job.line_ending, prefix,
+                      one_line=one_line), c.fill_confidence, c.length)
             for c in candidates
         ]
         timings = {"prompt": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3}
@@ -207,6 +219,29 @@ class Engine:
             else:
                 run.append(token)
         return "".join(out) + tok.decode(run)
+
+    def healing(self, prefix_ids: list[int]) -> tuple[str, torch.Tensor | None]:
+        """Token healing for a cursor inside a word: the prefix's last token (say "s" of
+        "self") was cut where the cursor is, a split the model never saw in training, so it is
+        dropped from the prefix and the fill's first token must start with its text ("self",
+        "super", "s" itself). Returns that text and the [V] mask of tokens the first canvas
+        position may not take; ("", None) when the last token is not a word piece (or is the
+        only one: a fill needs a token before it).
+        Measured on 400 held-out inline spans (benchmarks/README.md, "Token healing")."""
+        texts = self.tokenizer.token_texts
+        last = prefix_ids[-1] if len(prefix_ids) > 1 else -1
+        text = texts[last] if 0 <= last < len(texts) else ""
+        if not HEAL_TOKEN.fullmatch(text):
+            return "", None
+        banned = torch.ones(self.model.config.vocab_size, dtype=torch.bool)
+        banned[list(self.starting_with(text))] = False
+        return text, banned
+
+    def _starting_with(self, text: str) -> tuple[int, ...]:
+        """Ids whose text starts with ``text`` (cached: one vocabulary scan per word piece)."""
+        vocab = self.model.config.vocab_size
+        return tuple(i for i, t in enumerate(self.tokenizer.token_texts[:vocab])
+                     if t.startswith(text))
 
     def carry(self, key: str | None) -> ContextCarry | None:
         """The document's context carry; the least recently used beyond CARRIED_DOCUMENTS go."""

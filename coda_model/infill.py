@@ -70,6 +70,7 @@ def infill(
     on_step: Callable[[int, int], None] | None = None,
     carry: ContextCarry | None = None,
     on_middles: Callable[[int, int, list[list[int]]], None] | None = None,
+    first_banned: torch.Tensor | None = None,
 ) -> list[InfillCandidate]:
     """One candidate per length, in the order given. Raises Cancelled if should_stop() fires.
 
@@ -77,7 +78,9 @@ def infill(
     still in place (for clients that draw the fill sharpening).
 
     carry (with config.context_cache): context keys/values from the previous call on the same
-    text, updated for the next one (see ContextCarry)."""
+    text, updated for the next one (see ContextCarry).
+
+    first_banned ([V] bool): tokens the first middle token may not be (token healing)."""
     if not prefix_ids:
         raise ValueError("infill needs at least one prefix token: the first mask is predicted "
                          "by the output of the token before it")
@@ -103,7 +106,9 @@ def infill(
                                      for row, n in enumerate(lengths)])
     out = denoise(model, ids, config, mask_id=tokenizer.mask_id, should_stop=should_stop,
                   on_step=on_step, key_mask=key_mask, forward=forward, probs_out=probs,
-                  on_state=on_state, stop_ids=(tokenizer.pad_id, tokenizer.eos_id))
+                  on_state=on_state, stop_ids=(tokenizer.pad_id, tokenizer.eos_id),
+                  allowed_at=None if first_banned is None else (
+                      len(prefix_ids), first_banned.to(device)))
     stops = fill_ends(tokenizer)   # every mask is committed by now
     end = start + max(lengths)
     middles, probs = out[:, start:end].tolist(), probs[:, start:end].tolist()  # one read each

@@ -155,6 +155,7 @@ def denoise(
     probs_out: torch.Tensor | None = None,
     on_state: Callable[[int, int, torch.Tensor], None] | None = None,
     stop_ids: Sequence[int] = (),
+    allowed_at: tuple[int, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Return `input_ids` [B, L] with every mask filled.
 
@@ -163,7 +164,9 @@ def denoise(
     logits provider (default: full recomputation); probs_out [B, L] receives the probability
     each committed token had when it was committed; on_state(step, steps, x) sees the canvas
     after each step (read-only: for showing a fill as it sharpens); stop_ids (pad, eos) are
-    the tokens config.stop_weight applies to.
+    the tokens config.stop_weight applies to; allowed_at (column, banned [V] bool) keeps the
+    tokens marked banned out of that one column (token healing: the first token of a fill
+    must start with the text of the prefix token it replaces).
 
     The step loop keeps its work on the model's device: mask counts are read once and then
     tracked on the host (each step commits a known number), so a step waits on the device
@@ -192,7 +195,8 @@ def denoise(
                 break
             eligible = (x == mask_id).logical_and_(block)
             left = _step(forward, x, eligible, left, timesteps[i], timesteps[i + 1],
-                         i == steps_per_block - 1, config, mask_id, generator, probs_out, stops)
+                         i == steps_per_block - 1, config, mask_id, generator, probs_out, stops,
+                         allowed_at)
             done += 1
             if on_step is not None:
                 on_step(done, steps_per_block * len(blocks))
@@ -208,7 +212,7 @@ def mask_region(mask: torch.Tensor) -> tuple[int, int] | None:
 
 
 def _step(forward, x, eligible, left, t, s, last, config, mask_id, generator, probs_out,
-          stops=None):
+          stops=None, allowed_at=None):
     """One denoising step in place on x; returns the masks left per row (host ints)."""
     batch = x.shape[0]
     if config.alg == "origin":
@@ -219,6 +223,7 @@ def _step(forward, x, eligible, left, t, s, last, config, mask_id, generator, pr
         reveal[eligible] = draws < p_transfer
         if reveal.any():
             logits = gathered(forward(x, reveal), reveal, forward)
+            logits = _restrict(logits, reveal, None, allowed_at)
             _, tokens, prob = propose(logits, config, generator, mask_id)
             x[reveal] = tokens
             if probs_out is not None:
@@ -233,6 +238,7 @@ def _step(forward, x, eligible, left, t, s, last, config, mask_id, generator, pr
     region = getattr(forward, "dense_region", None)
     if region is not None and config.temperature > 0:  # sampled: draws for the masks only
         logits, region = gathered(logits, eligible, forward), None
+    logits = _restrict(logits, eligible, region, allowed_at)
     confidence, tokens, prob = propose(logits.flatten(0, -2), config, generator, mask_id)
     if stops is not None:  # padding is easy to predict: left alone, it is committed first and
         # a weak model's fill ends before it starts. Scaled towards "least sure" instead.
@@ -268,6 +274,26 @@ def _step(forward, x, eligible, left, t, s, last, config, mask_id, generator, pr
         if probs_out is not None:
             probs_out[r, chosen] = full_prob[r, chosen].to(probs_out.dtype)
     return [n - k for n, k in zip(left, counts, strict=True)]
+
+
+def _restrict(logits, positions, region, allowed_at):
+    """Logits with the banned tokens of ``allowed_at`` floored in its column; no host sync.
+    Layouts as ``gathered`` reads them: [N, V] in the row-major order of ``positions``, or
+    [B, W, V] for the columns of ``region``."""
+    if allowed_at is None:
+        return logits
+    col, banned = allowed_at
+    floor = torch.finfo(logits.dtype).min
+    if region is None:
+        in_col = torch.zeros_like(positions)
+        in_col[:, col] = positions[:, col]
+        return logits.masked_fill(in_col[positions][:, None] & banned[None, :], floor)
+    lo, hi = region
+    if not lo <= col < hi:
+        return logits
+    in_col = torch.zeros(hi - lo, dtype=torch.bool, device=logits.device)
+    in_col[col - lo] = True
+    return logits.masked_fill(in_col[None, :, None] & banned[None, None, :], floor)
 
 
 def _f32(value: float) -> float:

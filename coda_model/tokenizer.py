@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import cached_property
 from pathlib import Path
 
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
@@ -65,6 +66,12 @@ class Tokenizer:
 
     def token(self, token_id: int) -> str | None:
         return self.backend.id_to_token(token_id)
+
+    @cached_property
+    def token_texts(self) -> list[str]:
+        """Each id's text on its own (a batched decode, once: ~0.4 s for Qwen2's 151 k)."""
+        return self.backend.decode_batch([[i] for i in range(self.vocab_size)],
+                                         skip_special_tokens=False)
 
 
 def _token_name(value) -> str | None:

@@ -1,6 +1,7 @@
 """The engine caps the context at the model's trained positions and keeps typing batches small."""
 
 import dataclasses
+import re
 
 import pytest
 
@@ -136,6 +137,48 @@ def test_the_multiline_setting_decides_where_inline_fills_keep_their_lines(
                                               2).fills} == {fresh_line}
     hole = FillJob(prefix="for ", suffix="\n", span_lengths=(4,), steps=2, settings=chosen)
     assert engine.fill(hole).fills[0].text == "item in items:\n    print(item)"
+
+
+def test_inside_a_word_the_last_prefix_token_is_decided_again_with_the_fill(engine,
+                                                                          monkeypatch):
+    """Token healing: "return a" cut after "a" is a split the model never saw; the token goes
+    from the prefix, the fill's first token must start with its text, and the ghost text is
+    what follows the cursor."""
+    from coda_lsp import engine as engine_module
+    from coda_lsp import fim
+    from coda_model import InfillCandidate
+
+    calls = []
+
+    def candidates(model, tok, prefix_ids, suffix_ids, lengths, config, **kw):
+        calls.append((list(prefix_ids), list(lengths), kw.get("first_banned")))
+        return [InfillCandidate(n, [11], " abc + b", [0.9], 0.9) for n in lengths]
+
+    monkeypatch.setattr(engine_module, "infill", candidates)
+    tok = engine.tokenizer
+    word = fim.fill_between(engine, "def add(a, b):\n    return a", "\n", Settings(), 2)
+    spaced = fim.fill_between(engine, "def add(a, b):\n    return ", "\n", Settings(), 2)
+    hole = engine.fill(FillJob(prefix="x = a", suffix="\n", span_lengths=(4,), steps=2,
+                               settings=Settings()))
+    monkeypatch.setattr(engine_module, "HEAL_WORD", re.compile("(?!)"))   # healing off
+    fim.fill_between(engine, "def add(a, b):\n    return a", "\n", Settings(), 2)
+    (word_ids, word_lengths, banned), (_, _, none), (_, _, hole_ban), (ids, lengths, _) = calls
+    assert tok.decode(ids[-1:]) == " a" and word_ids == ids[:-1]
+    assert word_lengths == [n + 1 for n in lengths]   # the canvas holds the token again
+    assert banned is not None and none is None and hole_ban is None
+    allowed = {i for i in range(len(banned)) if not banned[i]}
+    assert allowed == {i for i, t in enumerate(tok.token_texts) if t.startswith(" a")}
+    assert {f.text for f in word.fills} == {"bc + b"}       # " a" was typed already
+    assert {f.text for f in spaced.fills} == {" abc + b"}   # no word to heal: as written
+    assert hole.fills[0].text == " abc + b"
+
+
+def test_healing_leaves_punctuation_and_one_token_prefixes_alone(engine):
+    tok = engine.tokenizer
+    assert engine.healing(tok.encode("f(x)")) == ("", None)
+    assert engine.healing(tok.encode("x"))[1] is None        # the fill needs a token before it
+    text, banned = engine.healing(tok.encode("y = sel"))
+    assert tok.decode(tok.encode("y = sel")[-1:]) == text and not banned.all()
 
 
 @pytest.mark.parametrize("text", ["import import", " self self", "1,1,1,1", "self.self.self.",

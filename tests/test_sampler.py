@@ -152,6 +152,23 @@ def test_infill_text_ends_at_a_control_token():
     assert plain.ids == [7, 9, 8]   # a tokenizer that flags nothing keeps it (old behaviour)
 
 
+@pytest.mark.parametrize("config", [SamplerConfig(steps=3),
+                                    SamplerConfig(steps=3, temperature=0.01, seed=1),
+                                    SamplerConfig(steps=3, alg="origin", seed=1)],
+                         ids=["dense", "gathered", "origin"])
+def test_a_banned_column_takes_its_next_choice_and_no_other_column_changes(config):
+    # first choices: 7, 9, 8; second choice at position 1 is 10
+    table = torch.zeros(16, 5)
+    table[7, 0], table[10, 0], table[9, 1], table[8, 2] = 9.0, 6.0, 9.0, 9.0
+    x = torch.tensor([[5, MASK, MASK, MASK, 6]])
+    free = denoise(ScriptedModel(table), x, config, mask_id=MASK)
+    banned = torch.zeros(16, dtype=torch.bool)
+    banned[[7, 9, 8]] = True   # 9 and 8 are banned too, but only column 1 is restricted
+    healed = denoise(ScriptedModel(table), x, config, mask_id=MASK, allowed_at=(1, banned))
+    assert free[0].tolist() == [5, 7, 9, 8, 6]
+    assert healed[0].tolist() == [5, 10, 9, 8, 6]
+
+
 def test_the_real_tokenizers_flag_their_fim_and_chat_markers():
     from pathlib import Path
     tok = load_tokenizer(Path(__file__).resolve().parents[1] / "model")
