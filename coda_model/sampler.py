@@ -277,9 +277,9 @@ def _step(forward, x, eligible, left, t, s, last, config, mask_id, generator, pr
 
 
 def _restrict(logits, positions, region, allowed_at):
-    """Logits with the banned tokens of ``allowed_at`` floored in its column; no host sync.
-    Layouts as ``gathered`` reads them: [N, V] in the row-major order of ``positions``, or
-    [B, W, V] for the columns of ``region``."""
+    """Logits with the banned tokens of ``allowed_at`` floored in its column. Layouts as
+    ``gathered`` reads them: [B, W, V] for the columns of ``region`` (the greedy path: no host
+    sync), or [N, V] in the row-major order of ``positions`` (whose count is already read)."""
     if allowed_at is None:
         return logits
     col, banned = allowed_at
