@@ -109,7 +109,7 @@ class Engine:
         self.tokenizer = tokenizer
         self.device = device
         self.carries: OrderedDict[str, ContextCarry] = OrderedDict()  # worker thread only
-        self.starting_with = functools.lru_cache(maxsize=1024)(self._starting_with)
+        self.banned_before = functools.lru_cache(maxsize=1024)(self._banned_before)
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", dtype: str | None = None) -> Engine:
@@ -233,15 +233,15 @@ class Engine:
         text = texts[last] if 0 <= last < len(texts) else ""
         if not HEAL_TOKEN.fullmatch(text):
             return "", None
-        banned = torch.ones(self.model.config.vocab_size, dtype=torch.bool)
-        banned[list(self.starting_with(text))] = False
-        return text, banned
+        return text, self.banned_before(text)
 
-    def _starting_with(self, text: str) -> tuple[int, ...]:
-        """Ids whose text starts with ``text`` (cached: one vocabulary scan per word piece)."""
+    def _banned_before(self, text: str) -> torch.Tensor:
+        """[V] mask of the ids whose text does not start with ``text`` (cached per word piece:
+        one vocabulary scan, then reused on every keystroke; callers only read it)."""
         vocab = self.model.config.vocab_size
-        return tuple(i for i, t in enumerate(self.tokenizer.token_texts[:vocab])
-                     if t.startswith(text))
+        texts = self.tokenizer.token_texts
+        return torch.tensor([i >= len(texts) or not texts[i].startswith(text)
+                             for i in range(vocab)])
 
     def carry(self, key: str | None) -> ContextCarry | None:
         """The document's context carry; the least recently used beyond CARRIED_DOCUMENTS go."""

@@ -93,27 +93,6 @@ def test_a_short_real_fill_beats_a_long_padded_one(engine, monkeypatch):
     assert [f.text for f in engine_module.rank(fills, 0.1, lambda t: 0)] == ["0, 1,1", "0"]
 
 
-def test_an_inline_fill_stays_on_a_line_that_has_code(engine, monkeypatch):
-    """Mid-statement, the lines a model runs on to are cut (HTTP/inline path); on a fresh line
-    and in holes they are kept."""
-    from coda_lsp import engine as engine_module
-    from coda_lsp import fim
-    from coda_model import InfillCandidate
-
-    def candidates(model, tok, prefix_ids, suffix_ids, lengths, config, **kw):
-        return [InfillCandidate(n, [11], "item in items:\n    print(item)", [0.9], 0.9)
-                for n in lengths]
-
-    monkeypatch.setattr(engine_module, "infill", candidates)
-    texts = {f.text for f in fim.fill_between(engine, "for ", "\n", Settings(), 2).fills}
-    assert texts == {"item in items:"}
-    texts = {f.text for f in fim.fill_between(engine, "def f():\n    ", "\n", Settings(),
-                                               2).fills}
-    assert texts == {"item in items:\n    print(item)"}
-    job = FillJob(prefix="for ", suffix="\n", span_lengths=(4,), steps=2, settings=Settings())
-    assert engine.fill(job).fills[0].text == "item in items:\n    print(item)"   # a hole
-
-
 @pytest.mark.parametrize("multiline, mid_statement, fresh_line", [
     ("auto", "item in items:", "item in items:\n    print(item)"),
     ("never", "item in items:", "item in items:"),
@@ -121,6 +100,8 @@ def test_an_inline_fill_stays_on_a_line_that_has_code(engine, monkeypatch):
 ])
 def test_the_multiline_setting_decides_where_inline_fills_keep_their_lines(
         engine, monkeypatch, multiline, mid_statement, fresh_line):
+    """"auto": mid-statement, the lines a model runs on to are cut (HTTP/inline path); on a
+    fresh line and in holes they are kept. "never" / "always": cut / kept everywhere inline."""
     from coda_lsp import engine as engine_module
     from coda_lsp import fim
     from coda_model import InfillCandidate
