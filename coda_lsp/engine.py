@@ -31,8 +31,7 @@ INLINE_CANDIDATES = 2  # mask counts tried per keystroke-driven request (hole fi
 CARRIED_DOCUMENTS = 4  # context keys/values kept for this many documents (~117 MB each at 1.7B)
 STOP_WEIGHT = 0.0  # padding committed last: longer, less often empty fills (bench_ranking.py)
 HOLE_CACHE_WINDOW = 16  # hole fills recompute this much context by the hole: 97 % same as exact
-HEAL_WORD = re.compile(r"\w$")  # the cursor right after a word character
-HEAL_TOKEN = re.compile(r" ?\w+")  # a word piece, with the space BPE joins to it
+HEAL_DEPTH = 3  # prefix tokens a heal may take back: a word cut into pieces ("ret" + "u")
 
 
 @dataclass(frozen=True)
@@ -48,6 +47,16 @@ class FillJob:
     fast: bool = False  # typing: the shortest lengths only, context carried across requests
     carry_key: str | None = None  # typing: reuse context keys/values across requests with this key
     inline: bool = False  # an inline span (on the cursor's line): see one_line_only
+
+
+@dataclass(frozen=True)
+class Healing:
+    """The prompt's end re-decided with the fill (``Engine.healing``)."""
+
+    prefix_ids: list[int]  # the prefix without the tokens taken back
+    text: str  # their text: the fill's first token starts with it, the offer drops it
+    banned: torch.Tensor  # [V] bool: what the first canvas position may not be
+    extra: int  # canvas positions added for the text
 
 
 @dataclass(frozen=True)
@@ -167,11 +176,10 @@ class Engine:
         prefix_ids = p.prefix_ids
         if carry is not None:  # keep the window's far end where the carried keys start
             prefix_ids = prefix_ids[carry.overhang(prefix_ids):]
-        healed, first_banned = "", None
-        if job.inline and HEAL_WORD.search(prefix):  # the cursor may be inside a word
-            healed, first_banned = self.healing(prefix_ids)
-        if first_banned is not None:  # its last token is decided again, with the fill
-            prefix_ids, lengths = prefix_ids[:-1], [n + 1 for n in lengths]
+        heal = self.healing(prefix_ids) if job.inline else None
+        healed, first_banned = ("", None) if heal is None else (heal.text, heal.banned)
+        if heal is not None:  # the prompt's last tokens are decided again, with the fill
+            prefix_ids, lengths = heal.prefix_ids, [n + heal.extra for n in lengths]
         t1 = time.perf_counter()
         with torch.inference_mode():
             candidates = infill(
@@ -220,28 +228,41 @@ class Engine:
                 run.append(token)
         return "".join(out) + tok.decode(run)
 
-    def healing(self, prefix_ids: list[int]) -> tuple[str, torch.Tensor | None]:
-        """Token healing for a cursor inside a word: the prefix's last token (say "s" of
-        "self") was cut where the cursor is, a split the model never saw in training, so it is
-        dropped from the prefix and the fill's first token must start with its text ("self",
-        "super", "s" itself). Returns that text and the [V] mask of tokens the first canvas
-        position may not take; ("", None) when the last token is not a word piece (or is the
-        only one: a fill needs a token before it).
+    def healing(self, prefix_ids: list[int]) -> Healing | None:
+        """Token healing: where the cursor is, BPE cut the text in a place it never cuts when
+        the code goes on ("s" of "self", "ret" + "u" of "return", "." of ".append", the " "
+        of " self", an indentation whose last blank belongs to the next word), so the model
+        sees splits it never saw in training. The prefix's last token goes back into the
+        canvas (with the ones before it while some token still starts with their joined
+        text, up to HEAL_DEPTH; a run of blanks gives back only its last blank), and the
+        fill's first token must start with that text. None for a one-token prefix (a fill
+        needs a token before it) or a token that is part of a character.
         Measured on 400 held-out inline spans (benchmarks/README.md, "Token healing")."""
-        texts = self.tokenizer.token_texts
-        last = prefix_ids[-1] if len(prefix_ids) > 1 else -1
-        text = texts[last] if 0 <= last < len(texts) else ""
-        if not HEAL_TOKEN.fullmatch(text):
-            return "", None
-        return text, self.banned_before(text)
+        if len(prefix_ids) < 2:
+            return None
+        tok = self.tokenizer
+        texts = tok.token_texts
+        text = texts[prefix_ids[-1]] if prefix_ids[-1] < len(texts) else "\ufffd"
+        if "\ufffd" in text:
+            return None
+        if len(text) > 1 and text.isspace() and "\n" not in text:
+            kept = prefix_ids[:-1] + tok.encode(text[:-1], allow_special=False)
+            return Healing(kept, text[-1], self.banned_before(text[-1]), 1)
+        k = 1
+        while k < min(HEAL_DEPTH, len(prefix_ids) - 1):
+            longer = texts[prefix_ids[-k - 1]] + text
+            if "\ufffd" in longer or self.banned_before(longer).all():
+                break
+            k, text = k + 1, longer
+        return Healing(prefix_ids[:-k], text, self.banned_before(text), k)
 
     def _banned_before(self, text: str) -> torch.Tensor:
-        """[V] mask of the ids whose text does not start with ``text`` (cached per word piece:
-        one vocabulary scan, then reused on every keystroke; callers only read it)."""
-        vocab = self.model.config.vocab_size
-        texts = self.tokenizer.token_texts
-        return torch.tensor([i >= len(texts) or not texts[i].startswith(text)
-                             for i in range(vocab)])
+        """[V] mask of the ids whose text does not start with ``text`` (cached per text: one
+        binary search, then reused on every keystroke; callers only read it)."""
+        banned = torch.ones(self.model.config.vocab_size, dtype=torch.bool)
+        allowed = [i for i in self.tokenizer.ids_starting_with(text) if i < len(banned)]
+        banned[allowed] = False
+        return banned
 
     def carry(self, key: str | None) -> ContextCarry | None:
         """The document's context carry; the least recently used beyond CARRIED_DOCUMENTS go."""
@@ -349,5 +370,5 @@ def rank(fills: list[Fill], threshold: float, errors_of: Callable[[str], int]) -
     return kept
 
 
-__all__ = ["Cancelled", "Engine", "Fill", "FillJob", "FillResult", "finishes_line", "rank",
-           "tidy"]
+__all__ = ["Cancelled", "Engine", "Fill", "FillJob", "FillResult", "Healing", "finishes_line",
+           "rank", "tidy"]

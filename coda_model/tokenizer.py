@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from bisect import bisect_left
 from functools import cached_property
 from pathlib import Path
 
@@ -72,6 +73,22 @@ class Tokenizer:
         """Each id's text on its own (a batched decode, once: ~0.4 s for Qwen2's 151 k)."""
         return self.backend.decode_batch([[i] for i in range(self.vocab_size)],
                                          skip_special_tokens=False)
+
+    @cached_property
+    def _sorted_texts(self) -> tuple[list[str], list[int]]:
+        """Ordinary tokens' texts in sorted order with their ids (control tokens, mask, pad and
+        eos left out): the tokens that start with a given text are one run of it."""
+        skip = {self.mask_id, self.pad_id, self.eos_id, *self.control_ids}
+        pairs = sorted((t, i) for i, t in enumerate(self.token_texts) if i not in skip)
+        return [t for t, _ in pairs], [i for _, i in pairs]
+
+    def ids_starting_with(self, text: str) -> list[int]:
+        """Ids of the ordinary tokens whose text starts with ``text`` (a binary search)."""
+        texts, ids = self._sorted_texts
+        lo = hi = bisect_left(texts, text)
+        while hi < len(texts) and texts[hi].startswith(text):
+            hi += 1
+        return ids[lo:hi]
 
 
 def _token_name(value) -> str | None:

@@ -1,7 +1,6 @@
 """The engine caps the context at the model's trained positions and keeps typing batches small."""
 
 import dataclasses
-import re
 
 import pytest
 
@@ -120,11 +119,10 @@ def test_the_multiline_setting_decides_where_inline_fills_keep_their_lines(
     assert engine.fill(hole).fills[0].text == "item in items:\n    print(item)"
 
 
-def test_inside_a_word_the_last_prefix_token_is_decided_again_with_the_fill(engine,
-                                                                          monkeypatch):
+def test_the_last_prefix_token_is_decided_again_with_the_fill(engine, monkeypatch):
     """Token healing: "return a" cut after "a" is a split the model never saw; the token goes
     from the prefix, the fill's first token must start with its text, and the ghost text is
-    what follows the cursor."""
+    what follows the cursor. Holes (spans at syntax boundaries) are filled as written."""
     from coda_lsp import engine as engine_module
     from coda_lsp import fim
     from coda_model import InfillCandidate
@@ -138,28 +136,66 @@ def test_inside_a_word_the_last_prefix_token_is_decided_again_with_the_fill(engi
     monkeypatch.setattr(engine_module, "infill", candidates)
     tok = engine.tokenizer
     word = fim.fill_between(engine, "def add(a, b):\n    return a", "\n", Settings(), 2)
-    spaced = fim.fill_between(engine, "def add(a, b):\n    return ", "\n", Settings(), 2)
     hole = engine.fill(FillJob(prefix="x = a", suffix="\n", span_lengths=(4,), steps=2,
                                settings=Settings()))
-    monkeypatch.setattr(engine_module, "HEAL_WORD", re.compile("(?!)"))   # healing off
+    monkeypatch.setattr(Engine, "healing", lambda self, ids: None)   # healing off
     fim.fill_between(engine, "def add(a, b):\n    return a", "\n", Settings(), 2)
-    (word_ids, word_lengths, banned), (_, _, none), (_, _, hole_ban), (ids, lengths, _) = calls
+    (word_ids, word_lengths, banned), (_, _, hole_ban), (ids, lengths, _) = calls
     assert tok.decode(ids[-1:]) == " a" and word_ids == ids[:-1]
     assert word_lengths == [n + 1 for n in lengths]   # the canvas holds the token again
-    assert banned is not None and none is None and hole_ban is None
+    assert banned is not None and hole_ban is None
     allowed = {i for i in range(len(banned)) if not banned[i]}
     assert allowed == {i for i, t in enumerate(tok.token_texts) if t.startswith(" a")}
     assert {f.text for f in word.fills} == {"bc + b"}       # " a" was typed already
-    assert {f.text for f in spaced.fills} == {" abc + b"}   # no word to heal: as written
     assert hole.fills[0].text == " abc + b"
 
 
-def test_healing_leaves_punctuation_and_one_token_prefixes_alone(engine):
+@pytest.mark.parametrize("source, healed, taken_back", [
+    ("f(x)", ")", 1),                  # punctuation: ")" may become "):" or "))"
+    ("return a", " a", 1),             # a word piece with its space
+    ("x = self.ite", "ite", 2),        # "it" + "e": a token starts with "ite" ("item")
+    ("x = ", " ", 1),                  # BPE joins the blank to the next word
+])
+def test_healing_takes_back_the_tokens_the_cursor_cut(engine, source, healed, taken_back):
     tok = engine.tokenizer
-    assert engine.healing(tok.encode("f(x)")) == ("", None)
-    assert engine.healing(tok.encode("x"))[1] is None        # the fill needs a token before it
-    text, banned = engine.healing(tok.encode("y = sel"))
-    assert tok.decode(tok.encode("y = sel")[-1:]) == text and not banned.all()
+    ids = tok.encode(source)
+    heal = engine.healing(ids)
+    assert heal.text == healed and heal.prefix_ids == ids[:-taken_back]
+    assert heal.extra == taken_back and tok.decode(heal.prefix_ids) + heal.text == source
+    allowed = {i for i in range(len(heal.banned)) if not heal.banned[i]}
+    specials = {tok.mask_id, tok.pad_id, tok.eos_id, *tok.control_ids}
+    assert allowed == {i for i, t in enumerate(tok.token_texts)
+                       if t.startswith(healed) and i not in specials}
+
+
+def test_healing_stops_where_no_token_spans_the_pieces(engine):
+    """"x = self.ite": no token starts with ".ite", so "." stays in the prompt."""
+    texts = engine.tokenizer.token_texts
+    assert any(t.startswith("ite") for t in texts) and not any(t.startswith(".ite")
+                                                               for t in texts)
+    assert engine.healing(engine.tokenizer.encode("x = self.ite")).text == "ite"
+
+
+def test_healing_gives_back_only_the_last_blank_of_an_indentation(engine):
+    """BPE gives a word the blank before it (" return"), so an indentation the cursor ends is
+    cut one blank short and the fill starts with that blank."""
+    tok = engine.tokenizer
+    source = "def f():\n        "
+    ids = tok.encode(source)
+    assert tok.token_texts[ids[-1]] == "    "   # this tokenizer's last token: four blanks
+    heal = engine.healing(ids)
+    assert tok.decode(heal.prefix_ids) == source[:-1] and heal.text == " "
+    assert heal.extra == 1
+
+
+def test_healing_leaves_one_token_prefixes_and_parts_of_characters_alone(engine, monkeypatch):
+    tok = engine.tokenizer
+    assert engine.healing(tok.encode("x")) is None        # the fill needs a token before it
+    ids = tok.encode("x = y")
+    texts = list(tok.token_texts)
+    texts[ids[-1]] = "\ufffd"                            # a byte of a character, on its own
+    monkeypatch.setitem(vars(tok), "token_texts", texts)   # the cached property's value
+    assert engine.healing(ids) is None
 
 
 @pytest.mark.parametrize("text", ["import import", " self self", "1,1,1,1", "self.self.self.",
