@@ -126,7 +126,7 @@ class Engine:
         dev = pick_device(device)
         model = load_model(model_dir, device=dev, dtype=pick_dtype(dtype, dev))
         tokenizer = load_tokenizer(model_dir)
-        tokenizer.token_texts  # noqa: B018 -- computed now, not on the first keystroke
+        tokenizer.texts_in_order  # noqa: B018 -- decoded and sorted now, not on a keystroke
         return cls(model, tokenizer, dev)
 
     def context_budget(self, settings: Settings) -> int:
@@ -176,7 +176,7 @@ class Engine:
         prefix_ids = p.prefix_ids
         if carry is not None:  # keep the window's far end where the carried keys start
             prefix_ids = prefix_ids[carry.overhang(prefix_ids):]
-        heal = self.healing(prefix_ids) if job.inline else None
+        heal = self.healing(prefix_ids)
         healed, first_banned = ("", None) if heal is None else (heal.text, heal.banned)
         if heal is not None:  # the prompt's last tokens are decided again, with the fill
             prefix_ids, lengths = heal.prefix_ids, [n + heal.extra for n in lengths]
@@ -237,7 +237,8 @@ class Engine:
         text, up to HEAL_DEPTH; a run of blanks gives back only its last blank), and the
         fill's first token must start with that text. None for a one-token prefix (a fill
         needs a token before it) or a token that is part of a character.
-        Measured on 400 held-out inline spans (benchmarks/README.md, "Token healing")."""
+        Every fill heals, inline and hole alike: both gained on 400 held-out spans
+        (benchmarks/README.md, "Token healing")."""
         if len(prefix_ids) < 2:
             return None
         tok = self.tokenizer

@@ -75,7 +75,7 @@ class Tokenizer:
                                          skip_special_tokens=False)
 
     @cached_property
-    def _sorted_texts(self) -> tuple[list[str], list[int]]:
+    def texts_in_order(self) -> tuple[list[str], list[int]]:
         """Ordinary tokens' texts in sorted order with their ids (control tokens, mask, pad and
         eos left out): the tokens that start with a given text are one run of it."""
         skip = {self.mask_id, self.pad_id, self.eos_id, *self.control_ids}
@@ -84,7 +84,7 @@ class Tokenizer:
 
     def ids_starting_with(self, text: str) -> list[int]:
         """Ids of the ordinary tokens whose text starts with ``text`` (a binary search)."""
-        texts, ids = self._sorted_texts
+        texts, ids = self.texts_in_order
         lo = hi = bisect_left(texts, text)
         while hi < len(texts) and texts[hi].startswith(text):
             hi += 1

@@ -122,7 +122,7 @@ def test_the_multiline_setting_decides_where_inline_fills_keep_their_lines(
 def test_the_last_prefix_token_is_decided_again_with_the_fill(engine, monkeypatch):
     """Token healing: "return a" cut after "a" is a split the model never saw; the token goes
     from the prefix, the fill's first token must start with its text, and the ghost text is
-    what follows the cursor. Holes (spans at syntax boundaries) are filled as written."""
+    what follows the cursor; a hole's fill likewise replaces the hole without the text."""
     from coda_lsp import engine as engine_module
     from coda_lsp import fim
     from coda_model import InfillCandidate
@@ -140,14 +140,15 @@ def test_the_last_prefix_token_is_decided_again_with_the_fill(engine, monkeypatc
                                settings=Settings()))
     monkeypatch.setattr(Engine, "healing", lambda self, ids: None)   # healing off
     fim.fill_between(engine, "def add(a, b):\n    return a", "\n", Settings(), 2)
-    (word_ids, word_lengths, banned), (_, _, hole_ban), (ids, lengths, _) = calls
+    (word_ids, word_lengths, banned), (hole_ids, _, hole_ban), (ids, lengths, _) = calls
     assert tok.decode(ids[-1:]) == " a" and word_ids == ids[:-1]
     assert word_lengths == [n + 1 for n in lengths]   # the canvas holds the token again
-    assert banned is not None and hole_ban is None
+    assert banned is not None and hole_ban is not None
+    assert tok.decode(hole_ids) == "x ="
     allowed = {i for i in range(len(banned)) if not banned[i]}
     assert allowed == {i for i, t in enumerate(tok.token_texts) if t.startswith(" a")}
     assert {f.text for f in word.fills} == {"bc + b"}       # " a" was typed already
-    assert hole.fills[0].text == " abc + b"
+    assert hole.fills[0].text == "bc + b"
 
 
 @pytest.mark.parametrize("source, healed, taken_back", [
