@@ -177,3 +177,16 @@ def test_fill_holes_reports_each_unfilled_hole_in_file_order(tiny_model_dir, tmp
     code, _, err = fill(capsys, str(src), "--holes", "--model", str(tiny_model_dir))
     assert code == cli.EXIT_NOTHING
     assert [line.split(": ")[1] for line in err.splitlines()[:2]] == [f"{src}:2:5", f"{src}:6:5"]
+
+
+def test_the_readme_demo_fills_the_stack_hole_with_python(capsys):
+    """README's first command, on the shipped model: the hole in ``pop`` gets code that parses
+    in place of ``...`` (not yet the right code; model/MODEL_CARD.md says why)."""
+    import ast
+
+    repo = Path(__file__).resolve().parent.parent
+    stack = repo / "examples" / "stack.py"
+    code, out, err = fill(capsys, f"{stack}:13:9", "--model", str(repo / "model"))
+    assert code == 0, err
+    ast.parse(out)
+    assert out != stack.read_text() and "        ...\n" not in out
