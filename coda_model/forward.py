@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from .graphs import static_windows, window_step
-from .modeling import apply_rotary, rotary_tables
+from .modeling import KVSlots, apply_rotary, rotary_tables
 
 DENSE_ON_CPU = False  # tests set it to check the accelerator layout on the CPU
 
@@ -104,6 +104,8 @@ class ContextCache:
         self.dense_region = hole if dense_logits(device) or static_windows(device) else None
         self.static = static_windows(device)
         self.window = None  # graphs.WindowStep: the bucketed window step (static path)
+        self.slots: list[KVSlots] = []  # the dynamic path's per-layer context + window buffers
+        self.window_mask: torch.Tensor | None = None  # its key mask, context then window
         self.calls = 0
         self.passes = 0  # full passes
         self.window_passes = 0
@@ -130,6 +132,8 @@ class ContextCache:
             ]
             if self.static:
                 self._load_window(x)
+            else:
+                self._load_slots(b - a)
             return self._logits_of(hidden, c, mask)
         self.window_passes += 1
         if self.static:  # fixed shapes and buffers: a CUDA graph replay on a GPU
@@ -140,8 +144,22 @@ class ContextCache:
                 raise ValueError("ContextCache: a mask lies outside the recomputed window")
         hidden = self.model.hidden_states(
             x[:, a:b], positions=torch.arange(a, b, device=x.device),
-            key_mask=self._split_mask(a, b), kv_context=self.context_kv)  # [B, b - a, H]
+            key_mask=self.window_mask, kv_context=self.slots)  # [B, b - a, H]
         return self._logits_of(hidden, a, mask)
+
+    def _load_slots(self, width: int) -> None:
+        """Context keys/values (refreshed) into one buffer per layer with room for the window
+        after them: a window step writes its own keys/values there instead of concatenating
+        the whole context again (~7 % of a CPU keystroke). Same tensors, same results."""
+        self.slots = []
+        for k, v in self.context_kv:
+            batch, heads, n, dim = k.shape
+            kb = k.new_empty(batch, heads, n + width, dim)
+            vb = v.new_empty(batch, heads, n + width, dim)
+            kb[:, :, :n].copy_(k)
+            vb[:, :, :n].copy_(v)
+            self.slots.append(KVSlots(kb, vb, n))
+        self.window_mask = self._split_mask(self.start, self.stop)
 
     def _logits_of(self, hidden: torch.Tensor, first: int, mask: torch.Tensor,
                    head_done: bool = False) -> torch.Tensor:

@@ -48,6 +48,27 @@ def test_window_pass_with_fresh_cache_matches_full_logits(tiny):
     torch.testing.assert_close(window, full, atol=1e-4, rtol=1e-4)
 
 
+def test_window_steps_write_their_keys_after_the_context_in_place(tiny):
+    """The window's keys/values go into per-layer buffers after the context's (no per-step
+    concatenation): each step must see its own new tokens, exactly as a concatenation would."""
+    model, tok = tiny
+    prefix, suffix = prompt(tok)
+    ids, key_mask = build_batch(prefix, suffix, [3, 7], tok.mask_id, tok.pad_id, "cpu")
+    cache = ContextCache(model, ids, key_mask, len(prefix), [3, 7], SamplerConfig(
+        context_cache=True))
+    cache(ids, ids == tok.mask_id)                       # the full pass fills the buffers
+    a, b = cache.start, cache.stop
+    for token in (5, 9):                                  # two steps, each commits a token
+        ids[:, len(prefix) + token % 3] = token
+        mask = ids == tok.mask_id
+        got = cache(ids, mask)
+        hidden = model.hidden_states(ids[:, a:b], positions=torch.arange(a, b),
+                                     key_mask=cache._split_mask(a, b),
+                                     kv_context=cache.context_kv)  # context concatenated
+        rows, cols = mask.nonzero(as_tuple=True)
+        assert torch.equal(got, model.lm_head(hidden[rows, cols - 1 - a]))
+
+
 def test_cache_runs_fewer_full_passes(tiny):
     model, tok = tiny
     prefix, suffix = prompt(tok)
