@@ -284,10 +284,11 @@ def _restrict(logits, positions, region, allowed_at):
         return logits
     col, banned = allowed_at
     floor = torch.finfo(logits.dtype).min
-    if region is None:
+    if region is None:  # the rows of logits that are column col's, one per batch row
         in_col = torch.zeros_like(positions)
         in_col[:, col] = positions[:, col]
-        return logits.masked_fill(in_col[positions][:, None] & banned[None, :], floor)
+        rows = in_col[positions].nonzero().squeeze(1)
+        return logits.index_put((rows,), logits[rows].masked_fill(banned, floor))
     lo, hi = region
     if not lo <= col < hi:
         return logits
