@@ -279,7 +279,8 @@ def _step(forward, x, eligible, left, t, s, last, config, mask_id, generator, pr
 def _restrict(logits, positions, region, allowed_at):
     """Logits with the banned tokens of ``allowed_at`` floored in its column. Layouts as
     ``gathered`` reads them: [B, W, V] for the columns of ``region`` (the greedy path: no host
-    sync), or [N, V] in the row-major order of ``positions`` (whose count is already read)."""
+    sync), or [N, V] in the row-major order of ``positions`` (gathered by a boolean index, a
+    sync already; finding the column's rows is one more, on a GPU's sampled path only)."""
     if allowed_at is None:
         return logits
     col, banned = allowed_at
