@@ -45,6 +45,17 @@ def test_special_ids_come_from_the_files(golden, tokenizer):
     assert tokenizer.token(tokenizer.fim_prefix_id) == "<|fim_prefix|>"
 
 
+@pytest.mark.parametrize("text", [" s", ".", "(", "    ", "\n", "ret", "_d", "é", "<|"])
+def test_ids_starting_with_finds_every_ordinary_token_of_qwen2(tokenizer, text):
+    """Token healing's lookup (a binary search of the sorted texts) against a scan of all
+    151 k Qwen2 tokens; control tokens, mask, pad and eos are never offered."""
+    skip = {tokenizer.mask_id, tokenizer.pad_id, tokenizer.eos_id, *tokenizer.control_ids}
+    scan = {i for i, t in enumerate(tokenizer.token_texts) if t.startswith(text) and i not in skip}
+    found = tokenizer.ids_starting_with(text)
+    assert len(found) == len(set(found)) and set(found) == scan
+    assert text != "<|" or not scan   # "<|mask|>" and the fim markers are all control tokens
+
+
 def test_slow_tokenizer_files_give_the_same_ids(golden, tmp_path):
     for name in ("vocab.json", "merges.txt", "added_tokens.json", "tokenizer_config.json",
                  "special_tokens_map.json"):
