@@ -252,7 +252,7 @@ class Engine:
         k = 1
         while k < min(HEAL_DEPTH, len(prefix_ids) - 1):
             longer = texts[prefix_ids[-k - 1]] + text
-            if "\ufffd" in longer or self.banned_before(longer).all():
+            if "\ufffd" in longer or not tok.ids_starting_with(longer):
                 break
             k, text = k + 1, longer
         return Healing(prefix_ids[:-k], text, self.banned_before(text), k)

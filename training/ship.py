@@ -239,8 +239,8 @@ def ship(run: Path, model: Path, force: bool = False, judge: Judge | None = None
 
 
 def main(argv: list[str] | None = None, server_fill=None) -> int:
-    """``server_fill`` (given by scripts/ship_model.py, which may import the server) adds the
-    held-out fill gate to the probe's."""
+    """``server_fill`` (given by scripts/ship_model.py, which may import the server) makes the
+    held-out fills the judge; the probe then only warns."""
     p = argparse.ArgumentParser(prog="scripts/ship_model.py" if server_fill else
                                 "python -m training.ship",
                                 description=__doc__.splitlines()[0])
