@@ -37,7 +37,10 @@ def make_run(tmp_path: Path, source: Path, *, status="done", after=AFTER) -> Pat
               "data": {"seq_len": 64, "train_tokens": 4000},
               "recipe": {"init_from": "model", "train": {"batch_size": 8, "precision": "auto"},
                          "optim": {"lr": 6e-4, "warmup_steps": 100, "min_lr_ratio": 0.1}},
-              "eval_before": BEFORE, "eval_after": after, "metrics": [{"kind": "train"}]}
+              "eval_before": BEFORE, "eval_after": after,
+              "metrics": [{"kind": "train", "step": 5, "tokens": 2560, "masked_ce": 5.0},
+                          {"kind": "train", "step": 10, "tokens": 5120, "masked_ce": 4.5},
+                          {"kind": "eval", "step": 10, "tokens": 5120, "masked_ce": 4.7}]}
     (run / "report.json").write_text(json.dumps(report))
     (run / "corpus_manifest.json").write_text(json.dumps(MANIFEST))
     return run
@@ -93,8 +96,14 @@ def test_a_better_run_replaces_the_weights_and_keeps_the_tokenizer(shipped, tiny
     assert "| FIM masked CE | 2.400 | 2.100 |" in section
     assert "| attrs | 26.1.0 | MIT | 1 | 0.00 M |" in section
     assert "tqdm (copyleft: MPL)" in section
-    ship.ship(make_run(tmp_path / "second", tiny_model_dir), shipped)   # history grows
+    assert (shipped / "loss.run1.png").stat().st_size > 1000
+    second = make_run(tmp_path / "second", tiny_model_dir)
+    (second / "corpus_manifest.json").write_text(json.dumps({**MANIFEST, "files": 2}))
+    ship.ship(second, shipped)   # history grows, the first run's provenance stays
     assert len(json.loads((shipped / "training_runs.json").read_text())) == 2
+    assert json.loads((shipped / "corpus_manifest.run1.json").read_text()) == MANIFEST
+    assert json.loads((shipped / "corpus_manifest.json").read_text())["files"] == 2
+    assert (shipped / "loss.run2.png").is_file()
 
 
 def test_old_shards_go_when_the_new_export_is_one_file(shipped, tiny_model_dir, tmp_path,

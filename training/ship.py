@@ -13,8 +13,9 @@ A ``training.gpu_run`` output folder (a GPU session's ``$OUT``, or a CPU run's `
 2. replace the weights and config of ``--model`` (default ``model/``), keeping its tokenizer
    files (runs never change the tokenizer), and check the result loads;
 3. keep provenance beside it: ``corpus_manifest.json`` (per package: version, licence, files,
-   tokens, sha256) and one more entry in ``training_runs.json`` (the report without its metric
-   rows);
+   tokens, sha256; earlier runs' manifests kept as ``corpus_manifest.run<N>.json``), the run's
+   loss curve ``loss.run<N>.png`` and one more entry in ``training_runs.json`` (the report
+   without its metric rows);
 4. print the model card's section for this run (markdown), to paste into ``MODEL_CARD.md``.
 """
 
@@ -130,6 +131,29 @@ def install(run: Path, model: Path) -> list[str]:
     return written
 
 
+def keep_provenance(run: Path, model: Path, report: dict, number: int) -> None:
+    """The weights hold every shipped run's data, so each run's manifest stays: the newest is
+    ``corpus_manifest.json``, the one before it moves to ``corpus_manifest.run<N-1>.json``.
+    The run's loss curve goes beside them as ``loss.run<N>.png`` (skipped without
+    matplotlib: the weights matter more than the picture)."""
+    current = model / "corpus_manifest.json"
+    if current.is_file():
+        current.replace(model / f"corpus_manifest.run{number - 1}.json")
+    shutil.copy2(run / "corpus_manifest.json", current)
+    rows = report.get("metrics") or []
+    if not rows:
+        return
+    try:
+        from .metrics import plot_losses
+        with tempfile.TemporaryDirectory() as tmp:
+            jsonl = Path(tmp) / "metrics.jsonl"
+            jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            plot_losses(jsonl, model / f"loss.run{number}.png",
+                        title=f"run {number}: {report.get('device', '?')}")
+    except (ImportError, KeyError, TypeError, ValueError) as exc:
+        log.warning("no loss curve for run %d: %s: %s", number, type(exc).__name__, exc)
+
+
 def _short(path: str) -> str:
     """A path inside the repository as the repository names it."""
     try:
@@ -228,9 +252,9 @@ def ship(run: Path, model: Path, force: bool = False, judge: Judge | None = None
     install(run, model)
     from coda_model import load_model
     load_model(model)   # fails here, not in an editor, if the folder does not load
-    shutil.copy2(run / "corpus_manifest.json", model / "corpus_manifest.json")
     history = model / "training_runs.json"
     runs = json.loads(history.read_text()) if history.is_file() else []
+    keep_provenance(run, model, report, len(runs) + 1)
     runs.append({**{k: v for k, v in report.items() if k != "metrics"},
                  "probe": {"before": judged[0], "after": judged[1]},
                  **({"fills": {"before": filled[0], "after": filled[1]}} if filled else {})})
