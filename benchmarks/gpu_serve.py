@@ -9,6 +9,7 @@ everything also in $OUT/gpu_serve.json:
   equal    graph vs eager tokens (must be equal), static vs dynamic agreement, device reads
   latency  infill: exact / cache / carry / threshold, and a hole fill (3 lengths, 64 steps)
   lsp      benchmarks/bench_lsp.py through the real server (p50/p95)
+  profile  one window step's kernels: how many per step, and the costliest (torch.profiler)
 
     python benchmarks/gpu_serve.py --fixture DIR                 # on the GPU machine
     python benchmarks/gpu_serve.py --fixture DIR --tiny --device cpu --ctx 128 --requests 4
@@ -208,6 +209,45 @@ def window(args) -> None:
     emit("weights_read_floor_ms", round(weights / 3.0e9, 2))  # ~3.0 TB/s measured on the H100
 
 
+# ------------------------------------------------------------------------------ profile
+def window_for(args, hole: int = 16):
+    """A loaded static window step at ``args.ctx`` context (the ``window`` section's first)."""
+    model = big_model(args)
+    prefix, suffix = prompt(args.ctx)
+    ids, _ = build_batch(prefix, suffix, [hole], Ids.mask_id, Ids.pad_id, args.device)
+    cache = ContextCache(model, ids, None, len(prefix), [hole], SamplerConfig(context_cache=True))
+    cache(ids, ids == Ids.mask_id)
+    return cache.window, ids[:, cache.start:cache.stop]
+
+
+def profile(args) -> None:
+    """Where a window step's time goes: kernels per step and the costliest kernels (the graph
+    step measured 6.5 ms against a 1.35 ms weight-read floor, issue 14)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+    cuda = args.device == "cuda"
+    with torch.inference_mode():
+        step, window_ids = window_for(args)
+        step.use_graph = False
+        timed(lambda: step(window_ids), args.device, 1)
+        reps = 5
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with torch_profile(activities=activities) as prof:
+            for _ in range(reps):
+                step(window_ids)
+            sync(args.device)
+    rows = []
+    for e in prof.key_averages():
+        us = (e.device_time_total if cuda else e.self_cpu_time_total) / reps
+        if us > 0 and (not cuda or e.device_type.name == "CUDA"):
+            rows.append((us, e.count / reps, e.key[:70]))
+    rows.sort(reverse=True)
+    emit("profile_window_step", {
+        "kernels_per_step" if cuda else "ops_per_step": round(sum(r[1] for r in rows)),
+        "busy_us_per_step": round(sum(r[0] for r in rows)),
+        "top": [{"us": round(us), "calls": round(n, 1), "name": name} for us, n, name in rows[:15]]})
+
+
 # ------------------------------------------------------------------------------ equality
 def equal(args) -> None:
     """Graph vs eager (same static shapes): the same tokens. Static vs dynamic shapes: the
@@ -331,7 +371,7 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=30, help="bench_lsp requests")
     p.add_argument("--lsp-steps", type=int, nargs="*", default=[8, 32])
     p.add_argument("--budget", type=float, default=200, help="seconds; later sections skip")
-    p.add_argument("--sections", default="golden,window,equal,latency,lsp")
+    p.add_argument("--sections", default="golden,window,equal,latency,lsp,profile")
     args = p.parse_args()
     if args.device == "cpu":  # rehearse the accelerator's code paths, eagerly
         forward.DENSE_ON_CPU = graphs.STATIC_ON_CPU = True
@@ -360,6 +400,11 @@ def summary() -> None:
     for key in sorted(k for k in r if k.startswith("lsp_steps")):
         out = r[key].get("out", "") if isinstance(r[key], dict) else str(r[key])
         lines.append(f"{key}: " + " | ".join(x for x in out.splitlines() if "p50" in x))
+    prof = r.get("profile_window_step")
+    if isinstance(prof, dict):
+        lines.append("window step profile: " + ", ".join(
+            f"{k}={v}" for k, v in prof.items() if k != "top") + "; top: " + "; ".join(
+            f"{t['name']} {t['us']} us x{t['calls']}" for t in prof["top"][:6]))
     errors = [k for k in r if k.endswith("_error")]
     lines.append(f"errors: {errors or 'none'}; total {r.get('total_s')} s")
     print("\n== summary ==\n" + "\n".join(lines), flush=True)

@@ -175,8 +175,8 @@ def test_no_host_reads_inside_the_step_loop(monkeypatch, tiny, name):
 
 
 def test_the_gpu_check_rehearses_on_the_cpu(tmp_path):
-    """benchmarks/gpu_serve.py at a tiny shape on the CPU: its window and equality sections run,
-    and the static path's tokens equal the dynamic path's."""
+    """benchmarks/gpu_serve.py at a tiny shape on the CPU: its window, equality and profile
+    sections run, and the static path's tokens equal the dynamic path's."""
     import os
     import subprocess
     import sys
@@ -185,7 +185,7 @@ def test_the_gpu_check_rehearses_on_the_cpu(tmp_path):
     env = {**os.environ, "OUT": str(tmp_path), "PYTHONPATH": str(root)}
     run = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_serve.py"), "--tiny",
                           "--device", "cpu", "--ctx", "48", "--reps", "1",
-                          "--sections", "window,equal"],
+                          "--sections", "window,equal,profile"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     results = json.loads((tmp_path / "gpu_serve.json").read_text())
@@ -193,6 +193,9 @@ def test_the_gpu_check_rehearses_on_the_cpu(tmp_path):
     assert set(results["window"]) == {"ctx48_hole16", "ctx48_hole48", "ctx192_hole16"}
     assert results["graph_equals_eager_all"] is True
     assert all(row["static_vs_dynamic_agree"] == 1.0 for row in results["equal"].values())
+    prof = results["profile_window_step"]
+    assert prof["ops_per_step"] > 0 and prof["busy_us_per_step"] > 0
+    assert any("mm" in row["name"] or "linear" in row["name"] for row in prof["top"]), prof
 
 
 def test_static_steps_are_bounded_by_their_buffers_bytes(monkeypatch, tiny):
