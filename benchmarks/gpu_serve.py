@@ -168,17 +168,23 @@ def golden(args) -> None:
 
 
 # ------------------------------------------------------------------------------ window step
+def loaded_cache(args, ctx: int, hole: int) -> tuple[ContextCache, torch.Tensor]:
+    """A context cache after its full pass (context keys/values in the window's buffers) for
+    one hole of ``hole`` tokens in ``ctx`` tokens of context, and the batch's ids."""
+    prefix, suffix = prompt(ctx)
+    ids, _ = build_batch(prefix, suffix, [hole], Ids.mask_id, Ids.pad_id, args.device)
+    cache = ContextCache(big_model(args), ids, None, len(prefix), [hole],
+                         SamplerConfig(context_cache=True))
+    cache(ids, ids == Ids.mask_id)
+    return cache, ids
+
+
 def window(args) -> None:
     model = big_model(args)
     rows = {}
     with torch.inference_mode():
         for ctx, hole in ((args.ctx, 16), (args.ctx, 48), (4 * args.ctx, 16)):
-            prefix, suffix = prompt(ctx)
-            ids, _ = build_batch(prefix, suffix, [hole], Ids.mask_id, Ids.pad_id, args.device)
-            cache = ContextCache(model, ids, None, len(prefix), [hole],
-                                 SamplerConfig(context_cache=True))
-            mask = ids == Ids.mask_id
-            cache(ids, mask)  # the full pass: context keys/values into the window's buffers
+            cache, ids = loaded_cache(args, ctx, hole)
             a, b = cache.start, cache.stop
             step = cache.window
             full = timed(lambda ids=ids: model.hidden_states(ids), args.device, args.reps)
@@ -210,16 +216,6 @@ def window(args) -> None:
 
 
 # ------------------------------------------------------------------------------ profile
-def window_for(args, hole: int = 16):
-    """A loaded static window step at ``args.ctx`` context (the ``window`` section's first)."""
-    model = big_model(args)
-    prefix, suffix = prompt(args.ctx)
-    ids, _ = build_batch(prefix, suffix, [hole], Ids.mask_id, Ids.pad_id, args.device)
-    cache = ContextCache(model, ids, None, len(prefix), [hole], SamplerConfig(context_cache=True))
-    cache(ids, ids == Ids.mask_id)
-    return cache.window, ids[:, cache.start:cache.stop]
-
-
 def profile(args) -> None:
     """Where a window step's time goes: kernels per step and the costliest kernels (the graph
     step measured 6.5 ms against a 1.35 ms weight-read floor, issue 14)."""
@@ -227,7 +223,8 @@ def profile(args) -> None:
     from torch.profiler import profile as torch_profile
     cuda = args.device == "cuda"
     with torch.inference_mode():
-        step, window_ids = window_for(args)
+        cache, ids = loaded_cache(args, args.ctx, 16)
+        step, window_ids = cache.window, ids[:, cache.start:cache.stop]
         step.use_graph = False
         timed(lambda: step(window_ids), args.device, 1)
         reps = 5
@@ -245,7 +242,8 @@ def profile(args) -> None:
     emit("profile_window_step", {
         "kernels_per_step" if cuda else "ops_per_step": round(sum(r[1] for r in rows)),
         "busy_us_per_step": round(sum(r[0] for r in rows)),
-        "top": [{"us": round(us), "calls": round(n, 1), "name": name} for us, n, name in rows[:15]]})
+        "top": [{"us": round(us), "calls": round(n, 1), "name": name}
+                for us, n, name in rows[:15]]})
 
 
 # ------------------------------------------------------------------------------ equality
