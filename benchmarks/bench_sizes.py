@@ -15,6 +15,7 @@ the shipped weights) and wider.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -70,20 +71,24 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", type=Path, help="also write the rows here")
+    p.add_argument("--dtypes", default="", help="e.g. float32,int8: each shape served in each "
+                   "(default: the server's choice for this CPU)")
     args = p.parse_args()
-    args.verbose, args.dtypes = False, ""
+    args.verbose = False
+    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()] or [None]
     names = [s.strip() for s in args.shapes.split(",") if s.strip()]
     unknown = [n for n in names if n not in SHAPES]
     if unknown:
         p.error(f"unknown shapes {unknown}; known: {', '.join(SHAPES)}")
     with tempfile.TemporaryDirectory(prefix="coda_sizes_") as tmp:
         built = {n: build(n, args.base, Path(tmp)) for n in names}
-        pooled = compare(args, [(folder, None) for folder, _ in built.values()])
+        pooled = compare(args, [(folder, d) for folder, _ in built.values() for d in dtypes])
         rows = []
-        for name, (folder, n_params) in built.items():
-            r = pooled[(folder, None)]
+        for (name, (folder, n_params)), dtype in itertools.product(built.items(), dtypes):
+            r = pooled[(folder, dtype)]
             p50, p95 = statistics.median(r["times"]), percentile(r["times"], 0.95)
-            rows.append({"shape": name, "params_m": round(n_params / 1e6, 1),
+            rows.append({"shape": name, "dtype": dtype or "auto",
+                         "params_m": round(n_params / 1e6, 1),
                          "bf16_mib": round(2 * n_params / 2**20, 1), "p50_ms": round(p50, 1),
                          "p95_ms": round(p95, 1), "cold_s": round(r["cold_s"], 2),
                          "rss_mb": round(r["rss_mb"]), "fits": p50 <= P50_BUDGET_MS
@@ -91,11 +96,13 @@ def main() -> None:
     print(f"\nsteps={args.steps} threads={args.threads} rounds={args.rounds} "
           f"requests={args.requests} (budget p50 ≤ {P50_BUDGET_MS:.0f}, "
           f"p95 ≤ {P95_BUDGET_MS:.0f} ms)")
-    print("| shape | params | bf16 MiB | p50 ms | p95 ms | cold start s | peak RSS MB | fits |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| shape | dtype | params | bf16 MiB | p50 ms | p95 ms | cold start s | peak RSS MB "
+          "| fits |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['shape']} | {r['params_m']} M | {r['bf16_mib']} | {r['p50_ms']} | "
-              f"{r['p95_ms']} | {r['cold_s']} | {r['rss_mb']} | {'yes' if r['fits'] else 'no'} |")
+        print(f"| {r['shape']} | {r['dtype']} | {r['params_m']} M | {r['bf16_mib']} | "
+              f"{r['p50_ms']} | {r['p95_ms']} | {r['cold_s']} | {r['rss_mb']} | "
+              f"{'yes' if r['fits'] else 'no'} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
 

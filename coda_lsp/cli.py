@@ -74,7 +74,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, default=None, help="model folder (default: shipped)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps")
     p.add_argument("--device", choices=DEVICES, default="auto")
-    p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: auto)")
+    p.add_argument("--dtype", default=None,
+                   help="float32, bfloat16, float16, int8 (CPU only) (default: auto)")
     p.add_argument("--alg", choices=(*ALGORITHMS, "original"), default=None)
     p.add_argument("--multiline", choices=MULTILINE, default=None,
                    help="inline fills of several lines: auto (not mid-statement), always, never")

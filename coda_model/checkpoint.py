@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 
 from .config import CodaConfig
 from .modeling import CodaModel
+from .quantize import quantize_linears
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,8 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     try:
         return DTYPES[dtype.lower()]
     except KeyError:
-        raise CheckpointError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}") from None
+        raise CheckpointError(
+            f"unknown dtype {dtype!r}; use one of {sorted(DTYPES) + ['int8']}") from None
 
 
 def read_config(path: Path) -> CodaConfig:
@@ -115,6 +117,9 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
                autoregressive: bool = False) -> CodaModel:
     """Load a CoDA folder strictly into a CodaModel in eval mode.
 
+    ``dtype="int8"``: float32 with every linear layer's weights int8 (coda_model.quantize), a
+    CPU serving choice.
+
     ``autoregressive=True`` accepts an autoregressive checkpoint, for callers that decode it
     causally or train it further; by default one is refused before its weights are read.
     """
@@ -124,7 +129,10 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     config = read_config(path)
     if not autoregressive:
         require_diffusion(path, config)
-    dtype = resolve_dtype(dtype)
+    int8 = isinstance(dtype, str) and dtype.lower() == "int8"
+    if int8 and torch.device(device).type != "cpu":
+        raise CheckpointError(f"int8 runs on the CPU only, not {device}: use bfloat16 there")
+    dtype = resolve_dtype(None if int8 else dtype)
     state = read_tensors(weight_files(path), dtype)
     if "lm_head.weight" not in state:
         log.info("no lm_head.weight in %s: tying it to the embedding", path)
@@ -157,6 +165,11 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     model.load_state_dict(state, strict=False, assign=True)
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
+    if int8:
+        try:
+            quantize_linears(model)
+        except RuntimeError as err:
+            raise CheckpointError(f"{path}: {err}") from None
     return model.to(device).eval()
 
 

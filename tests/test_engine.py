@@ -54,19 +54,23 @@ def test_lone_surrogates_in_the_context_still_complete(engine):
 
 
 @pytest.mark.parametrize("cpuinfo, expected", [
-    ("flags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni\n", None),   # emulated bf16: fp32
-    ("flags\t\t: fpu avx512f avx512_bf16 amx_tile\n", "bfloat16"),
+    ("flags\t\t: fpu sse2 avx2 avx512f avx512bw\n", None),            # emulated bf16: fp32
+    ("flags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni\n", "int8"),  # int8 dot products
+    ("flags\t\t: fpu avx2 avx_vnni\n", "int8"),
+    ("flags\t\t: fpu avx512f avx512_bf16 avx512_vnni amx_tile\n", "bfloat16"),
     ("flags\t\t: fpu avx512f amx_bf16 amx_tile\n", "bfloat16"),
     ("Features\t: fp asimd sve bf16 i8mm\n", "bfloat16"),                 # aarch64
     (None, None),                                                         # no /proc/cpuinfo
 ])
-def test_cpu_dtype_is_bf16_only_where_the_cpu_has_it(tmp_path, monkeypatch, cpuinfo, expected):
+def test_cpu_dtype_follows_the_cpu(tmp_path, monkeypatch, cpuinfo, expected):
     from coda_lsp import engine as engine_module
+    from coda_model import quantize
 
     path = tmp_path / "cpuinfo"
     if cpuinfo is not None:
         path.write_text("processor\t: 0\n" + cpuinfo)
-    monkeypatch.setattr(engine_module, "CPUINFO", path)
+    monkeypatch.setattr(quantize, "CPUINFO", path)
+    monkeypatch.setattr(quantize, "int8_available", lambda: True)
     assert engine_module.pick_dtype(None, "cpu") == expected
     assert engine_module.pick_dtype("auto", "cpu") == expected
     assert engine_module.pick_dtype("float32", "cpu") == "float32"  # --dtype still decides

@@ -200,7 +200,7 @@ def evaluate(model_dir, *, ar_dir=None, tasks=TASKS, steps=STEPS, lengths=tuple(
              benchmarks: Path = BENCHMARKS, heldout_recipe: str = "default_model_cpu",
              per_file: int = 4, prefix_tokens: int = 256, suffix_tokens: int = 96,
              timeout: float = 10.0, memory_mb: int = 512, ar_min_new: int = 64,
-             examples=None, server_fill=None) -> dict:
+             examples=None, server_fill=None, dtype: str | None = None) -> dict:
     """Run everything; returns {"fills": [...], "summary": [...], "table": str, "png": path}.
 
     ``server_fill(model, tokenizer)`` returns the server's fill function for the ``server``
@@ -210,7 +210,7 @@ def evaluate(model_dir, *, ar_dir=None, tasks=TASKS, steps=STEPS, lengths=tuple(
                          "benchmarks/bench_infilling.py")
     # Both models load now: a training run may rotate its checkpoints away while this runs.
     model_dir = resolve_model_dir(model_dir)
-    model, tok = load_model(model_dir), load_tokenizer(model_dir)
+    model, tok = load_model(model_dir, dtype=dtype), load_tokenizer(model_dir)
     if ar_dir is not None:
         ar_dir = resolve_model_dir(ar_dir)
         ar_model, ar_tok = load_model(ar_dir, autoregressive=True), load_tokenizer(ar_dir)
@@ -288,6 +288,8 @@ def main(argv: list[str] | None = None, server_fill=None) -> int:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per test program")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--dtype", default=None, help="the diffusion model's: float32 (default), "
+                   "bfloat16 or int8 (a CPU serving choice)")
     p.add_argument("--out", type=Path, default=Path("runs/eval"))
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -312,7 +314,7 @@ def main(argv: list[str] | None = None, server_fill=None) -> int:
                       benchmarks=args.benchmarks, heldout_recipe=args.heldout_recipe,
                       per_file=args.per_file, prefix_tokens=args.prefix_tokens,
                       suffix_tokens=args.suffix_tokens, timeout=args.timeout,
-                      server_fill=server_fill)
+                      server_fill=server_fill, dtype=args.dtype)
     print(result["table"])
     print(f"\nwritten to {args.out}/ (table.md, summary.json, fills.jsonl, quality_latency.png)")
     return 0

@@ -1,0 +1,97 @@
+"""Int8 CPU serving: the layers stay close to fp32, loading says what it refuses, fills work."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from coda_model import CheckpointError, infill, load_model, load_tokenizer, quantize
+from coda_model.quantize import Int8Linear, int8_available, quantize_linears
+
+needs_int8 = pytest.mark.skipif(not int8_available(), reason="no int8 kernels in this torch")
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+@needs_int8
+@pytest.mark.parametrize("reduce_range", [False, True])
+def test_int8_linear_is_close_to_fp32(reduce_range):
+    torch.manual_seed(0)
+    weight = torch.randn(96, 64) * 0.05
+    x = torch.randn(2, 7, 64)
+    out = Int8Linear(weight, reduce_range)(x)
+    assert out.shape == (2, 7, 96) and out.dtype == torch.float32
+    err = relative_error(out, F.linear(x, weight))
+    assert 0 < err < (0.05 if reduce_range else 0.03)  # quantized, but close
+
+
+@needs_int8
+def test_per_channel_scales_keep_small_rows_accurate():
+    """A row of tiny weights beside large ones keeps its own scale (per-tensor would zero it)."""
+    weight = torch.randn(8, 32)
+    weight[3] *= 1e-3
+    x = torch.randn(4, 32)
+    out = Int8Linear(weight, False)(x)
+    assert relative_error(out[:, 3], F.linear(x, weight)[:, 3]) < 0.05
+
+
+@needs_int8
+def test_quantized_model_logits_follow_fp32(tiny_model_dir):
+    model = load_model(tiny_model_dir)
+    q = load_model(tiny_model_dir, dtype="int8")
+    layers = model.config.num_hidden_layers
+    assert sum(isinstance(m, Int8Linear) for m in q.modules()) == 7 * layers + 1  # + lm_head
+    assert not any(isinstance(m, torch.nn.Linear) for m in q.modules())
+    assert q.model.embed_tokens.weight.dtype == torch.float32   # a lookup: stays fp32
+    ids = torch.randint(3, model.config.vocab_size, (2, 24))
+    with torch.inference_mode():
+        ref, out = model(ids), q(ids)
+    assert out.shape == ref.shape
+    assert relative_error(out, ref) < 0.1
+    agree = (out.argmax(-1) == ref.argmax(-1)).float().mean().item()
+    assert agree > 0.8
+
+
+@needs_int8
+def test_int8_model_fills_through_the_cached_sampler(tiny_model_dir):
+    from coda_model import ContextCarry, SamplerConfig
+
+    model = load_model(tiny_model_dir, dtype="int8")
+    tok = load_tokenizer(tiny_model_dir)
+    prefix, suffix = tok.encode("def add(a, b):\n    return "), tok.encode("\n")
+    config = SamplerConfig(steps=4, context_cache=True)
+    cands = infill(model, tok, prefix, suffix, [4, 8], config, carry=ContextCarry())
+    assert [c.length for c in cands] == [4, 8]
+    assert all(len(c.ids) <= c.length and isinstance(c.text, str) for c in cands)
+
+
+def test_int8_refuses_an_accelerator(tiny_model_dir):
+    with pytest.raises(CheckpointError, match="CPU only"):
+        load_model(tiny_model_dir, device="cuda", dtype="int8")
+
+
+def test_unknown_dtype_names_int8(tiny_model_dir):
+    with pytest.raises(CheckpointError, match="int8"):
+        load_model(tiny_model_dir, dtype="int4")
+
+
+@needs_int8
+def test_quantize_refuses_a_bf16_model(tiny_model_dir):
+    model = load_model(tiny_model_dir, dtype="bfloat16")
+    with pytest.raises(ValueError, match="float32 model"):
+        quantize_linears(model)
+
+
+def test_missing_kernels_are_a_checkpoint_error(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(quantize, "int8_available", lambda: False)
+    with pytest.raises(CheckpointError, match="no int8 linear kernels"):
+        load_model(tiny_model_dir, dtype="int8")
+
+
+def test_int8_fast_needs_vnni(monkeypatch):
+    monkeypatch.setattr(quantize, "int8_available", lambda: True)
+    monkeypatch.setattr(quantize, "cpu_flags", lambda: {"avx2", "avx512f"})
+    assert not quantize.int8_fast()
+    monkeypatch.setattr(quantize, "cpu_flags", lambda: {"avx2", "avx512_vnni"})
+    assert quantize.int8_fast()
