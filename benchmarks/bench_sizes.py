@@ -36,6 +36,7 @@ P50_BUDGET_MS, P95_BUDGET_MS = 100.0, 200.0
 # name -> (hidden, layers, query heads, kv heads, intermediate); head_dim stays 64.
 SHAPES = {
     "d4": (256, 4, 4, 2, 768),      # the shipped model
+    "d6": (256, 6, 4, 2, 768),
     "d8": (256, 8, 4, 2, 768),
     "d12": (256, 12, 4, 2, 768),
     "d16": (256, 16, 4, 2, 768),

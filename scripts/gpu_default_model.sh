@@ -8,10 +8,13 @@
 # train.log. Extra arguments go to training.gpu_run (e.g. --set train.batch_size=128).
 # tests/test_training_gpu_run.py rehearses this very script on CPU (PYTHON, BENCH_ARGS, OUT,
 # BUDGET_S and gpu_run's arguments point it at a fake machine).
-# Size (issue 11, item 3): GROW_LAYERS=N deepens the start model first (function-preserving).
-# Default: none. benchmarks/bench_sizes.py on the 2-core dev CPU (no native bf16, 1 thread):
-# 8 layers (8.4 M) measured p50 117-129 / p95 183-224 ms, over the p50 100 / p95 200 budget; only
-# the shipped 4-layer width-256 shape fits (benchmarks/README.md, "Model size").
+# Size (issue 11, item 3): GROW_LAYERS=N deepens the start model first (function-preserving; a
+# start model that deep already is continued as it is). Default 8: the largest depth at width 256
+# that keeps the typing budget on the 2-core dev CPU now that the server runs int8 weights there
+# (VNNI): benchmarks/bench_sizes.py --dtypes int8, 1 thread, 2 rounds: 8 layers (8.4 M) p50 84 /
+# p95 123 ms, cold start 3.0 s, against p50 100 / p95 200 (4 layers: 56 / 73). In fp32 (no VNNI,
+# no bf16) 8 layers measured p50 117-129 ms: GROW_LAYERS=0 keeps the shipped depth.
+# (benchmarks/README.md, "Model size").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/coda_gpu_out}
@@ -28,7 +31,7 @@ timeout 90 "$PY" benchmarks/bench_training.py $BENCH_ARGS --json "$bench" | tail
     || echo "bench_training failed (the run goes on)"
 left=$(( BUDGET_S - ($(date +%s) - start) ))
 "$PY" -m training.gpu_run --out "$OUT" --budget-s "$left" --attach "bench=$bench" \
-    ${GROW_LAYERS:+--grow-layers "$GROW_LAYERS"} "$@"
+    --grow-layers "${GROW_LAYERS:-8}" "$@"
 status=$?
 rm -f "$bench"   # embedded in report.json by now
 exit $status

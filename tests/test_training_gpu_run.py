@@ -283,6 +283,16 @@ def test_growing_deeper_keeps_the_function_and_the_copies_learn():
         grow_depth(shipped, 3)
 
 
+def test_a_start_model_already_that_deep_is_not_grown_again(tmp_path):
+    """A later GPU session with GROW_LAYERS set continues the grown model as it is."""
+    from training import recipes
+    recipe = recipes.get("default_model_gpu")
+    report = gpu_run.Report(tmp_path / "report.json")
+    layers = load_model(SHIPPED).config.num_hidden_layers
+    assert gpu_run.grow(recipe, SHIPPED, layers, tmp_path / "grown", None, report) is recipe
+    assert report.data["grown"]["skipped"] and not (tmp_path / "grown").exists()
+
+
 def test_a_failed_run_says_so_in_its_report(machine, tmp_path):
     site, std, artifact = machine
     with pytest.raises(SystemExit):

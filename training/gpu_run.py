@@ -192,11 +192,17 @@ class Report:
 
 
 def grow(recipe, init: Path, layers: int, folder: Path, train: PackedSplit, report: Report):
-    """Deepen the start model function-preservingly (``training.grow``); the run starts there."""
+    """Deepen the start model function-preservingly (``training.grow``); the run starts there.
+    A start model already that deep (a later session continuing a grown run) is kept as is."""
     from coda_model import load_model, save_model
 
     from .grow import grow_depth, same_function
     base = load_model(init)
+    if base.config.num_hidden_layers >= layers:
+        log.info("%s has %d layers already: not grown", init, base.config.num_hidden_layers)
+        report.update(grown={"from": str(init), "layers": [base.config.num_hidden_layers] * 2,
+                             "skipped": True})
+        return recipe
     grown = grow_depth(base, layers)
     gap = same_function(base, grown, train.ids[:2, :64].long())
     save_model(grown, folder, tokenizer_dir=init)
@@ -392,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="time one export takes (reserved at the end)")
     parser.add_argument("--work", help="checkpoint folder (default: a new temporary folder)")
     parser.add_argument("--grow-layers", type=int, default=0,
-                        help="deepen the start model to N layers first (function-preserving)")
+                        help="deepen the start model to N layers first (function-preserving; "
+                        "none if it has N already)")
     parser.add_argument("--attach", nargs="*", action="extend", default=[], metavar="NAME=JSON",
                         help="embed a JSON file in report.json (e.g. the benchmark's result)")
     args = parser.parse_args(argv)
