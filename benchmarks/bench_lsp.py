@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -94,7 +95,7 @@ async def run(args: argparse.Namespace, dtype: str | None = None,
     spawned = time.perf_counter()
     await client.start_io(sys.executable, "-m", "coda_lsp", "--model", str(model),
                           "--steps", str(args.steps), "--device", args.device, *dtype_flag,
-                          env=env)
+                          *shlex.split(getattr(args, "server_args", "")), env=env)
     caps = types.ClientCapabilities(text_document=types.TextDocumentClientCapabilities(
         inline_completion=types.InlineCompletionClientCapabilities()))
     await client.initialize_async(types.InitializeParams(
@@ -174,6 +175,7 @@ def main() -> None:
     p.add_argument("--dtypes", default="", help="e.g. float32,bfloat16 (default: the server's)")
     p.add_argument("--rounds", type=int, default=1, help="servers per dtype, started in turn")
     p.add_argument("--device", default="auto", help="the server's --device (auto, cpu, cuda)")
+    p.add_argument("--server-args", default="", help="more coda-lsp arguments, e.g. --compile")
     p.add_argument("-v", "--verbose", action="store_true", help="print the server's stage lines")
     args = p.parse_args()
     models = args.model or [default_model_dir()]

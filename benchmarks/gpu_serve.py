@@ -10,6 +10,8 @@ everything also in $OUT/gpu_serve.json:
   latency  infill: exact / cache / carry / threshold, and a hole fill (3 lengths, 64 steps)
   lsp      benchmarks/bench_lsp.py through the real server (p50/p95)
   profile  one window step's kernels: how many per step, and the costliest (torch.profiler)
+  compiled the layers through torch.compile: compile time, window step, full pass, infill
+  lsp_compiled  bench_lsp.py with the server's --compile
 
     python benchmarks/gpu_serve.py --fixture DIR                 # on the GPU machine
     python benchmarks/gpu_serve.py --fixture DIR --tiny --device cpu --ctx 128 --requests 4
@@ -334,8 +336,59 @@ def latency(args) -> None:
              timed(lambda: fill([16, 32, 48], SamplerConfig(steps=64)), args.device, 1, 1))
 
 
+# ------------------------------------------------------------------------------ compiled
+def compiled(args) -> None:
+    """The layers through torch.compile (coda_model.compiled): compilation time, then the
+    window step (graph), the full pass, typing infill (repeated and growing prompt), the hole
+    fill, and how often its tokens equal the eager layers' (fused bf16 rounds differently)."""
+    from coda_model.compiled import compile_layers, uncompile_layers
+    model = big_model(args)
+    prefix, suffix = prompt(args.ctx)
+    typing = SamplerConfig(steps=8, context_cache=True)
+    cases = ([16], [16, 32])
+    reps, warm = (1, 0) if args.tiny else (args.reps, 2)  # a rehearsal runs each row once
+
+    def fill(lengths, config, prefix=prefix):
+        return [c.ids for c in infill(model, Ids(), prefix, suffix, lengths, config)]
+
+    with torch.inference_mode():
+        eager = {tuple(n): fill(n, typing) for n in cases}
+        graphs._steps.pop(model, None)  # steps captured with the eager layers
+        compile_layers(model)
+        try:
+            start = time.time()
+            got = {tuple(n): fill(n, typing) for n in cases}  # compiles each variant
+            sync(args.device)
+            emit("compile_s", round(time.time() - start, 1))
+            same = sum(a == b for n in eager for a, b in zip(eager[n], got[n], strict=True))
+            row = {"tokens_equal_eager": f"{same}/{sum(len(v) for v in eager.values())}"}
+            cache, ids = loaded_cache(args, args.ctx, 16)
+            step, window_ids = cache.window, ids[:, cache.start:cache.stop]
+            row["window_step_ms"] = timed(lambda: step(window_ids), args.device, reps, warm)
+            row["full_pass_ms"] = timed(lambda: model.hidden_states(ids), args.device, reps, warm)
+            for lengths in cases:
+                name = "-".join(map(str, lengths))
+                row[f"infill8_{name}_ms"] = timed(lambda n=lengths: fill(n, typing), args.device,
+                                                  reps, warm)
+                typed = list(prefix)
+                gen = torch.Generator().manual_seed(3)
+
+                def keystroke(typed=typed, gen=gen, n=lengths):
+                    typed.append(int(torch.randint(0, 151000, (1,), generator=gen)))
+                    fill(n, typing, typed)
+                row[f"keystroke8_{name}_ms"] = timed(keystroke, args.device,
+                                                     reps + 4 * (not args.tiny), warm)
+            row["fill_hole_3_lengths_64_steps_ms"] = timed(
+                lambda: fill([16, 32, 48], SamplerConfig(steps=64, context_cache=True)),
+                args.device, reps, warm)
+            emit("compiled", row)
+        finally:
+            uncompile_layers(model)
+            graphs._steps.pop(model, None)
+
+
 # ------------------------------------------------------------------------------ server
-def lsp(args) -> None:
+def lsp(args, server_args: str = "", tag: str = "") -> None:
     model = big_model(args)
     folder = Path(tempfile.mkdtemp()) / "coda-shaped"
     start = time.time()
@@ -352,10 +405,16 @@ def lsp(args) -> None:
         run = subprocess.run(
             [sys.executable, str(ROOT / "benchmarks" / "bench_lsp.py"), "--model", str(folder),
              "--steps", str(steps), "--device", args.device, "--requests", str(args.requests),
-             "--threads", "4"], capture_output=True, text=True, env=env, cwd=ROOT,
-            timeout=max(30, args.budget + 60 - (time.time() - T0)))
-        emit(f"lsp_steps{steps}", {"rc": run.returncode, "wall_s": round(time.time() - start),
-                                   "out": run.stdout[-700:], "err": run.stderr[-800:]})
+             "--threads", "4", f"--server-args={server_args}"], capture_output=True, text=True,
+            env=env, cwd=ROOT, timeout=max(30, args.budget + 60 - (time.time() - T0)))
+        emit(f"lsp{tag}_steps{steps}", {"rc": run.returncode,
+                                        "wall_s": round(time.time() - start),
+                                        "out": run.stdout[-700:], "err": run.stderr[-800:]})
+
+
+def lsp_compiled(args) -> None:
+    """bench_lsp.py again, the server started with --compile (its warm-up compiles)."""
+    lsp(args, "--compile", "_compiled")
 
 
 def main() -> None:
@@ -368,8 +427,9 @@ def main() -> None:
     p.add_argument("--ctx", type=int, default=1024, help="context tokens around the hole")
     p.add_argument("--requests", type=int, default=30, help="bench_lsp requests")
     p.add_argument("--lsp-steps", type=int, nargs="*", default=[8, 32])
-    p.add_argument("--budget", type=float, default=200, help="seconds; later sections skip")
-    p.add_argument("--sections", default="golden,window,equal,latency,lsp,profile")
+    p.add_argument("--budget", type=float, default=300, help="seconds; later sections skip")
+    p.add_argument("--sections",
+                   default="golden,window,equal,latency,lsp,profile,compiled,lsp_compiled")
     args = p.parse_args()
     if args.device == "cpu":  # rehearse the accelerator's code paths, eagerly
         forward.DENSE_ON_CPU = graphs.STATIC_ON_CPU = True
@@ -395,7 +455,10 @@ def summary() -> None:
         lines.append("infill " + ", ".join(f"{k}={v}" for k, v in row.items()))
     lines.append(f"fill hole (3 lengths, 64 steps): {r.get('fill_hole_3_lengths_64_steps_ms')} ms"
                  f" (exact {r.get('fill_hole_3_lengths_64_steps_exact_ms')} ms)")
-    for key in sorted(k for k in r if k.startswith("lsp_steps")):
+    if isinstance(r.get("compiled"), dict):
+        lines.append(f"compiled (compile {r.get('compile_s')} s): " + ", ".join(
+            f"{k}={v}" for k, v in r["compiled"].items()))
+    for key in sorted(k for k in r if k.startswith("lsp") and "_steps" in k):
         out = r[key].get("out", "") if isinstance(r[key], dict) else str(r[key])
         lines.append(f"{key}: " + " | ".join(x for x in out.splitlines() if "p50" in x))
     prof = r.get("profile_window_step")

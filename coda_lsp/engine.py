@@ -22,6 +22,7 @@ import torch
 from coda_lsp import positions, prompt
 from coda_lsp.settings import Settings
 from coda_model import Cancelled, ContextCarry, SamplerConfig, infill, load_model, load_tokenizer
+from coda_model.compiled import compile_layers
 from coda_model.infill import fill_ends
 from coda_model.quantize import cpu_flags, int8_fast
 
@@ -119,13 +120,35 @@ class Engine:
         self.banned_before = functools.lru_cache(maxsize=1024)(self._banned_before)
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str = "auto", dtype: str | None = None) -> Engine:
-        """Load weights and tokenizer; raises CheckpointError/TokenizerError with the path."""
+    def load(cls, model_dir: str | Path, device: str = "auto", dtype: str | None = None,
+             compile: bool = False) -> Engine:
+        """Load weights and tokenizer; raises CheckpointError/TokenizerError with the path.
+        compile: the layers through torch.compile (CUDA only), compiled now by a warm-up."""
         dev = pick_device(device)
+        if compile and dev != "cuda":
+            raise ValueError(f"--compile is for CUDA GPUs, not {dev}")
         model = load_model(model_dir, device=dev, dtype=pick_dtype(dtype, dev))
         tokenizer = load_tokenizer(model_dir)
         tokenizer.texts_in_order  # noqa: B018 -- decoded and sorted now, not on a keystroke
-        return cls(model, tokenizer, dev)
+        engine = cls(model, tokenizer, dev)
+        if compile:
+            compile_layers(model)
+            engine.warm_up()
+        return engine
+
+    def warm_up(self) -> float:
+        """Fill once through the typing path (one and two candidate lengths): compilation and
+        the first CUDA graph captures happen at start, not on the first keystroke."""
+        start = time.perf_counter()
+        tok = self.tokenizer
+        prefix = tok.encode("def total(items):\n    result = 0\n    for item in items:\n")
+        suffix = tok.encode("\n    return result\n")
+        for lengths in ([8, 16], [16]):
+            infill(self.model, tok, prefix, suffix, lengths,
+                   SamplerConfig(steps=2, context_cache=True))
+        seconds = time.perf_counter() - start
+        log.info("warm-up (compilation) took %.1f s", seconds)
+        return seconds
 
     def context_budget(self, settings: Settings) -> int:
         """The setting, capped at the positions the model was trained on (a small model's

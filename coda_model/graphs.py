@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 import torch
 
-from .modeling import KVSlots
+from .modeling import KVSlots, run_layer
 
 WINDOW_BUCKET = 16  # window widths round up to a multiple of this
 CONTEXT_BUCKET = 256  # context lengths round up to a multiple of this
@@ -108,9 +108,11 @@ class WindowStep:
 
     def _forward(self) -> torch.Tensor:
         backbone = self.model.model
+        call = self.model.layer_call or run_layer
         h = backbone.embed_tokens(self.ids)
         for layer, kb, vb in zip(backbone.layers, self.keys, self.values, strict=True):
-            h = layer(h, self.cos, self.sin, self.key_mask, KVSlots(kb, vb, self.context))
+            h, _ = call(layer, h, self.cos, self.sin, self.key_mask,
+                        KVSlots(kb, vb, self.context))
         return self.model.lm_head(backbone.norm(h))
 
     def _capture(self) -> None:

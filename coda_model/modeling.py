@@ -156,6 +156,15 @@ class DecoderLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
+def run_layer(layer, x, cos, sin, key_mask=None, kv_context=None, want_kv=False, causal=False):
+    """One decoder layer -> (hidden states, its (k, v) if want_kv else None): the function
+    `coda_model.compiled` hands to torch.compile (the caller's growing list of keys/values
+    stays outside it: its length would be a guard, one compilation per layer)."""
+    out_kv: list | None = [] if want_kv else None
+    x = layer(x, cos, sin, key_mask, kv_context, out_kv, causal)
+    return x, (out_kv[0] if out_kv else None)
+
+
 class Backbone(nn.Module):
     """Named `model` inside CodaModel so parameter names match Hugging Face Qwen3."""
 
@@ -180,6 +189,7 @@ class CodaModel(nn.Module):
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self._rope: dict = {}  # (device, dtype) -> cos/sin tables for positions 0..n-1
+        self.layer_call = None  # coda_model.compiled: the layers through torch.compile
 
     def rotary(self, positions: torch.Tensor, dtype: torch.dtype, end: int | None = None):
         """cos/sin rows for `positions` from a table grown on demand: computing cos and sin
@@ -221,9 +231,12 @@ class CodaModel(nn.Module):
             positions, end = torch.arange(n, device=input_ids.device), n
         x = self.model.embed_tokens(input_ids)  # [B, L, H]
         cos, sin = self.rotary(positions, x.dtype, end)
+        call = self.layer_call or run_layer
         for i, layer in enumerate(self.model.layers):
             ctx = None if kv_context is None else kv_context[i]
-            x = layer(x, cos, sin, key_mask, ctx, out_kv, causal)
+            x, kv = call(layer, x, cos, sin, key_mask, ctx, out_kv is not None, causal)
+            if out_kv is not None:
+                out_kv.append(kv)
         return self.model.norm(x)
 
     def forward(self, input_ids: torch.Tensor, key_mask: torch.Tensor | None = None):

@@ -19,6 +19,7 @@ AR_BASELINE = Path(__file__).resolve().parent.parent / "benchmarks" / "ar_baseli
     (["fill", "file.py"], "expected FILE:LINE:COL"),
     (["--stdio", "--tcp"], "not allowed with argument"),
     (["fill", "a.py:1:1", "--multiline", "sometimes"], "invalid choice"),
+    (["--compile", "--device", "cpu", "--model", "/tmp"], "--compile is for CUDA GPUs"),
 ])
 def test_startup_errors_are_one_line_and_nonzero(capsys, args, needle):
     assert cli.main(args) == cli.EXIT_USAGE
@@ -64,6 +65,18 @@ def test_fill_prints_the_file_diffs_and_writes_in_place(tiny_model_dir, tmp_path
     code, out, _ = fill(capsys, str(src), "--holes", "--write", *model)
     assert out == ""
     assert (src.read_text() != before) == (code == 0)
+
+
+def test_compile_without_a_gpu_is_refused_in_one_line(tiny_model_dir, tmp_path, capsys):
+    """--device auto resolves to this machine's CPU: the load says why, in one line."""
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    src = tmp_path / "a.py"
+    src.write_text(RETURN_HOLE)
+    code, out, err = fill(capsys, f"{src}:2:12", "--compile", "--model", str(tiny_model_dir))
+    assert code == cli.EXIT_USAGE and out == ""
+    assert "--compile is for CUDA GPUs, not cpu" in err and err.count("\n") == 1
 
 
 def test_multiline_flag_sets_the_default_every_command_starts_from():

@@ -277,3 +277,14 @@ def test_a_fill_shown_while_it_sharpens_ends_where_the_fill_will(engine):
     shown = engine.partial_text([*a, tok.mask_id, *b, fim, *c])
     assert shown == tok.decode(a) + MASK_GLYPH + tok.decode(b)
     assert engine.partial_text([*a, tok.pad_id, *c]) == tok.decode(a)
+
+
+def test_the_warm_up_fills_through_the_typing_path(engine, monkeypatch):
+    """What --compile runs at start on a GPU (there it compiles); here it must simply fill."""
+    from coda_lsp import engine as engine_module
+    calls = []
+    real = engine_module.infill
+    monkeypatch.setattr(engine_module, "infill",
+                        lambda *a, **k: calls.append(a[4]) or real(*a, **k))
+    assert engine.warm_up() > 0
+    assert calls == [[8, 16], [16]]

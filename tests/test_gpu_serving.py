@@ -175,8 +175,8 @@ def test_no_host_reads_inside_the_step_loop(monkeypatch, tiny, name):
 
 
 def test_the_gpu_check_rehearses_on_the_cpu(tmp_path):
-    """benchmarks/gpu_serve.py at a tiny shape on the CPU: its window, equality and profile
-    sections run, and the static path's tokens equal the dynamic path's."""
+    """benchmarks/gpu_serve.py at a tiny shape on the CPU: its window, equality, profile and
+    compiled sections run, and the static path's tokens equal the dynamic path's."""
     import os
     import subprocess
     import sys
@@ -185,8 +185,8 @@ def test_the_gpu_check_rehearses_on_the_cpu(tmp_path):
     env = {**os.environ, "OUT": str(tmp_path), "PYTHONPATH": str(root)}
     run = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_serve.py"), "--tiny",
                           "--device", "cpu", "--ctx", "48", "--reps", "1",
-                          "--sections", "window,equal,profile"],
-                         capture_output=True, text=True, env=env, timeout=300)
+                          "--sections", "window,equal,profile,compiled"],
+                         capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     results = json.loads((tmp_path / "gpu_serve.json").read_text())
     assert not [k for k in results if k.endswith("_error")], results
@@ -196,6 +196,12 @@ def test_the_gpu_check_rehearses_on_the_cpu(tmp_path):
     prof = results["profile_window_step"]
     assert prof["ops_per_step"] > 0 and prof["busy_us_per_step"] > 0
     assert any("mm" in row["name"] or "linear" in row["name"] for row in prof["top"]), prof
+    compiled = results["compiled"]
+    assert results["compile_s"] > 0 and compiled["window_step_ms"] > 0
+    assert {"infill8_16_ms", "keystroke8_16-32_ms", "fill_hole_3_lengths_64_steps_ms"} <= set(
+        compiled)
+    equal, total = map(int, compiled["tokens_equal_eager"].split("/"))
+    assert total == 3 and equal >= 2   # rounding may flip a near tie, rarely
 
 
 def test_static_steps_are_bounded_by_their_buffers_bytes(monkeypatch, tiny):
@@ -212,3 +218,32 @@ def test_static_steps_are_bounded_by_their_buffers_bytes(monkeypatch, tiny):
         infill(model, tok, prefix, suffix, lengths, config)
     widths = [key[1] for key in graphs._steps[model]]
     assert widths == [64]  # a 48 and a 64 would pass 2x a 16-wide step's bytes
+
+
+def test_compiled_layers_follow_the_eager_ones_in_every_path(monkeypatch, tiny_model_dir):
+    """torch.compile'd layers (one compilation for every layer and shape): the full pass, the
+    dynamic cached window and the static window (what a CUDA graph replays) give the eager
+    logits up to rounding, and fills through them complete."""
+    from coda_model.compiled import compile_layers
+
+    model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    eager = load_model(tiny_model_dir)
+    compile_layers(model)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    prefix, suffix = long_prompt(tok)
+    with torch.inference_mode():
+        for n in (40, 57):  # two lengths: dynamic shapes, no recompilation per length
+            ids = torch.tensor([prefix[:n]])
+            torch.testing.assert_close(model(ids), eager(ids), atol=2e-4, rtol=1e-4)
+    config = SamplerConfig(steps=4, context_cache=True)
+    for static in (False, True):
+        monkeypatch.setattr(graphs, "STATIC_ON_CPU", static)
+        for lengths in ([5, 12], [7]):
+            got = infill(model, tok, prefix, suffix, lengths, config)
+            want = infill(eager, tok, prefix, suffix, lengths, config)
+            assert [len(c.confidences) for c in got] == [len(c.confidences) for c in want]
+            agree = sum(a.ids == b.ids for a, b in zip(got, want, strict=True))
+            assert agree >= len(lengths) - 1   # rounding may flip a near tie, rarely
+    variants = torch._dynamo.utils.counters["frames"]["ok"]
+    assert variants <= 8   # batch 1 or 2, mask or not, context kind: never per layer or length
