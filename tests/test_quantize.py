@@ -95,3 +95,36 @@ def test_int8_fast_needs_vnni(monkeypatch):
     assert not quantize.int8_fast()
     monkeypatch.setattr(quantize, "cpu_flags", lambda: {"avx2", "avx512_vnni"})
     assert quantize.int8_fast()
+
+
+@needs_int8
+def test_full_precision_uses_the_kept_fp32_weight():
+    from coda_model.quantize import full_precision
+
+    torch.manual_seed(1)
+    weight, x = torch.randn(24, 16), torch.randn(3, 16)
+    layer = Int8Linear(weight, False)
+    with full_precision():
+        assert torch.equal(layer(x), F.linear(x, weight))
+    assert not torch.equal(layer(x), F.linear(x, weight))   # int8 again outside
+
+
+@needs_int8
+def test_hole_fills_are_the_fp32_models_and_typing_is_int8(tiny_model_dir):
+    """The engine runs hole fills (a second to spare) at full precision, typing in int8."""
+    from coda_lsp.engine import Engine, FillJob
+    from coda_lsp.settings import Settings
+
+    fp32 = Engine.load(tiny_model_dir, device="cpu", dtype="float32")
+    int8 = Engine.load(tiny_model_dir, device="cpu", dtype="int8")
+    for prefix in ("def add(a, b):\n    return ", "xs = [1, 2, 3]\nfor x in ", "class A:\n    "):
+        job = FillJob(prefix=prefix, suffix="\n", span_lengths=(4, 8), steps=4,
+                      settings=Settings())
+        assert int8.fill(job).fills == fp32.fill(job).fills
+    calls = []
+    layer = int8.model.model.layers[0].mlp.up_proj
+    real = torch.ops.quantized.linear_dynamic
+    layer.forward = lambda x: calls.append(1) or real(x, layer._packed, layer.reduce_range)
+    int8.fill(FillJob(prefix="x = ", suffix="\n", span_lengths=(4,), steps=2,
+                      settings=Settings(), fast=True, carry_key="a"))
+    assert calls   # the typing path ran the int8 kernel
