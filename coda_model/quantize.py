@@ -13,7 +13,8 @@ output's norm: fills may differ from the fp32 model's where two tokens were near
 the golden, exact paths never use it; it is a serving choice (`--dtype int8`). Inputs share one
 scale per call, so rows computed together round differently from rows computed apart: the
 cached hole-fill path matched the exact one on 55 of 100 held-out holes in int8 against 96 in
-fp32 (ES 0.251 vs 0.266, -0.015 +- 0.017 paired), hence `full_precision` for hole fills.
+fp32 (ES 0.251 vs 0.266, -0.015 +- 0.017 paired), hence `full_precision` for hole fills
+(where the fp32 weights are kept: models up to ~250 M parameters).
 """
 
 from __future__ import annotations
@@ -77,15 +78,18 @@ def full_precision():
         _full_precision.reset(token)
 
 
-class Int8Linear(nn.Module):
-    """A bias-free linear layer with int8 weights (per output channel) and dynamic int8 inputs;
-    it keeps the fp32 weight too (`full_precision`): for a model of a few million parameters
-    that is a few MB, the tied lm_head's is the embedding table itself."""
+KEEP_FP32_BYTES = 1 << 30  # linear weights up to this size in fp32 are kept for full_precision
 
-    def __init__(self, weight: torch.Tensor, reduce_range: bool) -> None:
+
+class Int8Linear(nn.Module):
+    """A bias-free linear layer with int8 weights (per output channel) and dynamic int8 inputs.
+    With keep_fp32 it keeps the fp32 weight too, for `full_precision` (a few MB for the shipped
+    model; a tied lm_head's is the embedding table itself); without, int8 throughout."""
+
+    def __init__(self, weight: torch.Tensor, reduce_range: bool, keep_fp32: bool = True) -> None:
         super().__init__()
-        self.register_buffer("weight", weight.detach(), persistent=False)
-        w = self.weight.float().cpu()
+        self.register_buffer("weight", weight.detach() if keep_fp32 else None, persistent=False)
+        w = weight.detach().float().cpu()
         scale = (w.abs().amax(dim=1).clamp_min(1e-12) / 127).double()
         zero = torch.zeros(w.shape[0], dtype=torch.int64)
         with warnings.catch_warnings():  # "quantized tensors are deprecated": int8_available
@@ -96,7 +100,7 @@ class Int8Linear(nn.Module):
         self.reduce_range = reduce_range
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _full_precision.get():
+        if self.weight is not None and _full_precision.get():
             return F.linear(x, self.weight)
         return torch.ops.quantized.linear_dynamic(x.float(), self._packed, self.reduce_range)
 
@@ -104,11 +108,14 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
 
 
-def quantize_linears(model: nn.Module, reduce_range: bool | None = None) -> int:
+def quantize_linears(model: nn.Module, reduce_range: bool | None = None,
+                     keep_fp32: bool | None = None) -> int:
     """Replace every nn.Linear of a fp32 CPU model by an Int8Linear, in place; returns how many.
 
     A tied lm_head gets its own int8 copy and the embedding table stays fp32 (a lookup reads
     one row, so int8 would save memory but no time). The norms, RoPE and attention stay fp32.
+    keep_fp32 (default: when the linear weights are at most KEEP_FP32_BYTES in fp32, as for
+    the shipped model; a 1.7B model's are 6.4 GB, where int8 is for the memory too).
     """
     if not int8_available():
         raise RuntimeError("this PyTorch build has no int8 linear kernels: use --dtype float32")
@@ -120,8 +127,10 @@ def quantize_linears(model: nn.Module, reduce_range: bool | None = None) -> int:
         reduce_range = not bool(cpu_flags() & VNNI_FLAGS)
     swaps = [(parent, name, child) for parent in model.modules()
              for name, child in parent.named_children() if isinstance(child, nn.Linear)]
+    if keep_fp32 is None:
+        keep_fp32 = 4 * sum(child.weight.numel() for _, _, child in swaps) <= KEEP_FP32_BYTES
     for parent, name, child in swaps:
         if child.bias is not None:
             raise ValueError(f"{name}: int8 layers here have no bias")
-        setattr(parent, name, Int8Linear(child.weight, reduce_range))
+        setattr(parent, name, Int8Linear(child.weight, reduce_range, keep_fp32))
     return len(swaps)

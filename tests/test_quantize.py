@@ -128,3 +128,20 @@ def test_hole_fills_are_the_fp32_models_and_typing_is_int8(tiny_model_dir):
     int8.fill(FillJob(prefix="x = ", suffix="\n", span_lengths=(4,), steps=2,
                       settings=Settings(), fast=True, carry_key="a"))
     assert calls   # the typing path ran the int8 kernel
+
+
+@needs_int8
+def test_a_large_model_keeps_no_fp32_copy(monkeypatch, tiny_model_dir):
+    """Past KEEP_FP32_BYTES the int8 weights are all there is (memory is the point there):
+    full_precision then changes nothing."""
+    from coda_model.quantize import full_precision
+
+    monkeypatch.setattr(quantize, "KEEP_FP32_BYTES", 0)
+    model = load_model(tiny_model_dir, dtype="int8")
+    layers = [m for m in model.modules() if isinstance(m, Int8Linear)]
+    assert layers and all(m.weight is None for m in layers)
+    ids = torch.randint(3, model.config.vocab_size, (1, 12))
+    with torch.inference_mode():
+        plain = model(ids)
+        with full_precision():
+            assert torch.equal(model(ids), plain)
