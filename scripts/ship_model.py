@@ -1,7 +1,8 @@
 """``python scripts/ship_model.py RUN_OUT``: ``python -m training.ship`` judged by what users
 see: the run ships only if its held-out fills through the server's own path are no worse
-(the probe only warns; twice it passed runs whose fills were not better). About 7 minutes on
-2 cores. A separate script because ``training`` may not import the server."""
+(the probe only warns; twice it passed runs whose fills were not better); its typing latency
+(bench_lsp.py) is recorded and warned about past the budget. About 8 minutes on 2 cores. A
+separate script because ``training`` may not import the server."""
 
 from __future__ import annotations
 
@@ -13,5 +14,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a chec
 from coda_lsp.fim import best_fill  # noqa: E402
 from training.ship import main  # noqa: E402
 
+
+def typing_latency(folder: Path, requests: int = 30) -> dict:
+    """bench_lsp.py's typing run (steps 8, one server thread) on a model folder."""
+    import argparse
+    import asyncio
+    import statistics
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_lsp import percentile, run
+
+    args = argparse.Namespace(model=folder, steps=8, requests=requests, warmup=3, threads=1,
+                              device="cpu", verbose=False, server_args="")
+    r = asyncio.run(run(args, None, folder))
+    return {"p50_ms": round(statistics.median(r["times"]), 1),
+            "p95_ms": round(percentile(r["times"], 0.95), 1), "cold_s": round(r["cold_s"], 2),
+            "rss_mb": round(r["rss_mb"] or 0)}
+
+
 if __name__ == "__main__":
-    sys.exit(main(server_fill=best_fill))
+    sys.exit(main(server_fill=best_fill, typing_latency=typing_latency))

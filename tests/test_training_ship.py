@@ -210,3 +210,37 @@ def test_the_fill_judge_scores_the_candidate_with_the_shipped_tokenizer(shipped,
     assert seen[0][1] == seen[1][1]
     assert set(before) == set(after) == {"exact", "similarity", "parses"}
     assert before == after   # the same fill text on the same cases scores the same
+
+
+@pytest.mark.parametrize("p50, p95, over", [(60.0, 90.0, False), (130.0, 240.0, True)])
+def test_the_candidates_typing_latency_is_recorded_and_warned_past_the_budget(
+        shipped, tiny_model_dir, tmp_path, capsys, caplog, better, p50, p95, over):
+    """scripts/ship_model.py measures the staged candidate's typing; past the issue's budget
+    the card and the log say so, and the run still ships (the shape was measured beforehand)."""
+    measured = []
+
+    def latency(folder):
+        measured.append(sorted(p.name for p in folder.iterdir()))
+        return {"p50_ms": p50, "p95_ms": p95, "cold_s": 2.5, "rss_mb": 320}
+
+    run = make_run(tmp_path, tiny_model_dir)
+    assert ship.main([str(run), "--model", str(shipped)], typing_latency=latency) == 0
+    assert "config.json" in measured[0] and "tokenizer.json" in measured[0]   # loadable
+    card = capsys.readouterr().out
+    assert f"p50 {p50:.0f} ms, p95 {p95:.0f} ms" in card
+    assert ("OVER THE BUDGET (p50 130 ms > 100; p95 240 ms > 200)" in card) == over
+    assert ("types over the budget" in caplog.text) == over
+    [entry] = json.loads((shipped / "training_runs.json").read_text())
+    assert entry["typing"]["p50_ms"] == p50
+
+
+def test_ship_models_latency_runs_the_typing_benchmark(tiny_model_dir):
+    """scripts/ship_model.py's measurement itself: a real server, a few keystrokes."""
+    import importlib.util
+    script = Path(__file__).resolve().parents[1] / "scripts" / "ship_model.py"
+    spec = importlib.util.spec_from_file_location("ship_model_script", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    typing = module.typing_latency(tiny_model_dir, requests=3)
+    assert set(typing) == {"p50_ms", "p95_ms", "cold_s", "rss_mb"}
+    assert 0 < typing["p50_ms"] <= typing["p95_ms"] and typing["cold_s"] > 0

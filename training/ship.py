@@ -163,7 +163,7 @@ def _short(path: str) -> str:
 
 
 def card_section(report: dict, manifest: dict, judged: tuple[dict, dict] | None = None,
-                 filled: tuple[dict, dict] | None = None) -> str:
+                 filled: tuple[dict, dict] | None = None, typing: dict | None = None) -> str:
     """The run as MODEL_CARD.md describes runs: data, compute, held-out objective."""
     cal, data = report.get("calibration") or {}, report.get("data") or {}
     recipe = report.get("recipe") or {}
@@ -211,6 +211,13 @@ def card_section(report: dict, manifest: dict, judged: tuple[dict, dict] | None 
                   "after |", "|---|---|---|"]
         for key in FILL_METRICS:
             lines.append(f"| {key} | {filled[0][key]:.3f} | {filled[1][key]:.3f} |")
+    if typing:
+        over = typing_over_budget(typing)
+        lines += ["", f"Typing (`bench_lsp.py --steps 8`, this machine): p50 "
+                  f"{typing['p50_ms']:.0f} ms, p95 {typing['p95_ms']:.0f} ms, cold start "
+                  f"{typing.get('cold_s', 0):.1f} s, peak RSS {typing.get('rss_mb', 0):.0f} MB"
+                  + (f" — OVER THE BUDGET ({'; '.join(over)})" if over else
+                     " (within p50 ≤ 100 / p95 ≤ 200 ms).")]
     lines += ["", "| package | version | licence | files | tokens |", "|---|---|---|---|---|"]
     for p in pkgs[:12]:
         lines.append(f"| {p['package']} | {p['version']} | {p['licence']} | {p['files']} | "
@@ -222,8 +229,20 @@ def card_section(report: dict, manifest: dict, judged: tuple[dict, dict] | None 
     return "\n".join(lines) + "\n"
 
 
+TYPING_BUDGET_MS = {"p50_ms": 100.0, "p95_ms": 200.0}  # issue 11, bench_lsp.py --steps 8
+
+
+def typing_over_budget(latency: dict) -> list[str]:
+    return [f"{key[:3]} {latency[key]:.0f} ms > {limit:.0f}"
+            for key, limit in TYPING_BUDGET_MS.items() if latency.get(key, 0) > limit]
+
+
 def ship(run: Path, model: Path, force: bool = False, judge: Judge | None = None,
-         fills: Judge | None = None) -> str:
+         fills: Judge | None = None, latency: Callable[[Path], dict] | None = None) -> str:
+    """latency(folder) -> {"p50_ms", "p95_ms", ...}: the candidate's typing latency on this
+    machine (scripts/ship_model.py runs bench_lsp.py). Recorded and, over the budget, warned
+    about, not refused: a busy machine's p95 is noise, and a grown model's shape was measured
+    before its run was planned (benchmarks/bench_sizes.py)."""
     report, manifest = read_run(run)
     if report.get("status") != "done" and not force:
         raise ShipError(f"{run}: the run's status is {report.get('status')!r}, not 'done' "
@@ -249,6 +268,13 @@ def ship(run: Path, model: Path, force: bool = False, judge: Judge | None = None
                             f"similarity {filled[0]['similarity']:.3f} → "
                             f"{filled[1]['similarity']:.3f}, exact {filled[0]['exact']:.3f} → "
                             f"{filled[1]['exact']:.3f} (--force ships anyway)")
+    typing = None
+    if latency is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            typing = latency(stage(run / "model", model, Path(tmp) / "candidate"))
+        over = typing_over_budget(typing)
+        if over:
+            log.warning("the run types over the budget on this machine: %s", "; ".join(over))
     install(run, model)
     from coda_model import load_model
     load_model(model)   # fails here, not in an editor, if the folder does not load
@@ -257,14 +283,17 @@ def ship(run: Path, model: Path, force: bool = False, judge: Judge | None = None
     keep_provenance(run, model, report, len(runs) + 1)
     runs.append({**{k: v for k, v in report.items() if k != "metrics"},
                  "probe": {"before": judged[0], "after": judged[1]},
-                 **({"fills": {"before": filled[0], "after": filled[1]}} if filled else {})})
+                 **({"fills": {"before": filled[0], "after": filled[1]}} if filled else {}),
+                 **({"typing": typing} if typing else {})})
     history.write_text(json.dumps(runs, indent=1) + "\n")
-    return card_section(report, manifest, judged, filled)
+    return card_section(report, manifest, judged, filled, typing)
 
 
-def main(argv: list[str] | None = None, server_fill=None) -> int:
+def main(argv: list[str] | None = None, server_fill=None,
+         typing_latency: Callable[[Path], dict] | None = None) -> int:
     """``server_fill`` (given by scripts/ship_model.py, which may import the server) makes the
-    held-out fills the judge; the probe then only warns."""
+    held-out fills the judge; the probe then only warns. ``typing_latency`` (from there too)
+    measures the candidate's typing latency for the record."""
     p = argparse.ArgumentParser(prog="scripts/ship_model.py" if server_fill else
                                 "python -m training.ship",
                                 description=__doc__.splitlines()[0])
@@ -277,7 +306,7 @@ def main(argv: list[str] | None = None, server_fill=None) -> int:
 
     def run(a) -> int:
         fills = fills_judge(server_fill) if server_fill else None
-        print(ship(a.run, a.model, a.force, fills=fills), end="")
+        print(ship(a.run, a.model, a.force, fills=fills, latency=typing_latency), end="")
         return 0
     return main_guarded(p, args, run)
 
