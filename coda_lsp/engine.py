@@ -105,8 +105,8 @@ def pick_dtype(dtype: str | None, device: str) -> str | None:
         return None  # MPS: float32 (load_model's default)
     # bf16 halves the weights' memory traffic where the CPU computes in bf16 natively (emulated,
     # it is slower than fp32). Else int8 weights where the CPU has int8 dot products (VNNI):
-    # the typing path 1.2x (shipped model) to 2x (30-50 M) faster, fills as good (benchmarks/
-    # README.md, "dtype on CPU"). Else fp32.
+    # typing 1.4x faster through the server (shipped model; ~2x at 30-50 M), fills as good
+    # (benchmarks/README.md, "dtype on CPU"). Else fp32.
     if native_bf16():
         return "bfloat16"
     return "int8" if int8_fast() else None

@@ -115,7 +115,7 @@ def quantize_linears(model: nn.Module, reduce_range: bool | None = None,
     A tied lm_head gets its own int8 copy and the embedding table stays fp32 (a lookup reads
     one row, so int8 would save memory but no time). The norms, RoPE and attention stay fp32.
     keep_fp32 (default: when the linear weights are at most KEEP_FP32_BYTES in fp32, as for
-    the shipped model; a 1.7B model's are 6.4 GB, where int8 is for the memory too).
+    the shipped model; a 1.7B model's are ~7 GB, where int8 is for the memory too).
     """
     if not int8_available():
         raise RuntimeError("this PyTorch build has no int8 linear kernels: use --dtype float32")
