@@ -16,7 +16,9 @@ A ``training.gpu_run`` output folder (a GPU session's ``$OUT``, or a CPU run's `
    tokens, sha256; earlier runs' manifests kept as ``corpus_manifest.run<N>.json``), the run's
    loss curve ``loss.run<N>.png`` and one more entry in ``training_runs.json`` (the report
    without its metric rows);
-4. print the model card's section for this run (markdown), to paste into ``MODEL_CARD.md``.
+4. with ``scripts/ship_model.py``, serve the candidate through ``bench_lsp.py`` and record its
+   typing p50/p95 (warned about past ``TYPING_BUDGET_MS``, not refused);
+5. print the model card's section for this run (markdown), to paste into ``MODEL_CARD.md``.
 """
 
 from __future__ import annotations
