@@ -100,7 +100,8 @@ async def run(args: argparse.Namespace, dtype: str | None = None,
         inline_completion=types.InlineCompletionClientCapabilities()))
     await client.initialize_async(types.InitializeParams(
         capabilities=caps,
-        initialization_options={"coda": {"contextTokens": 1024, "confidenceThreshold": 0.0}}))
+        initialization_options={"coda": {"contextTokens": 1024, "confidenceThreshold": 0.0,
+                                            "automaticConfidenceThreshold": 0.0}}))
     initialized_s = time.perf_counter() - spawned
     client.initialized(types.InitializedParams())
     await asyncio.wait_for(ready.wait(), 600)

@@ -225,8 +225,13 @@ class CodaServer(LanguageServer):
                                  inline=True)
         if ranked is None:
             return None
+        automatic = params.context.trigger_kind == types.InlineCompletionTriggerKind.Automatic
+        bar = self.settings.inline_threshold(automatic)
+        shown = [f for f in ranked if f.confidence >= bar]
+        hidden = "" if shown or not ranked else \
+            f", hidden: confidence {max(f.confidence for f in ranked):.2f} < {bar} (automatic)"
         items, seen = [], set()
-        for f in ranked:
+        for f in shown:
             if f.text not in seen and len(items) < MAX_ITEMS:
                 seen.add(f.text)
                 items.append(edits.inline_item(doc, target.start, target.end, f.text,
@@ -234,7 +239,7 @@ class CodaServer(LanguageServer):
         total = stages.total_ms
         self.last_latency_ms = round(total, 1)
         self.status.soon()  # after the response, at most once per STATUS_INTERVAL
-        log.info("%s", stages.line(f"{len(items)} item(s)", total))
+        log.info("%s", stages.line(f"{len(items)} item(s){hidden}", total))
         return types.InlineCompletionList(items=items) if items else None
 
     async def fill_hole(self, uri: str, rng: types.Range) -> types.WorkspaceEdit | None:

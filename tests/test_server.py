@@ -36,12 +36,11 @@ def make_server(engine=None, text="def f(a):\n    return \n", encoding=positions
     return ls
 
 
-def inline(line, ch, uri=URI):
+def inline(line, ch, uri=URI, kind=types.InlineCompletionTriggerKind.Invoked):
     return types.InlineCompletionParams(
         text_document=types.TextDocumentIdentifier(uri=uri),
         position=types.Position(line=line, character=ch),
-        context=types.InlineCompletionContext(
-            trigger_kind=types.InlineCompletionTriggerKind.Invoked),
+        context=types.InlineCompletionContext(trigger_kind=kind),
     )
 
 
@@ -74,6 +73,18 @@ def test_low_confidence_and_whitespace_are_dropped():
     for engine in (FakeEngine(confidence=0.01), FakeEngine(text=" \n ")):
         ls = make_server(engine)
         assert run(ls, ls.complete_inline(inline(1, 11))) is None
+
+
+def test_typing_needs_the_automatic_bar_an_explicit_request_does_not(caplog):
+    automatic = types.InlineCompletionTriggerKind.Automatic
+    ls = make_server(FakeEngine(confidence=0.3))  # over 0.1, under the automatic 0.4
+    with caplog.at_level("INFO", logger="coda_lsp.server"):
+        assert run(ls, ls.complete_inline(inline(1, 11, kind=automatic))) is None
+    assert "hidden: confidence 0.30 < 0.4 (automatic)" in caplog.text
+    ls = make_server(FakeEngine(confidence=0.3))
+    assert run(ls, ls.complete_inline(inline(1, 11))).items[0].insert_text == "x + 1"
+    ls = make_server(FakeEngine(confidence=0.5))
+    assert run(ls, ls.complete_inline(inline(1, 11, kind=automatic))).items
 
 
 def test_result_for_an_outdated_version_is_dropped():

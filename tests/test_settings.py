@@ -62,3 +62,13 @@ def test_language_filter():
     assert s.language_enabled("python") and not s.language_enabled("rust")
     assert DEFAULTS.language_enabled("rust")
     assert not dataclasses.replace(DEFAULTS, enabled=False).language_enabled("python")
+
+
+def test_automatic_offers_clear_both_bars_explicit_ones_only_the_first():
+    s = Settings(confidence_threshold=0.1, automatic_confidence_threshold=0.4)
+    assert (s.inline_threshold(automatic=True), s.inline_threshold(automatic=False)) == (0.4, 0.1)
+    s = Settings(confidence_threshold=0.6, automatic_confidence_threshold=0.4)
+    assert s.inline_threshold(automatic=True) == 0.6
+    new, problems = settings.update(s, {"automaticConfidenceThreshold": 1.5}, DEFAULTS)
+    assert new.automatic_confidence_threshold == DEFAULTS.automatic_confidence_threshold
+    assert problems and "automaticConfidenceThreshold" in problems[0]

@@ -33,7 +33,8 @@ def server(request) -> Server:
     if command is None:
         pytest.skip(f"real server unavailable: {why_not}")
     # A random tiny model is never confident: show whatever it says.
-    return Server("coda-lsp", command, {"confidenceThreshold": 0.0, "steps": 4})
+    return Server("coda-lsp", command, {"confidenceThreshold": 0.0,
+                                          "automaticConfidenceThreshold": 0.0, "steps": 4})
 
 
 @pytest.fixture

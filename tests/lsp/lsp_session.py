@@ -15,7 +15,8 @@ from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 PROFILES = {"vscode": "visual-studio-code", "neovim": "neovim@v0.11.0"}
-TEST_SETTINGS = {"steps": 4, "confidenceThreshold": 0.0, "contextTokens": 256,
+TEST_SETTINGS = {"steps": 4, "confidenceThreshold": 0.0,
+                 "automaticConfidenceThreshold": 0.0, "contextTokens": 256,
                  "maxMiddleTokens": 16, "fillHoleSteps": 4}
 
 
