@@ -9,6 +9,7 @@ default offers the same fill as the exact path, and each path's exact match and 
 similarity to the code that was there, all measured in this one run. A measurement, not a test.
 
     python benchmarks/bench_fill_hole.py [--model DIR] [--holes 40] [--threads 2] [--steps 64]
+                                         [--alg entropy]
 """
 
 from __future__ import annotations
@@ -60,13 +61,14 @@ def main() -> None:
     p.add_argument("--dtype", default=None, help="default: the server's choice for this CPU")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--alg", default=Settings().alg, help="unmasking order (settings' default)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     engine = Engine.load(args.model, device="cpu", dtype=args.dtype)
     docs = heldout.heldout_documents(recipes.get("default_model_cpu").data)
     found = heldout.heldout_examples(docs, engine.tokenizer, per_file=args.per_file, seed=args.seed)
     examples = random.Random(args.seed).sample(found, min(args.holes, len(found)))
-    fast = dataclasses.replace(Settings(), fill_hole_steps=args.steps)
+    fast = dataclasses.replace(Settings(), fill_hole_steps=args.steps, alg=args.alg)
     modes = {"exact": dataclasses.replace(fast, fill_hole_exact=True), "fast": fast}
     ms: dict[str, list[float]] = {m: [] for m in modes}
     top: dict[str, list[str]] = {m: [] for m in modes}
@@ -81,7 +83,8 @@ def main() -> None:
             ms[mode].append((time.perf_counter() - t0) * 1e3)
             top[mode].append(ranked[0].text if ranked else "")
     dtype = next(engine.model.parameters()).dtype
-    print(f"model={args.model} holes={len(examples)} steps={args.steps} dtype={dtype} "
+    print(f"model={args.model} holes={len(examples)} steps={args.steps} alg={args.alg} "
+          f"dtype={dtype} "
           f"threads={args.threads}")
     print(f"{'path':6} {'p50 ms':>8} {'p95 ms':>8} {'same as exact':>14} {'EM':>6} {'ES':>6} "
           f"{'nothing':>8}")
