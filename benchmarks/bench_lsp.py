@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shlex
 import statistics
@@ -101,7 +102,8 @@ async def run(args: argparse.Namespace, dtype: str | None = None,
     await client.initialize_async(types.InitializeParams(
         capabilities=caps,
         initialization_options={"coda": {"contextTokens": 1024, "confidenceThreshold": 0.0,
-                                            "automaticConfidenceThreshold": 0.0}}))
+                                            "automaticConfidenceThreshold": 0.0,
+                                            **json.loads(getattr(args, "settings", "{}"))}}))
     initialized_s = time.perf_counter() - spawned
     client.initialized(types.InitializedParams())
     await asyncio.wait_for(ready.wait(), 600)
@@ -177,6 +179,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=1, help="servers per dtype, started in turn")
     p.add_argument("--device", default="auto", help="the server's --device (auto, cpu, cuda)")
     p.add_argument("--server-args", default="", help="more coda-lsp arguments, e.g. --compile")
+    p.add_argument("--settings", default="{}",
+                   help='more server settings as JSON, e.g. \'{"alg": "maskgit_plus"}\'')
     p.add_argument("-v", "--verbose", action="store_true", help="print the server's stage lines")
     args = p.parse_args()
     models = args.model or [default_model_dir()]
