@@ -84,8 +84,7 @@ def main() -> None:
             top[mode].append(ranked[0].text if ranked else "")
     dtype = next(engine.model.parameters()).dtype
     print(f"model={args.model} holes={len(examples)} steps={args.steps} alg={args.alg} "
-          f"dtype={dtype} "
-          f"threads={args.threads}")
+          f"dtype={dtype} threads={args.threads}")
     print(f"{'path':6} {'p50 ms':>8} {'p95 ms':>8} {'same as exact':>14} {'EM':>6} {'ES':>6} "
           f"{'nothing':>8}")
     for mode in modes:
