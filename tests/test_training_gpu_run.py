@@ -134,7 +134,7 @@ def test_the_whole_gpu_run_on_cpu(machine, tmp_path):
         "bash", str(ROOT / "scripts" / "gpu_default_model.sh"), "--site-packages", str(site),
         "--stdlib", str(std), "--decontam", str(artifact), "--workers", "1",
         "--shard-mib", "5", "--export-s", "1", "--work", str(tmp_path / "work"),
-        "--grow-layers", "6",
+        "--grow-layers", "6", "--first-share", "0",
         "--set", "train.device=cpu", "train.batch_size=2", "data.seq_len=32",
         "data.eval_fraction=0.3", "train.compile=false", "train.threads=1",
         "train.log_every=2", "train.eval_every=0", "train.eval_batches=1",
@@ -155,8 +155,8 @@ def test_the_whole_gpu_run_on_cpu(machine, tmp_path):
     manifest = json.loads((out / "corpus_manifest.json").read_text())
     kept = {p["package"]: p for p in manifest["packages"]}
     assert set(kept) == {"python-stdlib", "goodpkg", "mirrorpkg"}
-    assert kept["goodpkg"]["files"] == 3          # core, near, __init__: tests and leak gone
-    assert kept["mirrorpkg"]["files"] == 1           # its copy and near copy dropped
+    # core, near, __init__, own; tests and leak gone, and of each (near) copy one is kept
+    assert kept["goodpkg"]["files"] + kept["mirrorpkg"]["files"] == 4
     assert kept["python-stdlib"]["files"] == 10   # stdlib/test skipped
     assert {p["licence"] for p in manifest["packages"]} == {"MIT", "BSD", "PSF"}
     assert [e["package"] for e in manifest["excluded_packages"]] == ["gplpkg"]
@@ -169,6 +169,12 @@ def test_the_whole_gpu_run_on_cpu(machine, tmp_path):
 
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "done" and report["steps"] >= 8   # calibration steps train too
+    # Training began on the first files; the rest joined as they came (or were there already).
+    assert manifest["corpus_done"] and report["corpus_seconds"] is not None
+    for grew in report["data_growth"]:
+        assert 0 < grew["step"] <= report["steps"] and grew["train_rows"] >= 2
+    if report["data_growth"]:
+        assert report["data_growth"][-1]["files"] == manifest["files"]
     assert report["exported_step"] == report["steps"]
     assert report["calibration"]["tokens_per_s"] > 0 and report["flops"] > 0
     assert report["train_tokens_per_s"] is None or report["train_tokens_per_s"] > 0
@@ -260,6 +266,63 @@ def test_a_corpus_out_of_time_says_how_many_files_it_left_out(machine):
     files, manifest = corpus.build_corpus([site], std, SHIPPED, recipes.get("tiny_cpu").data,
                                           artifact=artifact, workers=1, time_limit_s=0.0)
     assert files == [] and manifest["unprocessed_files"] == 17
+
+
+def test_training_takes_the_corpus_as_it_grows(machine):
+    """The builder hands out what it has so far; the feed packs the larger corpus once the
+    loop has started, and every earlier file stays in it (the manifest is the data trained on)."""
+    site, std, artifact = machine
+    from training import recipes
+    cfg = recipes.get("tiny_cpu").data
+    eos = load_tokenizer(SHIPPED).eos_id
+    builder = corpus.CorpusBuilder([site], std, SHIPPED, cfg, artifact=artifact, workers=1)
+    assert len(builder.chunks) > 2
+    feed = gpu_run.CorpusFeed(builder, 32, eos, refresh_s=1e9)   # only the final refresh
+    first = []
+
+    def on_chunk():
+        if not first:
+            first.extend(builder.snapshot()[0])
+            feed.start(len(first))
+        feed.on_chunk()
+
+    builder.run(on_chunk=on_chunk)
+    split, manifest = feed.take()
+    assert feed.take() is None
+    files, _ = builder.snapshot()
+    assert 0 < len(first) < len(files) == manifest["files"] and manifest["corpus_done"]
+    assert {f.sha256 for f in first} <= {f.sha256 for f in files}
+    expected = gpu_run.pack_files([f for f in files if not f.is_eval], 32, eos)
+    assert torch.equal(split.ids, expected.ids) and torch.equal(split.spans, expected.spans)
+    assert manifest["dropped_files"] == {"size": 0, "decode": 0, "generated": 0, "error": 0,
+                                         "duplicate": 1, "near_duplicate": 1, "benchmark": 1}
+
+
+def test_the_loop_trains_on_a_new_split_from_the_next_step(tmp_path):
+    from training import recipes
+    from training.loop import Trainer
+    recipe = recipes.override(recipes.get("tiny_cpu"), ["train.batch_size=2", "data.seq_len=16",
+                                                        "train.threads=1"])
+    small = gpu_run.pack_files([corpus.CorpusFile("p", "a.py", "x", 1, _ids(range(40)), b"",
+                                                  False)], 16, 0)
+    large = gpu_run.pack_files([corpus.CorpusFile("p", "b.py", "y", 1, _ids(range(100, 300)),
+                                                  b"", False)], 16, 0)
+    trainer = Trainer(recipe, tmp_path, train_split=small, eval_split=small)
+    trainer.train_step()
+    trainer.use_train_split(large)
+    assert trainer.train_split is large and trainer.stream.n_rows == len(large) == 12
+    seen = set()
+    for _ in range(6):
+        seen.update(trainer.stream.next())
+    assert seen == set(range(12))
+    trainer.train_step()
+    with pytest.raises(Exception, match="fewer than a batch"):
+        trainer.use_train_split(gpu_run.pack_files([], 16, 0))
+
+
+def _ids(values) -> bytes:
+    from array import array
+    return array("H", values).tobytes()
 
 
 def test_growing_deeper_keeps_the_function_and_the_copies_learn():

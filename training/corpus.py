@@ -5,14 +5,15 @@ MIT, BSD, Apache, PSF or ISC (nothing copyleft: GPL, LGPL, AGPL, MPL, EPL, EUPL,
 plus the standard library (PSF).  A package's files come from its RECORD; test folders and
 files, vendored folders and anything outside the package are skipped.  Then, in order:
 exact duplicates (content hash) and near duplicates (MinHash over pairs of adjacent normalised
-lines, Jaccard ≥ 0.8) are dropped, keeping the first seen (stdlib, then packages by name);
+lines, Jaccard ≥ 0.8) are dropped, keeping the first processed (a seeded random order);
 files sharing a 13-gram with HumanEval-Infilling are dropped (``training.decontam``); the rest
 are tokenized with the shipped tokenizer, given syntax spans from Python's own ``ast`` (the
 GPU machine has no tree-sitter) and split train/eval by a hash of the path, as ``data.py`` does.
 
-Per-file work runs in a process pool.  The manifest lists each package with its version,
-licence, the licence's source (expression, classifier or text), files, bytes and a sha256 over
-its kept files' hashes, plus every excluded package and why.
+Per-file work runs in a process pool, a chunk of files at a time, and a trainer may take the
+corpus so far while the rest is processed (:class:`CorpusBuilder`).  The manifest lists each
+package with its version, licence, the licence's source (expression, classifier or text),
+files, bytes and a sha256 over its kept files' hashes, plus every excluded package and why.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ import platform
 import random
 import re
 import sysconfig
+import threading
 import time
 import zlib
 from array import array
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -192,8 +195,10 @@ _B = [zlib.crc32(f"b{i}".encode()) % _P for i in range(SIG_PERMS)]
 _STATE: dict = {}
 
 
-def _init_worker(tokenizer_dir: str, artifact: str | None, limits: dict) -> None:
+def _init_worker(tokenizer_dir: str, artifact: str | None, limits: dict, nice: int = 0) -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    if nice:
+        os.nice(nice)   # a pool process: never the trainer sharing the machine
     import torch
 
     # One thread per worker: the pool already gives every core a process (a thread team per
@@ -308,110 +313,157 @@ class CorpusFile:
     is_eval: bool
 
 
-def near_duplicates(signatures: list[list[int] | None]) -> set[int]:
-    """Indices whose MinHash agrees with an earlier one's on ≥ NEAR of the permutations
-    (candidates from LSH banding; the earlier file is kept)."""
-    rows = SIG_PERMS // BANDS
-    buckets: dict[tuple, list[int]] = {}
-    drop: set[int] = set()
-    for i, sig in enumerate(signatures):
+class NearDuplicates:
+    """Files whose MinHash agrees with an earlier one's on ≥ NEAR of the permutations
+    (candidates from LSH banding; the earlier file is kept), judged one file at a time."""
+
+    def __init__(self) -> None:
+        self.rows = SIG_PERMS // BANDS
+        self.buckets: dict[tuple, list[list[int]]] = {}
+
+    def seen(self, sig: list[int] | None) -> bool:
+        """True if ``sig`` is a near duplicate of one added before; else it is added."""
         if sig is None:
-            continue
-        candidates: set[int] = set()
-        for band in range(BANDS):
-            key = (band, *sig[band * rows:(band + 1) * rows])
-            candidates.update(buckets.get(key, ()))
-        if any(sum(x == y for x, y in zip(sig, signatures[j], strict=True)) >= NEAR * SIG_PERMS
-               for j in candidates):
-            drop.add(i)
-            continue
-        for band in range(BANDS):
-            buckets.setdefault((band, *sig[band * rows:(band + 1) * rows]), []).append(i)
-    return drop
+            return False
+        keys = [(band, *sig[band * self.rows:(band + 1) * self.rows]) for band in range(BANDS)]
+        for key in keys:
+            for other in self.buckets.get(key, ()):
+                if sum(x == y for x, y in zip(sig, other, strict=True)) >= NEAR * SIG_PERMS:
+                    return True
+        for key in keys:
+            self.buckets.setdefault(key, []).append(sig)
+        return False
+
+
+class CorpusBuilder:
+    """Gathers, filters, de-duplicates, decontaminates and tokenizes, a chunk of files at a time,
+    so a caller can train on the corpus so far (:meth:`snapshot`) while :meth:`run` goes on in
+    another thread: on a lent GPU the corpus stage no longer leaves the GPU idle.
+
+    Files are processed in a seeded random order (what is done when time runs out is a random
+    sample) and judged in that order, the first of two duplicates kept, so every snapshot's
+    files are all in every later one.  ``cfg`` is the run's ``DataConfig`` (size and
+    generated-code filters, eval fraction, span length).  ``workers`` 0 means one per CPU; 1
+    runs in the calling thread; ``nice`` lowers the pool's priority below a training process.
+    """
+
+    def __init__(self, site_dirs: list[Path], stdlib_dir: Path | None, tokenizer_dir: Path,
+                 cfg, *, artifact: Path | None, workers: int = 0,
+                 max_files: int | None = None, nice: int = 0) -> None:
+        self.t0 = time.monotonic()
+        self.packages = ([stdlib(stdlib_dir)] if stdlib_dir else []) + \
+            [p for d in site_dirs for p in site_packages(d)]
+        self.items: list[tuple[Package, Path, str]] = [
+            (p, path, rel) for p in self.packages if p.licence for path, rel in p.files]
+        if max_files is not None:
+            self.items = self.items[:max_files]
+        self.cfg, self.artifact = cfg, artifact
+        limits = {"min_bytes": cfg.min_bytes, "max_bytes": cfg.max_bytes, "cfg": cfg,
+                  "max_span_tokens": cfg.max_span_tokens}
+        self.init = (str(tokenizer_dir), str(artifact) if artifact else None, limits)
+        jobs = [(i, str(path)) for i, (_, path, _) in enumerate(self.items)]
+        random.Random(cfg.seed).shuffle(jobs)
+        self.workers = workers or os.cpu_count() or 1
+        # Small corpora (a rehearsal) still spread over the workers; 32 files amortise the
+        # round trip on a real one.
+        size = max(1, min(32, len(jobs) // (8 * self.workers)))
+        self.chunks = [jobs[k:k + size] for k in range(0, len(jobs), size)]
+        self.nice = nice
+        self.processed = 0
+        self.busy = 0.0
+        self.done = False
+        self.train_tokens = self.eval_tokens = 0
+        self._lock = threading.Lock()
+        self._files: list[CorpusFile] = []
+        self._seen: set[str] = set()
+        self._near = NearDuplicates()
+        self.dropped = {"size": 0, "decode": 0, "generated": 0, "error": 0, "duplicate": 0,
+                        "near_duplicate": 0, "benchmark": 0}
+
+    def run(self, stop: Callable[[], bool] = lambda: False,
+            on_chunk: Callable[[], None] | None = None) -> None:
+        """Process chunks until all are done or ``stop()`` (asked after each chunk);
+        ``on_chunk()`` runs after each chunk is added."""
+        t = time.monotonic()
+        if self.workers == 1:
+            _init_worker(*self.init)
+            for chunk in self.chunks:
+                if stop():
+                    break
+                self._add(_process_many(chunk), 0.0, on_chunk)
+        else:
+            pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
+                                       initializer=_init_worker, initargs=(*self.init, self.nice))
+            try:
+                for rows, seconds in pool.map(_process_timed, self.chunks):
+                    self._add(rows, seconds, on_chunk)
+                    if stop():
+                        break
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+        wall = time.monotonic() - t
+        left = len(self.items) - self.processed
+        log.info("processed %d files in %.1fs with %d workers%s%s", self.processed, wall,
+                 self.workers, f" (workers busy {self.busy:.0f} s, "
+                 f"{self.busy / (self.workers * max(wall, 1e-9)):.0%} of their time)"
+                 if self.workers > 1 else "", f" ({left} left out: time limit)" if left else "")
+        self.done = True
+        if on_chunk is not None:
+            on_chunk()
+
+    def _add(self, rows: list[dict], seconds: float, on_chunk) -> None:
+        with self._lock:
+            self.busy += seconds
+            self.processed += len(rows)
+            for r in rows:
+                if r["drop"] in ("size", "decode", "generated", "error"):
+                    self.dropped[r["drop"]] += 1
+                elif r["sha"] in self._seen:
+                    self.dropped["duplicate"] += 1
+                else:
+                    self._seen.add(r["sha"])
+                    self._keep(r)
+        if on_chunk is not None:
+            on_chunk()
+
+    def _keep(self, r: dict) -> None:
+        if self._near.seen(r["sig"]):
+            self.dropped["near_duplicate"] += 1
+        elif r["drop"] == "benchmark":
+            self.dropped["benchmark"] += 1
+        else:
+            pkg, _, rel = self.items[r["i"]]
+            f = CorpusFile(pkg.name, rel, r["sha"], r["bytes"], r["ids"], r["spans"],
+                           held_out(pkg.name, rel, self.cfg.eval_fraction))
+            self._files.append(f)
+            if f.is_eval:
+                self.eval_tokens += len(f.ids) // 2
+            else:
+                self.train_tokens += len(f.ids) // 2
+
+    def snapshot(self) -> tuple[list[CorpusFile], dict]:
+        """The files kept so far and their manifest."""
+        with self._lock:
+            files, dropped = list(self._files), dict(self.dropped)
+            processed = self.processed
+        manifest = manifest_of(self.packages, files, dropped, self.artifact)
+        manifest["seconds"] = round(time.monotonic() - self.t0, 1)
+        manifest["unprocessed_files"] = len(self.items) - processed
+        return files, manifest
 
 
 def build_corpus(site_dirs: list[Path], stdlib_dir: Path | None, tokenizer_dir: Path, cfg,
                  *, artifact: Path | None, workers: int = 0, max_files: int | None = None,
                  time_limit_s: float | None = None) -> tuple[list[CorpusFile], dict]:
-    """Gather, filter, de-duplicate, decontaminate and tokenize; returns (files, manifest).
-
-    ``cfg`` is the run's ``DataConfig`` (size and generated-code filters, eval fraction, span
-    length).  ``workers`` 0 means one per CPU; 1 runs in this process.  Files are processed in
-    a seeded random order, so when ``time_limit_s`` runs out the files done so far are a
-    random sample of all of them (the manifest says how many were left out).
-    """
-    t0 = time.monotonic()
-    packages = ([stdlib(stdlib_dir)] if stdlib_dir else []) + \
-        [p for d in site_dirs for p in site_packages(d)]
-    items: list[tuple[Package, Path, str]] = [(p, path, rel) for p in packages
-                                              if p.licence for path, rel in p.files]
-    if max_files is not None:
-        items = items[:max_files]
-    limits = {"min_bytes": cfg.min_bytes, "max_bytes": cfg.max_bytes, "cfg": cfg,
-              "max_span_tokens": cfg.max_span_tokens}
-    init = (str(tokenizer_dir), str(artifact) if artifact else None, limits)
-    jobs = [(i, str(path)) for i, (_, path, _) in enumerate(items)]
-    random.Random(cfg.seed).shuffle(jobs)
-    chunks = [jobs[k:k + 32] for k in range(0, len(jobs), 32)]
-    workers = workers or os.cpu_count() or 1
-    results: list[dict] = []
-    busy = 0.0
-
-    def over() -> bool:
-        return time_limit_s is not None and time.monotonic() - t0 > time_limit_s
-
-    if workers == 1:
-        _init_worker(*init)
-        for chunk in chunks:
-            if over():
-                break
-            results += _process_many(chunk)
-    else:
-        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
-                                   initializer=_init_worker, initargs=init)
-        try:
-            for done, seconds in pool.map(_process_timed, chunks):
-                results += done
-                busy += seconds
-                if over():
-                    break
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-    results.sort(key=lambda r: r["i"])   # first-seen order for de-duplication
-    unprocessed = len(jobs) - len(results)
-    wall = time.monotonic() - t0
-    log.info("processed %d files in %.1fs with %d workers%s%s", len(results), wall, workers,
-             f" (workers busy {busy:.0f} s, {busy / (workers * wall):.0%} of their time)"
-             if workers > 1 else "",
-             f" ({unprocessed} left out: time limit)" if unprocessed else "")
-    dropped = {"size": 0, "decode": 0, "generated": 0, "error": 0, "duplicate": 0,
-               "near_duplicate": 0, "benchmark": 0}
-    seen: set[str] = set()
-    kept_rows: list[dict] = []
-    for r in results:
-        if r["drop"] in ("size", "decode", "generated", "error"):
-            dropped[r["drop"]] += 1
-        elif r["sha"] in seen:
-            dropped["duplicate"] += 1
-        else:
-            seen.add(r["sha"])
-            kept_rows.append(r)
-    near = near_duplicates([r["sig"] for r in kept_rows])
-    files: list[CorpusFile] = []
-    for k, r in enumerate(kept_rows):
-        if k in near:
-            dropped["near_duplicate"] += 1
-        elif r["drop"] == "benchmark":
-            dropped["benchmark"] += 1
-        else:
-            pkg, _, rel = items[r["i"]]
-            files.append(CorpusFile(pkg.name, rel, r["sha"], r["bytes"], r["ids"], r["spans"],
-                                    held_out(pkg.name, rel, cfg.eval_fraction)))
-    manifest = manifest_of(packages, files, dropped, artifact)
-    manifest["seconds"] = round(time.monotonic() - t0, 1)
-    manifest["unprocessed_files"] = unprocessed
+    """The whole corpus at once (:class:`CorpusBuilder` run to the end or the time limit);
+    returns (files, manifest)."""
+    builder = CorpusBuilder(site_dirs, stdlib_dir, tokenizer_dir, cfg, artifact=artifact,
+                            workers=workers, max_files=max_files)
+    builder.run(stop=lambda: time_limit_s is not None
+                and time.monotonic() - builder.t0 > time_limit_s)
+    files, manifest = builder.snapshot()
     log.info("corpus: %d files, %.1f MB, %d tokens; dropped %s", len(files),
-             sum(f.nbytes for f in files) / 1e6, manifest["tokens"], dropped)
+             sum(f.nbytes for f in files) / 1e6, manifest["tokens"], manifest["dropped_files"])
     return files, manifest
 
 

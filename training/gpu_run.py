@@ -30,6 +30,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -260,6 +261,68 @@ def replan_at_warmup_end(trainer: Trainer, deadline: float, report: Report, min_
     return on_step
 
 
+def write_manifest(out: Path, manifest: dict) -> None:
+    tmp = out / "corpus_manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(tmp, out / "corpus_manifest.json")
+
+
+class CorpusFeed:
+    """Hands the training loop a larger packed train split as the corpus grows.
+
+    The builder's thread packs a snapshot every ``refresh_s`` seconds (and once when the
+    corpus is done); the loop takes the newest one between steps (:meth:`take`), so packing
+    never stalls a step.  The manifest travels with its split: the one written is always that
+    of the data trained on."""
+
+    def __init__(self, builder: corpus.CorpusBuilder, seq_len: int, eos_id: int,
+                 refresh_s: float) -> None:
+        self.builder, self.seq_len, self.eos_id = builder, seq_len, eos_id
+        self.refresh_s = refresh_s
+        self.closed = False
+        self.done_s: float | None = None
+        self._files = 0
+        self._last = time.monotonic()
+        self._started = False
+        self._pending: tuple[PackedSplit, dict] | None = None
+        self._lock, self._packing = threading.Lock(), threading.Lock()
+
+    def start(self, files: int) -> None:
+        """The loop trains on the first ``files`` files from now."""
+        self._files, self._last, self._started = files, time.monotonic(), True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def on_chunk(self) -> None:
+        """The builder's thread, after each chunk."""
+        with self._packing:
+            self._refresh()
+
+    def _refresh(self) -> None:
+        b = self.builder
+        if b.done and self.done_s is None:
+            self.done_s = round(time.monotonic() - b.t0, 1)
+        if not self._started or self.closed or not (
+                b.done or time.monotonic() - self._last >= self.refresh_s):
+            return
+        self._last = time.monotonic()
+        files, manifest = b.snapshot()
+        if len(files) <= self._files:
+            return
+        manifest["corpus_done"] = b.done
+        split = pack_files([f for f in files if not f.is_eval], self.seq_len, self.eos_id)
+        self._files = len(files)
+        with self._lock:
+            self._pending = (split, manifest)
+
+    def take(self) -> tuple[PackedSplit, dict] | None:
+        """The newest packed split not yet taken, with its manifest (None: nothing new)."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+        return pending
+
+
 def run(args, report: Report) -> dict:
     t0 = time.monotonic()
     out = Path(args.out)
@@ -289,89 +352,127 @@ def run(args, report: Report) -> dict:
             report.update(**{name: f"unreadable: {exc}"})
 
     t = time.monotonic()
-    files, manifest = corpus.build_corpus(
-        site_dirs, std, init, recipe.data, artifact=None if args.no_decontam else
-        Path(args.decontam), workers=args.workers, max_files=args.max_files,
-        time_limit_s=args.corpus_share * args.budget_s)
-    tmp = out / "corpus_manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, out / "corpus_manifest.json")
-    stage("corpus", t)
-
-    t = time.monotonic()
     from coda_model import load_tokenizer
     tok = load_tokenizer(init)
-    train = pack_files([f for f in files if not f.is_eval], recipe.data.seq_len, tok.eos_id)
-    held = pack_files([f for f in files if f.is_eval], recipe.data.seq_len, tok.eos_id)
-    del files
-    report.update(data={"train_rows": len(train), "eval_rows": len(held),
-                        "train_tokens": train.ids.numel(), "spans": int(train.spans.shape[0]),
-                        "seq_len": recipe.data.seq_len})
-    stage("pack", t)
-    if len(train) < recipe.train.batch_size:
-        raise SystemExit(f"{len(train)} packed rows cannot fill a batch of "
-                         f"{recipe.train.batch_size}")
+    builder = corpus.CorpusBuilder(
+        site_dirs, std, init, recipe.data, artifact=None if args.no_decontam else
+        Path(args.decontam), workers=args.workers or max(1, (os.cpu_count() or 2) - 1),
+        max_files=args.max_files, nice=10)
+    feed = CorpusFeed(builder, recipe.data.seq_len, tok.eos_id, args.refresh_s)
+    corpus_end = t0 + args.corpus_share * args.budget_s
+    thread = threading.Thread(target=builder.run, name="corpus", daemon=True, kwargs=dict(
+        stop=lambda: feed.closed or time.monotonic() > corpus_end, on_chunk=feed.on_chunk))
+    thread.start()
+    try:
+        # Training starts once a few batches and an evaluation batch (the fixed held-out set
+        # that eval_before and eval_after share) are there.
+        enough = 4 * recipe.train.batch_size * recipe.data.seq_len
+        eval_enough = min(32, recipe.train.batch_size) * recipe.data.seq_len \
+            if recipe.data.eval_fraction > 0 else 0
+        while thread.is_alive() and not builder.done and not (
+                time.monotonic() - t0 >= args.first_share * args.budget_s
+                and builder.train_tokens >= enough and builder.eval_tokens >= eval_enough):
+            time.sleep(0.2)
+        files, manifest = builder.snapshot()
+        manifest["corpus_done"] = builder.done
+        write_manifest(out, manifest)
+        stage("corpus", t)
 
-    t = time.monotonic()
-    work = Path(args.work or tempfile.mkdtemp(prefix="coda_gpu_run_"))
-    shutil.rmtree(work / "checkpoints", ignore_errors=True)
-    if args.grow_layers:
-        recipe = grow(recipe, init, args.grow_layers, work / "grown", train, report)
-    trainer = Trainer(recipe, work, train_split=train, eval_split=held)
-    n_bytes = sum(v.numel() * 2 for v in bf16_state(trainer.model).values())
-    if files_back(n_bytes, args.shard_mib * MIB) > MAX_FILES_BACK:
-        raise SystemExit(f"a {n_bytes / MIB:.0f} MiB bf16 model needs more than "
-                         f"{MAX_FILES_BACK} files back at {args.shard_mib} MiB per shard")
-    eval_batch = min(32, recipe.train.batch_size)
-    before = evaluate(trainer, eval_batch)
-    report.update(eval_before=before,
-                  parameters=sum(p.numel() for p in trainer.model.parameters()))
-    stage("setup_and_eval_before", t)
+        t = time.monotonic()
+        train = pack_files([f for f in files if not f.is_eval], recipe.data.seq_len, tok.eos_id)
+        held = pack_files([f for f in files if f.is_eval], recipe.data.seq_len, tok.eos_id)
+        feed.start(len(files))
+        feed.on_chunk()   # the corpus may have finished between the snapshot and start
+        del files
+        report.update(data={"train_rows": len(train), "eval_rows": len(held),
+                            "train_tokens": train.ids.numel(), "spans": int(train.spans.shape[0]),
+                            "seq_len": recipe.data.seq_len}, data_growth=[])
+        stage("pack", t)
+        if len(train) < recipe.train.batch_size:
+            raise SystemExit(f"{len(train)} packed rows cannot fill a batch of "
+                             f"{recipe.train.batch_size}")
 
-    t = time.monotonic()
-    step_s = calibrate(trainer)
-    reserve = 2 * before["seconds"] + 5 + 0.02 * args.budget_s + 3 * args.export_s
-    deadline = t0 + args.budget_s - reserve
-    planned = trainer.step + max(1, int((deadline - time.monotonic()) / step_s))
-    trainer.set_total_steps(planned)
-    tokens_per_step = recipe.train.batch_size * recipe.data.seq_len
-    report.update(calibration={"seconds_per_step": step_s,
-                               "tokens_per_s": tokens_per_step / step_s,
-                               "planned_steps": planned, "reserve_s": round(reserve, 1)})
-    log.info("%.3f s/step (%.0f tokens/s): planning %d steps", step_s, tokens_per_step / step_s,
-             planned)
-    stage("calibrate", t)
+        t = time.monotonic()
+        work = Path(args.work or tempfile.mkdtemp(prefix="coda_gpu_run_"))
+        shutil.rmtree(work / "checkpoints", ignore_errors=True)
+        if args.grow_layers:
+            recipe = grow(recipe, init, args.grow_layers, work / "grown", train, report)
+        trainer = Trainer(recipe, work, train_split=train, eval_split=held)
+        n_bytes = sum(v.numel() * 2 for v in bf16_state(trainer.model).values())
+        if files_back(n_bytes, args.shard_mib * MIB) > MAX_FILES_BACK:
+            raise SystemExit(f"a {n_bytes / MIB:.0f} MiB bf16 model needs more than "
+                             f"{MAX_FILES_BACK} files back at {args.shard_mib} MiB per shard")
+        eval_batch = min(32, recipe.train.batch_size)
+        before = evaluate(trainer, eval_batch)
+        report.update(eval_before=before,
+                      parameters=sum(p.numel() for p in trainer.model.parameters()))
+        stage("setup_and_eval_before", t)
 
-    def export(tr: Trainer) -> None:
-        e = time.monotonic()
-        export_model(tr.backend.unwrap(tr.model), out / "model", args.shard_mib * MIB)
-        report.update(exported_step=tr.step, status="training")
-        log.info("exported step %d in %.1fs", tr.step, time.monotonic() - e)
+        t = time.monotonic()
+        step_s = calibrate(trainer)
+        reserve = 2 * before["seconds"] + 5 + 0.02 * args.budget_s + 3 * args.export_s
+        deadline = t0 + args.budget_s - reserve
+        planned = trainer.step + max(1, int((deadline - time.monotonic()) / step_s))
+        trainer.set_total_steps(planned)
+        tokens_per_step = recipe.train.batch_size * recipe.data.seq_len
+        report.update(calibration={"seconds_per_step": step_s,
+                                   "tokens_per_s": tokens_per_step / step_s,
+                                   "planned_steps": planned, "reserve_s": round(reserve, 1)})
+        log.info("%.3f s/step (%.0f tokens/s): planning %d steps", step_s, tokens_per_step / step_s,
+                 planned)
+        stage("calibrate", t)
 
-    t = time.monotonic()
-    trainer.run(resume=False, deadline=deadline, on_checkpoint=export,
-                on_step=replan_at_warmup_end(trainer, deadline, report))
-    train_s = time.monotonic() - t
-    stage("train", t)
+        def export(tr: Trainer) -> None:
+            e = time.monotonic()
+            export_model(tr.backend.unwrap(tr.model), out / "model", args.shard_mib * MIB)
+            report.update(exported_step=tr.step, status="training")
+            log.info("exported step %d in %.1fs", tr.step, time.monotonic() - e)
 
-    t = time.monotonic()
-    after = evaluate(trainer, eval_batch)
-    export(trainer)
-    rows = read_metrics(work / "metrics.jsonl")
-    report.update(
-        status="done", eval_after=after, steps=trainer.step,
-        planned_steps=trainer.recipe.train.steps,
-        tokens=trainer.tokens, train_seconds=round(train_s, 1),
-        train_tokens_per_s=next((r["tokens_per_s"] for r in reversed(rows)
-                                 if r.get("kind") == "train"), None),
-        flops=6 * report.data["parameters"] * trainer.tokens,
-        metrics=rows)
-    stage("eval_after_and_export", t)
-    report.update(total_seconds=round(time.monotonic() - t0, 1))
-    log.info("done: %d steps, %d tokens, eval %s → %s", trainer.step, trainer.tokens,
-             {k: round(v, 3) for k, v in before.items()}, {k: round(v, 3) for k, v in
-                                                          after.items()})
-    return report.data
+        t = time.monotonic()
+        replan = replan_at_warmup_end(trainer, deadline, report)
+
+        def on_step(tr: Trainer) -> None:
+            replan(tr)
+            grown = feed.take()
+            if grown is not None:
+                split, manifest = grown
+                tr.use_train_split(split)
+                write_manifest(out, manifest)
+                report.data["data_growth"].append({
+                    "step": tr.step, "seconds": round(time.monotonic() - t0, 1),
+                    "files": manifest["files"], "train_rows": len(split),
+                    "train_tokens": split.ids.numel(), "corpus_done": manifest["corpus_done"]})
+                report.update()
+                log.info("step %d: training on %d files now (%d rows)", tr.step, manifest["files"],
+                         len(split))
+
+        trainer.run(resume=False, deadline=deadline, on_checkpoint=export, on_step=on_step)
+        train_s = time.monotonic() - t
+        stage("train", t)
+        feed.close()
+        thread.join(timeout=60)
+        report.update(corpus_seconds=feed.done_s)
+
+        t = time.monotonic()
+        after = evaluate(trainer, eval_batch)
+        export(trainer)
+        rows = read_metrics(work / "metrics.jsonl")
+        report.update(
+            status="done", eval_after=after, steps=trainer.step,
+            planned_steps=trainer.recipe.train.steps,
+            tokens=trainer.tokens, train_seconds=round(train_s, 1),
+            train_tokens_per_s=next((r["tokens_per_s"] for r in reversed(rows)
+                                     if r.get("kind") == "train"), None),
+            flops=6 * report.data["parameters"] * trainer.tokens,
+            metrics=rows)
+        stage("eval_after_and_export", t)
+        report.update(total_seconds=round(time.monotonic() - t0, 1))
+        log.info("done: %d steps, %d tokens, eval %s → %s", trainer.step, trainer.tokens,
+                 {k: round(v, 3) for k, v in before.items()}, {k: round(v, 3) for k, v in
+                                                              after.items()})
+        return report.data
+    finally:
+        feed.close()   # the pool stops after its current chunk, whatever happened
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -390,9 +491,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-decontam", action="store_true")
     parser.add_argument("--workers", type=int, default=0, help="corpus processes (0: per CPU)")
     parser.add_argument("--max-files", type=int)
-    parser.add_argument("--corpus-share", type=float, default=0.3,
+    parser.add_argument("--corpus-share", type=float, default=0.7,
                         help="stop processing files after this share of the budget (the files "
                              "done are a random sample)")
+    parser.add_argument("--first-share", type=float, default=0.05,
+                        help="start training on the corpus so far after this share of the "
+                             "budget (the rest joins as it is processed)")
+    parser.add_argument("--refresh-s", type=float, default=30.0,
+                        help="seconds between growing the train split")
     parser.add_argument("--shard-mib", type=float, default=15.5)
     parser.add_argument("--export-s", type=float, default=3.0,
                         help="time one export takes (reserved at the end)")

@@ -254,6 +254,17 @@ class Trainer:
         self.recipe = replace(self.recipe, train=replace(self.recipe.train, steps=steps))
         self.scheduler.lr_lambdas = [lr_factor(self.recipe)] * len(self.optimizer.param_groups)
 
+    def use_train_split(self, split: PackedSplit) -> None:
+        """Train on ``split`` from the next step: a budgeted run starts on the corpus built so
+        far and takes the larger one as it grows (``training.gpu_run``)."""
+        world = self.backend.world_size
+        if len(split) < self.recipe.train.batch_size * world:
+            raise DataError(f"the new train split has {len(split)} rows, fewer than a batch")
+        self._resident.pop(id(self.train_split), None)   # its device copy is not needed again
+        self.train_split = split
+        self.stream = BatchStream(len(split), self.recipe.train.batch_size * world,
+                                  self.recipe.train.seed + self.step)
+
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
         return {"step": self.step, "tokens": self.tokens,
