@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-share", type=float, default=0.05,
                         help="start training on the corpus so far after this share of the "
                              "budget (the rest joins as it is processed)")
-    parser.add_argument("--refresh-s", type=float, default=30.0,
+    parser.add_argument("--refresh-s", type=float, default=15.0,
                         help="seconds between growing the train split")
     parser.add_argument("--shard-mib", type=float, default=15.5)
     parser.add_argument("--export-s", type=float, default=3.0,
