@@ -65,6 +65,16 @@ def table(requests: list[tuple[list[Fill], str]], bars=BARS) -> list[dict]:
     return rows
 
 
+def typing_requests(engine: Engine, limit: int = 400, seed: int = 7, per_file: int = 16,
+                    steps: int = 8) -> list[tuple[list[Fill], str]]:
+    """(every ranked fill, truth) for held-out spans through the typing path, no bar applied."""
+    examples = evaluate.load_examples(["heldout"], limit, seed, evaluate.BENCHMARKS,
+                                      "default_model_cpu", per_file, engine.tokenizer)
+    settings = Settings(confidence_threshold=0.0, automatic_confidence_threshold=0.0)
+    return [(fim.fill_between(engine, ex.prefix, ex.suffix, settings, steps, fast=True).fills,
+             ex.middle) for ex in examples]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=default_model_dir())
@@ -77,13 +87,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     engine = Engine.load(args.model, device="cpu", dtype=args.dtype)
-    examples = evaluate.load_examples(["heldout"], args.limit, args.seed, evaluate.BENCHMARKS,
-                                      "default_model_cpu", args.per_file, engine.tokenizer)
-    settings = Settings(confidence_threshold=0.0, automatic_confidence_threshold=0.0)
-    start, requests = time.perf_counter(), []
-    for ex in examples:
-        outcome = fim.fill_between(engine, ex.prefix, ex.suffix, settings, args.steps, fast=True)
-        requests.append((outcome.fills, ex.middle))
+    start = time.perf_counter()
+    requests = typing_requests(engine, args.limit, args.seed, args.per_file, args.steps)
     defaults = Settings()
     print(f"model={args.model} dtype={pick_dtype(args.dtype, 'cpu') or 'float32'} "
           f"spans={len(requests)} seed={args.seed} steps={args.steps} "

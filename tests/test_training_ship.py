@@ -241,6 +241,20 @@ def test_ship_models_latency_runs_the_typing_benchmark(tiny_model_dir):
     spec = importlib.util.spec_from_file_location("ship_model_script", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    typing = module.typing_latency(tiny_model_dir, requests=3)
-    assert set(typing) == {"p50_ms", "p95_ms", "cold_s", "rss_mb"}
+    typing = module.typing_latency(tiny_model_dir, requests=3, spans=4)
+    assert set(typing) == {"p50_ms", "p95_ms", "cold_s", "rss_mb", "automatic_bar"}
     assert 0 < typing["p50_ms"] <= typing["p95_ms"] and typing["cold_s"] > 0
+    from coda_lsp.settings import Settings
+    bar = typing["automatic_bar"]
+    assert bar["spans"] == 4 and bar["bar"] == Settings().automatic_confidence_threshold
+    assert 0 <= bar["shown"] <= 1 and bar["exact_kept"] <= bar["exact_at_base"] <= 4
+
+
+@pytest.mark.parametrize(("shown", "off"), [(0.7, False), (0.95, True), (0.3, True)])
+def test_the_card_says_when_the_automatic_bar_needs_measuring_again(shown, off):
+    row = {"bar": 0.4, "shown": shown, "es_shown": 0.4, "es_hidden": 0.2, "exact_kept": 50,
+           "exact_at_base": 52, "spans": 400}
+    line = ship.automatic_bar_line(row)
+    assert f"automaticConfidenceThreshold 0.4 shows {shown:.0%} of the offers" in line
+    assert "50 of 52 exact offers kept" in line
+    assert ("measure the bar again" in line) == off == ship.automatic_bar_off(row)
