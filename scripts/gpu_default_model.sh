@@ -8,13 +8,15 @@
 # train.log. Extra arguments go to training.gpu_run (e.g. --set train.batch_size=128).
 # tests/test_training_gpu_run.py rehearses this very script on CPU (PYTHON, BENCH_ARGS, OUT,
 # BUDGET_S and gpu_run's arguments point it at a fake machine).
-# Size (issue 11, item 3): GROW_LAYERS=N deepens the start model first (function-preserving; a
-# start model that deep already is continued as it is). Default 8: the largest depth at width 256
-# that keeps the typing budget on the 2-core dev CPU now that the server runs int8 weights there
-# (VNNI): benchmarks/bench_sizes.py --dtypes int8, 1 thread, 2 rounds: 8 layers (8.4 M) p50 84 /
-# p95 123 ms, cold start 3.0 s, against p50 100 / p95 200 (4 layers: 56 / 73). In fp32 (no VNNI,
-# no bf16) 8 layers measured p50 117-129 ms: GROW_LAYERS=0 keeps the shipped depth.
-# (benchmarks/README.md, "Model size").
+# Size (issue 11, item 3): GROW_WIDTH=H and GROW_LAYERS=N widen and deepen the start model first
+# (function-preserving, training.grow; a start model that large already is continued as it
+# is). Default 384 wide, 6 deep (13.5 M parameters, 2.6x the shipped 5.3 M): the most
+# parameters per millisecond of typing on the 2-core dev CPU with int8 weights (VNNI).
+# benchmarks/bench_sizes.py --dtypes int8, 1 thread, 2 rounds, p50 ratio to the shipped shape
+# in one run: 384 x 6 1.41, 256 x 8 (8.4 M) 1.60, 384 x 8 (16.9 M) 1.70; on session 10's idle
+# box (shipped p50 55.5 / p95 73 ms) 384 x 6 is ~78 / ~105 ms against p50 100 / p95 200.
+# In fp32 (no VNNI, no bf16) even 8 x 256 measured p50 117-129 ms: GROW_WIDTH=0 GROW_LAYERS=0
+# keeps the shipped shape. (benchmarks/README.md, "Model size").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/coda_gpu_out}
@@ -31,7 +33,7 @@ timeout 90 "$PY" benchmarks/bench_training.py $BENCH_ARGS --json "$bench" | tail
     || echo "bench_training failed (the run goes on)"
 left=$(( BUDGET_S - ($(date +%s) - start) ))
 "$PY" -m training.gpu_run --out "$OUT" --budget-s "$left" --attach "bench=$bench" \
-    --grow-layers "${GROW_LAYERS:-8}" "$@"
+    --grow-width "${GROW_WIDTH:-384}" --grow-layers "${GROW_LAYERS:-6}" "$@"
 status=$?
 rm -f "$bench"   # embedded in report.json by now
 exit $status

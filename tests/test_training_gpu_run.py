@@ -133,8 +133,8 @@ def test_the_whole_gpu_run_on_cpu(machine, tmp_path):
     subprocess.run([
         "bash", str(ROOT / "scripts" / "gpu_default_model.sh"), "--site-packages", str(site),
         "--stdlib", str(std), "--decontam", str(artifact), "--workers", "1",
-        "--shard-mib", "5", "--export-s", "1", "--work", str(tmp_path / "work"),
-        "--grow-layers", "6", "--first-share", "0",
+        "--shard-mib", "10", "--export-s", "1", "--work", str(tmp_path / "work"),
+        "--first-share", "0",
         "--set", "train.device=cpu", "train.batch_size=2", "data.seq_len=32",
         "data.eval_fraction=0.3", "train.compile=false", "train.threads=1",
         "train.log_every=2", "train.eval_every=0", "train.eval_batches=1",
@@ -148,7 +148,7 @@ def test_the_whole_gpu_run_on_cpu(machine, tmp_path):
                             "model/model.safetensors.index.json", "report.json", "train.log"])
     assert not list(scratch.glob("bench_training.*")), "the benchmark's JSON is left behind"
     for shard in (out / "model").glob("*.safetensors"):
-        assert shard.stat().st_size <= 5 * 1024 * 1024
+        assert shard.stat().st_size <= 10 * 1024 * 1024
         with safe_open(str(shard), "pt") as f:
             assert all(f.get_tensor(k).dtype == torch.bfloat16 for k in f.keys())
 
@@ -183,13 +183,16 @@ def test_the_whole_gpu_run_on_cpu(machine, tmp_path):
         assert key in report["eval_before"] and key in report["eval_after"]
     trained = load_model(out / "model")
     shipped = load_model(SHIPPED)
-    assert report["grown"]["layers"] == [4, 6] and report["grown"]["max_logit_gap"] < 1e-4
-    assert trained.config.num_hidden_layers == 6
-    assert trained.config.hidden_size == shipped.config.hidden_size
+    # the script's default growth: 384 wide, 6 deep
+    assert report["grown"]["layers"] == [4, 6] and report["grown"]["hidden"] == [256, 384]
+    assert report["grown"]["max_logit_gap"] < 1e-3
+    assert (trained.config.num_hidden_layers, trained.config.hidden_size) == (6, 384)
     old, new = shipped.state_dict(), trained.state_dict()
     for name in ("model.embed_tokens.weight", "model.layers.0.mlp.up_proj.weight"):
-        assert not torch.equal(old[name].to(torch.bfloat16), new[name])   # trained
+        rows, cols = old[name].shape
+        assert not torch.equal(old[name].to(torch.bfloat16), new[name][:rows, :cols])  # trained
     assert new["model.layers.1.self_attn.o_proj.weight"].abs().max() > 0  # a copy left zero
+    assert new["model.layers.0.self_attn.o_proj.weight"][256:].abs().max() > 0  # new channels
 
 
 def meta(**fields) -> Message:
@@ -344,6 +347,55 @@ def test_growing_deeper_keeps_the_function_and_the_copies_learn():
     assert copy.abs().max() > 0
     with pytest.raises(ValueError):
         grow_depth(shipped, 3)
+
+
+def test_growing_wider_keeps_the_function_and_the_new_channels_learn():
+    from training.grow import _widened_heads, grow_depth, grow_width, same_function
+    from training.loop import build_optimizer
+    from training.recipes import tiny_cpu
+    assert _widened_heads(4, 6, 2) == [0, 1, 3, 4]   # each keeps its key/value head
+    shipped = load_model(SHIPPED).float()
+    wide = grow_width(shipped, 384, 1152)
+    c = wide.config
+    assert (c.hidden_size, c.intermediate_size, c.num_attention_heads,
+            c.num_key_value_heads) == (384, 1152, 6, 2)
+    ids = torch.randint(10, 8000, (2, 40), generator=torch.Generator().manual_seed(0))
+    assert same_function(shipped, wide, ids) < 1e-3
+    assert same_function(shipped, grow_depth(wide, 6), ids) < 1e-3   # both ways at once
+    assert wide.lm_head.weight is wide.model.embed_tokens.weight
+    layer = wide.model.layers[0]
+    zeroed = [wide.model.embed_tokens.weight[:, 256:], layer.self_attn.o_proj.weight[256:],
+              layer.self_attn.o_proj.weight[:, 2 * 64:3 * 64],   # a new head's output
+              layer.mlp.down_proj.weight[:, 768:]]
+    assert all(z.abs().max() == 0 for z in zeroed)
+    optimizer, _ = build_optimizer(wide.train(), tiny_cpu())
+    for _ in range(2):   # the second step: what only the first step's new weights fed
+        optimizer.zero_grad()
+        wide(ids).float().logsumexp(-1).mean().backward()
+        optimizer.step()
+    assert all(z.abs().max() > 0 for z in zeroed)
+    for bad in ((192, 1152), (384, 512), (320, 1152)):   # narrower, or 5 heads over 2 kv
+        with pytest.raises(ValueError, match="cannot widen"):
+            grow_width(shipped, *bad)
+
+
+def test_the_run_widens_and_deepens_its_start_model(tmp_path):
+    """gpu_run --grow-width 384 --grow-layers 6: the saved start model loads at the new shape,
+    the report says so, and a later run given the same sizes continues it as it is."""
+    from training import recipes
+    recipe = recipes.get("default_model_gpu")
+    report = gpu_run.Report(tmp_path / "report.json")
+    split = gpu_run.pack_files([corpus.CorpusFile("p", "a.py", "x", 1, _ids(range(10, 200)),
+                                                  b"", False)], 64, 0)
+    grown = gpu_run.grow(recipe, SHIPPED, 6, tmp_path / "grown", split, report, width=384)
+    assert grown.init_from == str(tmp_path / "grown")
+    model = load_model(tmp_path / "grown")
+    assert (model.config.hidden_size, model.config.num_hidden_layers) == (384, 6)
+    g = report.data["grown"]
+    assert g["layers"] == [4, 6] and g["hidden"] == [256, 384] and g["max_logit_gap"] < 1e-3
+    assert g["parameters"][1] == model.config.num_parameters > g["parameters"][0]
+    again = gpu_run.grow(grown, tmp_path / "grown", 6, tmp_path / "g2", split, report, width=384)
+    assert again is grown and report.data["grown"]["skipped"]
 
 
 def test_a_start_model_already_that_deep_is_not_grown_again(tmp_path):

@@ -192,26 +192,37 @@ class Report:
         os.replace(tmp, self.path)
 
 
-def grow(recipe, init: Path, layers: int, folder: Path, train: PackedSplit, report: Report):
-    """Deepen the start model function-preservingly (``training.grow``); the run starts there.
-    A start model already that deep (a later session continuing a grown run) is kept as is."""
+def grow(recipe, init: Path, layers: int, folder: Path, train: PackedSplit, report: Report,
+         width: int = 0):
+    """Widen and deepen the start model function-preservingly (``training.grow``; the MLP
+    widens in proportion); the run starts there.  A start model already that wide and deep (a
+    later session continuing a grown run) is kept as is."""
     from coda_model import load_model, save_model
 
-    from .grow import grow_depth, same_function
+    from .grow import grow_depth, grow_width, same_function
     base = load_model(init)
-    if base.config.num_hidden_layers >= layers:
-        log.info("%s has %d layers already: not grown", init, base.config.num_hidden_layers)
-        report.update(grown={"from": str(init), "layers": [base.config.num_hidden_layers] * 2,
-                             "skipped": True})
+    c = base.config
+    shape = {"layers": [c.num_hidden_layers] * 2, "hidden": [c.hidden_size] * 2}
+    if layers <= c.num_hidden_layers and width <= c.hidden_size:
+        log.info("%s has %d layers of %d already: not grown", init, c.num_hidden_layers,
+                 c.hidden_size)
+        report.update(grown={"from": str(init), **shape, "skipped": True})
         return recipe
-    grown = grow_depth(base, layers)
+    grown = base
+    if width > c.hidden_size:
+        grown = grow_width(grown, width, c.intermediate_size * width // c.hidden_size,
+                           seed=recipe.train.seed)
+    if layers > c.num_hidden_layers:
+        grown = grow_depth(grown, layers)
+    g = grown.config
     gap = same_function(base, grown, train.ids[:2, :64].long())
     save_model(grown, folder, tokenizer_dir=init)
-    report.update(grown={"from": str(init), "layers": [base.config.num_hidden_layers, layers],
-                         "parameters": [base.config.num_parameters, grown.config.num_parameters],
+    report.update(grown={"from": str(init), "layers": [c.num_hidden_layers, g.num_hidden_layers],
+                         "hidden": [c.hidden_size, g.hidden_size],
+                         "parameters": [c.num_parameters, g.num_parameters],
                          "max_logit_gap": gap})
-    log.info("grew %s from %d to %d layers (max logit gap %.2e)", init,
-             base.config.num_hidden_layers, layers, gap)
+    log.info("grew %s from %d × %d to %d × %d (max logit gap %.2e)", init, c.num_hidden_layers,
+             c.hidden_size, g.num_hidden_layers, g.hidden_size, gap)
     return replace(recipe, init_from=str(folder))
 
 
@@ -395,8 +406,9 @@ def run(args, report: Report) -> dict:
         t = time.monotonic()
         work = Path(args.work or tempfile.mkdtemp(prefix="coda_gpu_run_"))
         shutil.rmtree(work / "checkpoints", ignore_errors=True)
-        if args.grow_layers:
-            recipe = grow(recipe, init, args.grow_layers, work / "grown", train, report)
+        if args.grow_layers or args.grow_width:
+            recipe = grow(recipe, init, args.grow_layers, work / "grown", train, report,
+                          width=args.grow_width)
         trainer = Trainer(recipe, work, train_split=train, eval_split=held)
         n_bytes = sum(v.numel() * 2 for v in bf16_state(trainer.model).values())
         if files_back(n_bytes, args.shard_mib * MIB) > MAX_FILES_BACK:
@@ -506,6 +518,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grow-layers", type=int, default=0,
                         help="deepen the start model to N layers first (function-preserving; "
                         "none if it has N already)")
+    parser.add_argument("--grow-width", type=int, default=0,
+                        help="widen the start model's residual stream to N first (heads and "
+                             "MLP in proportion; function-preserving; none if it has N)")
     parser.add_argument("--attach", nargs="*", action="extend", default=[], metavar="NAME=JSON",
                         help="embed a JSON file in report.json (e.g. the benchmark's result)")
     args = parser.parse_args(argv)
