@@ -419,6 +419,32 @@ def test_a_failed_run_says_so_in_its_report(machine, tmp_path):
     assert (tmp_path / "out" / "corpus_manifest.json").is_file()
 
 
+def test_a_corpus_that_breaks_ends_the_corpus_not_the_run(machine, monkeypatch, tmp_path):
+    """A broken pool (a worker killed, say) mid-corpus: training goes on with what it has."""
+    site, std, artifact = machine
+    real, calls = corpus._process_many, []
+
+    def breaks_after_three(items):
+        calls.append(items)
+        if len(calls) > 3:
+            raise RuntimeError("pool broke")
+        return real(items)
+    monkeypatch.setattr(corpus, "_process_many", breaks_after_three)
+    out = tmp_path / "out"
+    assert gpu_run.main([
+        "--out", str(out), "--site-packages", str(site), "--stdlib", str(std), "--decontam",
+        str(artifact), "--workers", "1", "--budget-s", "25", "--first-share", "0",
+        "--export-s", "1", "--work", str(tmp_path / "work"),
+        "--set", "train.device=cpu", "train.batch_size=2", "data.seq_len=32",
+        "train.compile=false", "train.threads=1", "train.eval_batches=1",
+        "optim.warmup_steps=10"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "done" and report["steps"] > 0
+    assert report["corpus_error"] == "RuntimeError: pool broke"
+    manifest = json.loads((out / "corpus_manifest.json").read_text())
+    assert manifest["unprocessed_files"] > 0 and not manifest["corpus_done"]
+
+
 def test_an_odd_file_is_dropped_not_fatal(monkeypatch, tmp_path):
     def boom(item):
         raise RuntimeError("odd")

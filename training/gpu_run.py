@@ -292,6 +292,7 @@ class CorpusFeed:
         self.refresh_s = refresh_s
         self.closed = False
         self.done_s: float | None = None
+        self.error: str | None = None   # why the corpus stopped early, if it did
         self._files = 0
         self._last = time.monotonic()
         self._started = False
@@ -371,8 +372,16 @@ def run(args, report: Report) -> dict:
         max_files=args.max_files, nice=10)
     feed = CorpusFeed(builder, recipe.data.seq_len, tok.eos_id, args.refresh_s)
     corpus_end = t0 + args.corpus_share * args.budget_s
-    thread = threading.Thread(target=builder.run, name="corpus", daemon=True, kwargs=dict(
-        stop=lambda: feed.closed or time.monotonic() > corpus_end, on_chunk=feed.on_chunk))
+
+    def build() -> None:
+        try:
+            builder.run(stop=lambda: feed.closed or time.monotonic() > corpus_end,
+                        on_chunk=feed.on_chunk)
+        except Exception as exc:   # a broken pool ends the corpus, not the run
+            log.exception("the corpus stopped early; training goes on with what it has")
+            feed.error = f"{type(exc).__name__}: {exc}"
+
+    thread = threading.Thread(target=build, name="corpus", daemon=True)
     thread.start()
     try:
         # Training starts once a few batches and an evaluation batch (the fixed held-out set
@@ -463,7 +472,7 @@ def run(args, report: Report) -> dict:
         stage("train", t)
         feed.close()
         thread.join(timeout=60)
-        report.update(corpus_seconds=feed.done_s)
+        report.update(corpus_seconds=feed.done_s, corpus_error=feed.error)
 
         t = time.monotonic()
         after = evaluate(trainer, eval_batch)
