@@ -299,6 +299,20 @@ def test_training_takes_the_corpus_as_it_grows(machine):
     assert torch.equal(split.ids, expected.ids) and torch.equal(split.spans, expected.spans)
     assert manifest["dropped_files"] == {"size": 0, "decode": 0, "generated": 0, "error": 0,
                                          "duplicate": 1, "near_duplicate": 1, "benchmark": 1}
+    # The corpus ended with nothing new to train on: the final counts still reach the manifest.
+    late = gpu_run.CorpusFeed(builder, 32, eos, refresh_s=1e9)
+    late.start(len(files))
+    late.on_chunk()
+    split_none, counts = late.take()
+    assert split_none is None and counts["corpus_done"] and counts["files"] == manifest["files"]
+    assert counts["dropped_files"] == manifest["dropped_files"]
+    # A larger split not yet taken survives the final refresh that brings nothing new.
+    pending = gpu_run.CorpusFeed(builder, 32, eos, refresh_s=1e9)
+    pending.start(len(first))
+    pending.on_chunk()
+    pending.on_chunk()
+    split, final = pending.take()
+    assert split is not None and len(split) == len(expected) and final["corpus_done"]
 
 
 def test_the_loop_trains_on_a_new_split_from_the_next_step(tmp_path):

@@ -320,16 +320,22 @@ class CorpusFeed:
             return
         self._last = time.monotonic()
         files, manifest = b.snapshot()
-        if len(files) <= self._files:
-            return
         manifest["corpus_done"] = b.done
-        split = pack_files([f for f in files if not f.is_eval], self.seq_len, self.eos_id)
-        self._files = len(files)
+        if len(files) > self._files:
+            split = pack_files([f for f in files if not f.is_eval], self.seq_len, self.eos_id)
+            self._files = len(files)
+        elif b.done:   # nothing new to train on; the final counts still belong in the manifest
+            split = None
+        else:
+            return
         with self._lock:
+            if split is None and self._pending is not None:
+                split = self._pending[0]
             self._pending = (split, manifest)
 
-    def take(self) -> tuple[PackedSplit, dict] | None:
-        """The newest packed split not yet taken, with its manifest (None: nothing new)."""
+    def take(self) -> tuple[PackedSplit | None, dict] | None:
+        """The newest packed split not yet taken (None: the same files as before), with its
+        manifest; None when nothing changed."""
         with self._lock:
             pending, self._pending = self._pending, None
         return pending
@@ -455,17 +461,20 @@ def run(args, report: Report) -> dict:
         def on_step(tr: Trainer) -> None:
             replan(tr)
             grown = feed.take()
-            if grown is not None:
-                split, manifest = grown
-                tr.use_train_split(split)
-                write_manifest(out, manifest)
-                report.data["data_growth"].append({
-                    "step": tr.step, "seconds": round(time.monotonic() - t0, 1),
-                    "files": manifest["files"], "train_rows": len(split),
-                    "train_tokens": split.ids.numel(), "corpus_done": manifest["corpus_done"]})
-                report.update()
-                log.info("step %d: training on %d files now (%d rows)", tr.step, manifest["files"],
-                         len(split))
+            if grown is None:
+                return
+            split, manifest = grown
+            write_manifest(out, manifest)
+            if split is None:
+                return
+            tr.use_train_split(split)
+            report.data["data_growth"].append({
+                "step": tr.step, "seconds": round(time.monotonic() - t0, 1),
+                "files": manifest["files"], "train_rows": len(split),
+                "train_tokens": split.ids.numel(), "corpus_done": manifest["corpus_done"]})
+            report.update()
+            log.info("step %d: training on %d files now (%d rows)", tr.step, manifest["files"],
+                     len(split))
 
         trainer.run(resume=False, deadline=deadline, on_checkpoint=export, on_step=on_step)
         train_s = time.monotonic() - t
