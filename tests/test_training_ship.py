@@ -258,3 +258,14 @@ def test_the_card_says_when_the_automatic_bar_needs_measuring_again(shown, off):
     assert f"automaticConfidenceThreshold 0.4 shows {shown:.0%} of the offers" in line
     assert "50 of 52 exact offers kept" in line
     assert ("measure the bar again" in line) == off == ship.automatic_bar_off(row)
+
+
+def test_the_card_counts_passes_over_the_corpus_the_run_ended_with(tmp_path, tiny_model_dir):
+    """gpu_run grows its corpus while it trains: passes are over the final one."""
+    run = make_run(tmp_path, tiny_model_dir)
+    report = json.loads((run / "report.json").read_text())
+    assert "(1.28 passes over the final corpus)" in ship.card_section(report, MANIFEST)
+    report["data_growth"] = [{"step": 3, "train_tokens": 8000}, {"step": 6, "train_tokens": 10240}]
+    line = ship.card_section(report, MANIFEST)
+    assert "(0.50 passes over the final corpus, which grew from 0.0 M training tokens" in line
+    assert "at the start)" in line

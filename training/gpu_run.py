@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -298,13 +299,39 @@ class CorpusFeed:
         self._started = False
         self._pending: tuple[PackedSplit, dict] | None = None
         self._lock, self._packing = threading.Lock(), threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def launch(self, stop_at: float) -> None:
+        """Build the corpus in a background thread until it is done, ``time.monotonic()``
+        passes ``stop_at`` or the feed is closed."""
+        def build() -> None:
+            try:
+                self.builder.run(stop=lambda: self.closed or time.monotonic() > stop_at,
+                                 on_chunk=self.on_chunk)
+            except Exception as exc:   # a broken pool ends the corpus, not the run
+                log.exception("the corpus stopped early; training goes on with what it has")
+                self.error = f"{type(exc).__name__}: {exc}"
+        self.thread = threading.Thread(target=build, name="corpus", daemon=True)
+        self.thread.start()
+
+    def first(self, ready: Callable[[], bool]) -> tuple[list[corpus.CorpusFile], dict]:
+        """The corpus to start training on: once ``ready()``, or all of it if it ends first."""
+        b = self.builder
+        while self.thread.is_alive() and not b.done and not ready():
+            time.sleep(0.2)
+        files, manifest = b.snapshot()
+        manifest["corpus_done"] = b.done
+        return files, manifest
 
     def start(self, files: int) -> None:
         """The loop trains on the first ``files`` files from now."""
         self._files, self._last, self._started = files, time.monotonic(), True
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 0.0) -> None:
+        """Stop the corpus after its current chunk (and wait for that up to ``wait_s``)."""
         self.closed = True
+        if wait_s and self.thread is not None:
+            self.thread.join(timeout=wait_s)
 
     def on_chunk(self) -> None:
         """The builder's thread, after each chunk."""
@@ -377,30 +404,16 @@ def run(args, report: Report) -> dict:
         Path(args.decontam), workers=args.workers or max(1, (os.cpu_count() or 2) - 1),
         max_files=args.max_files, nice=10)
     feed = CorpusFeed(builder, recipe.data.seq_len, tok.eos_id, args.refresh_s)
-    corpus_end = t0 + args.corpus_share * args.budget_s
-
-    def build() -> None:
-        try:
-            builder.run(stop=lambda: feed.closed or time.monotonic() > corpus_end,
-                        on_chunk=feed.on_chunk)
-        except Exception as exc:   # a broken pool ends the corpus, not the run
-            log.exception("the corpus stopped early; training goes on with what it has")
-            feed.error = f"{type(exc).__name__}: {exc}"
-
-    thread = threading.Thread(target=build, name="corpus", daemon=True)
-    thread.start()
+    feed.launch(stop_at=t0 + args.corpus_share * args.budget_s)
     try:
         # Training starts once a few batches and an evaluation batch (the fixed held-out set
         # that eval_before and eval_after share) are there.
         enough = 4 * recipe.train.batch_size * recipe.data.seq_len
         eval_enough = min(32, recipe.train.batch_size) * recipe.data.seq_len \
             if recipe.data.eval_fraction > 0 else 0
-        while thread.is_alive() and not builder.done and not (
-                time.monotonic() - t0 >= args.first_share * args.budget_s
-                and builder.train_tokens >= enough and builder.eval_tokens >= eval_enough):
-            time.sleep(0.2)
-        files, manifest = builder.snapshot()
-        manifest["corpus_done"] = builder.done
+        files, manifest = feed.first(lambda: time.monotonic() - t0 >= args.first_share *
+                                     args.budget_s and builder.train_tokens >= enough
+                                     and builder.eval_tokens >= eval_enough)
         write_manifest(out, manifest)
         stage("corpus", t)
 
@@ -479,8 +492,7 @@ def run(args, report: Report) -> dict:
         trainer.run(resume=False, deadline=deadline, on_checkpoint=export, on_step=on_step)
         train_s = time.monotonic() - t
         stage("train", t)
-        feed.close()
-        thread.join(timeout=60)
+        feed.close(wait_s=60)
         report.update(corpus_seconds=feed.done_s, corpus_error=feed.error)
 
         t = time.monotonic()
@@ -502,7 +514,7 @@ def run(args, report: Report) -> dict:
                                                               after.items()})
         return report.data
     finally:
-        feed.close()   # the pool stops after its current chunk, whatever happened
+        feed.close()   # whatever happened, the pool stops after its current chunk
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -172,6 +172,8 @@ def card_section(report: dict, manifest: dict, judged: tuple[dict, dict] | None 
     train = recipe.get("train") or {}
     optim = recipe.get("optim") or {}
     pkgs = sorted(manifest.get("packages", []), key=lambda p: -p["tokens"])
+    grew = report.get("data_growth") or []   # the corpus grew while the run trained on it
+    train_tokens = grew[-1]["train_tokens"] if grew else data.get("train_tokens", 1)
     lines = [
         f"### Run on {report.get('device', '?')} (torch {report.get('torch', '?')})",
         "",
@@ -187,7 +189,9 @@ def card_section(report: dict, manifest: dict, judged: tuple[dict, dict] | None 
         + (", ".join(f"{p['package']} ({p['reason']})" for p in manifest.get(
             "excluded_packages", [])) or "none") + ".",
         f"- Compute: {report.get('steps')} steps, {report.get('tokens', 0) / 1e6:.1f} M tokens "
-        f"({report.get('tokens', 0) / max(1, data.get('train_tokens', 1)):.2f} passes), "
+        f"({report.get('tokens', 0) / max(1, train_tokens):.2f} passes over the final corpus"
+        + (f", which grew from {data.get('train_tokens', 0) / 1e6:.1f} M training tokens at "
+           f"the start" if grew else "") + "), "
         f"{report.get('train_seconds', 0) / 60:.1f} min of training at "
         f"{report.get('tokens', 0) / max(1e-9, report.get('train_seconds', 0)):,.0f} tokens/s "
         f"({cal.get('tokens_per_s', 0):,.0f} calibrated at the start), "
