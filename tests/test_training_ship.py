@@ -269,3 +269,8 @@ def test_the_card_counts_passes_over_the_corpus_the_run_ended_with(tmp_path, tin
     line = ship.card_section(report, MANIFEST)
     assert "(0.50 passes over the final corpus, which grew from 0.0 M training tokens" in line
     assert "at the start)" in line
+    assert "grown from" not in line
+    report["grown"] = {"layers": [4, 6], "hidden": [256, 384], "max_logit_gap": 2.8e-5,
+                       "parameters": [5245696, 13473408]}
+    assert ", grown from 4 × 256 to 6 × 384 (layers × width, function-preserving: largest " \
+        "logit difference 3e-05), " in ship.card_section(report, MANIFEST)

@@ -492,12 +492,12 @@ def run(args, report: Report) -> dict:
         trainer.run(resume=False, deadline=deadline, on_checkpoint=export, on_step=on_step)
         train_s = time.monotonic() - t
         stage("train", t)
-        feed.close(wait_s=60)
-        report.update(corpus_seconds=feed.done_s, corpus_error=feed.error)
+        feed.close()   # the pool winds down (niced) while the model is evaluated and exported
 
         t = time.monotonic()
         after = evaluate(trainer, eval_batch)
         export(trainer)
+        feed.close(wait_s=30)
         rows = read_metrics(work / "metrics.jsonl")
         report.update(
             status="done", eval_after=after, steps=trainer.step,
@@ -506,7 +506,7 @@ def run(args, report: Report) -> dict:
             train_tokens_per_s=next((r["tokens_per_s"] for r in reversed(rows)
                                      if r.get("kind") == "train"), None),
             flops=6 * report.data["parameters"] * trainer.tokens,
-            metrics=rows)
+            corpus_seconds=feed.done_s, corpus_error=feed.error, metrics=rows)
         stage("eval_after_and_export", t)
         report.update(total_seconds=round(time.monotonic() - t0, 1))
         log.info("done: %d steps, %d tokens, eval %s → %s", trainer.step, trainer.tokens,

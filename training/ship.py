@@ -173,12 +173,17 @@ def card_section(report: dict, manifest: dict, judged: tuple[dict, dict] | None 
     optim = recipe.get("optim") or {}
     pkgs = sorted(manifest.get("packages", []), key=lambda p: -p["tokens"])
     grew = report.get("data_growth") or []   # the corpus grew while the run trained on it
+    grown = report.get("grown") if "hidden" in (report.get("grown") or {}) \
+        and not report["grown"].get("skipped") else None
     train_tokens = grew[-1]["train_tokens"] if grew else data.get("train_tokens", 1)
     lines = [
         f"### Run on {report.get('device', '?')} (torch {report.get('torch', '?')})",
         "",
-        f"- Start: `{_short(recipe.get('init_from', '?'))}`, "
-        f"{report.get('parameters', 0) / 1e6:.2f} M parameters; batch "
+        f"- Start: `{_short(recipe.get('init_from', '?'))}`"
+        + (f", grown from {grown['layers'][0]} × {grown['hidden'][0]} to {grown['layers'][1]} "
+           f"× {grown['hidden'][1]} (layers × width, function-preserving: largest logit "
+           f"difference {grown['max_logit_gap']:.0e})" if grown else "")
+        + f", {report.get('parameters', 0) / 1e6:.2f} M parameters; batch "
         f"{train.get('batch_size')} × {data.get('seq_len')}, AdamW lr "
         f"{optim.get('lr')} ({optim.get('warmup_steps')} warm-up steps, cosine to "
         f"{optim.get('min_lr_ratio')} of it), precision {train.get('precision')}.",
