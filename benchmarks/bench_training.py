@@ -103,6 +103,20 @@ def timed(fn, steps: int, device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
+def grown_copy(init: str, width: int, layers: int, folder: Path) -> str:
+    """``init`` grown as ``training.gpu_run --grow-width/--grow-layers`` grows it, saved."""
+    from coda_model import load_model, save_model
+    from training.grow import grow_depth, grow_width
+    model = load_model(init)
+    c = model.config
+    if width > c.hidden_size:
+        model = grow_width(model, width, c.intermediate_size * width // c.hidden_size)
+    if layers > model.config.num_hidden_layers:
+        model = grow_depth(model, layers)
+    save_model(model, folder, tokenizer_dir=init)
+    return str(folder)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="tiny_cpu")
@@ -117,6 +131,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seq-len", type=int, help="default: the recipe's")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="recipe overrides, e.g. model.hidden_size=512")
+    parser.add_argument("--grow-width", type=int, default=0,
+                        help="a warm-start recipe: bench its init model widened to N first")
+    parser.add_argument("--grow-layers", type=int, default=0,
+                        help="a warm-start recipe: bench its init model deepened to N first")
     parser.add_argument("--json", help="also write the result here")
     args = parser.parse_args(argv)
 
@@ -142,6 +160,9 @@ def main(argv: list[str] | None = None) -> dict:
     split = synthetic_split(max(4 * B, 64), L, vocab, recipe.data.max_span_tokens)
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
+        if init and (args.grow_width or args.grow_layers):   # the shape gpu_run will train
+            recipe = replace(recipe, init_from=grown_copy(init, args.grow_width,
+                                                          args.grow_layers, Path(tmp) / "grown"))
         trainer = Trainer(recipe, tmp, train_split=split, eval_split=None)
         model, config = trainer.model, trainer.config
 

@@ -28,12 +28,14 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 bench=$(mktemp /tmp/bench_training.XXXXXX.json)
 BENCH_ARGS=${BENCH_ARGS:---device cuda --recipe default_model_gpu --steps 20}
+GROW=(--grow-width "${GROW_WIDTH:-384}" --grow-layers "${GROW_LAYERS:-6}")
+# The benchmark measures the shape the run will train (grown the same way).
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
-timeout 90 "$PY" benchmarks/bench_training.py $BENCH_ARGS --json "$bench" | tail -n 1 \
-    || echo "bench_training failed (the run goes on)"
+timeout 90 "$PY" benchmarks/bench_training.py $BENCH_ARGS "${GROW[@]}" --json "$bench" \
+    | tail -n 1 || echo "bench_training failed (the run goes on)"
 left=$(( BUDGET_S - ($(date +%s) - start) ))
 "$PY" -m training.gpu_run --out "$OUT" --budget-s "$left" --attach "bench=$bench" \
-    --grow-width "${GROW_WIDTH:-384}" --grow-layers "${GROW_LAYERS:-6}" "$@"
+    "${GROW[@]}" "$@"
 status=$?
 rm -f "$bench"   # embedded in report.json by now
 exit $status

@@ -178,7 +178,8 @@ def test_the_whole_gpu_run_on_cpu(machine, tmp_path):
     assert report["exported_step"] == report["steps"]
     assert report["calibration"]["tokens_per_s"] > 0 and report["flops"] > 0
     assert report["train_tokens_per_s"] is None or report["train_tokens_per_s"] > 0
-    assert report["bench"]["loop_tokens_per_s"] > 0 and report["bench"]["parameters"] > 5e6
+    assert report["bench"]["loop_tokens_per_s"] > 0   # the benchmark measured the grown shape
+    assert report["bench"]["parameters"] == report["grown"]["parameters"][1]
     for key in ("ce_sigma0.05", "top1_sigma0.05", "masked_ce"):
         assert key in report["eval_before"] and key in report["eval_after"]
     trained = load_model(out / "model")
