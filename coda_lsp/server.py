@@ -242,7 +242,10 @@ class CodaServer(LanguageServer):
         log.info("%s", stages.line(f"{len(items)} item(s){hidden}", total))
         return types.InlineCompletionList(items=items) if items else None
 
-    async def fill_hole(self, uri: str, rng: types.Range) -> types.WorkspaceEdit | None:
+    async def fill_hole(self, uri: str, rng: types.Range,
+                        asked: bool = True) -> types.WorkspaceEdit | None:
+        """The hole's best fill as an edit. ``asked``: the user chose the action, so a hole
+        with nothing to offer says so (not when a client without resolve lists actions)."""
         self.require_initialized()
         doc = self.store.get(uri)
         if not self.usable(doc):
@@ -265,6 +268,11 @@ class CodaServer(LanguageServer):
             return None
         log.info("%s", stages.line(f"{len(ranked)} fill(s)"))
         if not ranked:
+            if asked:
+                self.window_show_message(types.ShowMessageParams(
+                    type=types.MessageType.Info, message="coda-lsp: no fill for this hole: "
+                    "every candidate was empty or under confidenceThreshold "
+                    f"{self.settings.confidence_threshold}"))
             return None
         edit = edits.text_edit(doc, target.start, target.end, ranked[0].text, self.encoding)
         caps = self.client_capabilities.workspace
@@ -364,7 +372,8 @@ def create_server(defaults: Settings, load_engine: Callable[[], Engine],
         actions = ls.code_actions(params)
         if actions and not ls.resolve_supported():
             for action in actions:
-                action.edit = await ls.fill_hole(*ls.parse_target_args(action.data))
+                action.edit = await ls.fill_hole(*ls.parse_target_args(action.data),
+                                                 asked=False)
             actions = [a for a in actions if a.edit is not None] or None
         return actions
 

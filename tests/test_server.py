@@ -141,6 +141,23 @@ def test_hole_code_action_and_fill():
     assert change[0].range.start == types.Position(line=1, character=4)
 
 
+def test_a_hole_with_nothing_to_offer_tells_only_a_user_who_asked():
+    """Chosen ("Fill this hole" resolved or run): a message. Listed for a client without
+    resolve (every action filled up front): silence, the action is simply not offered."""
+    ls = make_server(FakeEngine(text="return a", confidence=0.05), text="def f(a):\n    ...\n")
+    shown = []
+    ls.window_show_message = shown.append
+    rng = types.Range(start=types.Position(line=1, character=5),
+                      end=types.Position(line=1, character=5))
+    assert run(ls, ls.fill_hole(URI, rng, asked=False)) is None and shown == []
+    ls = make_server(FakeEngine(text="return a", confidence=0.05), text="def f(a):\n    ...\n")
+    ls.window_show_message = shown.append
+    assert run(ls, ls.fill_hole(URI, rng)) is None
+    assert [m.message for m in shown] == ["coda-lsp: no fill for this hole: every candidate "
+                                          "was empty or under confidenceThreshold 0.1"]
+    assert shown[0].type == types.MessageType.Info
+
+
 def test_ghost_text_jobs_are_inline_and_hole_jobs_are_not():
     """The engine keeps an inline fill on a line that has code (engine.finishes_line); a hole
     may take as many lines as it needs."""

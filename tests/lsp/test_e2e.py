@@ -99,6 +99,26 @@ async def test_fill_hole_command_applies_the_edit(client):
             command="coda.fillHole", arguments=[{"uri": 3}]))
 
 
+async def test_a_hole_with_nothing_to_offer_says_so(client):
+    """"Fill this hole" chosen and no candidate clears the bar: a one-line message, no edit."""
+    uri = open_doc(client, CODE)
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"coda": {"confidenceThreshold": 1.0}}))
+    before, applied_before = len(client.messages), len(client.recorder.applied)
+    rng = {"start": {"line": 5, "character": 4}, "end": {"line": 5, "character": 7}}
+    try:
+        applied = await client.workspace_execute_command_async(types.ExecuteCommandParams(
+            command="coda.fillHole", arguments=[{"uri": uri, "range": rng}]))
+    finally:
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+            settings={"coda": {"confidenceThreshold": 0.0}}))
+    assert applied is False and len(client.recorder.applied) == applied_before
+    await asyncio.sleep(0)  # the notification precedes the response on the wire
+    said = [m.message for m in client.messages[before:]]
+    assert said == ["coda-lsp: no fill for this hole: every candidate was empty or under "
+                    "confidenceThreshold 1.0"]
+
+
 async def test_fifty_rapid_requests_only_the_newest_is_computed(client):
     uri = open_doc(client, CODE)
     # Slow work (many denoising steps, long canvases): a request the worker has started is
