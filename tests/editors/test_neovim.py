@@ -112,6 +112,20 @@ def test_coda_fill_fills_the_hole(server, nvim_for):
         assert "..." not in "\n".join(lines[1:-2]), after
 
 
+@pytest.mark.parametrize("server", ["coda-lsp"], indirect=True)  # the server's own message
+def test_a_hole_with_nothing_over_the_bar_is_said_once(server, nvim_for):
+    server.settings = {**server.settings, "confidenceThreshold": 1.0}
+    source = "def answer():\n    ...\n"
+    nvim = nvim_for(source)
+    nvim.send("2G^:CodaFill<CR>")
+    said = nvim.call("wait_echo", "no fill for this hole", WAIT_MS)
+    assert said and "confidenceThreshold 1.0" in said, nvim.call("echoes")
+    assert nvim.call("wait_no_fill", WAIT_MS)
+    texts = [entry["text"] for entry in nvim.call("echoes")]
+    assert sum("no fill for this hole" in t for t in texts) == 1, texts
+    assert nvim.state()["lines"] == ["def answer():", "    ..."]
+
+
 def test_coda_status_reports_the_server(server, nvim_for):
     nvim = nvim_for("x = 1\n")
     assert nvim.state()["status_line"].startswith("Coda: ready")

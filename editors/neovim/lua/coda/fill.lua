@@ -51,7 +51,7 @@ end
 local function apply_action(job, tick, action)
   local client, bufnr = job.client, job.bufnr
   if not action.edit and not action.command then
-    finish_fill(job, "Coda: the model found nothing to fill in")
+    finish_fill(job) -- the server says why in a window/showMessage (nothing over the bar)
     return
   end
   if api.nvim_buf_get_changedtick(bufnr) ~= tick then
