@@ -106,14 +106,8 @@ def timed(fn, steps: int, device: torch.device) -> float:
 def grown_copy(init: str, width: int, layers: int, folder: Path) -> str:
     """``init`` grown as ``training.gpu_run --grow-width/--grow-layers`` grows it, saved."""
     from coda_model import load_model, save_model
-    from training.grow import grow_depth, grow_width
-    model = load_model(init)
-    c = model.config
-    if width > c.hidden_size:
-        model = grow_width(model, width, c.intermediate_size * width // c.hidden_size)
-    if layers > model.config.num_hidden_layers:
-        model = grow_depth(model, layers)
-    save_model(model, folder, tokenizer_dir=init)
+    from training.grow import grow_to
+    save_model(grow_to(load_model(init), width, layers), folder, tokenizer_dir=init)
     return str(folder)
 
 

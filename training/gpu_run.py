@@ -200,7 +200,7 @@ def grow(recipe, init: Path, layers: int, folder: Path, train: PackedSplit, repo
     later session continuing a grown run) is kept as is."""
     from coda_model import load_model, save_model
 
-    from .grow import grow_depth, grow_width, same_function
+    from .grow import grow_to, same_function
     base = load_model(init)
     c = base.config
     shape = {"layers": [c.num_hidden_layers] * 2, "hidden": [c.hidden_size] * 2}
@@ -209,12 +209,7 @@ def grow(recipe, init: Path, layers: int, folder: Path, train: PackedSplit, repo
                  c.hidden_size)
         report.update(grown={"from": str(init), **shape, "skipped": True})
         return recipe
-    grown = base
-    if width > c.hidden_size:
-        grown = grow_width(grown, width, c.intermediate_size * width // c.hidden_size,
-                           seed=recipe.train.seed)
-    if layers > c.num_hidden_layers:
-        grown = grow_depth(grown, layers)
+    grown = grow_to(base, width, layers, seed=recipe.train.seed)
     g = grown.config
     gap = same_function(base, grown, train.ids[:2, :64].long())
     save_model(grown, folder, tokenizer_dir=init)

@@ -136,3 +136,14 @@ def grow_width(model: CodaModel, hidden: int, intermediate: int, std: float = 0.
     if unexpected or [k for k in missing if k != "lm_head.weight"]:
         raise RuntimeError(f"growth left tensors unset: {missing} / {unexpected}")
     return grown.to(next(model.parameters()).dtype).train(model.training)
+
+
+def grow_to(model: CodaModel, width: int = 0, layers: int = 0, seed: int = 0) -> CodaModel:
+    """``model`` widened to ``width`` (MLP in proportion) then deepened to ``layers``, each only
+    where larger than now: the one recipe ``training.gpu_run`` and its benchmark share."""
+    c = model.config
+    if width > c.hidden_size:
+        model = grow_width(model, width, c.intermediate_size * width // c.hidden_size, seed=seed)
+    if layers > model.config.num_hidden_layers:
+        model = grow_depth(model, layers)
+    return model
