@@ -1,7 +1,7 @@
 """Fill-hole latency and agreement: the exact sampler against the context-cached default.
 
-Fills held-out spans (``training.heldout``: random cursors in the held-out files and the span
-``coda_lsp.spans.choose`` picks there, with its own candidate lengths) through ``Engine.fill``
+Fills held-out spans (``training.data.heldout``: random cursors in the held-out files and the span
+``coda_syntax.spans.choose`` picks there, with its own candidate lengths) through ``Engine.fill``
 and ``rank``, as "Fill this hole" does, twice per hole: with ``fillHoleExact`` (every step
 recomputes the whole window, the reference) and with the default (the context's keys/values
 computed once per request). Prints p50/p95 ms per hole for both, their ratio, how often the
@@ -26,11 +26,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout
 
-from coda_lsp import languages, prompt, spans  # noqa: E402
 from coda_lsp.cli import default_model_dir  # noqa: E402
-from coda_lsp.engine import Engine, FillJob, rank  # noqa: E402
-from coda_lsp.settings import Settings  # noqa: E402
-from training import heldout, recipes  # noqa: E402
+from coda_lsp.core import prompt  # noqa: E402
+from coda_lsp.core.engine import Engine, FillJob, rank  # noqa: E402
+from coda_lsp.core.settings import Settings  # noqa: E402
+from coda_syntax import languages, spans  # noqa: E402
+from training.data import heldout  # noqa: E402
+from training.run import recipes  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -1,6 +1,6 @@
 """Ranking when the first length guess is wrong: which candidate a hole fill offers.
 
-For held-out spans (``training.heldout``), the candidate mask counts are the server's three
+For held-out spans (``training.data.heldout``), the candidate mask counts are the server's three
 factors (0.5, 1, 2) around a base length that is the true token count of the span, half of it
 or double it. The candidates are decoded once per base, as ``Engine.fill`` decodes a hole
 (same sampler) in two commit orders: the reference's (most confident first, padding included)
@@ -8,7 +8,7 @@ and the engine's (``SamplerConfig.stop_weight``: padding last). Each ranking the
 
 - ``canvas``: the mean confidence over the whole canvas, padding included (before issue 11);
 - ``fill``: the mean confidence over the fill's own tokens (``InfillCandidate.fill_confidence``);
-- ``fill+fluent``: that, with stuttering fills ranked last (``coda_lsp.engine.rank``, the server).
+- ``fill+fluent``: that, with stuttering fills ranked last (``engine.rank``, the server).
 
 Every ranking puts fills that add syntax errors last and drops empty ones. Prints exact match,
 edit similarity to the span's code, the share that parses, the share with nothing to offer,
@@ -32,15 +32,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout
 
-from coda_lsp import languages, prompt, spans  # noqa: E402
 from coda_lsp.cli import default_model_dir  # noqa: E402
-from coda_lsp.engine import STOP_WEIGHT, Engine, Fill, rank, tidy  # noqa: E402
-from coda_lsp.settings import Settings  # noqa: E402
+from coda_lsp.core import prompt  # noqa: E402
+from coda_lsp.core.engine import STOP_WEIGHT, Engine, Fill, rank, tidy  # noqa: E402
+from coda_lsp.core.settings import Settings  # noqa: E402
 from coda_model import infill  # noqa: E402
-from training import heldout, recipes  # noqa: E402
+from coda_syntax import languages, spans  # noqa: E402
+from training.data import heldout  # noqa: E402
+from training.run import recipes  # noqa: E402
 
 BASES = {"true": 1.0, "half": 0.5, "double": 2.0}
-FACTORS = (0.5, 1.0, 2.0)  # coda_lsp.syntax_text.estimate_lengths' factors around its guess
+FACTORS = (0.5, 1.0, 2.0)  # coda_syntax.text.estimate_lengths' factors around its guess
 ORDERS = {"reference": 1.0, "stops last": STOP_WEIGHT}  # SamplerConfig.stop_weight
 
 

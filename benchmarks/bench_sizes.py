@@ -44,7 +44,7 @@ SHAPES = {
     "w384x6": (384, 6, 6, 2, 1024),
     "w448x8": (448, 8, 7, 1, 1280),
     "w512x8": (512, 8, 8, 4, 1536),
-    # what training.grow makes of the shipped model (--grow-width 384: MLP in proportion)
+    # what training.run.grow makes of the shipped model (--grow-width 384: MLP in proportion)
     "g384x6": (384, 6, 6, 2, 1152),
     "g384x8": (384, 8, 6, 2, 1152),
 }

@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from coda_lsp import languages, spans
+from coda_syntax import languages, spans
 
 FUNCTION = '''def handler_{i}(request, scale=2):
     """Handle request {i}."""

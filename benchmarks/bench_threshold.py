@@ -1,6 +1,6 @@
 """What each confidence bar would show while typing: the evidence for the settings' defaults.
 
-Held-out spans (the evaluation's own sample: ``training.evaluate.load_examples``) go through
+Held-out spans (the evaluation's own sample: ``training.eval.evaluate.load_examples``) go through
 the typing path exactly as ``textDocument/inlineCompletion`` runs it (``fim.fill_between``,
 fast: the shortest candidate lengths, context cached, the server's dtype), every candidate
 kept. For each bar, the offer is the first ranked fill whose mean token confidence clears it,
@@ -24,11 +24,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout
 
-from coda_lsp import fim  # noqa: E402
 from coda_lsp.cli import default_model_dir  # noqa: E402
-from coda_lsp.engine import Engine, Fill, pick_dtype  # noqa: E402
-from coda_lsp.settings import Settings  # noqa: E402
-from training import evaluate, heldout  # noqa: E402
+from coda_lsp.core import fim  # noqa: E402
+from coda_lsp.core.engine import Engine, Fill, pick_dtype  # noqa: E402
+from coda_lsp.core.settings import Settings  # noqa: E402
+from training.data import heldout  # noqa: E402
+from training.eval import evaluate  # noqa: E402
 
 BARS = (0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6)
 

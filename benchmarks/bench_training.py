@@ -32,10 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from coda_model import CodaConfig  # noqa: E402
-from training import recipes  # noqa: E402
-from training.data import PackedSplit  # noqa: E402
-from training.loop import Trainer  # noqa: E402
-from training.objective import diffusion_loss_sparse  # noqa: E402
+from training.data.packing import PackedSplit  # noqa: E402
+from training.objective.masks import diffusion_loss_sparse  # noqa: E402
+from training.run import recipes  # noqa: E402
+from training.run.loop import Trainer  # noqa: E402
 
 TOKENIZER = ROOT / "model"   # its ids (mask, pad) and vocabulary size; no text is tokenized
 
@@ -106,7 +106,7 @@ def timed(fn, steps: int, device: torch.device) -> float:
 def grown_copy(init: str, width: int, layers: int, folder: Path) -> str:
     """``init`` grown as ``training.gpu_run --grow-width/--grow-layers`` grows it, saved."""
     from coda_model import load_model, save_model
-    from training.grow import grow_to
+    from training.run.grow import grow_to
     save_model(grow_to(load_model(init), width, layers), folder, tokenizer_dir=init)
     return str(folder)
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from coda_lsp import prompt
 from coda_lsp.cli import default_model_dir
+from coda_lsp.core import prompt
 from coda_model import ContextCarry, SamplerConfig, infill, load_model, load_tokenizer
-from training import recipes
-from training.heldout import edit_similarity, heldout_documents
+from training.data.heldout import edit_similarity, heldout_documents
+from training.run import recipes
 
 LENGTHS = [8, 16]
 

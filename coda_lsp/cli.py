@@ -20,11 +20,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from coda_lsp import __version__, logs
-from coda_lsp.settings import ALGORITHMS, MULTILINE, Settings
+from coda_lsp import __version__
+from coda_lsp.core import logs
+from coda_lsp.core.settings import ALGORITHMS, MULTILINE, Settings
 
 if TYPE_CHECKING:  # the engine imports torch: only once the flags are known good
-    from coda_lsp.engine import Fill
+    from coda_lsp.core.engine import Fill
 
 EXIT_NOTHING, EXIT_USAGE = 1, 2
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -165,8 +166,8 @@ def serve_main(args: argparse.Namespace) -> int:
     defaults = defaults_from(args)
     model_dir = check_model_dir(args.model or default_model_dir())
     logs.setup(args.verbose, args.log_file)
-    from coda_lsp.engine import Engine  # torch import: only once the flags are known good
-    from coda_lsp.server import create_server
+    from coda_lsp.core.engine import Engine  # torch import: only once the flags are known good
+    from coda_lsp.lsp.server import create_server
 
     server = create_server(
         defaults, lambda: Engine.load(model_dir, args.device, args.dtype, args.compile),
@@ -184,8 +185,8 @@ def http_main(args: argparse.Namespace) -> int:
     defaults = defaults_from(args)
     model_dir = check_model_dir(args.model or default_model_dir())
     logs.setup(args.verbose, args.log_file)
-    from coda_lsp import http_server
-    from coda_lsp.engine import Engine
+    from coda_lsp.core.engine import Engine
+    from coda_lsp.http import server as http_server
 
     try:
         sock = http_server.bind(args.host, args.port)
@@ -220,7 +221,7 @@ def fill_main(args: argparse.Namespace) -> int:
     defaults = defaults_from(args)
     model_dir = check_model_dir(args.model or default_model_dir())
     logs.setup(args.verbose, args.log_file)
-    from coda_lsp.engine import Engine
+    from coda_lsp.core.engine import Engine
 
     try:
         engine = Engine.load(model_dir, args.device, args.dtype, args.compile)
@@ -333,9 +334,10 @@ def fill_text(engine, path: Path, text: str, settings: Settings,
     """
     from lsprotocol import types
 
-    from coda_lsp import edits, fim, positions, spans
-    from coda_lsp.documents import DocumentStore
-    from coda_lsp.server import make_syntax
+    from coda_lsp.core import edits, fim, positions
+    from coda_lsp.core.documents import DocumentStore
+    from coda_syntax import spans
+    from coda_syntax.syntax import make_syntax
 
     store = DocumentStore(encoding=positions.UTF32, syntax_factory=make_syntax)
     doc = store.open(types.TextDocumentItem(uri=path.resolve().as_uri(), language_id="",

@@ -67,7 +67,7 @@ def read_config(path: Path) -> CodaConfig:
 
 
 def require_diffusion(path: Path, config: CodaConfig) -> None:
-    """Refuse a checkpoint that training.ar_baseline marked autoregressive (diffusion ones
+    """Refuse a checkpoint that training.eval.ar_baseline marked autoregressive (diffusion ones
     carry no mark): decoded as diffusion it runs without error and writes nonsense."""
     objective = config.extra.get("objective")
     if str(objective or "").startswith("autoregressive"):

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import tree_sitter
 
-from coda_lsp import syntax_text as text
-from coda_lsp.syntax import Syntax, error_nodes, first_named_child_for_byte
+from coda_syntax import text
+from coda_syntax.syntax import Syntax, error_nodes, first_named_child_for_byte
 
 __all__ = ["Span", "Syntax", "choose", "error_counter", "hole_at", "holes", "widen", "new_errors"]
 

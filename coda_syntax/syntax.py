@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import tree_sitter
 
-from coda_lsp.languages import Language
+from coda_syntax.languages import Language, resolve
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +123,9 @@ def error_nodes(tree: tree_sitter.Tree, start: int, end: int) -> Iterator[tree_s
             yield node
         if node.has_error:
             stack.extend(node.children)
+
+
+def make_syntax(language_id: str, uri: str, source: bytes, parse: bool) -> Syntax:
+    """A document's syntax, its language from the LSP languageId or else the file name."""
+    lang = resolve(language_id=language_id or None, uri=uri) if parse else None
+    return Syntax(lang, source)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from coda_lsp.languages import Language
+from coda_syntax.languages import Language
 
 BYTES_PER_TOKEN = 3.5  # rough average for code under a byte-level BPE
 MAX_TOKENS = 256

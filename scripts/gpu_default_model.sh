@@ -9,7 +9,7 @@
 # tests/test_training_gpu_run.py rehearses this very script on CPU (PYTHON, BENCH_ARGS, OUT,
 # BUDGET_S and gpu_run's arguments point it at a fake machine).
 # Size (issue 11, item 3): GROW_WIDTH=H and GROW_LAYERS=N widen and deepen the start model first
-# (function-preserving, training.grow; a start model that large already is continued as it
+# (function-preserving, training.run.grow; a start model that large already is continued as it
 # is). Default 384 wide, 6 deep (13.5 M parameters, 2.6x the shipped 5.3 M): the most
 # parameters per millisecond of typing on the 2-core dev CPU with int8 weights (VNNI).
 # benchmarks/bench_sizes.py --dtypes int8, 1 thread, 2 rounds, p50 ratio to the shipped shape

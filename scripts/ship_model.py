@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout
 
-from coda_lsp.fim import best_fill  # noqa: E402
+from coda_lsp.core.fim import best_fill  # noqa: E402
 from training.ship import main  # noqa: E402
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -32,8 +32,8 @@ def typing_latency(folder: Path, requests: int = 30, spans: int = 400) -> dict:
     from bench_lsp import percentile, run
     from bench_threshold import table, typing_requests
 
-    from coda_lsp.engine import Engine
-    from coda_lsp.settings import Settings
+    from coda_lsp.core.engine import Engine
+    from coda_lsp.core.settings import Settings
 
     args = argparse.Namespace(model=folder, steps=8, requests=requests, warmup=3, threads=1,
                               device="cpu", verbose=False, server_args="")

@@ -3,7 +3,7 @@
 import importlib.util
 from pathlib import Path
 
-from coda_lsp.engine import Fill
+from coda_lsp.core.engine import Fill
 
 spec = importlib.util.spec_from_file_location(
     "bench_threshold", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_threshold.py")

@@ -19,8 +19,11 @@ def test_wheel_contains_model_and_grammars(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in ("coda_lsp/model/config.json", "coda_lsp/model/model.safetensors",
                      "coda_lsp/model/tokenizer.json", "coda_lsp/model/MODEL_CARD.md",
-                     "coda_lsp/grammars/languages.toml", "coda_lsp/grammars/python/spans.scm",
-                     "coda_lsp/grammars/rust/holes.scm", "coda_model/sampler.py"):
+                     "coda_syntax/grammars/languages.toml", "coda_syntax/grammars/python/spans.scm",
+                     "coda_syntax/grammars/rust/holes.scm", "coda_model/sampler.py",
+                     "coda_lsp/core/engine.py", "coda_lsp/lsp/server.py", "coda_lsp/http/wire.py",
+                     "training/data/decontam_hashes/humaneval_infilling.json",
+                     "training/eval/evaluate.py", "training/evaluate.py"):
         assert required in names, required
 
 
@@ -36,3 +39,18 @@ def test_install_instructions_do_not_name_a_registry_package():
     assert "pip install /path/to/coda-lsp" in (ROOT / "README.md").read_text(encoding="utf-8")
     toast = (ROOT / "editors/vscode/src/extension.ts").read_text(encoding="utf-8")
     assert "pip install /path/to/coda-lsp" in toast
+
+
+DOC_PATH = re.compile(r"(?<![\w./-])((?:coda_model|coda_syntax|coda_lsp|training|benchmarks|scripts"
+                      r"|tests|editors|grammars|model|examples)/[\w./-]*\w)")
+
+
+def test_paths_named_in_the_docs_exist():
+    """Every repository path a document names (`training/run/loop.py`, `tests/core/...`) is
+    there, so a move cannot leave the docs pointing at nothing."""
+    docs = [ROOT / "README.md", ROOT / "ARCHITECTURE.md", *ROOT.glob("*/README.md"),
+            *ROOT.glob("editors/*/README.md"), ROOT / "model" / "MODEL_CARD.md"]
+    missing = [f"{doc.relative_to(ROOT)}: {m[1]}" for doc in docs
+               for m in DOC_PATH.finditer(doc.read_text(encoding="utf-8"))
+               if "<" not in m[1] and not any((ROOT / m[1]).parent.glob(Path(m[1]).name + "*"))]
+    assert not missing

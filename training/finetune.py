@@ -8,7 +8,7 @@ Two kinds of data, told apart by the paths given:
   and the padding after it can be masked, so the model learns to answer and to pad.
 
 Runs on CPU (``finetune_repo_cpu``: minutes, with before/after scores on the repository's
-held-out files, ``training.repo_eval``) and on one or more GPUs (``accelerate launch -m
+held-out files, ``training.eval.repo``) and on one or more GPUs (``accelerate launch -m
 training.finetune ...``).  Checkpoints, metrics and resume are the pre-training loop's.
 """
 
@@ -26,11 +26,12 @@ from pathlib import Path
 import torch
 
 from coda_model import load_tokenizer
-
-from . import devices, dry_run, heldout, recipes, repo_eval
-from .data import DataError, PackedSplit
-from .errors import UsageError, main_guarded
-from .loop import Trainer
+from training.data import heldout
+from training.data.packing import DataError, PackedSplit
+from training.errors import UsageError, main_guarded
+from training.eval import repo as repo_eval
+from training.run import devices, dry_run, recipes
+from training.run.loop import Trainer
 
 log = logging.getLogger(__name__)
 

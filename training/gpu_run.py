@@ -3,7 +3,7 @@
 Made for a lent GPU machine (one command of at most 10 minutes, no network, a few files back),
 rehearsed on CPU by ``tests/test_training_gpu_run.py``.  In one process, within ``--budget-s``:
 
-1. corpus: the machine's installed permissive packages + stdlib (``training.corpus``), written
+1. corpus: the machine's installed permissive packages + stdlib (``training.data.corpus``), written
    to ``DIR/corpus_manifest.json`` at once;
 2. packing with the shipped tokenizer (syntax spans from ``ast``), train/eval by file;
 3. a ``Trainer`` warm-started from ``--init-from`` (default the shipped ``model/``), evaluated
@@ -39,12 +39,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from . import corpus, recipes
-from .data import PackedSplit
-from .decontam import ARTIFACT
-from .loop import EVAL_SEED, Trainer
-from .metrics import read_metrics
-from .probe import masked_ce as held_out_ce
+from training.data import corpus
+from training.data.decontam import ARTIFACT
+from training.data.packing import PackedSplit
+from training.eval.probe import masked_ce as held_out_ce
+from training.run import recipes
+from training.run.loop import EVAL_SEED, Trainer
+from training.run.metrics import read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -195,12 +196,11 @@ class Report:
 
 def grow(recipe, init: Path, layers: int, folder: Path, train: PackedSplit, report: Report,
          width: int = 0):
-    """Widen and deepen the start model function-preservingly (``training.grow``; the MLP
+    """Widen and deepen the start model function-preservingly (``training.run.grow``; the MLP
     widens in proportion); the run starts there.  A start model already that wide and deep (a
     later session continuing a grown run) is kept as is."""
     from coda_model import load_model, save_model
-
-    from .grow import grow_to, same_function
+    from training.run.grow import grow_to, same_function
     base = load_model(init)
     c = base.config
     shape = {"layers": [c.num_hidden_layers] * 2, "hidden": [c.hidden_size] * 2}

@@ -4,7 +4,7 @@ A ``training.gpu_run`` output folder (a GPU session's ``$OUT``, or a CPU run's `
 ``model/`` (config + bf16 weights), ``corpus_manifest.json`` and ``report.json``.  Shipping:
 
 1. refuse a run that did not finish, or whose weights predict held-out code worse than the
-   shipped ones on ``training.probe`` (the same rows and masks for both, run here; the run's
+   shipped ones on ``training.eval.probe`` (the same rows and masks for both, run here; the run's
    own evaluation, drawn at random on its machine, is reported but too noisy to decide);
    run as ``python scripts/ship_model.py RUN``, the held-out span fills through the server's
    own fill path decide instead (``fills_judge``: refused if their edit similarity is lower;
@@ -32,7 +32,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import UsageError, main_guarded
+from training.errors import UsageError, main_guarded
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,8 @@ Judge = Callable[[Path, Path], tuple[dict, dict]]
 
 
 def probe_judge(model: Path, candidate: Path) -> tuple[dict, dict]:
-    """``training.probe`` of the shipped model and the candidate, on the same rows."""
-    from . import probe
+    """``training.eval.probe`` of the shipped model and the candidate, on the same rows."""
+    from training.eval import probe
     results = probe.compare([model, candidate], tokenizer_dir=model)
     return results[str(model)], results[str(candidate)]
 
@@ -103,12 +103,12 @@ def stage(candidate: Path, model: Path, folder: Path) -> Path:
 
 def fills_judge(server_fill, **fill_eval) -> Judge:
     """Judge by held-out span fills through the server's fill path (``server_fill`` as
-    ``training.evaluate`` takes it): mean exact match, edit similarity and parse rate of the
+    ``training.eval.evaluate`` takes it): mean exact match, edit similarity and parse rate of the
     shipped model and the candidate on the same cases."""
     options = {**FILL_EVAL, **fill_eval}
 
     def judge(model: Path, candidate: Path) -> tuple[dict, dict]:
-        from .evaluate import evaluate
+        from training.eval.evaluate import evaluate
         scores = []
         with tempfile.TemporaryDirectory() as tmp:
             for folder in (model, stage(candidate, model, Path(tmp) / "candidate")):
@@ -146,7 +146,7 @@ def keep_provenance(run: Path, model: Path, report: dict, number: int) -> None:
     if not rows:
         return
     try:
-        from .metrics import plot_losses
+        from training.run.metrics import plot_losses
         with tempfile.TemporaryDirectory() as tmp:
             jsonl = Path(tmp) / "metrics.jsonl"
             jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -210,8 +210,8 @@ def card_section(report: dict, manifest: dict, judged: tuple[dict, dict] | None 
         if key in before and key in after:
             lines.append(f"| {label} | {before[key]:.3f} | {after[key]:.3f} |")
     if judged:
-        from .probe import points
-        lines += ["", "| held-out probe (`training.probe`), CE / top-1 | before | after |",
+        from training.eval.probe import points
+        lines += ["", "| held-out probe (`training.eval.probe`), CE / top-1 | before | after |",
                   "|---|---|---|"]
         for p in points():
             lines.append(f"| {p} | {judged[0][f'ce_{p}']:.3f} / {judged[0][f'top1_{p}']:.3f} | "
@@ -283,7 +283,7 @@ def ship(run: Path, model: Path, force: bool = False, judge: Judge | None = None
         log.warning("the run's own evaluation got worse on: %s", "; ".join(worse))
     judged = (judge or probe_judge)(model, run / "model")
     before, after = judged[0]["ce_mean"], judged[1]["ce_mean"]
-    probe_worse = (f"training.probe mean CE {before:.3f} → {after:.3f}"
+    probe_worse = (f"training.eval.probe mean CE {before:.3f} → {after:.3f}"
                    if after > before else None)
     filled = fills(model, run / "model") if fills else None
     if filled is None:   # the probe decides

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from lsprotocol import types
 
-from coda_lsp import positions
+from coda_lsp.core import positions
 
 # Above this size the document keeps its text but gets no tree-sitter tree (the line-based
 # fallback), so multi-megabyte files never stall typing.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from lsprotocol import types
 
-from coda_lsp.documents import Document
+from coda_lsp.core.documents import Document
 
 
 def line_ending(text: str) -> str:

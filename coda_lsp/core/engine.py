@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from coda_lsp import positions, prompt
-from coda_lsp.settings import Settings
+from coda_lsp.core import positions, prompt
+from coda_lsp.core.settings import Settings
 from coda_model import Cancelled, ContextCarry, SamplerConfig, infill, load_model, load_tokenizer
 from coda_model.compiled import compile_layers
 from coda_model.infill import fill_ends

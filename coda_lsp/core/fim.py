@@ -14,10 +14,11 @@ from dataclasses import dataclass, field, replace
 
 from lsprotocol import types
 
-from coda_lsp import edits, positions, spans
-from coda_lsp.documents import Document, DocumentStore
-from coda_lsp.engine import Engine, Fill, FillJob, rank
-from coda_lsp.settings import Settings
+from coda_lsp.core import edits, positions
+from coda_lsp.core.documents import Document, DocumentStore
+from coda_lsp.core.engine import Engine, Fill, FillJob, rank
+from coda_lsp.core.settings import Settings
+from coda_syntax import spans
 
 Partial = Callable[[int, int, list[str]], None]
 
@@ -33,7 +34,7 @@ class Outcome:
 
 def open_document(text: str, uri: str) -> Document:
     """A one-off document (code points as positions) with its syntax tree, language by uri."""
-    from coda_lsp.server import make_syntax  # pygls import: only once a fill is asked for
+    from coda_syntax.syntax import make_syntax
 
     store = DocumentStore(encoding=positions.UTF32, syntax_factory=make_syntax)
     return store.open(types.TextDocumentItem(uri=uri, language_id="", version=1, text=text))

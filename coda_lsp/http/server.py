@@ -28,9 +28,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from coda_lsp import fim, logs
-from coda_lsp.engine import Cancelled, Engine
-from coda_lsp.http_wire import (
+from coda_lsp.core import fim, logs
+from coda_lsp.core.engine import Cancelled, Engine
+from coda_lsp.core.scheduling import Scheduler, Superseded
+from coda_lsp.core.settings import Settings
+from coda_lsp.http.wire import (
     Answer,
     BadRequest,
     FimRequest,
@@ -47,8 +49,6 @@ from coda_lsp.http_wire import (
     parse_infill,
     usage,
 )
-from coda_lsp.scheduling import Scheduler, Superseded
-from coda_lsp.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from coda_lsp import prompt
-from coda_lsp import settings as settings_mod
-from coda_lsp.settings import Settings
+from coda_lsp.core import prompt
+from coda_lsp.core import settings as settings_mod
+from coda_lsp.core.settings import Settings
 
 MAX_CHOICES = prompt.MAX_CANDIDATES  # distinct fills one request can return (OpenAI's n)
 MAX_STOPS = 16  # OpenAI allows 4; Continue sends more for its FIM templates

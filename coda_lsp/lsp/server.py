@@ -25,14 +25,17 @@ from pygls.exceptions import (
 )
 from pygls.lsp.server import LanguageServer
 
-from coda_lsp import __version__, edits, languages, logs, positions, prompt, spans
-from coda_lsp import settings as settings_mod
-from coda_lsp.documents import Document, DocumentStore
-from coda_lsp.engine import Engine, FillJob, rank
-from coda_lsp.progress import FillProgress
-from coda_lsp.protocol import CodaProtocol, explain, strict_converter
-from coda_lsp.scheduling import Scheduler, Superseded
-from coda_lsp.settings import Settings
+from coda_lsp import __version__
+from coda_lsp.core import edits, logs, positions, prompt
+from coda_lsp.core import settings as settings_mod
+from coda_lsp.core.documents import Document, DocumentStore
+from coda_lsp.core.engine import Engine, FillJob, rank
+from coda_lsp.core.scheduling import Scheduler, Superseded
+from coda_lsp.core.settings import Settings
+from coda_lsp.lsp.progress import FillProgress
+from coda_lsp.lsp.protocol import CodaProtocol, explain, strict_converter
+from coda_syntax import spans
+from coda_syntax.syntax import make_syntax
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +45,6 @@ STATUS = "coda/status"
 DOCUMENT_TEXT = "coda/documentText"  # read-only: the server's copy of a document, for tests
 STATUS_INTERVAL = 1.0  # seconds between latency updates after completions
 MAX_ITEMS = 3
-
-
-def make_syntax(language_id: str, uri: str, source: bytes, parse: bool) -> spans.Syntax:
-    lang = languages.resolve(language_id=language_id or None, uri=uri) if parse else None
-    return spans.Syntax(lang, source)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import pytest
 
 from coda_lsp import cli
 
-AR_BASELINE = Path(__file__).resolve().parent.parent / "benchmarks" / "ar_baseline"
+AR_BASELINE = Path(__file__).resolve().parents[2] / "benchmarks" / "ar_baseline"
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -114,7 +114,7 @@ def test_an_autoregressive_model_is_refused_in_one_line(tmp_path, capsys):
         assert out == "" and err.count("\n") == 1
         assert "autoregressive model (objective 'autoregressive-fim')" in err
     assert src.read_text() == "x = \n"
-    from coda_lsp.engine import Engine
+    from coda_lsp.core.engine import Engine
     from coda_model import CheckpointError
     with pytest.raises(CheckpointError, match="autoregressive"):  # in-process callers too
         Engine.load(AR_BASELINE, "cpu")
@@ -123,7 +123,7 @@ def test_an_autoregressive_model_is_refused_in_one_line(tmp_path, capsys):
 @pytest.fixture
 def model_says(monkeypatch):
     """Replace the model's candidates (text, confidence) for every span; ranking stays real."""
-    from coda_lsp.engine import Engine, Fill, FillResult
+    from coda_lsp.core.engine import Engine, Fill, FillResult
 
     def says(*candidates):
         fills = [Fill(text, confidence, n + 1) for n, (text, confidence) in enumerate(candidates)]
@@ -197,7 +197,7 @@ def test_the_readme_demo_fills_the_stack_hole_with_python(capsys):
     in place of ``...`` (not yet the right code; model/MODEL_CARD.md says why)."""
     import ast
 
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     stack = repo / "examples" / "stack.py"
     code, out, err = fill(capsys, f"{stack}:13:9", "--model", str(repo / "model"))
     assert code == 0, err

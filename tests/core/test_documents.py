@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lsprotocol import types
 
-from coda_lsp.documents import DocumentStore
-from coda_lsp.positions import UTF8, UTF16, UTF32
+from coda_lsp.core.documents import DocumentStore
+from coda_lsp.core.positions import UTF8, UTF16, UTF32
 
 URI = "file:///t.py"
 

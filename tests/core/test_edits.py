@@ -3,10 +3,10 @@
 import pytest
 from lsprotocol import types
 
-from coda_lsp import edits
-from coda_lsp.documents import DocumentStore
-from coda_lsp.engine import Fill, finishes_line, rank, tidy
-from coda_lsp.positions import UTF8, UTF16
+from coda_lsp.core import edits
+from coda_lsp.core.documents import DocumentStore
+from coda_lsp.core.engine import Fill, finishes_line, rank, tidy
+from coda_lsp.core.positions import UTF8, UTF16
 
 
 def doc_of(text):

@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from coda_lsp.engine import INLINE_CANDIDATES, Engine, FillJob
-from coda_lsp.settings import Settings
+from coda_lsp.core.engine import INLINE_CANDIDATES, Engine, FillJob
+from coda_lsp.core.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_typing_tries_fewer_lengths_than_hole_fills(engine, fast, expected):
 
 
 def test_typing_carries_context_per_document(engine):
-    from coda_lsp.engine import CARRIED_DOCUMENTS
+    from coda_lsp.core.engine import CARRIED_DOCUMENTS
 
     body = "".join(f"def f{i}(x):\n    return x * {i}\n\n" for i in range(20))
     job = FillJob(prefix=body + "def g(x):\n    return ", suffix="\n\nprint(g(2))\n",
@@ -63,7 +63,7 @@ def test_lone_surrogates_in_the_context_still_complete(engine):
     (None, None),                                                         # no /proc/cpuinfo
 ])
 def test_cpu_dtype_follows_the_cpu(tmp_path, monkeypatch, cpuinfo, expected):
-    from coda_lsp import engine as engine_module
+    from coda_lsp.core import engine as engine_module
     from coda_model import quantize
 
     path = tmp_path / "cpuinfo"
@@ -79,7 +79,7 @@ def test_cpu_dtype_follows_the_cpu(tmp_path, monkeypatch, cpuinfo, expected):
 
 def test_a_short_real_fill_beats_a_long_padded_one(engine, monkeypatch):
     """The issue's case: `0` on a mostly padded canvas beat `0, 1,1` on the canvas mean."""
-    from coda_lsp import engine as engine_module
+    from coda_lsp.core import engine as engine_module
     from coda_model import InfillCandidate
 
     def candidates(model, tok, prefix_ids, suffix_ids, lengths, config, **kw):
@@ -105,8 +105,8 @@ def test_the_multiline_setting_decides_where_inline_fills_keep_their_lines(
         engine, monkeypatch, multiline, mid_statement, fresh_line):
     """"auto": mid-statement, the lines a model runs on to are cut (HTTP/inline path); on a
     fresh line and in holes they are kept. "never" / "always": cut / kept everywhere inline."""
-    from coda_lsp import engine as engine_module
-    from coda_lsp import fim
+    from coda_lsp.core import engine as engine_module
+    from coda_lsp.core import fim
     from coda_model import InfillCandidate
 
     def candidates(model, tok, prefix_ids, suffix_ids, lengths, config, **kw):
@@ -127,8 +127,8 @@ def test_the_last_prefix_token_is_decided_again_with_the_fill(engine, monkeypatc
     """Token healing: "return a" cut after "a" is a split the model never saw; the token goes
     from the prefix, the fill's first token must start with its text, and the ghost text is
     what follows the cursor; a hole's fill likewise replaces the hole without the text."""
-    from coda_lsp import engine as engine_module
-    from coda_lsp import fim
+    from coda_lsp.core import engine as engine_module
+    from coda_lsp.core import fim
     from coda_model import InfillCandidate
 
     calls = []
@@ -206,7 +206,7 @@ def test_healing_leaves_one_token_prefixes_and_parts_of_characters_alone(engine,
 @pytest.mark.parametrize("text", ["import import", " self self", "1,1,1,1", "self.self.self.",
                                   "x = x = x = x"])
 def test_stuttering_fills_are_degenerate(text):
-    from coda_lsp.engine import degenerate
+    from coda_lsp.core.engine import degenerate
 
     assert degenerate(text)
 
@@ -215,13 +215,13 @@ def test_stuttering_fills_are_degenerate(text):
                                   '"""Stack."""', "x == y", "a, a", "))", "0, 1,1",
                                   "return self.x + self.y"])
 def test_fluent_fills_are_not_degenerate(text):
-    from coda_lsp.engine import degenerate
+    from coda_lsp.core.engine import degenerate
 
     assert not degenerate(text)
 
 
 def test_rank_puts_degenerate_fills_after_fluent_ones():
-    from coda_lsp.engine import Fill, rank
+    from coda_lsp.core.engine import Fill, rank
 
     fills = [Fill("import import", 0.9, 4), Fill("1,1,1,1", 0.8, 8), Fill("import sys", 0.3, 4),
              Fill("import (", 0.95, 4)]
@@ -230,7 +230,7 @@ def test_rank_puts_degenerate_fills_after_fluent_ones():
 
 
 def test_hole_fills_take_the_cached_path_unless_exact_is_set(engine, monkeypatch):
-    from coda_lsp import engine as engine_module
+    from coda_lsp.core import engine as engine_module
 
     configs = []
 
@@ -269,7 +269,7 @@ def test_fills_commit_padding_last(engine):
 
 
 def test_a_fill_shown_while_it_sharpens_ends_where_the_fill_will(engine):
-    from coda_lsp.engine import MASK_GLYPH
+    from coda_lsp.core.engine import MASK_GLYPH
 
     tok = engine.tokenizer
     a, b, c = tok.encode("x ="), tok.encode(" 1"), tok.encode("y")
@@ -281,7 +281,7 @@ def test_a_fill_shown_while_it_sharpens_ends_where_the_fill_will(engine):
 
 def test_the_warm_up_fills_through_the_typing_path(engine, monkeypatch):
     """What --compile runs at start on a GPU (there it compiles); here it must simply fill."""
-    from coda_lsp import engine as engine_module
+    from coda_lsp.core import engine as engine_module
     calls = []
     real = engine_module.infill
     monkeypatch.setattr(engine_module, "infill",

@@ -6,7 +6,7 @@ import logging
 import pytest
 from lsprotocol import types
 
-from coda_lsp import logs
+from coda_lsp.core import logs
 
 
 @pytest.fixture

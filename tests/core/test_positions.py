@@ -5,8 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lsprotocol import types
 
-from coda_lsp import positions
-from coda_lsp.positions import UTF8, UTF16, UTF32, LineIndex
+from coda_lsp.core import positions
+from coda_lsp.core.positions import UTF8, UTF16, UTF32, LineIndex
 
 TEXT = "a\tb\r\nx😀y\n\né=1\rlast"
 

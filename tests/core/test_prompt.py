@@ -1,6 +1,6 @@
 """Prompt budgets: context cut from the far ends, candidate lengths clipped, never empty."""
 
-from coda_lsp import prompt
+from coda_lsp.core import prompt
 
 
 class CharTokenizer:

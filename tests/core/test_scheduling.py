@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from coda_lsp.scheduling import Scheduler, Superseded
+from coda_lsp.core.scheduling import Scheduler, Superseded
 
 
 class FakeEngine:

@@ -2,8 +2,8 @@
 
 import dataclasses
 
-from coda_lsp import settings
-from coda_lsp.settings import Settings
+from coda_lsp.core import settings
+from coda_lsp.core.settings import Settings
 
 DEFAULTS = Settings(steps=8)
 

@@ -10,7 +10,7 @@ import json
 import editor_tools
 import pytest
 
-settings = pytest.importorskip("coda_lsp.settings", reason="coda_lsp.settings not written yet")
+settings = pytest.importorskip("coda_lsp.core.settings", reason="no coda_lsp.core.settings")
 
 PACKAGE_JSON = editor_tools.REPO / "editors" / "vscode" / "package.json"
 CLIENT_ONLY = ("coda.server.", "coda.trace.")
@@ -51,7 +51,7 @@ def test_same_defaults():
 def test_same_algorithms():
     algorithms = getattr(settings, "ALGORITHMS", None)
     if algorithms is None:
-        pytest.skip("coda_lsp.settings has no ALGORITHMS list")
+        pytest.skip("coda_lsp.core.settings has no ALGORITHMS list")
     assert sorted(server_properties()["alg"]["enum"]) == sorted(algorithms)
 
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from coda_lsp.http_wire import (
+from coda_lsp.core.settings import Settings
+from coda_lsp.http.wire import (
     Answer,
     BadRequest,
     choices,
@@ -11,7 +12,6 @@ from coda_lsp.http_wire import (
     parse_infill,
     select,
 )
-from coda_lsp.settings import Settings
 
 
 def test_infill_prefix_is_input_prefix_then_the_cursor_line():

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from lsprotocol import types
 
-from coda_lsp.progress import FILL_TITLE, FillProgress
+from coda_lsp.lsp.progress import FILL_TITLE, FillProgress
 
 
 class RecordingProgress:

@@ -5,10 +5,10 @@ import threading
 
 from lsprotocol import types
 
-from coda_lsp import positions
-from coda_lsp.engine import Fill, FillResult
-from coda_lsp.server import STATUS_INTERVAL, create_server
-from coda_lsp.settings import Settings
+from coda_lsp.core import positions
+from coda_lsp.core.engine import Fill, FillResult
+from coda_lsp.core.settings import Settings
+from coda_lsp.lsp.server import STATUS_INTERVAL, create_server
 
 URI = "file:///w/a.py"
 
@@ -78,7 +78,7 @@ def test_low_confidence_and_whitespace_are_dropped():
 def test_typing_needs_the_automatic_bar_an_explicit_request_does_not(caplog):
     automatic = types.InlineCompletionTriggerKind.Automatic
     ls = make_server(FakeEngine(confidence=0.3))  # over 0.1, under the automatic 0.4
-    with caplog.at_level("INFO", logger="coda_lsp.server"):
+    with caplog.at_level("INFO", logger="coda_lsp.lsp.server"):
         assert run(ls, ls.complete_inline(inline(1, 11, kind=automatic))) is None
     assert "hidden: confidence 0.30 < 0.4 (automatic)" in caplog.text
     ls = make_server(FakeEngine(confidence=0.3))
@@ -214,7 +214,7 @@ class ChunkTokenizer:
 
 
 def test_hot_path_tokenizes_a_window_sized_to_the_budget():
-    from coda_lsp import prompt
+    from coda_lsp.core import prompt
 
     far = "x" * 100_000
     typical = ChunkTokenizer(4)  # code: ~4 characters per token

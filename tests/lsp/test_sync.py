@@ -4,7 +4,7 @@ Edits carry emoji (surrogate pairs in UTF-16, four bytes in UTF-8), CJK, CRLF, l
 tabs, and are sent through a real client under each profile, so both negotiated encodings
 (VS Code: UTF-16, Neovim: UTF-8) are covered. The server's copy is read back with the
 read-only ``coda/documentText`` request. Positions are computed here independently of
-``coda_lsp.positions``.
+``coda_lsp.core.positions``.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def test_cache_runs_fewer_full_passes(tiny):
     assert cache.passes == 2 and cache.window_passes == 6
 
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "coda-reference-tiny"
+FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "coda-reference-tiny"
 
 
 @pytest.mark.skipif(not (FIXTURE / "golden.json").is_file(), reason="../shared is absent")

@@ -9,7 +9,7 @@ import torch
 from coda_model import SamplerConfig, denoise, load_model, load_tokenizer
 from coda_model.forward import FullForward
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "coda-reference-tiny"
+FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "coda-reference-tiny"
 pytestmark = pytest.mark.skipif(
     not (FIXTURE / "golden.json").is_file(),
     reason=f"reference fixture not found at {FIXTURE} (../shared is absent)",

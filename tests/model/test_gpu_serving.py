@@ -47,7 +47,7 @@ def test_grouped_query_attention_equals_repeated_keys(monkeypatch, sdpa_gqa, mas
 # bucketed static-shape window give the same tokens as the CPU's dynamic path
 # --------------------------------------------------------------------------------------------
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "coda-reference-tiny"
+FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "coda-reference-tiny"
 
 CONFIGS = {
     "exact": SamplerConfig(steps=8),
@@ -181,7 +181,7 @@ def test_the_gpu_check_rehearses_on_the_cpu(tmp_path):
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "OUT": str(tmp_path), "PYTHONPATH": str(root)}
     run = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_serve.py"), "--tiny",
                           "--device", "cpu", "--ctx", "48", "--reps", "1",

@@ -112,8 +112,8 @@ def test_full_precision_uses_the_kept_fp32_weight():
 @needs_int8
 def test_hole_fills_are_the_fp32_models_and_typing_is_int8(tiny_model_dir):
     """The engine runs hole fills (a second to spare) at full precision, typing in int8."""
-    from coda_lsp.engine import Engine, FillJob
-    from coda_lsp.settings import Settings
+    from coda_lsp.core.engine import Engine, FillJob
+    from coda_lsp.core.settings import Settings
 
     fp32 = Engine.load(tiny_model_dir, device="cpu", dtype="float32")
     int8 = Engine.load(tiny_model_dir, device="cpu", dtype="int8")

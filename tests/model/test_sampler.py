@@ -171,7 +171,7 @@ def test_a_banned_column_takes_its_next_choice_and_no_other_column_changes(confi
 
 def test_the_real_tokenizers_flag_their_fim_and_chat_markers():
     from pathlib import Path
-    tok = load_tokenizer(Path(__file__).resolve().parents[1] / "model")
+    tok = load_tokenizer(Path(__file__).resolve().parents[2] / "model")
     names = {tok.token(i) for i in tok.control_ids}
     assert {"<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|mask|>"} <= names
     assert tok.encode("return x")[0] not in tok.control_ids

@@ -11,7 +11,7 @@ import pytest
 import tree_sitter
 from test_spans_fixtures import FIXTURES, parse_fixture
 
-from coda_lsp import languages, spans
+from coda_syntax import languages, spans
 
 GRAMMARS = Path(languages.GRAMMARS)
 LANGS = sorted(languages.table())

@@ -9,7 +9,7 @@ import sys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coda_lsp import languages, spans
+from coda_syntax import languages, spans
 
 PY = languages.resolve("python")
 SAMPLE = b"def f(a):\n    x = g(a, 1)\n    return x\n"
@@ -25,7 +25,7 @@ def test_resolve_by_id_extension_and_unknown() -> None:
 
 def test_import_is_cheap_and_side_effect_free() -> None:
     code = (
-        "import sys; import coda_lsp.spans, coda_lsp.languages as l;"
+        "import sys; import coda_syntax.spans, coda_syntax.languages as l;"
         "assert l.table.cache_info().currsize == 0;"
         "assert not [m for m in sys.modules if m.startswith('tree_sitter_')]"
     )
@@ -187,7 +187,7 @@ def test_new_errors_in_a_large_document_parses_only_the_enclosing_definition() -
 # Run where a crash of tree-sitter (SIGSEGV) fails the test instead of killing pytest.
 _PAST_THE_LAST_CHILD = r"""
 import json
-from coda_lsp import languages, spans
+from coda_syntax import languages, spans
 
 py = languages.resolve("python")
 out = {}
@@ -200,7 +200,7 @@ big_class = ("class C:\n" + "".join(method.format(i=i) for i in range(600)) + "\
 syn = spans.Syntax(py, big_class)  # the blank line after a top-level class over 16 KB
 count = spans.error_counter(syn, spans.choose(syn, len(big_class)))
 out["class"] = [count(b"x = 1"), count(b"x = (")]
-from coda_lsp.syntax import first_named_child_for_byte
+from coda_syntax.syntax import first_named_child_for_byte
 root = syn.tree.root_node
 out["helper"] = [first_named_child_for_byte(root, len(big_class)) is None,
                  first_named_child_for_byte(root, 0).type,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from coda_lsp import languages, spans
+from coda_syntax import languages, spans
 
 FIXTURES = Path(__file__).parent / "fixtures" / "spans"
 

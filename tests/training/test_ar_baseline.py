@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from coda_model import CheckpointError, load_model, load_tokenizer
-from training import ar_baseline, recipes
+from training.eval import ar_baseline
+from training.run import recipes
 
 
 @pytest.fixture(autouse=True)

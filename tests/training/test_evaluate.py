@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 from testkit import SAMPLE_CODE
 
-from coda_lsp.fim import best_fill
-from training import eval_report, evaluate, heldout, sandbox
-from training.data import Document
-from training.heldout import Example
+from coda_lsp.core.fim import best_fill
+from training.data import heldout
+from training.data.heldout import Example
+from training.data.packing import Document
+from training.eval import evaluate, sandbox
+from training.eval import report as eval_report
 
-BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / \
+BENCH = Path(__file__).resolve().parents[2].parent / "shared" / "benchmarks" / \
     "humaneval-infilling"
 needs_bench = pytest.mark.skipif(not BENCH.is_dir(),
                                  reason=f"{BENCH} (../shared, HumanEval-Infilling) is absent")
@@ -128,9 +130,9 @@ def test_the_server_row_needs_the_servers_fill_path(tiny_model_dir, capsys):
 
 
 def test_the_server_row_offers_what_fill_between_ranks_first(tiny_model_dir):
-    from coda_lsp import fim
-    from coda_lsp.engine import Engine
-    from coda_lsp.settings import Settings
+    from coda_lsp.core import fim
+    from coda_lsp.core.engine import Engine
+    from coda_lsp.core.settings import Settings
     from coda_model import load_model, load_tokenizer
 
     model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)

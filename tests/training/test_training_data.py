@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from coda_model import load_tokenizer
-from training.data import (
+from training.data.packing import (
     BatchStream,
     DataConfig,
     build_dataset,
@@ -16,9 +16,9 @@ from training.data import (
     read_corpus,
     token_spans,
 )
-from training.tokenizer_train import train_tokenizer
+from training.data.tokenizer_train import train_tokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SNIPPET = '''import os
 
 
@@ -108,7 +108,7 @@ def test_build_dataset_round_trip(tmp_path, tokenizer_dir):
     assert splits["train"]["rows"] > 0 and splits["eval"]["files"] > 0
     files = manifest["files"]
     assert {f["split"] for f in files.values()} == {"train", "eval"}
-    from training.data import PackedSplit
+    from training.data.packing import PackedSplit
     train = PackedSplit.load(tmp_path / "train.safetensors")
     assert train.ids.dtype == torch.int32 and train.ids.shape[1] == 32
     assert int(train.ids.max()) < tok.vocab_size

@@ -8,10 +8,10 @@ import pytest
 import torch
 from test_training_golden import synthetic_corpus
 
-from training import recipes
-from training.checkpointing import latest_checkpoint
-from training.loop import Trainer
-from training.metrics import read_metrics
+from training.run import recipes
+from training.run.checkpointing import latest_checkpoint
+from training.run.loop import Trainer
+from training.run.metrics import read_metrics
 
 
 @pytest.fixture(scope="module")

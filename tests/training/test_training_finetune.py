@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from training import checkpointing, devices, finetune, pretrain, recipes, state_io
-from training.data import DataConfig, DataError, load_or_build, read_corpus
-from training.loop import RecipeChanged, Trainer
-from training.metrics import read_metrics
+from training import finetune
+from training.data.packing import DataConfig, DataError, load_or_build, read_corpus
+from training.run import checkpointing, devices, pretrain, recipes, state_io
+from training.run.loop import RecipeChanged, Trainer
+from training.run.metrics import read_metrics
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_repo(folder: Path, n: int = 12) -> Path:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from training import recipes
-from training.loop import Trainer
-from training.metrics import read_metrics
+from training.run import recipes
+from training.run.loop import Trainer
+from training.run.metrics import read_metrics
 
-GOLDEN = Path(__file__).resolve().parents[1] / "training" / "golden" / "tiny_cpu_losses.json"
+GOLDEN = Path(__file__).resolve().parents[2] / "training" / "golden" / "tiny_cpu_losses.json"
 STEPS = 12
 
 

@@ -15,10 +15,11 @@ import torch
 from safetensors import safe_open
 
 from coda_model import load_model, load_tokenizer
-from training import corpus, decontam, gpu_run
-from training.data import pack
+from training import gpu_run
+from training.data import corpus, decontam
+from training.data.packing import pack
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "model"
 BENCHMARK = ROOT.parent / "shared" / "benchmarks" / "humaneval-infilling"
 PROBLEM = '''def running_maximum_of_weights(weights: list[int]) -> list[int]:
@@ -266,7 +267,7 @@ def test_the_committed_artifact_flags_every_benchmark_problem():
 
 def test_a_corpus_out_of_time_says_how_many_files_it_left_out(machine):
     site, std, artifact = machine
-    from training import recipes
+    from training.run import recipes
     files, manifest = corpus.build_corpus([site], std, SHIPPED, recipes.get("tiny_cpu").data,
                                           artifact=artifact, workers=1, time_limit_s=0.0)
     assert files == [] and manifest["unprocessed_files"] == 17
@@ -276,7 +277,7 @@ def test_training_takes_the_corpus_as_it_grows(machine):
     """The builder hands out what it has so far; the feed packs the larger corpus once the
     loop has started, and every earlier file stays in it (the manifest is the data trained on)."""
     site, std, artifact = machine
-    from training import recipes
+    from training.run import recipes
     cfg = recipes.get("tiny_cpu").data
     eos = load_tokenizer(SHIPPED).eos_id
     builder = corpus.CorpusBuilder([site], std, SHIPPED, cfg, artifact=artifact, workers=1)
@@ -317,8 +318,8 @@ def test_training_takes_the_corpus_as_it_grows(machine):
 
 
 def test_the_loop_trains_on_a_new_split_from_the_next_step(tmp_path):
-    from training import recipes
-    from training.loop import Trainer
+    from training.run import recipes
+    from training.run.loop import Trainer
     recipe = recipes.override(recipes.get("tiny_cpu"), ["train.batch_size=2", "data.seq_len=16",
                                                         "train.threads=1"])
     small = gpu_run.pack_files([corpus.CorpusFile("p", "a.py", "x", 1, _ids(range(40)), b"",
@@ -344,9 +345,9 @@ def _ids(values) -> bytes:
 
 
 def test_growing_deeper_keeps_the_function_and_the_copies_learn():
-    from training.grow import grow_depth, same_function, source_layers
-    from training.loop import build_optimizer
-    from training.recipes import tiny_cpu
+    from training.run.grow import grow_depth, same_function, source_layers
+    from training.run.loop import build_optimizer
+    from training.run.recipes import tiny_cpu
     assert source_layers(4, 6) == [0, 0, 1, 2, 2, 3]
     shipped = load_model(SHIPPED)
     grown = grow_depth(shipped, 6)
@@ -365,9 +366,9 @@ def test_growing_deeper_keeps_the_function_and_the_copies_learn():
 
 
 def test_growing_wider_keeps_the_function_and_the_new_channels_learn():
-    from training.grow import _widened_heads, grow_depth, grow_width, same_function
-    from training.loop import build_optimizer
-    from training.recipes import tiny_cpu
+    from training.run.grow import _widened_heads, grow_depth, grow_width, same_function
+    from training.run.loop import build_optimizer
+    from training.run.recipes import tiny_cpu
     assert _widened_heads(4, 6, 2) == [0, 1, 3, 4]   # each keeps its key/value head
     shipped = load_model(SHIPPED).float()
     wide = grow_width(shipped, 384, 1152)
@@ -397,7 +398,7 @@ def test_growing_wider_keeps_the_function_and_the_new_channels_learn():
 def test_the_run_widens_and_deepens_its_start_model(tmp_path):
     """gpu_run --grow-width 384 --grow-layers 6: the saved start model loads at the new shape,
     the report says so, and a later run given the same sizes continues it as it is."""
-    from training import recipes
+    from training.run import recipes
     recipe = recipes.get("default_model_gpu")
     report = gpu_run.Report(tmp_path / "report.json")
     split = gpu_run.pack_files([corpus.CorpusFile("p", "a.py", "x", 1, _ids(range(10, 200)),
@@ -415,7 +416,7 @@ def test_the_run_widens_and_deepens_its_start_model(tmp_path):
 
 def test_a_start_model_already_that_deep_is_not_grown_again(tmp_path):
     """A later GPU session with GROW_LAYERS set continues the grown model as it is."""
-    from training import recipes
+    from training.run import recipes
     recipe = recipes.get("default_model_gpu")
     report = gpu_run.Report(tmp_path / "report.json")
     layers = load_model(SHIPPED).config.num_hidden_layers
@@ -472,10 +473,10 @@ def test_an_odd_file_is_dropped_not_fatal(monkeypatch, tmp_path):
 
 
 def test_the_shipped_models_heldout_stdlib_files_stay_held_out():
-    # training.evaluate's held-out spans come from the stdlib files the first run held out
+    # training.eval.evaluate's held-out spans come from the stdlib files the first run held out
     # (key "python3.11/<path>"); a warm start on any machine must never train on them.
-    from training import recipes
-    from training.data import eval_split, read_corpus
+    from training.data.packing import eval_split, read_corpus
+    from training.run import recipes
 
     docs = read_corpus(recipes.default_model_cpu().data)
     shipped = [d.path for d in docs if eval_split(f"python3.11/{d.path.split('/', 1)[1]}",

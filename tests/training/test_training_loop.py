@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from coda_model import load_model
-from training import recipes
-from training.checkpointing import latest_checkpoint
-from training.loop import Trainer
-from training.metrics import read_metrics
+from training.run import recipes
+from training.run.checkpointing import latest_checkpoint
+from training.run.loop import Trainer
+from training.run.metrics import read_metrics
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("training", "coda_model")  # our own code: always present, copied so it cannot change
 QUIET = ["train.checkpoint_every_seconds=0", "train.eval_every=0", "train.log_every=1"]
 
@@ -135,7 +135,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_next_loss(prepared, tmp_path
 def test_a_run_from_an_ar_checkpoint_makes_a_diffusion_model(tiny_model_dir, tmp_path):
     """The shipped recipe starts from the AR baseline: its "objective" mark must not survive."""
     from coda_model import load_tokenizer, save_model
-    from training.loop import build_model
+    from training.run.loop import build_model
 
     ar = load_model(tiny_model_dir)
     ar.config.extra["objective"] = "autoregressive-fim"

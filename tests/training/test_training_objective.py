@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.objective import (
+from training.objective.masks import (
     IGNORE,
     ObjectiveConfig,
     block_mask,

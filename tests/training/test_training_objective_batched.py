@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from training.objective import IGNORE, ObjectiveConfig, corrupt
-from training.objective_batched import corrupt_batched, dense_spans, fim_rows, random_tokens
-from training.recipes import SPAN_FIM_BLOCK
+from training.objective.batched import corrupt_batched, dense_spans, fim_rows, random_tokens
+from training.objective.masks import IGNORE, ObjectiveConfig, corrupt
+from training.run.recipes import SPAN_FIM_BLOCK
 
 MASK, PAD, VOCAB = 2, 0, 300
 

@@ -11,9 +11,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from coda_model import load_tokenizer
-from training import corpus, probe, ship
+from training import ship
+from training.data import corpus
+from training.eval import probe
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "model"
 
 
@@ -93,7 +95,7 @@ def test_ship_refuses_a_damaged_run_with_the_real_probe(tmp_path, capsys):
     (run / "corpus_manifest.json").write_text("{}")
     weights = (model / "model.safetensors").read_bytes()
     assert ship.main([str(run), "--model", str(model)]) == 2
-    assert "training.probe mean CE" in capsys.readouterr().err
+    assert "training.eval.probe mean CE" in capsys.readouterr().err
     assert (model / "model.safetensors").read_bytes() == weights
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from coda_model import load_model
-from training import recipes
-from training.loop import Trainer
-from training.metrics import read_metrics
+from training.run import recipes
+from training.run.loop import Trainer
+from training.run.metrics import read_metrics
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("name", sorted(recipes.RECIPES))
@@ -50,7 +50,8 @@ def test_model_overrides_name_config_fields_the_run_may_set(key, message):
 
 
 def test_the_cpu_path_never_imports_torch_xla():
-    code = ("import sys, training.pretrain, training.loop, training.finetune, training.recipes; "
+    code = ("import sys, training.pretrain, training.run.loop, training.finetune, "
+            "training.run.recipes; "
             "sys.exit('torch_xla' in sys.modules)")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 

@@ -237,14 +237,14 @@ def test_the_candidates_typing_latency_is_recorded_and_warned_past_the_budget(
 def test_ship_models_latency_runs_the_typing_benchmark(tiny_model_dir):
     """scripts/ship_model.py's measurement itself: a real server, a few keystrokes."""
     import importlib.util
-    script = Path(__file__).resolve().parents[1] / "scripts" / "ship_model.py"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "ship_model.py"
     spec = importlib.util.spec_from_file_location("ship_model_script", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     typing = module.typing_latency(tiny_model_dir, requests=3, spans=4)
     assert set(typing) == {"p50_ms", "p95_ms", "cold_s", "rss_mb", "automatic_bar"}
     assert 0 < typing["p50_ms"] <= typing["p95_ms"] and typing["cold_s"] > 0
-    from coda_lsp.settings import Settings
+    from coda_lsp.core.settings import Settings
     bar = typing["automatic_bar"]
     assert bar["spans"] == 4 and bar["bar"] == Settings().automatic_confidence_threshold
     assert 0 <= bar["shown"] <= 1 and bar["exact_kept"] <= bar["exact_at_base"] <= 4

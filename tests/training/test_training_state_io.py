@@ -2,7 +2,7 @@
 
 import torch
 
-from training import state_io
+from training.run import state_io
 
 
 def test_optimizer_scheduler_and_rng_state_round_trip(tmp_path):
@@ -32,7 +32,7 @@ def test_optimizer_scheduler_and_rng_state_round_trip(tmp_path):
 def test_a_latest_pointer_without_a_readable_state_is_an_error_not_a_fresh_start(tmp_path):
     import pytest
 
-    from training.checkpointing import latest_checkpoint
+    from training.run.checkpointing import latest_checkpoint
 
     root = tmp_path / "checkpoints"
     (root / "step-001800").mkdir(parents=True)

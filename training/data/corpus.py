@@ -6,7 +6,7 @@ plus the standard library (PSF).  A package's files come from its RECORD; test f
 files, vendored folders and anything outside the package are skipped.  Then, in order:
 exact duplicates (content hash) and near duplicates (MinHash over pairs of adjacent normalised
 lines, Jaccard ≥ 0.8) are dropped, keeping the first processed (a seeded random order);
-files sharing a 13-gram with HumanEval-Infilling are dropped (``training.decontam``); the rest
+files sharing a 13-gram with HumanEval-Infilling are dropped (``training.data.decontam``); the rest
 are tokenized with the shipped tokenizer, given syntax spans from Python's own ``ast`` (the
 GPU machine has no tree-sitter) and split train/eval by a hash of the path, as ``data.py`` does.
 
@@ -150,16 +150,16 @@ def site_packages(folder: Path) -> list[Package]:
 
 
 STDLIB_PACKAGE = "python-stdlib"
-# The stdlib files the shipped model held out when it was first trained (``training.data``
+# The stdlib files the shipped model held out when it was first trained (``training.data.packing``
 # keyed them "python3.11/<path>" at fraction 0.03) stay held out on every machine and Python
-# version, so ``training.evaluate``'s held-out spans stay unseen after every warm start.
+# version, so ``training.eval.evaluate``'s held-out spans stay unseen after every warm start.
 SHIPPED_HELDOUT_KEY = "python3.11/{}"
 SHIPPED_HELDOUT_FRACTION = 0.03
 
 
 def held_out(package: str, rel: str, fraction: float) -> bool:
     """The run's own per-file split, plus the shipped model's held-out stdlib files."""
-    from .data import eval_split
+    from training.data.packing import eval_split
     if eval_split(rel, fraction):
         return True
     return package == STDLIB_PACKAGE and eval_split(
@@ -205,8 +205,7 @@ def _init_worker(tokenizer_dir: str, artifact: str | None, limits: dict, nice: i
     # worker only competes with the others; ~5 % slower on the 2-core dev box).
     torch.set_num_threads(1)
     from coda_model import load_tokenizer
-
-    from .decontam import Decontaminator
+    from training.data.decontam import Decontaminator
     _STATE["tok"] = load_tokenizer(tokenizer_dir)
     _STATE["decontam"] = Decontaminator(artifact) if artifact else None
     _STATE["limits"] = limits
@@ -272,7 +271,7 @@ def _process_safely(item: tuple[int, str]) -> dict:
 
 
 def _process(item: tuple[int, str]) -> dict:
-    from .data import looks_generated, token_spans
+    from training.data.packing import looks_generated, token_spans
     index, path = item
     lim = _STATE["limits"]
     try:

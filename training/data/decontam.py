@@ -2,9 +2,9 @@
 
 The benchmark (prompts, canonical solutions, suffixes) lives in ``../shared`` and does not
 travel to the GPU machine, so the repository carries a small artifact instead:
-``training/decontam/humaneval_infilling.json`` holds the hashes of every n-gram of code tokens
-(identifiers, numbers, single punctuation characters; whitespace and layout ignored) of the
-164 reconstructed problems (prompt + canonical solution + suffix), minus generic n-grams that
+``training/data/decontam_hashes/humaneval_infilling.json`` holds the hashes of every n-gram of
+code tokens (identifiers, numbers, single punctuation characters; whitespace and layout ignored) of
+the 164 reconstructed problems (prompt + canonical solution + suffix), minus generic n-grams that
 would flag ordinary code: those of two or more different problems, those with no identifier
 (``0 , 1 , 2 , 3 , ...``) and those that also occur in a background corpus of ordinary code (the
 CPython standard library, tests included, of the machine that builds the artifact: it predates
@@ -12,7 +12,8 @@ the benchmark).  A training file sharing any remaining n-gram with the benchmark
 Hashes are one-way and the file is ~0.3 MB; nothing of the benchmark's text is committed.
 
     python -m training.decontam --benchmark ../shared/benchmarks/humaneval-infilling \\
-        --background /usr/lib/python3.11 --out training/decontam/humaneval_infilling.json
+        --background /usr/lib/python3.11 \\
+        --out training/data/decontam_hashes/humaneval_infilling.json
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import sys
 from array import array
 from pathlib import Path
 
-ARTIFACT = Path(__file__).resolve().parent / "decontam" / "humaneval_infilling.json"
+ARTIFACT = Path(__file__).resolve().parent / "decontam_hashes" / "humaneval_infilling.json"
 TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+|[^\sA-Za-z0-9_]")
 N = 13
 FILES = ("HumanEval-SingleLineInfilling.jsonl.gz", "HumanEval-MultiLineInfilling.jsonl.gz",

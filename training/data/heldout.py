@@ -3,12 +3,12 @@
 An :class:`Example` is prefix | middle | suffix text (plus, for HumanEval, the test program).
 :func:`heldout_examples` draws random cursor positions in the held-out files of a training
 corpus (the same per-file split as training, ``training.data.eval_split``), asks
-``coda_lsp.spans.choose`` for the inline span there (what the server would regenerate at that
+``coda_syntax.spans.choose`` for the inline span there (what the server would regenerate at that
 cursor) and keeps spans with a non-blank middle of at most ``max_tokens`` tokens.
 
 Metrics: :func:`exact_match`, :func:`edit_similarity` (1 − Levenshtein / longer length, on
 characters) and :func:`parses` (the fill adds no tree-sitter ERROR/MISSING node,
-``coda_lsp.spans.new_errors``).  Nothing here runs a model.
+``coda_syntax.spans.new_errors``).  Nothing here runs a model.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from coda_lsp import languages, spans
-
-from .data import DataConfig, Document, read_corpus
+from coda_syntax import languages, spans
+from training.data.packing import DataConfig, Document, read_corpus
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ shapes for XLA) with the eos token between files.  A packed split is saved as on
 file: ``ids [N, L]`` plus the spans in CSR form (``span_ptr [N+1]``, ``spans [M, 2]``).
 
 :class:`BatchStream` hands out row indices in a seeded order and can be checkpointed and resumed
-exactly.  This module does not corrupt anything (see ``training.objective``).
+exactly.  This module does not corrupt anything (see ``training.objective.masks``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import UsageError
+from training.errors import UsageError
 
 log = logging.getLogger(__name__)
 

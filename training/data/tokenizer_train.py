@@ -77,7 +77,7 @@ def write_tokenizer(tok: Tokenizer, out_dir: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .data import DataConfig, read_corpus
+    from training.data.packing import DataConfig, read_corpus
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)

@@ -10,7 +10,7 @@ so both models see the same infilling task.  A fraction ``--p-fim`` of rows is F
 plain next-token prediction.
 
 Decoding (:func:`greedy_fim`) is greedy with a per-layer K/V cache.  This module does not
-evaluate infilling quality (``training.evaluate`` does) and never touches the diffusion run.
+evaluate infilling quality (``training.eval.evaluate`` does) and never touches the diffusion run.
 """
 
 from __future__ import annotations
@@ -29,11 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from coda_model import load_model, load_tokenizer, save_model
-
-from . import checkpointing, recipes
-from .data import BatchStream, PackedSplit, load_or_build
-from .loop import build_model, build_optimizer
-from .metrics import MetricsLog
+from training.data.packing import BatchStream, PackedSplit, load_or_build
+from training.run import checkpointing, recipes
+from training.run.loop import build_model, build_optimizer
+from training.run.metrics import MetricsLog
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m training.ar_baseline",
         description="autoregressive PSM baseline, same budget",
         epilog="hardware: CPU only (one process, train.threads); GPUs and TPUs train diffusion "
-               "models through training.finetune (accelerate launch) and training.pretrain "
+               "models through training.finetune (accelerate launch) and training.run.pretrain "
                "(torch_xla)")
     parser.add_argument("--recipe", default="default_model_cpu",
                         help="the diffusion recipe whose shape, data and token budget to match")

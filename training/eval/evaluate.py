@@ -1,14 +1,14 @@
 """``python -m training.evaluate``: infilling quality vs latency, diffusion model vs AR baseline.
 
 Tasks: HumanEval-Infilling (single-line, multi-line, random-span; pass@1 by running the test in
-``training.sandbox``) and held-out span infilling (``training.heldout``: exact match, edit
+``training.eval.sandbox``) and held-out span infilling (``training.data.heldout``: exact match, edit
 similarity, fill parses).  The diffusion model is run at every ``--steps`` value with the true
 number of masks and, per ``--lengths``, with half and double that number (DESIGN.md §5: the
 length problem), or as the server fills a hole (``server``: its own lengths and ranking); the
-autoregressive PSM baseline (``training.ar_baseline``) decodes greedily with a K/V cache in the
+autoregressive PSM baseline (``training.eval.ar_baseline``) decodes greedily with a K/V cache in the
 same run.  Floors: the empty fill and a copy of the previous line.  Output in ``--out``:
 ``fills.jsonl`` (every fill), ``summary.json``, ``table.md`` (also printed) and
-``quality_latency.png`` (``training.eval_report``).
+``quality_latency.png`` (``training.eval.report``).
 
 Both models see the same context: the last ``--prefix-tokens`` tokens before the middle and the
 first ``--suffix-tokens`` after it.  Latency is wall time per infill on ``--threads`` threads.
@@ -30,10 +30,12 @@ from pathlib import Path
 import torch
 
 from coda_model import SamplerConfig, infill, load_model, load_tokenizer
-
-from . import eval_report, heldout, recipes, sandbox
-from .ar_baseline import greedy_fim
-from .heldout import Example
+from training.data import heldout
+from training.data.heldout import Example
+from training.eval import report as eval_report
+from training.eval import sandbox
+from training.eval.ar_baseline import greedy_fim
+from training.run import recipes
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,8 @@ HUMANEVAL = {"single-line": "HumanEval-SingleLineInfilling.jsonl.gz",
 TASKS = (*HUMANEVAL, "heldout")
 STEPS = (1, 2, 4, 8, 16, 32)
 LENGTHS = {"true": 1.0, "half": 0.5, "double": 2.0}
-SERVER = "server"   # the language server's own hole sizing and ranking (coda_lsp.fim)
-REPO = Path(__file__).resolve().parents[1]
+SERVER = "server"   # the language server's own hole sizing and ranking (coda_lsp.core.fim)
+REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO.parent / "shared" / "benchmarks" / "humaneval-infilling"
 
 
@@ -204,7 +206,7 @@ def evaluate(model_dir, *, ar_dir=None, tasks=TASKS, steps=STEPS, lengths=tuple(
     """Run everything; returns {"fills": [...], "summary": [...], "table": str, "png": path}.
 
     ``server_fill(model, tokenizer)`` returns the server's fill function for the ``server``
-    lengths row (``benchmarks/bench_infilling.py`` passes one built on ``coda_lsp.fim``)."""
+    lengths row (``benchmarks/bench_infilling.py`` passes one built on ``coda_lsp.core.fim``)."""
     if SERVER in lengths and server_fill is None:
         raise ValueError("--lengths server needs the server's fill path: run "
                          "benchmarks/bench_infilling.py")

@@ -3,7 +3,7 @@
 A training run's own evaluation draws its corruption modes at random over its own held-out
 split, with a few batches: two runs' figures are not comparable, and one noisy figure can hide
 a real gain.  The probe fixes everything but the weights: the shipped model's held-out stdlib
-files (``training.corpus.held_out``, never trained on by any of our runs), cut into rows of the
+files (``training.data.corpus.held_out``, never trained on by any of our runs), cut into rows of the
 model's trained length, and seeded masks at a few mask rates plus whole masked spans (the
 regime an inline fill starts from).  It reports cross-entropy and top-1 over the masked
 tokens (output i predicts token i+1, as in training).  ``training.ship`` judges candidates
@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import corpus
-from .errors import UsageError, main_guarded
+from training.data import corpus
+from training.errors import UsageError, main_guarded
 
 SPAN, SPANS_PER_ROW = 8, 8   # the "spans" point: 8 masked runs of 8 tokens per row
 # name -> what is masked: each token with probability σ, or whole spans

@@ -1,6 +1,6 @@
 """Before/after numbers of a repository fine-tune: infilling on the repo's own held-out files.
 
-The spans are the server's (``training.heldout``: ``coda_lsp.spans.choose`` at seeded cursors
+The spans are the server's (``training.data.heldout``: ``spans.choose`` at seeded cursors
 in the files the data split held out, so never trained on).  Each model fills every span with
 the true number of masks at a fixed number of denoising steps; the scores are exact match and
 edit similarity, plus the middle's cross-entropy with every middle token masked (one forward
@@ -18,10 +18,9 @@ from pathlib import Path
 
 import torch
 
-from coda_lsp import languages
-
-from . import heldout
-from .evaluate import Context, Scorer, run_diffusion
+from coda_syntax import languages
+from training.data import heldout
+from training.eval.evaluate import Context, Scorer, run_diffusion
 
 log = logging.getLogger(__name__)
 

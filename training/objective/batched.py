@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from .objective import IGNORE, Corrupted, ObjectiveConfig
+from training.objective.masks import IGNORE, Corrupted, ObjectiveConfig
 
 
 def dense_spans(span_ptr: torch.Tensor, spans: torch.Tensor, n_rows: int, max_spans: int,

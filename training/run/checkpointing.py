@@ -21,8 +21,7 @@ import tempfile
 from pathlib import Path
 
 from coda_model import save_model
-
-from . import state_io
+from training.run import state_io
 
 log = logging.getLogger(__name__)
 

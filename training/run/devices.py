@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import UsageError
+from training.errors import UsageError
 
 
 class DeviceError(UsageError):
@@ -27,7 +27,7 @@ def resolve(device: str) -> str:
 def xla_backend():
     """The TPU backend; torch_xla is imported here only."""
     try:
-        from .xla_backend import XlaBackend
+        from training.run.xla_backend import XlaBackend
     except ImportError as exc:
         raise DeviceError(f"train.device=xla needs torch_xla ({exc}): on a TPU VM install it "
                           f"in its own environment with pip install -e '.[train,tpu]'") from exc

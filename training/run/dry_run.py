@@ -1,6 +1,6 @@
 """``--dry-run``: check a run's recipe, data and shapes and estimate its memory, without training.
 
-By the time a :class:`~training.loop.Trainer` exists, the recipe has parsed, the device is
+By the time a :class:`~training.run.loop.Trainer` exists, the recipe has parsed, the device is
 resolved, the data is packed (and cached for the real run) and the model is built; one forward
 pass on a short slice of a real row checks that the shapes and token ids fit the model.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .data import DataError
+from training.data.packing import DataError
 
 GIB = 2**30
 

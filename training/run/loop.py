@@ -1,13 +1,13 @@
-"""The one training loop behind ``training.pretrain`` and ``training.finetune``.
+"""The one training loop behind ``training.run.pretrain`` and ``training.finetune``.
 
 It builds (or reuses) the tokenizer, the packed data and the model, then runs optimizer steps of
 the CoDA objective with a *backend* that owns everything device-specific: plain torch on CPU or
-CUDA (:class:`TorchBackend`), torch_xla SPMD on TPU (``training.xla_backend``, imported only
+CUDA (:class:`TorchBackend`), torch_xla SPMD on TPU (``training.run.xla_backend``, imported only
 there) or accelerate (``training.finetune``).  Every step's corruption is drawn from a generator
 seeded by (seed, step, micro-batch), so with the optimizer, scheduler and data position saved in
 the checkpoint a resumed run repeats the uninterrupted one exactly.  On CUDA the plain backend
 trains in bf16 autocast with fused AdamW and corrupts whole batches on the device
-(``training.objective_batched``); on CPU the defaults stay fp32 and the per-row reference
+(``training.objective.batched``); on CPU the defaults stay fp32 and the per-row reference
 corruption, whose output the golden loss curve pins (``TrainConfig.precision``/``corruption``).
 """
 
@@ -24,9 +24,7 @@ from pathlib import Path
 import torch
 
 from coda_model import CheckpointError, CodaConfig, CodaModel, load_model, load_tokenizer
-
-from . import checkpointing, recipes
-from .data import (
+from training.data.packing import (
     BatchStream,
     DataError,
     PackedSplit,
@@ -34,19 +32,20 @@ from .data import (
     load_packed,
     read_corpus,
 )
-from .errors import UsageError
-from .metrics import MetricsLog, plot_losses
-from .objective import (
+from training.data.tokenizer_train import train_tokenizer
+from training.errors import UsageError
+from training.objective.batched import corrupt_batched, dense_spans
+from training.objective.masks import (
     ObjectiveConfig,
     corrupt,
     diffusion_loss,
     diffusion_loss_sparse,
     response_maskable,
 )
-from .objective_batched import corrupt_batched, dense_spans
-from .recipes import Recipe
-from .state_io import StateError
-from .tokenizer_train import train_tokenizer
+from training.run import checkpointing, recipes
+from training.run.metrics import MetricsLog, plot_losses
+from training.run.recipes import Recipe
+from training.run.state_io import StateError
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 The same loop runs on plain CPU torch (``tiny_cpu``, ``default_model_cpu``) and on TPU through
 torch_xla SPMD (``pretrain_coda_1p7b_tpu_v4``): recipes whose ``train.device`` is ``xla`` get
-the backend from ``training.xla_backend``, the only module that imports torch_xla.
+the backend from ``training.run.xla_backend``, the only module that imports torch_xla.
 Re-running the same command resumes from the newest checkpoint in ``--out``.
 """
 
@@ -12,9 +12,9 @@ import argparse
 import json
 import sys
 
-from . import devices, dry_run, recipes
-from .errors import UsageError, main_guarded
-from .loop import TorchBackend, Trainer
+from training.errors import UsageError, main_guarded
+from training.run import devices, dry_run, recipes
+from training.run.loop import TorchBackend, Trainer
 
 HELP = """\
 CoDA diffusion pre-training; re-run the same command to resume

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from coda_model.config import CodaConfig
-
-from .data import DataConfig
-from .objective import ObjectiveConfig
+from training.data.packing import DataConfig
+from training.objective.masks import ObjectiveConfig
 
 STDLIB = str(Path(sys.base_prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}")
 
@@ -176,7 +175,7 @@ def default_model_gpu() -> Recipe:
 
     Warm-starts from ``model/`` (itself AR-started, then diffusion) so every lent GPU adds to
     the same weights.  Data: the GPU machine's installed permissive packages plus the stdlib
-    (``training.corpus``; ``data.sources`` is filled in by the run).  ``train.steps`` is a
+    (``training.data.corpus``; ``data.sources`` is filled in by the run).  ``train.steps`` is a
     placeholder: the run measures its step time and re-plans the cosine to fit its budget.
     """
     base = default_model_cpu()

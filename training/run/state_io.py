@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import UsageError
+from training.errors import UsageError
 
 
 class StateError(UsageError):
