@@ -25,25 +25,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from training.data import corpus
 from training.data.decontam import ARTIFACT
+from training.data.feed import CorpusFeed, pack_files, write_manifest
 from training.data.packing import PackedSplit
 from training.eval.probe import masked_ce as held_out_ce
 from training.run import recipes
+from training.run.export import MIB, bf16_state, export_model, files_back
 from training.run.loop import EVAL_SEED, Trainer
 from training.run.metrics import read_metrics
 
@@ -51,99 +49,6 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_FILES_BACK = 8
-MIB = 1024 * 1024
-
-
-# --------------------------------------------------------------------------------------------
-# Packing and export
-# --------------------------------------------------------------------------------------------
-
-def pack_files(files: list[corpus.CorpusFile], seq_len: int, eos_id: int) -> PackedSplit:
-    """:func:`training.data.pack` on token arrays: files joined by eos, cut into rows, spans
-    kept when they lie inside one row (tensor ops; the corpus is ~10⁸ tokens)."""
-    if not files:
-        return PackedSplit(torch.zeros(0, seq_len, dtype=torch.int32),
-                           torch.zeros(1, dtype=torch.int64), torch.zeros(0, 2, dtype=torch.int32))
-    ids, spans, base = [], [], 0
-    for f in files:
-        t = torch.frombuffer(bytearray(f.ids), dtype=torch.int16).to(torch.int32) & 0xFFFF
-        s = torch.frombuffer(bytearray(f.spans), dtype=torch.int32).view(-1, 2) if f.spans \
-            else torch.zeros(0, 2, dtype=torch.int32)
-        ids += [t, torch.tensor([eos_id], dtype=torch.int32)]
-        spans.append(s.long() + base)
-        base += len(t) + 1
-    stream = torch.cat(ids)
-    n = len(stream) // seq_len
-    all_spans = torch.cat(spans)
-    row = all_spans[:, 0] // seq_len
-    keep = (row == (all_spans[:, 1] - 1) // seq_len) & (row < n)
-    all_spans, row = all_spans[keep], row[keep]
-    order = torch.argsort(row, stable=True)
-    all_spans, row = all_spans[order], row[order]
-    local = (all_spans - row[:, None] * seq_len).to(torch.int32)
-    ptr = torch.zeros(n + 1, dtype=torch.int64)
-    ptr[1:] = torch.bincount(row, minlength=n).cumsum(0)
-    return PackedSplit(stream[:n * seq_len].view(n, seq_len).clone(), ptr, local)
-
-
-def shard_plan(tensors: dict[str, torch.Tensor], limit: int) -> list[list[str]]:
-    """Names grouped into shards of at most ``limit`` bytes each, safetensors header included
-    (in name order)."""
-    limit -= 64 * 1024   # the JSON header: ~100 bytes per tensor
-    shards: list[list[str]] = [[]]
-    size = 0
-    for name in sorted(tensors):
-        n = tensors[name].numel() * tensors[name].element_size()
-        if n > limit:
-            raise ValueError(f"{name} alone is {n / MIB:.1f} MiB, over the {limit / MIB:.1f} "
-                             f"MiB shard limit")
-        if size + n > limit and shards[-1]:
-            shards.append([])
-            size = 0
-        shards[-1].append(name)
-        size += n
-    return shards
-
-
-def bf16_state(model) -> dict[str, torch.Tensor]:
-    return {name: t.detach().to("cpu", torch.bfloat16).contiguous()
-            for name, t in model.state_dict().items()
-            if not (name == "lm_head.weight" and model.config.tie_word_embeddings)}
-
-
-def export_model(model, out_dir: Path, shard_limit: int) -> list[Path]:
-    """bf16 weights in the Hugging Face layout (one ``model.safetensors`` or numbered shards
-    plus an index) and config.json, swapped in as a whole folder: a kill mid-export leaves the
-    previous export whole."""
-    tensors = bf16_state(model)
-    shards = shard_plan(tensors, shard_limit)
-    nxt = out_dir.with_name(out_dir.name + ".next")
-    shutil.rmtree(nxt, ignore_errors=True)
-    nxt.mkdir(parents=True)
-    names = ["model.safetensors"] if len(shards) == 1 else \
-        [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
-    weight_map = {}
-    for fname, group in zip(names, shards, strict=True):
-        save_file({k: tensors[k] for k in group}, str(nxt / fname), metadata={"format": "pt"})
-        weight_map.update({k: fname for k in group})
-    if len(shards) > 1:
-        total = sum(t.numel() * t.element_size() for t in tensors.values())
-        (nxt / "model.safetensors.index.json").write_text(json.dumps(
-            {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1) + "\n")
-    config = model.config.to_dict()
-    config["torch_dtype"] = "bfloat16"
-    (nxt / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    old = out_dir.with_name(out_dir.name + ".old")
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(nxt, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-    return sorted(out_dir.iterdir())
-
-
-def files_back(n_params_bytes: int, shard_limit: int) -> int:
-    shards = max(1, math.ceil(n_params_bytes / (shard_limit * 0.9)))
-    return 1 + shards + (shards > 1) + 3     # config, shards, index, manifest, report, log
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,101 +171,6 @@ def replan_at_warmup_end(trainer: Trainer, deadline: float, report: Report, min_
         log.info("step %d: %.3f s/step since the start: re-planned to %d steps", tr.step,
                  step_s, planned)
     return on_step
-
-
-def write_manifest(out: Path, manifest: dict) -> None:
-    tmp = out / "corpus_manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, out / "corpus_manifest.json")
-
-
-class CorpusFeed:
-    """Hands the training loop a larger packed train split as the corpus grows.
-
-    The builder's thread packs a snapshot every ``refresh_s`` seconds (and once when the
-    corpus is done); the loop takes the newest one between steps (:meth:`take`), so packing
-    never stalls a step.  The manifest travels with its split: the one written is always that
-    of the data trained on."""
-
-    def __init__(self, builder: corpus.CorpusBuilder, seq_len: int, eos_id: int,
-                 refresh_s: float) -> None:
-        self.builder, self.seq_len, self.eos_id = builder, seq_len, eos_id
-        self.refresh_s = refresh_s
-        self.closed = False
-        self.done_s: float | None = None
-        self.error: str | None = None   # why the corpus stopped early, if it did
-        self._files = 0
-        self._last = time.monotonic()
-        self._started = False
-        self._pending: tuple[PackedSplit, dict] | None = None
-        self._lock, self._packing = threading.Lock(), threading.Lock()
-        self.thread: threading.Thread | None = None
-
-    def launch(self, stop_at: float) -> None:
-        """Build the corpus in a background thread until it is done, ``time.monotonic()``
-        passes ``stop_at`` or the feed is closed."""
-        def build() -> None:
-            try:
-                self.builder.run(stop=lambda: self.closed or time.monotonic() > stop_at,
-                                 on_chunk=self.on_chunk)
-            except Exception as exc:   # a broken pool ends the corpus, not the run
-                log.exception("the corpus stopped early; training goes on with what it has")
-                self.error = f"{type(exc).__name__}: {exc}"
-        self.thread = threading.Thread(target=build, name="corpus", daemon=True)
-        self.thread.start()
-
-    def first(self, ready: Callable[[], bool]) -> tuple[list[corpus.CorpusFile], dict]:
-        """The corpus to start training on: once ``ready()``, or all of it if it ends first."""
-        b = self.builder
-        while self.thread.is_alive() and not b.done and not ready():
-            time.sleep(0.2)
-        files, manifest = b.snapshot()
-        manifest["corpus_done"] = b.done
-        return files, manifest
-
-    def start(self, files: int) -> None:
-        """The loop trains on the first ``files`` files from now."""
-        self._files, self._last, self._started = files, time.monotonic(), True
-
-    def close(self, wait_s: float = 0.0) -> None:
-        """Stop the corpus after its current chunk (and wait for that up to ``wait_s``)."""
-        self.closed = True
-        if wait_s and self.thread is not None:
-            self.thread.join(timeout=wait_s)
-
-    def on_chunk(self) -> None:
-        """The builder's thread, after each chunk."""
-        with self._packing:
-            self._refresh()
-
-    def _refresh(self) -> None:
-        b = self.builder
-        if b.done and self.done_s is None:
-            self.done_s = round(time.monotonic() - b.t0, 1)
-        if not self._started or self.closed or not (
-                b.done or time.monotonic() - self._last >= self.refresh_s):
-            return
-        self._last = time.monotonic()
-        files, manifest = b.snapshot()
-        manifest["corpus_done"] = b.done
-        if len(files) > self._files:
-            split = pack_files([f for f in files if not f.is_eval], self.seq_len, self.eos_id)
-            self._files = len(files)
-        elif b.done:   # nothing new to train on; the final counts still belong in the manifest
-            split = None
-        else:
-            return
-        with self._lock:
-            if split is None and self._pending is not None:
-                split = self._pending[0]
-            self._pending = (split, manifest)
-
-    def take(self) -> tuple[PackedSplit | None, dict] | None:
-        """The newest packed split not yet taken (None: the same files as before), with its
-        manifest; None when nothing changed."""
-        with self._lock:
-            pending, self._pending = self._pending, None
-        return pending
 
 
 def run(args, report: Report) -> dict:

@@ -16,7 +16,8 @@ from safetensors import safe_open
 
 from coda_model import load_model, load_tokenizer
 from training import gpu_run
-from training.data import corpus, decontam
+from training.data import corpus, decontam, licences
+from training.data.feed import CorpusFeed, pack_files
 from training.data.packing import pack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -230,7 +231,7 @@ def meta(**fields) -> Message:
     ({}, None),
 ])
 def test_licence_comes_from_metadata_and_excludes_copyleft(fields, family):
-    assert corpus.licence_of(meta(**fields))[0] == family
+    assert licences.licence_of(meta(**fields))[0] == family
 
 
 def test_pack_files_matches_the_reference_packing():
@@ -242,7 +243,7 @@ def test_pack_files_matches_the_reference_packing():
     files = [corpus.CorpusFile("p", str(i), "", 0, array("H", x).tobytes(),
                                array("i", [v for s in sp for v in s]).tobytes(), False)
              for i, (x, sp) in enumerate(zip(ids, spans, strict=True))]
-    got, want = gpu_run.pack_files(files, 48, tok.eos_id), pack(ids, spans, 48, tok.eos_id)
+    got, want = pack_files(files, 48, tok.eos_id), pack(ids, spans, 48, tok.eos_id)
     assert torch.equal(got.ids, want.ids)
     assert torch.equal(got.span_ptr, want.span_ptr)
     assert torch.equal(got.spans, want.spans)
@@ -282,7 +283,7 @@ def test_training_takes_the_corpus_as_it_grows(machine):
     eos = load_tokenizer(SHIPPED).eos_id
     builder = corpus.CorpusBuilder([site], std, SHIPPED, cfg, artifact=artifact, workers=1)
     assert len(builder.chunks) > 2
-    feed = gpu_run.CorpusFeed(builder, 32, eos, refresh_s=1e9)   # only the final refresh
+    feed = CorpusFeed(builder, 32, eos, refresh_s=1e9)   # only the final refresh
     first = []
 
     def on_chunk():
@@ -297,19 +298,19 @@ def test_training_takes_the_corpus_as_it_grows(machine):
     files, _ = builder.snapshot()
     assert 0 < len(first) < len(files) == manifest["files"] and manifest["corpus_done"]
     assert {f.sha256 for f in first} <= {f.sha256 for f in files}
-    expected = gpu_run.pack_files([f for f in files if not f.is_eval], 32, eos)
+    expected = pack_files([f for f in files if not f.is_eval], 32, eos)
     assert torch.equal(split.ids, expected.ids) and torch.equal(split.spans, expected.spans)
     assert manifest["dropped_files"] == {"size": 0, "decode": 0, "generated": 0, "error": 0,
                                          "duplicate": 1, "near_duplicate": 1, "benchmark": 1}
     # The corpus ended with nothing new to train on: the final counts still reach the manifest.
-    late = gpu_run.CorpusFeed(builder, 32, eos, refresh_s=1e9)
+    late = CorpusFeed(builder, 32, eos, refresh_s=1e9)
     late.start(len(files))
     late.on_chunk()
     split_none, counts = late.take()
     assert split_none is None and counts["corpus_done"] and counts["files"] == manifest["files"]
     assert counts["dropped_files"] == manifest["dropped_files"]
     # A larger split not yet taken survives the final refresh that brings nothing new.
-    pending = gpu_run.CorpusFeed(builder, 32, eos, refresh_s=1e9)
+    pending = CorpusFeed(builder, 32, eos, refresh_s=1e9)
     pending.start(len(first))
     pending.on_chunk()
     pending.on_chunk()
@@ -322,9 +323,9 @@ def test_the_loop_trains_on_a_new_split_from_the_next_step(tmp_path):
     from training.run.loop import Trainer
     recipe = recipes.override(recipes.get("tiny_cpu"), ["train.batch_size=2", "data.seq_len=16",
                                                         "train.threads=1"])
-    small = gpu_run.pack_files([corpus.CorpusFile("p", "a.py", "x", 1, _ids(range(40)), b"",
+    small = pack_files([corpus.CorpusFile("p", "a.py", "x", 1, _ids(range(40)), b"",
                                                   False)], 16, 0)
-    large = gpu_run.pack_files([corpus.CorpusFile("p", "b.py", "y", 1, _ids(range(100, 300)),
+    large = pack_files([corpus.CorpusFile("p", "b.py", "y", 1, _ids(range(100, 300)),
                                                   b"", False)], 16, 0)
     trainer = Trainer(recipe, tmp_path, train_split=small, eval_split=small)
     trainer.train_step()
@@ -336,7 +337,7 @@ def test_the_loop_trains_on_a_new_split_from_the_next_step(tmp_path):
     assert seen == set(range(12))
     trainer.train_step()
     with pytest.raises(Exception, match="fewer than a batch"):
-        trainer.use_train_split(gpu_run.pack_files([], 16, 0))
+        trainer.use_train_split(pack_files([], 16, 0))
 
 
 def _ids(values) -> bytes:
@@ -401,7 +402,7 @@ def test_the_run_widens_and_deepens_its_start_model(tmp_path):
     from training.run import recipes
     recipe = recipes.get("default_model_gpu")
     report = gpu_run.Report(tmp_path / "report.json")
-    split = gpu_run.pack_files([corpus.CorpusFile("p", "a.py", "x", 1, _ids(range(10, 200)),
+    split = pack_files([corpus.CorpusFile("p", "a.py", "x", 1, _ids(range(10, 200)),
                                                   b"", False)], 64, 0)
     grown = gpu_run.grow(recipe, SHIPPED, 6, tmp_path / "grown", split, report, width=384)
     assert grown.init_from == str(tmp_path / "grown")

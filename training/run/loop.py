@@ -2,12 +2,12 @@
 
 It builds (or reuses) the tokenizer, the packed data and the model, then runs optimizer steps of
 the CoDA objective with a *backend* that owns everything device-specific: plain torch on CPU or
-CUDA (:class:`TorchBackend`), torch_xla SPMD on TPU (``training.run.xla_backend``, imported only
-there) or accelerate (``training.finetune``).  Every step's corruption is drawn from a generator
-seeded by (seed, step, micro-batch), so with the optimizer, scheduler and data position saved in
-the checkpoint a resumed run repeats the uninterrupted one exactly.  On CUDA the plain backend
-trains in bf16 autocast with fused AdamW and corrupts whole batches on the device
-(``training.objective.batched``); on CPU the defaults stay fp32 and the per-row reference
+CUDA (``training.run.torch_backend``), torch_xla SPMD on TPU (``training.run.xla_backend``,
+imported only there) or accelerate (``training.finetune``).  Every step's corruption is drawn
+from a generator seeded by (seed, step, micro-batch), so with the optimizer, scheduler and data
+position saved in the checkpoint a resumed run repeats the uninterrupted one exactly.  On CUDA
+the plain backend trains in bf16 autocast with fused AdamW and corrupts whole batches on the
+device (``training.objective.batched``); on CPU the defaults stay fp32 and the per-row reference
 corruption, whose output the golden loss curve pins (``TrainConfig.precision``/``corruption``).
 """
 
@@ -46,6 +46,7 @@ from training.run import checkpointing, recipes
 from training.run.metrics import MetricsLog, plot_losses
 from training.run.recipes import Recipe
 from training.run.state_io import StateError
+from training.run.torch_backend import TorchBackend
 
 log = logging.getLogger(__name__)
 
@@ -54,52 +55,6 @@ EVAL_SEED = 1_234_567
 
 class RecipeChanged(UsageError):
     """Resuming a run under a recipe other than the one its checkpoint was trained with."""
-
-
-class TorchBackend:
-    """Plain PyTorch on one device; the reference the other backends follow."""
-
-    is_main = True
-    world_size = 1
-    rank = 0
-    sparse_head = True   # eager torch: project only the scored positions (dynamic shapes)
-
-    def __init__(self, device: str = "cpu") -> None:
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-
-    def prepare(self, model, optimizer, scheduler):
-        return model.to(self.device), optimizer, scheduler
-
-    def to_device(self, t: torch.Tensor) -> torch.Tensor:
-        return t.to(self.device)
-
-    def backward(self, loss: torch.Tensor) -> None:
-        loss.backward()
-
-    def clip_grad_norm(self, model, max_norm: float) -> torch.Tensor:
-        return torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-
-    def optimizer_step(self, optimizer) -> None:
-        optimizer.step()
-
-    def step_end(self) -> None:
-        """Where a lazy backend cuts its graph (XLA's mark_step)."""
-
-    def on_host(self, fn, *args) -> None:
-        """Run ``fn(*args)`` once the step's values are ready (XLA: a step closure)."""
-        fn(*args)
-
-    def unwrap(self, model):
-        return model
-
-    def no_sync(self, model, sync: bool):
-        """Skip the gradient all-reduce on all but the last micro-batch (DDP); no-op here."""
-        return contextlib.nullcontext()
-
-    def wait(self) -> None:
-        """A barrier between processes (no-op with one)."""
 
 
 def step_generator(seed: int, step: int, micro: int) -> torch.Generator:

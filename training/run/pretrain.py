@@ -14,7 +14,8 @@ import sys
 
 from training.errors import UsageError, main_guarded
 from training.run import devices, dry_run, recipes
-from training.run.loop import TorchBackend, Trainer
+from training.run.loop import Trainer
+from training.run.torch_backend import TorchBackend
 
 HELP = """\
 CoDA diffusion pre-training; re-run the same command to resume
