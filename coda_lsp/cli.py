@@ -3,8 +3,9 @@
 
 Startup problems (bad flags, a missing or unreadable model folder) end in one line on stderr
 and a non-zero exit status; nothing but the protocol ever reaches stdout in stdio mode.
-``fill`` says on stderr why each span it left alone was left alone, and which candidate came
-closest; ``--accept-rejected`` uses that one instead.
+``fill`` judges candidates by the fill contract (``coda_lsp.core.contract``, as the editors
+and HTTP do), says on stderr why each span it left alone was left alone, and which candidate
+came closest; ``--accept-rejected`` uses that one instead.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import json
 import os
 import re
 import sys
-from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +25,7 @@ from coda_lsp.core import logs
 from coda_lsp.core.settings import ALGORITHMS, MULTILINE, Settings
 
 if TYPE_CHECKING:  # the engine imports torch: only once the flags are known good
+    from coda_lsp.core.contract import Decision
     from coda_lsp.core.engine import Fill
 
 EXIT_NOTHING, EXIT_USAGE = 1, 2
@@ -108,8 +109,9 @@ def fill_parser() -> argparse.ArgumentParser:
     out.add_argument("--write", action="store_true", help="rewrite the file in place")
     out.add_argument("--diff", action="store_true", help="print a unified diff")
     p.add_argument("--holes", action="store_true", help="fill every hole marker in the file")
-    p.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
-                   help="reject candidates whose mean token confidence is below P (default 0)")
+    p.add_argument("--min-confidence", type=float, default=Settings().confidence_threshold,
+                   metavar="P", help="reject candidates whose mean token confidence is below P "
+                   "(default: the server's confidenceThreshold, %(default)g)")
     p.add_argument("--accept-rejected", action="store_true",
                    help="where every candidate of a span was rejected, write the best "
                         "non-empty one anyway (it may add a syntax error)")
@@ -248,85 +250,37 @@ def fill_main(args: argparse.Namespace) -> int:
     return 0 if filled else EXIT_NOTHING
 
 
-EMPTY, UNSURE, BROKEN = "empty", "unsure", "broken"  # why a candidate is rejected, in check order
-
-
 @dataclass
 class SpanOutcome:
-    """One span of a ``fill`` run: the fill it got, or why every candidate was turned down."""
+    """One span of a ``fill`` run: the contract's decision, and the fill written, if any."""
 
     line: int  # 1-based, where the span starts, in characters
     column: int
-    min_confidence: float
+    decision: Decision
     used: Fill | None = None  # the fill written, if any
-    rejected: Counter[str] = field(default_factory=Counter)  # reason -> candidates
-    best_rejected: Fill | None = None  # the best non-empty rejected candidate
 
     @property
     def note(self) -> str:
         """One line for stderr: why nothing was written, or that a rejected fill was."""
-        best = self.best_rejected
+        from coda_lsp.core.contract import describe
+
+        best = self.decision.best_rejected
         if self.used is not None:
-            return "" if self.used is not best else f"used a rejected candidate ({_why(best)})"
-        total = sum(self.rejected.values())
-        if not total:
-            return "not filled: the model returned no candidate"
-        counts = ", ".join(_count(n, why, self.min_confidence)
-                           for why in (EMPTY, UNSURE, BROKEN) if (n := self.rejected[why]))
-        line = f"not filled: {total} candidate(s): {counts}"
+            return "" if self.used is not best else \
+                f"used a rejected candidate ({describe(best)})"
+        line = f"not filled: {self.decision.reason}"
         if best is not None:
-            line += (f"; best rejected ({_why(best)}): {_preview(best.text)}"
+            line += (f"; best rejected ({describe(best)}): {_preview(best.text)}"
                      " (--accept-rejected uses it)")
         return line
-
-
-def _count(n: int, why: str, threshold: float) -> str:
-    was = "was" if n == 1 else "were"
-    if why == EMPTY:
-        return f"{n} {was} empty"
-    if why == UNSURE:
-        return f"{n} {was} below the confidence threshold {threshold:g}"
-    return f"{n} added a syntax error"
-
-
-def _why(fill: Fill) -> str:
-    broken = ", adds a syntax error" if fill.errors else ""
-    return f"confidence {fill.confidence:.2f}{broken}"
 
 
 def _preview(text: str, limit: int = 60) -> str:
     return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
-def rejection(fill: Fill, min_confidence: float) -> str | None:
-    """Why the CLI turns a candidate down, or None: it writes files, so a fill that breaks the
-    parse is rejected here (the editor only ranks it last, the user sees it before accepting)."""
-    if not fill.text.strip():
-        return EMPTY
-    if fill.confidence < min_confidence:
-        return UNSURE
-    return BROKEN if fill.errors else None
-
-
-def judge(outcome: SpanOutcome, candidates: int, ranked: list[Fill],
-          accept_rejected: bool) -> SpanOutcome:
-    """Pick the fill from ``rank``'s list (best first; what it dropped was empty)."""
-    outcome.rejected[EMPTY] += candidates - len(ranked)
-    for f in ranked:
-        why = rejection(f, outcome.min_confidence)
-        if why is None:
-            outcome.used = f
-            return outcome
-        outcome.rejected[why] += 1
-        if why != EMPTY and outcome.best_rejected is None:
-            outcome.best_rejected = f
-    if accept_rejected:
-        outcome.used = outcome.best_rejected
-    return outcome
-
-
 def fill_text(engine, path: Path, text: str, settings: Settings,
-              position: tuple[int, int] | None, min_confidence: float = 0.0,
+              position: tuple[int, int] | None, min_confidence: float | None = None,
               accept_rejected: bool = False) -> tuple[str, list[SpanOutcome]]:
     """Fill the span at a 1-based (line, column in characters), or every hole; last first.
 
@@ -342,7 +296,8 @@ def fill_text(engine, path: Path, text: str, settings: Settings,
     store = DocumentStore(encoding=positions.UTF32, syntax_factory=make_syntax)
     doc = store.open(types.TextDocumentItem(uri=path.resolve().as_uri(), language_id="",
                                             version=1, text=text))
-    settings = replace(settings, confidence_threshold=0.0)  # asked for explicitly: show it
+    if min_confidence is not None:  # the contract's confidence bar
+        settings = replace(settings, confidence_threshold=min_confidence)
     inline = False  # a hole, or holes; an inline span (the cursor's line) when no hole is there
     if position is None:
         targets = spans.holes(doc.syntax)
@@ -363,8 +318,10 @@ def fill_text(engine, path: Path, text: str, settings: Settings,
         start, end = doc.offset_of_byte(span.start), doc.offset_of_byte(span.end)
         filled = fim.fill_span(engine, doc, span, steps, settings, inline=inline)  # as HTTP fills
         at = doc.position_at(start, positions.UTF32)
-        outcome = judge(SpanOutcome(at.line + 1, at.character + 1, min_confidence),
-                        filled.candidates, filled.fills, accept_rejected)
+        decision = filled.decision
+        used = decision.fills[0] if decision.fills else \
+            (decision.best_rejected if accept_rejected else None)
+        outcome = SpanOutcome(at.line + 1, at.character + 1, decision, used)
         outcomes.append(outcome)
         if outcome.used is not None:
             doc = store.open(types.TextDocumentItem(

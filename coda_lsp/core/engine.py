@@ -50,6 +50,7 @@ class FillJob:
     fast: bool = False  # typing: the shortest lengths only, context carried across requests
     carry_key: str | None = None  # typing: reuse context keys/values across requests with this key
     inline: bool = False  # an inline span (on the cursor's line): see one_line_only
+    seed: int | None = None  # sampling noise's seed (a retry: coda_lsp.core.contract)
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,8 @@ class Engine:
         trained = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
         return min(settings.context_tokens, trained) if trained else settings.context_tokens
 
-    def sampler(self, settings: Settings, steps: int, fast: bool = False) -> SamplerConfig:
+    def sampler(self, settings: Settings, steps: int, fast: bool = False,
+                seed: int | None = None) -> SamplerConfig:
         """Typing and hole fills both compute the context's keys/values once per request;
         hole fills also recompute the HOLE_CACHE_WINDOW context tokens on each side of the hole
         every step (agreement with the exact path: benchmarks/bench_fill_hole.py).
@@ -170,6 +172,7 @@ class Engine:
             context_cache=fast or not settings.fill_hole_exact,
             cache_window=0 if fast else HOLE_CACHE_WINDOW,
             stop_weight=STOP_WEIGHT,
+            seed=seed,
         )
 
     def fill(self, job: FillJob, should_stop: Callable[[], bool] | None = None,
@@ -212,7 +215,7 @@ class Engine:
                 prefix_ids,
                 p.suffix_ids,
                 lengths,
-                self.sampler(job.settings, job.steps, job.fast),
+                self.sampler(job.settings, job.steps, job.fast, job.seed),
                 should_stop=should_stop,
                 on_step=on_step,
                 carry=carry,

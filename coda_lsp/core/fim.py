@@ -4,7 +4,8 @@
 steps and settings give the same fill whichever way it was asked for. The HTTP clients
 (llama.vim, llama.vscode, OpenAI-style ``suffix``) insert at the cursor and keep the suffix,
 so ``fill_between`` uses the span tree-sitter chooses there only for its candidate lengths
-and fills exactly the gap between prefix and suffix.
+and fills exactly the gap between prefix and suffix. Both judge their candidates by the fill
+contract (``coda_lsp.core.contract``), as the language server does.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from dataclasses import dataclass, field, replace
 
 from lsprotocol import types
 
-from coda_lsp.core import edits, positions
+from coda_lsp.core import contract, edits, positions
 from coda_lsp.core.documents import Document, DocumentStore
-from coda_lsp.core.engine import Engine, Fill, FillJob, rank
+from coda_lsp.core.engine import Engine, Fill, FillJob
 from coda_lsp.core.settings import Settings
 from coda_syntax import spans
 
@@ -25,11 +26,12 @@ Partial = Callable[[int, int, list[str]], None]
 
 @dataclass
 class Outcome:
-    fills: list[Fill]  # usable fills, best first
+    fills: list[Fill]  # fills that pass the contract, best first
     candidates: int = 0  # fills the model wrote, before ranking dropped any
     prompt_tokens: int = 0
     timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
     reused: int = 0  # fast: context tokens whose keys/values the previous request left
+    decision: contract.Decision | None = None  # why nothing passed, the best rejected one
 
 
 def open_document(text: str, uri: str) -> Document:
@@ -43,28 +45,42 @@ def open_document(text: str, uri: str) -> Document:
 def fill_span(engine: Engine, doc: Document, span: spans.Span, steps: int, settings: Settings,
               should_stop: Callable[[], bool] | None = None,
               on_partial: Partial | None = None, fast: bool = False,
-              carry_key: str | None = None, inline: bool = False) -> Outcome:
-    """Regenerate the span's bytes: ranked fills, dropping those under the threshold.
+              carry_key: str | None = None, inline: bool = False,
+              retry: bool | None = None) -> Outcome:
+    """Regenerate the span's bytes: the fills the contract accepts (confidence bar:
+    ``settings.confidence_threshold``), and its decision.
 
     fast: the language server's typing path (the shortest candidates, context keys/values
     cached, and carried from the previous request with the same carry_key): approximate.
     inline: a span on the cursor's line (not a hole), filled as ghost text would be.
+    retry: try again when every candidate fails (default: unless fast, where a keystroke
+    cannot wait).
     """
     start, end = doc.offset_of_byte(span.start), doc.offset_of_byte(span.end)
     job = FillJob(doc.text[:start], doc.text[end:], tuple(span.lengths), steps, settings,
                   edits.line_ending(doc.text), fast=fast, carry_key=carry_key if fast else None,
                   inline=inline)
-    result = engine.fill(job, should_stop, on_partial=on_partial)
     errors = spans.error_counter(doc.syntax, span)
-    fills = rank(result.fills, settings.confidence_threshold,
-                 lambda text: errors(positions.to_bytes(text)))
-    return Outcome(fills, len(result.fills), result.prompt_tokens, result.timings, result.reused)
+    attempts = contract.Attempts(job, settings.confidence_threshold,
+                                 lambda text: errors(positions.to_bytes(text)),
+                                 retry=not fast if retry is None else retry)
+    first = None
+    while (next_job := attempts.next_job()) is not None:
+        result = engine.fill(next_job, should_stop, on_partial=on_partial)
+        first = first or result
+        attempts.add(result.fills)
+    decision = attempts.decision
+    timings = dict(first.timings) if first else {}
+    if decision.attempts > 1:
+        timings["retries"] = attempts.elapsed_s * 1e3 - sum(timings.values())
+    return Outcome(decision.fills, decision.candidates, first.prompt_tokens if first else 0,
+                   timings, first.reused if first else 0, decision)
 
 
 def fill_between(engine: Engine, prefix: str, suffix: str, settings: Settings, steps: int,
                  uri: str = "untitled:fim", should_stop: Callable[[], bool] | None = None,
                  on_partial: Partial | None = None, fast: bool = False,
-                 carry_key: str | None = None) -> Outcome:
+                 carry_key: str | None = None, retry: bool | None = None) -> Outcome:
     """Fill the gap between prefix and suffix (nothing of either is replaced).
 
     Equal to ``coda-lsp fill`` at the same place whenever the span there ends at the cursor
@@ -74,16 +90,19 @@ def fill_between(engine: Engine, prefix: str, suffix: str, settings: Settings, s
     cursor = doc.byte_at(len(prefix))
     span = replace(spans.choose(doc.syntax, cursor), start=cursor, end=cursor)
     return fill_span(engine, doc, span, steps, settings, should_stop, on_partial, fast,
-                     carry_key, inline=True)
+                     carry_key, inline=True, retry=retry)
 
 
 def best_fill(model, tokenizer) -> Callable[[str, str, int], str]:
-    """``fill(prefix, suffix, steps) -> text``: what the server would offer between them (its
-    first-ranked fill, "" when it offers none). Evaluations score the model through this, so
-    they see the server's span lengths, sampler, one-line rule and ranking."""
+    """``fill(prefix, suffix, steps) -> text``: what the server would offer between them as
+    ghost text (its first-ranked fill, "" when it offers none; no retries). Evaluations score
+    the model through this, so they see the server's span lengths, sampler, one-line rule and
+    ranking."""
     engine, settings = Engine(model, tokenizer), Settings()
 
     def fill(prefix: str, suffix: str, steps: int) -> str:
-        outcome = fill_between(engine, prefix, suffix, settings, steps)
-        return outcome.fills[0].text if outcome.fills else ""
+        outcome = fill_between(engine, prefix, suffix, settings, steps, retry=False)
+        offered = [f for f in outcome.decision.ranked
+                   if f.confidence >= settings.confidence_threshold]
+        return offered[0].text if offered else ""
     return fill
