@@ -2,7 +2,9 @@
 
 A hole fill takes seconds to minutes on a CPU. ``FillProgress`` sends ``$/progress`` on a token
 the server creates (begin, a report as the percentage of denoising steps done moves, end), so
-an editor can show that the fill is alive and how far it is. The progress is cancellable:
+an editor can show that the fill is alive and how far it is, at most REPORTS_PER_S reports a
+second (one per step swamped the event loop and the client on a busy machine, issue #30).
+The progress is cancellable:
 ``window/workDoneProgress/cancel`` cancels the request's task, as ``$/cancelRequest`` does, and
 the scheduler then stops the model. Clients without ``window.workDoneProgress`` get nothing.
 """
@@ -12,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from lsprotocol import types
@@ -19,15 +23,18 @@ from lsprotocol import types
 log = logging.getLogger(__name__)
 
 FILL_TITLE = "coda: filling the hole"
+REPORTS_PER_S = 10
 _tokens = itertools.count(1)
 
 
 class FillProgress:
-    def __init__(self, ls: Any) -> None:
+    def __init__(self, ls: Any, clock: Callable[[], float] = time.monotonic) -> None:
         self.ls = ls
+        self.clock = clock
         self.loop = asyncio.get_running_loop()
         self.token: str | None = None
         self.percentage = -1
+        self.last_report = -1.0  # time.monotonic() of the last report sent
 
     async def begin(self) -> None:
         window = self.ls.client_capabilities.window
@@ -48,11 +55,16 @@ class FillProgress:
             cancelled.add_done_callback(lambda _: self.loop.call_soon_threadsafe(task.cancel))
 
     def on_step(self, step: int, steps: int) -> None:
-        """Called by the model worker thread after each denoising step."""
+        """Called by the model worker thread after each denoising step: a report when the
+        percentage moved and 1/REPORTS_PER_S s went by (the last step always)."""
         percentage = 100 * step // max(1, steps)
-        if self.token is not None and percentage != self.percentage:
-            self.percentage = percentage
-            self.loop.call_soon_threadsafe(self._report, step, steps, percentage)
+        if self.token is None or percentage == self.percentage:
+            return
+        now = self.clock()
+        if step < steps and now - self.last_report < 1.0 / REPORTS_PER_S:
+            return
+        self.percentage, self.last_report = percentage, now
+        self.loop.call_soon_threadsafe(self._report, step, steps, percentage)
 
     def _report(self, step: int, steps: int, percentage: int) -> None:
         if self.token is not None:  # not after end (a late report from the worker)

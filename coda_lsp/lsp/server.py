@@ -26,10 +26,11 @@ from pygls.exceptions import (
 from pygls.lsp.server import LanguageServer
 
 from coda_lsp import __version__
-from coda_lsp.core import edits, logs, positions, prompt
+from coda_lsp.core import contract, edits, logs, positions, prompt
 from coda_lsp.core import settings as settings_mod
+from coda_lsp.core.contract import Decision
 from coda_lsp.core.documents import Document, DocumentStore
-from coda_lsp.core.engine import Engine, FillJob, rank
+from coda_lsp.core.engine import Engine, FillJob, FillResult, rank
 from coda_lsp.core.scheduling import Scheduler, Superseded
 from coda_lsp.core.settings import Settings
 from coda_lsp.lsp.progress import FillProgress
@@ -45,6 +46,7 @@ STATUS = "coda/status"
 DOCUMENT_TEXT = "coda/documentText"  # read-only: the server's copy of a document, for tests
 STATUS_INTERVAL = 1.0  # seconds between latency updates after completions
 MAX_ITEMS = 3
+NO_FILL = "coda-lsp: no fill for this hole: "  # + the contract's one-line reason
 
 
 @dataclass(frozen=True)
@@ -168,13 +170,11 @@ class CodaServer(LanguageServer):
         return (doc is not None and self.engine is not None and not doc.binary
                 and doc.syntax is not None and self.settings.language_enabled(doc.language_id))
 
-    async def fill(self, target: Target, steps: int, key: str, stages: logs.Stages,
-                   fast: bool = False, on_step: Callable[[int, int], None] | None = None,
-                   inline: bool = False):
-        """Run the model on a target: ranked fills, or None if superseded or outdated."""
+    def job_for(self, target: Target, steps: int, fast: bool = False,
+                inline: bool = False) -> FillJob:
         doc, s = target.doc, self.settings
         window = s.context_tokens * prompt.CHARS_PER_TOKEN + 1
-        job = FillJob(
+        return FillJob(
             prefix=doc.text[max(0, target.start - window) : target.start],
             suffix=doc.text[target.end : target.end + window],
             span_lengths=tuple(target.span.lengths),
@@ -185,9 +185,12 @@ class CodaServer(LanguageServer):
             carry_key=doc.uri if fast else None,
             inline=inline,
         )
+
+    async def run_job(self, target: Target, job: FillJob, key: str, stages: logs.Stages,
+                      on_step: Callable[[int, int], None] | None = None) -> FillResult | None:
+        """One job on the worker: its raw fills, or None if superseded, failed or outdated."""
         engine = self.engine
         assert engine is not None
-        stages.mark("span")
         try:
             work = partial(engine.fill, job, on_step=on_step) if on_step else \
                 partial(engine.fill, job)
@@ -197,53 +200,108 @@ class CodaServer(LanguageServer):
             return None
         except Exception as exc:  # a model failure costs one completion, never the server
             log.exception("%s", stages.line("failed"))
-            self.warn_user("fill-error", f"coda: completion failed: {exc}")
+            self.warn_user("fill-error", f"coda-lsp: completion failed: {exc}")
             return None
         stages.mark("queue+model")
         stages.add(result.timings)
-        if fast:
+        if job.fast:
             stages.note("reused", result.reused)
+        doc = target.doc
         if self.store.get(doc.uri) is not doc or doc.version != target.version:
             log.info("%s", stages.line(f"dropped: document moved past version {target.version}"))
             return None
-        errors = spans.error_counter(doc.syntax, target.span)
-        ranked = rank(result.fills, s.confidence_threshold,
-                      lambda text: errors(positions.to_bytes(text)))
+        return result
+
+    def errors_of(self, target: Target) -> Callable[[str], int]:
+        errors = spans.error_counter(target.doc.syntax, target.span)
+        return lambda text: errors(positions.to_bytes(text))
+
+    async def fill(self, target: Target, steps: int, key: str, stages: logs.Stages,
+                   fast: bool = False, inline: bool = False):
+        """Typing: the model's fills for a target, ranked (those with a syntax error last),
+        or None if superseded or outdated."""
+        stages.mark("span")
+        result = await self.run_job(target, self.job_for(target, steps, fast, inline), key,
+                                    stages)
+        if result is None:
+            return None
+        ranked = rank(result.fills, self.settings.confidence_threshold, self.errors_of(target))
         stages.mark("rank")
         return ranked
+
+    async def decide(self, target: Target, key: str, stages: logs.Stages,
+                     on_step: Callable[[int, int], None] | None = None) -> Decision | None:
+        """A hole fill by the fill contract (``coda_lsp.core.contract``), retries included;
+        None if superseded or outdated."""
+        stages.mark("span")
+        attempts = contract.Attempts(self.job_for(target, self.settings.fill_hole_steps),
+                                     self.settings.confidence_threshold, self.errors_of(target))
+        while (job := attempts.next_job()) is not None:
+            result = await self.run_job(target, job, key, stages, on_step)
+            if result is None:
+                return None
+            attempts.add(result.fills)
+        stages.mark("judge")
+        decision = attempts.decision
+        stages.note("attempts", decision.attempts)
+        return decision
 
     async def complete_inline(self, params: types.InlineCompletionParams):
         self.require_initialized()
         doc = self.store.get(params.text_document.uri)
         if not self.usable(doc):
             return None
+        automatic = params.context.trigger_kind == types.InlineCompletionTriggerKind.Automatic
+        if not automatic:
+            cursor = doc.byte_at(doc.offset_at(params.position, self.encoding))
+            hole = spans.hole_at(doc.syntax, cursor)
+            if hole is not None:
+                return await self.complete_hole(doc, hole)
         stages = logs.Stages(f"inline-{next(self._ids)}")
         target = self.inline_target(doc, params.position)
         ranked = await self.fill(target, self.settings.steps, doc.uri, stages, fast=True,
                                  inline=True)
         if ranked is None:
             return None
-        automatic = params.context.trigger_kind == types.InlineCompletionTriggerKind.Automatic
         bar = self.settings.inline_threshold(automatic)
         shown = [f for f in ranked if f.confidence >= bar]
         hidden = "" if shown or not ranked else \
             f", hidden: confidence {max(f.confidence for f in ranked):.2f} < {bar} (automatic)"
-        items, seen = [], set()
-        for f in shown:
-            if f.text not in seen and len(items) < MAX_ITEMS:
-                seen.add(f.text)
-                items.append(edits.inline_item(doc, target.start, target.end, f.text,
-                                               self.encoding))
+        items = self.inline_items(target, shown)
         total = stages.total_ms
         self.last_latency_ms = round(total, 1)
         self.status.soon()  # after the response, at most once per STATUS_INTERVAL
         log.info("%s", stages.line(f"{len(items)} item(s){hidden}", total))
         return types.InlineCompletionList(items=items) if items else None
 
-    async def fill_hole(self, uri: str, rng: types.Range,
-                        asked: bool = True) -> types.WorkspaceEdit | None:
-        """The hole's best fill as an edit. ``asked``: the user chose the action, so a hole
-        with nothing to offer says so (not when a client without resolve lists actions)."""
+    def inline_items(self, target: Target, fills: list) -> list[types.InlineCompletionItem]:
+        items, seen = [], set()
+        for f in fills:
+            if f.text not in seen and len(items) < MAX_ITEMS:
+                seen.add(f.text)
+                items.append(edits.inline_item(target.doc, target.start, target.end, f.text,
+                                               self.encoding))
+        return items
+
+    async def complete_hole(self, doc: Document, hole: spans.Span):
+        """An invoked inline completion at a hole: up to MAX_ITEMS fills that pass the
+        contract, best first, for the editor to cycle through; nothing when none passes."""
+        start, end = doc.offset_of_byte(hole.start), doc.offset_of_byte(hole.end)
+        target = Target(doc, doc.version, start, end, hole)
+        stages = logs.Stages(f"hole-inline-{next(self._ids)}")
+        decision = await self.decide(target, "hole:" + doc.uri, stages)
+        if decision is None:
+            return None
+        items = self.inline_items(target, decision.fills)
+        log.info("%s", stages.line(f"{len(items)} item(s)" if items else
+                                   f"no fill: {decision.reason}"))
+        return types.InlineCompletionList(items=items) if items else None
+
+    async def fill_hole(self, uri: str, rng: types.Range, asked: bool = True,
+                        accept_rejected: bool = False) -> types.WorkspaceEdit | None:
+        """The hole's best fill by the contract, as an edit. ``asked``: the user chose the
+        action, so a refusal says why and offers the best rejected fill (not when a client
+        without resolve lists actions). ``accept_rejected``: that fill without asking."""
         self.require_initialized()
         doc = self.store.get(uri)
         if not self.usable(doc):
@@ -255,27 +313,52 @@ class CodaServer(LanguageServer):
         progress = FillProgress(self)
         await progress.begin()
         try:
-            ranked = await self.fill(target, self.settings.fill_hole_steps, "hole:" + uri, stages,
-                                     on_step=progress.on_step if progress.token else None)
+            decision = await self.decide(target, "hole:" + uri, stages,
+                                         on_step=progress.on_step if progress.token else None)
         except asyncio.CancelledError:  # $/cancelRequest, or the progress's cancel button
             log.info("%s", stages.line("cancelled"))
             raise
         finally:
             progress.end()
-        if ranked is None:
+        if decision is None:
             return None
-        log.info("%s", stages.line(f"{len(ranked)} fill(s)"))
-        if not ranked:
-            if asked:
-                self.window_show_message(types.ShowMessageParams(
-                    type=types.MessageType.Info, message="coda-lsp: no fill for this hole: "
-                    "every candidate was empty or under confidenceThreshold "
-                    f"{self.settings.confidence_threshold}"))
-            return None
-        edit = edits.text_edit(doc, target.start, target.end, ranked[0].text, self.encoding)
+        if decision.accepted:
+            log.info("%s", stages.line(f"{len(decision.fills)} fill(s)"))
+            return self.hole_edit(target, decision.fills[0].text)
+        log.info("%s", stages.line(f"no fill: {decision.reason}"))
+        best = decision.best_rejected
+        if best is not None and (accept_rejected or (asked and await self.ask_anyway(decision))):
+            log.info("filling anyway (%s)", contract.describe(best))
+            return self.hole_edit(target, best.text)
+        if asked and not accept_rejected and best is None:
+            self.window_show_message(types.ShowMessageParams(
+                type=types.MessageType.Warning, message=NO_FILL + decision.reason))
+        return None
+
+    async def ask_anyway(self, decision: Decision) -> bool:
+        """Say why nothing passed and offer the best rejected fill; True if the user takes it.
+        Waits on the client without blocking other requests (this handler is a task)."""
+        message = NO_FILL + decision.reason
+        window = self.client_capabilities.window
+        if not (window and window.show_message):
+            self.window_show_message(types.ShowMessageParams(
+                type=types.MessageType.Warning, message=message))
+            return False
+        title = decision.anyway_title
+        try:
+            choice = await self.window_show_message_request_async(types.ShowMessageRequestParams(
+                type=types.MessageType.Warning, message=message,
+                actions=[types.MessageActionItem(title=title)]))
+        except JsonRpcException as exc:  # the client refused or answered nonsense
+            log.warning("window/showMessageRequest failed: %s", exc)
+            return False
+        return choice is not None and getattr(choice, "title", None) == title
+
+    def hole_edit(self, target: Target, text: str) -> types.WorkspaceEdit:
+        edit = edits.text_edit(target.doc, target.start, target.end, text, self.encoding)
         caps = self.client_capabilities.workspace
         versioned = bool(caps and caps.workspace_edit and caps.workspace_edit.document_changes)
-        return edits.workspace_edit(doc, edit, versioned)
+        return edits.workspace_edit(target.doc, edit, versioned)
 
     def code_actions(self, params: types.CodeActionParams) -> list[types.CodeAction] | None:
         self.require_initialized()
@@ -299,15 +382,20 @@ class CodaServer(LanguageServer):
             self.client_capabilities.text_document.code_action
         return bool(ca and ca.resolve_support and "edit" in ca.resolve_support.properties)
 
-    def parse_target_args(self, arg: Any) -> tuple[str, types.Range]:
+    def parse_target_args(self, arg: Any) -> tuple[str, types.Range, bool]:
+        """``{uri, range, acceptRejected?}``: the command's argument, or a code action's data."""
         try:
             uri = arg["uri"]
             rng = self.protocol._converter.structure(arg["range"], types.Range)
             if not isinstance(uri, str):
                 raise TypeError("uri must be a string")
+            accept = arg.get("acceptRejected", False)
+            if not isinstance(accept, bool):
+                raise TypeError("acceptRejected must be true or false")
         except Exception as exc:  # KeyError, TypeError, cattrs' validation errors
-            raise JsonRpcInvalidParams(f"expected {{uri, range}}: {explain(exc)}") from exc
-        return uri, rng
+            raise JsonRpcInvalidParams(
+                f"expected {{uri, range, acceptRejected?}}: {explain(exc)}") from exc
+        return uri, rng, accept
 
 
 def create_server(defaults: Settings, load_engine: Callable[[], Engine],
@@ -370,22 +458,25 @@ def create_server(defaults: Settings, load_engine: Callable[[], Engine],
         actions = ls.code_actions(params)
         if actions and not ls.resolve_supported():
             for action in actions:
-                action.edit = await ls.fill_hole(*ls.parse_target_args(action.data),
-                                                 asked=False)
+                uri, rng, accept = ls.parse_target_args(action.data)
+                action.edit = await ls.fill_hole(uri, rng, asked=False, accept_rejected=accept)
             actions = [a for a in actions if a.edit is not None] or None
         return actions
 
     @ls.feature(types.CODE_ACTION_RESOLVE)
     async def resolve_code_action(ls: CodaServer, action: types.CodeAction):
         if action.edit is None and action.data is not None:
-            action.edit = await ls.fill_hole(*ls.parse_target_args(action.data))
+            uri, rng, accept = ls.parse_target_args(action.data)
+            action.edit = await ls.fill_hole(uri, rng, accept_rejected=accept)
         return action
 
     @ls.command(FILL_HOLE)
     async def fill_hole_command(ls: CodaServer, *args: Any):
         if len(args) != 1:
-            raise JsonRpcInvalidParams(f"{FILL_HOLE} takes one argument {{uri, range}}")
-        edit = await ls.fill_hole(*ls.parse_target_args(args[0]))
+            raise JsonRpcInvalidParams(
+                f"{FILL_HOLE} takes one argument {{uri, range, acceptRejected?}}")
+        uri, rng, accept = ls.parse_target_args(args[0])
+        edit = await ls.fill_hole(uri, rng, accept_rejected=accept)
         if edit is None:
             return False
         try:

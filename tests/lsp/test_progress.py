@@ -34,13 +34,15 @@ def server(progress_capability=True, refuse=False):
                            work_done_progress=RecordingProgress(refuse))
 
 
-def test_begin_reports_each_new_percentage_from_the_worker_then_end():
+def test_begin_reports_new_percentages_from_the_worker_at_most_ten_a_second_then_end():
     ls = server()
+    now = iter([0.0, 0.05, 0.2, 0.25, 0.26, 0.27])  # when each moving step asks
 
     async def fill():
-        progress = FillProgress(ls)
+        progress = FillProgress(ls, clock=lambda: next(now))
         await progress.begin()
-        worker = threading.Thread(target=lambda: [progress.on_step(s, 8) for s in (1, 1, 2, 8)])
+        steps = (1, 1, 2, 3, 4, 5, 8)  # 2: 50 ms after 1, too soon; 5: too soon; 8: the last
+        worker = threading.Thread(target=lambda: [progress.on_step(s, 8) for s in steps])
         worker.start()
         worker.join()
         await asyncio.sleep(0)  # the reports were handed to the loop
@@ -51,7 +53,7 @@ def test_begin_reports_each_new_percentage_from_the_worker_then_end():
     values = [value for _, value in ls.work_done_progress.sent]
     assert [v.kind for v in values] == ["begin", "report", "report", "report", "end"]
     assert values[0].title == FILL_TITLE and values[0].cancellable
-    assert [v.percentage for v in values[1:4]] == [12, 25, 100]
+    assert [v.percentage for v in values[1:4]] == [12, 37, 100]
     assert values[3].message == "step 8/8"
     assert progress.token is None and ls.work_done_progress.tokens == {}
 

@@ -153,9 +153,10 @@ def test_a_hole_with_nothing_to_offer_tells_only_a_user_who_asked():
     ls = make_server(FakeEngine(text="return a", confidence=0.05), text="def f(a):\n    ...\n")
     ls.window_show_message = shown.append
     assert run(ls, ls.fill_hole(URI, rng)) is None
-    assert [m.message for m in shown] == ["coda-lsp: no fill for this hole: every candidate "
-                                          "was empty or under confidenceThreshold 0.1"]
-    assert shown[0].type == types.MessageType.Info
+    # FakeEngine writes one candidate per length, each under the bar; retries add theirs
+    assert len(shown) == 1 and shown[0].message.startswith("coda-lsp: no fill for this hole: ")
+    assert shown[0].message.endswith("were below the confidence threshold 0.1")
+    assert shown[0].type == types.MessageType.Warning
 
 
 def test_ghost_text_jobs_are_inline_and_hole_jobs_are_not():
