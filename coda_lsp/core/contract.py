@@ -23,6 +23,7 @@ from coda_lsp.core.engine import Fill, FillJob, rank
 
 EMPTY, UNSURE, BROKEN = "empty", "unsure", "broken"  # why a candidate fails, in check order
 RETRY_BUDGET = 3.0  # all attempts together: at most this many times the first attempt's time
+RETRY_FLOOR_S = 0.05  # ...or this long, whichever is more (a fill that took 5 ms may retry)
 EXPRESSION_LENGTHS = (3, 6)  # tokens: an expression (``a + b``, ``None``) rather than a block
 RETRY_SEED = 1
 RETRY_TEMPERATURE = 0.3  # some sampling noise, so a second order is not the same fill again
@@ -170,7 +171,8 @@ class Attempts:
         elif self.first_s is not None:
             # another attempt costs about what the first did: start it only if it should end
             # within the budget
-            if now - self.started + self.first_s > self.budget * self.first_s:
+            budget = max(self.budget * self.first_s, RETRY_FLOOR_S)
+            if now - self.started + self.first_s > budget:
                 return None
         return self.pending.pop(0)
 

@@ -1,0 +1,50 @@
+"""``coda-lsp`` with a scripted model: the real CLI, server and HTTP paths, fills from a script.
+
+Tests that need a particular candidate (one that adds a syntax error, one under the bar) run
+``python tests/scripted_coda.py [coda-lsp arguments]`` with $CODA_SCRIPT set to JSON
+``{"fills": [[text, confidence], ...], "retry": [[text, confidence], ...]}``: every fill
+request returns ``fills``, a retry with a seed (``coda_lsp.core.contract.retry_jobs``) returns
+``retry`` when given. The tokenizer is the model folder's. Not a model: a test kit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from coda_lsp.core.engine import Engine, Fill, FillResult  # noqa: E402
+
+
+class ScriptedEngine:
+    """Engine.fill's contract (a job in, candidates out, progress per step), canned fills."""
+
+    def __init__(self, script: dict, tokenizer=None) -> None:
+        self.script, self.tokenizer = script, tokenizer
+        self.jobs: list = []
+
+    def fill(self, job, should_stop=None, on_step=None, on_partial=None) -> FillResult:
+        self.jobs.append(job)
+        for step in range(1, job.steps + 1):
+            if on_step is not None:
+                on_step(step, job.steps)
+        fills = self.script.get("retry") if job.seed is not None else None
+        fills = fills if fills is not None else self.script["fills"]
+        return FillResult([Fill(text, conf, len(text)) for text, conf in fills],
+                          {"prompt": 0.0, "model": 0.0})
+
+
+def load_scripted(model_dir, *args, **kwargs) -> ScriptedEngine:
+    from coda_model import load_tokenizer
+
+    return ScriptedEngine(json.loads(os.environ["CODA_SCRIPT"]), load_tokenizer(model_dir))
+
+
+if __name__ == "__main__":
+    Engine.load = staticmethod(load_scripted)
+    from coda_lsp.cli import main
+
+    sys.exit(main())
