@@ -1,0 +1,186 @@
+"""The fill contract through the real server (pygls, pytest-lsp), with a scripted model.
+
+A hole whose every candidate adds a syntax error keeps the buffer as it was, the server says
+why, and "Fill anyway" applies the best rejected candidate; a good fill applies; an invoked
+inline completion at a hole offers the passing fills only.
+"""
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from lsp_session import Recorder, capabilities, open_doc, server_env
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig
+
+SCRIPTED = Path(__file__).resolve().parents[1] / "scripted_coda.py"
+HOLE_FILE = "def add(a, b):\n    ...\n"
+HOLE = {"start": {"line": 1, "character": 4}, "end": {"line": 1, "character": 7}}
+BROKEN = [["elif a == 0:\n        a =", 0.9], ["elif a ==", 0.8], ["elif", 0.7]]
+GOOD = [["return a + b", 0.9], ["return a - b", 0.8], ["return b + a", 0.7], ["return 0", 0.6]]
+ANYWAY = "Fill anyway (adds a syntax error)"
+
+
+class Asker:
+    """The client's side of window/showMessageRequest: records it, answers when released."""
+
+    def __init__(self, client) -> None:
+        self.asked: list[types.ShowMessageRequestParams] = []
+        self.answer: str | None = None
+        self.release = asyncio.Event()
+        self.release.set()
+        self.waiting = asyncio.Event()
+
+        @client.feature(types.WINDOW_SHOW_MESSAGE_REQUEST)
+        async def show_message_request(params: types.ShowMessageRequestParams):
+            self.asked.append(params)
+            self.waiting.set()
+            await self.release.wait()
+            return None if self.answer is None else types.MessageActionItem(title=self.answer)
+
+
+async def scripted_client(model_dir: Path, fills: list):
+    config = ClientServerConfig(
+        server_command=[sys.executable, str(SCRIPTED), "--model", str(model_dir)],
+        server_env={**server_env(), "CODA_SCRIPT": json.dumps({"fills": fills})})
+    client = await config.start()
+    client.recorder = Recorder(client)
+    client.asker = Asker(client)
+    await client.initialize_session(types.InitializeParams(
+        capabilities=capabilities("vscode"),
+        initialization_options={"coda": {"fillHoleSteps": 4}}))
+    await asyncio.wait_for(client.recorder.ready.wait(), 60)
+    return client
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def broken(tiny_model_dir):
+    client = await scripted_client(tiny_model_dir, BROKEN)
+    yield client
+    await client.shutdown_session()
+    await client.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def good(tiny_model_dir):
+    client = await scripted_client(tiny_model_dir, [*BROKEN, *GOOD])
+    yield client
+    await client.shutdown_session()
+    await client.stop()
+
+
+async def text_of(client, uri: str) -> str:
+    return (await client.protocol.send_request_async("coda/documentText", {"uri": uri})).text
+
+
+async def fill_command(client, uri: str, **extra) -> bool:
+    return await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="coda.fillHole", arguments=[{"uri": uri, "range": HOLE, **extra}]))
+
+
+def applied_text(client, before: int) -> list[str]:
+    return [change.edits[0].new_text if hasattr(change, "edits") else change.new_text
+            for params in client.recorder.applied[before:]
+            for change in (params.edit.document_changes or
+                           [e for es in (params.edit.changes or {}).values() for e in es])]
+
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+async def test_a_refused_hole_leaves_the_buffer_and_says_why(broken):
+    uri = open_doc(broken, HOLE_FILE)
+    broken.asker.answer = None  # the user dismisses the message
+    before = len(broken.recorder.applied)
+    assert await fill_command(broken, uri) is False
+    assert len(broken.recorder.applied) == before
+    assert await text_of(broken, uri) == HOLE_FILE
+    asked = broken.asker.asked[-1]
+    assert asked.type == types.MessageType.Warning
+    assert asked.message.startswith("coda-lsp: no fill for this hole: ")
+    assert asked.message.endswith("added a syntax error") and "\n" not in asked.message
+    assert [a.title for a in asked.actions] == [ANYWAY]
+
+
+async def test_fill_anyway_applies_the_best_rejected_candidate(broken):
+    uri = open_doc(broken, HOLE_FILE)
+    broken.asker.answer = ANYWAY
+    before = len(broken.recorder.applied)
+    try:
+        assert await fill_command(broken, uri) is True
+    finally:
+        broken.asker.answer = None
+    assert applied_text(broken, before) == ["elif a == 0:\n        a ="]
+
+
+async def test_accept_rejected_in_the_command_and_the_action_data_skips_the_question(broken):
+    uri = open_doc(broken, HOLE_FILE)
+    asked, before = len(broken.asker.asked), len(broken.recorder.applied)
+    assert await fill_command(broken, uri, acceptRejected=True) is True
+    assert applied_text(broken, before) == ["elif a == 0:\n        a ="]
+    action = types.CodeAction(title="Fill this hole",
+                              data={"uri": uri, "range": HOLE, "acceptRejected": True})
+    resolved = await broken.code_action_resolve_async(action)
+    assert resolved.edit is not None and len(broken.asker.asked) == asked
+    with pytest.raises(Exception, match="acceptRejected"):
+        await fill_command(broken, uri, acceptRejected="yes")
+
+
+async def test_resolve_waits_for_the_answer_without_blocking_other_requests(broken):
+    uri = open_doc(broken, HOLE_FILE)
+    actions = await broken.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        range=types.Range(start=types.Position(line=1, character=5),
+                          end=types.Position(line=1, character=5)),
+        context=types.CodeActionContext(diagnostics=[])))
+    broken.asker.release.clear()
+    broken.asker.waiting.clear()
+    broken.asker.answer = ANYWAY
+    try:
+        resolving = asyncio.ensure_future(broken.code_action_resolve_async(actions[0]))
+        await asyncio.wait_for(broken.asker.waiting.wait(), 30)
+        assert await asyncio.wait_for(text_of(broken, uri), 10) == HOLE_FILE  # answered
+        assert not resolving.done()
+        broken.asker.release.set()
+        resolved = await asyncio.wait_for(resolving, 30)
+    finally:
+        broken.asker.release.set()
+        broken.asker.answer = None
+    edits = resolved.edit.document_changes[0].edits
+    assert [e.new_text for e in edits] == ["elif a == 0:\n        a ="]
+    declined = await broken.code_action_resolve_async(actions[0])
+    assert declined.edit is None
+
+
+async def test_a_good_fill_applies_without_a_question(good):
+    uri = open_doc(good, HOLE_FILE)
+    asked, before = len(good.asker.asked), len(good.recorder.applied)
+    assert await fill_command(good, uri) is True
+    assert applied_text(good, before) == ["return a + b"]
+    assert len(good.asker.asked) == asked
+
+
+async def test_invoked_inline_completion_at_a_hole_offers_passing_fills_to_cycle(good):
+    uri = open_doc(good, HOLE_FILE)
+    result = await good.text_document_inline_completion_async(types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        position=types.Position(line=1, character=5),
+        context=types.InlineCompletionContext(
+            trigger_kind=types.InlineCompletionTriggerKind.Invoked)))
+    assert [i.insert_text for i in result.items] == ["return a + b", "return a - b",
+                                                     "return b + a"]
+    assert result.items[0].range.start == types.Position(line=1, character=4)
+    assert result.items[0].range.end == types.Position(line=1, character=7)
+
+
+async def test_invoked_inline_completion_at_a_refused_hole_offers_nothing(broken):
+    uri = open_doc(broken, HOLE_FILE)
+    result = await broken.text_document_inline_completion_async(types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        position=types.Position(line=1, character=5),
+        context=types.InlineCompletionContext(
+            trigger_kind=types.InlineCompletionTriggerKind.Invoked)))
+    assert result is None
