@@ -349,8 +349,10 @@ class CodaServer(LanguageServer):
             choice = await self.window_show_message_request_async(types.ShowMessageRequestParams(
                 type=types.MessageType.Warning, message=message,
                 actions=[types.MessageActionItem(title=title)]))
-        except JsonRpcException as exc:  # the client refused or answered nonsense
+        except JsonRpcException as exc:  # the client refused or answered nonsense: just say
             log.warning("window/showMessageRequest failed: %s", exc)
+            self.window_show_message(types.ShowMessageParams(
+                type=types.MessageType.Warning, message=message))
             return False
         return choice is not None and getattr(choice, "title", None) == title
 

@@ -44,6 +44,13 @@ class Recorder:
         self.status_changed = asyncio.Event()
         self.applied: list[types.ApplyWorkspaceEditParams] = []
         self.ready = asyncio.Event()
+        # window/showMessageRequest ("Fill anyway"?): recorded, answered with the action titled
+        # ``answer`` (None: dismissed) once ``release`` is set
+        self.asked: list[types.ShowMessageRequestParams] = []
+        self.answer: str | None = None
+        self.release = asyncio.Event()
+        self.release.set()
+        self.waiting = asyncio.Event()
 
         @client.feature("coda/status")
         def status(params):
@@ -52,6 +59,13 @@ class Recorder:
             self.status_changed.set()
             if params.state in ("ready", "error"):
                 self.ready.set()
+
+        @client.feature(types.WINDOW_SHOW_MESSAGE_REQUEST)
+        async def show_message_request(params: types.ShowMessageRequestParams):
+            self.asked.append(params)
+            self.waiting.set()
+            await self.release.wait()
+            return None if self.answer is None else types.MessageActionItem(title=self.answer)
 
         @client.feature(types.WORKSPACE_APPLY_EDIT)
         def apply_edit(params: types.ApplyWorkspaceEditParams):

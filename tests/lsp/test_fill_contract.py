@@ -24,31 +24,12 @@ GOOD = [["return a + b", 0.9], ["return a - b", 0.8], ["return b + a", 0.7], ["r
 ANYWAY = "Fill anyway (adds a syntax error)"
 
 
-class Asker:
-    """The client's side of window/showMessageRequest: records it, answers when released."""
-
-    def __init__(self, client) -> None:
-        self.asked: list[types.ShowMessageRequestParams] = []
-        self.answer: str | None = None
-        self.release = asyncio.Event()
-        self.release.set()
-        self.waiting = asyncio.Event()
-
-        @client.feature(types.WINDOW_SHOW_MESSAGE_REQUEST)
-        async def show_message_request(params: types.ShowMessageRequestParams):
-            self.asked.append(params)
-            self.waiting.set()
-            await self.release.wait()
-            return None if self.answer is None else types.MessageActionItem(title=self.answer)
-
-
 async def scripted_client(model_dir: Path, fills: list):
     config = ClientServerConfig(
         server_command=[sys.executable, str(SCRIPTED), "--model", str(model_dir)],
         server_env={**server_env(), "CODA_SCRIPT": json.dumps({"fills": fills})})
     client = await config.start()
     client.recorder = Recorder(client)
-    client.asker = Asker(client)
     await client.initialize_session(types.InitializeParams(
         capabilities=capabilities("vscode"),
         initialization_options={"coda": {"fillHoleSteps": 4}}))
@@ -93,12 +74,12 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 async def test_a_refused_hole_leaves_the_buffer_and_says_why(broken):
     uri = open_doc(broken, HOLE_FILE)
-    broken.asker.answer = None  # the user dismisses the message
+    broken.recorder.answer = None  # the user dismisses the message
     before = len(broken.recorder.applied)
     assert await fill_command(broken, uri) is False
     assert len(broken.recorder.applied) == before
     assert await text_of(broken, uri) == HOLE_FILE
-    asked = broken.asker.asked[-1]
+    asked = broken.recorder.asked[-1]
     assert asked.type == types.MessageType.Warning
     assert asked.message.startswith("coda-lsp: no fill for this hole: ")
     assert asked.message.endswith("added a syntax error") and "\n" not in asked.message
@@ -107,24 +88,24 @@ async def test_a_refused_hole_leaves_the_buffer_and_says_why(broken):
 
 async def test_fill_anyway_applies_the_best_rejected_candidate(broken):
     uri = open_doc(broken, HOLE_FILE)
-    broken.asker.answer = ANYWAY
+    broken.recorder.answer = ANYWAY
     before = len(broken.recorder.applied)
     try:
         assert await fill_command(broken, uri) is True
     finally:
-        broken.asker.answer = None
+        broken.recorder.answer = None
     assert applied_text(broken, before) == ["elif a == 0:\n        a ="]
 
 
 async def test_accept_rejected_in_the_command_and_the_action_data_skips_the_question(broken):
     uri = open_doc(broken, HOLE_FILE)
-    asked, before = len(broken.asker.asked), len(broken.recorder.applied)
+    asked, before = len(broken.recorder.asked), len(broken.recorder.applied)
     assert await fill_command(broken, uri, acceptRejected=True) is True
     assert applied_text(broken, before) == ["elif a == 0:\n        a ="]
     action = types.CodeAction(title="Fill this hole",
                               data={"uri": uri, "range": HOLE, "acceptRejected": True})
     resolved = await broken.code_action_resolve_async(action)
-    assert resolved.edit is not None and len(broken.asker.asked) == asked
+    assert resolved.edit is not None and len(broken.recorder.asked) == asked
     with pytest.raises(Exception, match="acceptRejected"):
         await fill_command(broken, uri, acceptRejected="yes")
 
@@ -136,19 +117,19 @@ async def test_resolve_waits_for_the_answer_without_blocking_other_requests(brok
         range=types.Range(start=types.Position(line=1, character=5),
                           end=types.Position(line=1, character=5)),
         context=types.CodeActionContext(diagnostics=[])))
-    broken.asker.release.clear()
-    broken.asker.waiting.clear()
-    broken.asker.answer = ANYWAY
+    broken.recorder.release.clear()
+    broken.recorder.waiting.clear()
+    broken.recorder.answer = ANYWAY
     try:
         resolving = asyncio.ensure_future(broken.code_action_resolve_async(actions[0]))
-        await asyncio.wait_for(broken.asker.waiting.wait(), 30)
+        await asyncio.wait_for(broken.recorder.waiting.wait(), 30)
         assert await asyncio.wait_for(text_of(broken, uri), 10) == HOLE_FILE  # answered
         assert not resolving.done()
-        broken.asker.release.set()
+        broken.recorder.release.set()
         resolved = await asyncio.wait_for(resolving, 30)
     finally:
-        broken.asker.release.set()
-        broken.asker.answer = None
+        broken.recorder.release.set()
+        broken.recorder.answer = None
     edits = resolved.edit.document_changes[0].edits
     assert [e.new_text for e in edits] == ["elif a == 0:\n        a ="]
     declined = await broken.code_action_resolve_async(actions[0])
@@ -157,10 +138,10 @@ async def test_resolve_waits_for_the_answer_without_blocking_other_requests(brok
 
 async def test_a_good_fill_applies_without_a_question(good):
     uri = open_doc(good, HOLE_FILE)
-    asked, before = len(good.asker.asked), len(good.recorder.applied)
+    asked, before = len(good.recorder.asked), len(good.recorder.applied)
     assert await fill_command(good, uri) is True
     assert applied_text(good, before) == ["return a + b"]
-    assert len(good.asker.asked) == asked
+    assert len(good.recorder.asked) == asked
 
 
 async def test_invoked_inline_completion_at_a_hole_offers_passing_fills_to_cycle(good):
