@@ -135,7 +135,9 @@ class Service:
             stages.note("reused", outcome.reused)
         texts = choices([f.text for f in outcome.fills], req.n, req.stop)
         tokens = [len(self.engine.tokenizer.encode(t, allow_special=False)) for t in texts]
-        log.info("%s", stages.line(f"{len(texts)} text(s)"))
+        refused = outcome.decision is not None and not outcome.decision.accepted
+        log.info("%s", stages.line(f"no fill: {outcome.decision.reason}" if refused else
+                                   f"{len(texts)} text(s)"))
         return Answer(texts, outcome.prompt_tokens, tokens, outcome.timings.get("prompt", 0.0),
                       outcome.timings.get("model", 0.0), settings.steps, self.model_name)
 

@@ -7,6 +7,7 @@ inline completion at a hole offers the passing fills only.
 
 import asyncio
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,12 +16,17 @@ import pytest_asyncio
 from lsp_session import Recorder, capabilities, open_doc, server_env
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig
+from scripted_coda import ScriptedEngine
+
+from coda_lsp.core import fim
+from coda_lsp.core.settings import Settings
 
 SCRIPTED = Path(__file__).resolve().parents[1] / "scripted_coda.py"
 HOLE_FILE = "def add(a, b):\n    ...\n"
 HOLE = {"start": {"line": 1, "character": 4}, "end": {"line": 1, "character": 7}}
 BROKEN = [["elif a == 0:\n        a =", 0.9], ["elif a ==", 0.8], ["elif", 0.7]]
 GOOD = [["return a + b", 0.9], ["return a - b", 0.8], ["return b + a", 0.7], ["return 0", 0.6]]
+BLOCK_HOLE = "def add(a, b):\n    ...\n    return a\n"  # parses without the hole's text too
 ANYWAY = "Fill anyway (adds a syntax error)"
 
 
@@ -165,3 +171,39 @@ async def test_invoked_inline_completion_at_a_refused_hole_offers_nothing(broken
         context=types.InlineCompletionContext(
             trigger_kind=types.InlineCompletionTriggerKind.Invoked)))
     assert result is None
+
+
+@pytest.mark.parametrize("fills, reason", [
+    (BROKEN, "9 candidate(s): 9 added a syntax error"),  # the first attempt and two retries
+    ([*BROKEN, *GOOD], ""),
+])
+async def test_one_hole_one_decision_through_cli_lsp_and_fim(tiny_model_dir, tmp_path, fills,
+                                                             reason):
+    """The same hole and candidates: the CLI, the server and fim (HTTP's path, given the
+    file's language) refuse with the same reason or write the same fill."""
+    script = {"CODA_SCRIPT": json.dumps({"fills": fills})}
+    source = tmp_path / "holes.py"
+    source.write_text(BLOCK_HOLE)
+    cli = subprocess.run([sys.executable, str(SCRIPTED), "fill", f"{source}:2:5", "--model",
+                          str(tiny_model_dir)], capture_output=True, text=True, timeout=120,
+                         env={**server_env(), **script})
+    client = await scripted_client(tiny_model_dir, fills)
+    try:
+        uri = open_doc(client, BLOCK_HOLE)
+        before = len(client.recorder.applied)
+        lsp_applied = await fill_command(client, uri)
+    finally:
+        await client.shutdown_session()
+        await client.stop()
+    prefix, suffix = BLOCK_HOLE.split("...")  # HTTP fills between: the hole's text left out
+    http = fim.fill_between(ScriptedEngine({"fills": fills}), prefix, suffix, Settings(), 4,
+                            uri=source.as_uri())
+    if reason:
+        assert cli.returncode == 1 and f"not filled: {reason};" in cli.stderr
+        assert lsp_applied is False
+        assert client.recorder.asked[-1].message == f"coda-lsp: no fill for this hole: {reason}"
+        assert http.fills == [] and http.decision.reason == reason
+    else:
+        assert cli.returncode == 0 and cli.stdout == BLOCK_HOLE.replace("...", "return a + b")
+        assert lsp_applied is True and applied_text(client, before) == ["return a + b"]
+        assert http.fills[0].text == "return a + b"
