@@ -149,7 +149,16 @@ def defaults_from(args: argparse.Namespace) -> Settings:
     return s
 
 
+def quiet_threads() -> None:
+    """OpenMP threads sleep when idle instead of spinning (before torch is imported): a
+    spinning pool held the cores the event loop, the client and other processes needed, and
+    "Fill this hole" took seconds on a busy machine (issue #30,
+    benchmarks/bench_fill_hole_server.py). A value the user set is kept."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_threads()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["fill"]:
