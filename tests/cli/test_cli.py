@@ -142,7 +142,8 @@ def test_fill_says_why_nothing_was_filled(tiny_model_dir, tmp_path, capsys, mode
     code, out, err = fill(capsys, f"{src}:2:12", "--model", str(tiny_model_dir))
     assert code == cli.EXIT_NOTHING and out == RETURN_HOLE
     assert err.splitlines() == [
-        f"coda-lsp: {src}:2:12: not filled: 4 candidate(s): 2 were empty, 2 added a syntax "
+        # the first attempt and two retries (coda_lsp.core.contract), the same candidates each
+        f"coda-lsp: {src}:2:12: not filled: 12 candidate(s): 6 were empty, 6 added a syntax "
         "error; best rejected (confidence 0.60, adds a syntax error): 'a +' "
         "(--accept-rejected uses it)",
         f"coda-lsp: filled 0 of 1 span(s) in {src}"]
@@ -156,7 +157,7 @@ def test_fill_counts_candidates_under_min_confidence(tiny_model_dir, tmp_path, c
     model = ["--model", str(tiny_model_dir)]
     code, out, err = fill(capsys, f"{src}:2:12", "--min-confidence", "0.5", *model)
     assert code == cli.EXIT_NOTHING and out == RETURN_HOLE
-    assert "not filled: 2 candidate(s): 1 was empty, 1 was below the confidence threshold 0.5;" \
+    assert "not filled: 6 candidate(s): 3 were empty, 3 were below the confidence threshold 0.5;" \
         " best rejected (confidence 0.40): 'a + b'" in err
     code, out, err = fill(capsys, f"{src}:2:12", "--min-confidence", "0.3", *model)
     assert code == 0 and out == "def add(a, b):\n    return a + b\n"
@@ -179,7 +180,7 @@ def test_accept_rejected_writes_the_best_rejected_candidate(tiny_model_dir, tmp_
     code, _, err = fill(capsys, f"{src}:2:12", "--accept-rejected", "--write",
                         "--model", str(tiny_model_dir))
     assert code == cli.EXIT_NOTHING and src.read_text() == "def add(a, b):\n    return a +\n"
-    assert "not filled: 1 candidate(s): 1 was empty\n" in err
+    assert "not filled: 3 candidate(s): 3 were empty\n" in err
 
 
 def test_fill_holes_reports_each_unfilled_hole_in_file_order(tiny_model_dir, tmp_path, capsys,
@@ -203,3 +204,10 @@ def test_the_readme_demo_fills_the_stack_hole_with_python(capsys):
     assert code == 0, err
     ast.parse(out)
     assert out != stack.read_text() and "        ...\n" not in out
+
+
+def test_min_confidence_defaults_to_the_servers_confidence_threshold():
+    from coda_lsp.core.settings import Settings
+
+    assert cli.fill_parser().parse_args(["a.py:1:1"]).min_confidence == \
+        Settings().confidence_threshold
