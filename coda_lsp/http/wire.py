@@ -47,15 +47,15 @@ class FimRequest:
     client: str | None = None  # newest-wins key: requests from one client replace each other
 
     def settings(self, current: Settings) -> Settings:
-        """The server's settings with this request's options; explicit requests show every
-        fill, as ``coda-lsp fill`` does (no confidence threshold)."""
+        """The server's settings with this request's options; the confidence bar is the
+        fill contract's, ``confidenceThreshold`` as in ``coda-lsp fill`` and the editors."""
         merged, problems = settings_mod.update(current, dict(self.options), current)
         if problems:  # "coda.alg must be ...; using ..." -> "alg must be ..."
             raise BadRequest(problems[0].removeprefix("coda.").split("; using")[0])
         if self.max_tokens is not None:
             merged = replace(merged, max_middle_tokens=min(merged.max_middle_tokens,
                                                            self.max_tokens))
-        return replace(merged, confidence_threshold=0.0)
+        return merged
 
     @property
     def nothing_to_predict(self) -> bool:

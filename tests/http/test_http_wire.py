@@ -19,8 +19,9 @@ def test_infill_prefix_is_input_prefix_then_the_cursor_line():
                         "n_predict": 8, "steps": 3, "alg": "entropy"})
     assert (req.prefix, req.suffix, req.max_tokens) == ("a\n  b", "\nc", 8)
     s = req.settings(Settings(steps=16, max_middle_tokens=64, confidence_threshold=0.5))
+    # the fill contract's bar stays the server's, as in `coda-lsp fill` and the editors
     assert (s.steps, s.alg, s.max_middle_tokens, s.confidence_threshold) == (3, "entropy", 8,
-                                                                             0.0)
+                                                                             0.5)
 
 
 def test_no_limit_keeps_the_servers_settings():
