@@ -5,7 +5,8 @@ the span selected, as when code is selected and rewritten), sends ``textDocument
 then ``codeAction/resolve`` with work-done progress on (the client accepts the progress
 token and counts the reports), and applies the edit (``didChange``), timing each from the
 code action to the applied edit. Beside it, in the same run and on the same holes, the
-engine path alone (``Engine.fill`` + ``rank``, bench_fill_hole.py's "fast" figure). With
+engine path alone (``Engine.fill`` + ``rank``, bench_fill_hole.py's "fast" figure; this
+process runs with OMP_WAIT_POLICY=PASSIVE as the server does). With
 ``--wait-policy-active`` a second server runs with OMP_WAIT_POLICY=ACTIVE (spinning OpenMP
 threads, the default before issue #30) to show what PASSIVE changed. A refused hole (the fill
 contract) counts like any other: the client dismisses the "Fill anyway" question at once.
@@ -24,9 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from lsprotocol import types
-from pygls.lsp.client import LanguageClient
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as coda-lsp runs; before torch loads
+import torch  # noqa: E402
+from lsprotocol import types  # noqa: E402
+from pygls.lsp.client import LanguageClient  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -148,7 +148,8 @@ class Attempts:
 
         attempts = Attempts(job, min_confidence, errors_of)
         while (job := attempts.next_job()) is not None:
-            attempts.add(engine.fill(job).fills)
+            result = engine.fill(job)
+            attempts.add(result.fills, engine_seconds(result.timings))
         decision = attempts.decision
     """
 
@@ -160,31 +161,42 @@ class Attempts:
         self.budget, self.clock = budget, clock
         self.decision = Decision(min_confidence)
         self.started: float | None = None
+        self.mark = 0.0  # the clock when the running attempt started
+        self.spent_s = 0.0  # what the attempts so far cost
         self.first_s: float | None = None
 
     def next_job(self) -> FillJob | None:
         if not self.pending or self.decision.accepted:
             return None
-        now = self.clock()
         if self.started is None:
-            self.started = now
+            self.started = self.clock()
         elif self.first_s is not None:
             # another attempt costs about what the first did: start it only if it should end
             # within the budget
             budget = max(self.budget * self.first_s, RETRY_FLOOR_S)
-            if now - self.started + self.first_s > budget:
+            if self.spent_s + self.first_s > budget:
                 return None
+        self.mark = self.clock()
         return self.pending.pop(0)
 
-    def add(self, fills: list[Fill]) -> Decision:
-        if self.first_s is None and self.started is not None:
-            self.first_s = max(1e-6, self.clock() - self.started)
+    def add(self, fills: list[Fill], seconds: float | None = None) -> Decision:
+        """One attempt's candidates; ``seconds``: what the attempt cost (the engine's own
+        timings), else the clock's time since ``next_job``."""
+        took = self.clock() - self.mark if seconds is None else seconds
+        self.spent_s += took
+        if self.first_s is None:
+            self.first_s = max(1e-6, took)
         self.decision.add(judge(fills, self.min_confidence, self.errors_of))
         return self.decision
 
     @property
     def elapsed_s(self) -> float:
         return 0.0 if self.started is None else self.clock() - self.started
+
+
+def engine_seconds(timings: dict[str, float]) -> float:
+    """An attempt's cost from ``FillResult.timings`` (milliseconds per stage)."""
+    return sum(timings.values()) / 1e3
 
 
 def decide(run: Callable[[FillJob], list[Fill]], job: FillJob, min_confidence: float,

@@ -68,7 +68,7 @@ def fill_span(engine: Engine, doc: Document, span: spans.Span, steps: int, setti
     while (next_job := attempts.next_job()) is not None:
         result = engine.fill(next_job, should_stop, on_partial=on_partial)
         first = first or result
-        attempts.add(result.fills)
+        attempts.add(result.fills, contract.engine_seconds(result.timings))
     decision = attempts.decision
     timings = dict(first.timings) if first else {}
     if decision.attempts > 1:

@@ -240,7 +240,7 @@ class CodaServer(LanguageServer):
             result = await self.run_job(target, job, key, stages, on_step)
             if result is None:
                 return None
-            attempts.add(result.fills)
+            attempts.add(result.fills, contract.engine_seconds(result.timings))
         stages.mark("judge")
         decision = attempts.decision
         stages.note("attempts", decision.attempts)
