@@ -203,3 +203,14 @@ def test_the_readme_demo_fills_the_stack_hole_with_python(capsys):
     assert code == 0, err
     ast.parse(out)
     assert out != stack.read_text() and "        ...\n" not in out
+
+
+def test_a_missing_model_names_the_editors_setting(capsys, monkeypatch):
+    """An editor that starts the server says which of its settings holds the model folder."""
+    assert cli.main(["--model", "/no/such/dir"]) == cli.EXIT_USAGE
+    assert "(pass --model DIR)" in capsys.readouterr().err
+    monkeypatch.setenv(cli.MODEL_SETTING_ENV, "coda.server.modelPath")
+    assert cli.main(["--model", "/no/such/dir"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "set coda.server.modelPath to a model folder" in err and "--model" not in err
+    assert err.count("\n") == 1
