@@ -10,8 +10,9 @@ creates, and stops when the request is cancelled, like the server's long fills. 
 line says BROKEN is refused as the server refuses a hole whose every candidate adds a syntax
 error: it asks `window/showMessageRequest` (or, for a client without it, says
 `window/showMessage`) and applies STANDIN_REJECTED_FILL only when "Fill anyway (…)" is chosen or
-`coda.fillHole` got `acceptRejected: true`. Asked by hand (Invoked) on a hole's line, inline
-completion offers the STANDIN_CANDIDATES in place of the `...`. Every
+`coda.fillHole` got `acceptRejected: true`. Asked by hand (Invoked), inline completion offers
+three: on a hole's line the STANDIN_CANDIDATES in place of the `...`, elsewhere
+STANDIN_COMPLETION and two variants of it (STANDIN_ALTERNATIVES). Every
 settings payload it receives is appended as a JSON line to the file named by
 $CODA_STANDIN_LOG, so tests can check what the editor sent. Not a model, not the server.
 """
@@ -32,6 +33,7 @@ STANDIN_COMPLETION = "coda_value = 42"
 STANDIN_FILL = "return 42"
 STANDIN_REJECTED_FILL = "elif a =="
 STANDIN_CANDIDATES = ("return 42", "return 41", "return 40")
+STANDIN_ALTERNATIVES = ("coda_value = 41", "coda_value = 40")
 BROKEN = "# broken"
 REFUSAL = "coda-lsp: no fill for this hole: 3 candidate(s): 3 added a syntax error"
 FILL_ANYWAY = "Fill anyway (adds a syntax error)"
@@ -106,8 +108,13 @@ def inline_completion(ls: LanguageServer, params: types.InlineCompletionParams):
         range=at,
     )
     item.filter_text = item.insert_text
+    items = [item]
+    if invoked:
+        lead = item.insert_text[: -len(STANDIN_COMPLETION)]
+        items += [types.InlineCompletionItem(insert_text=lead + text, filter_text=lead + text,
+                                             range=at) for text in STANDIN_ALTERNATIVES]
     _status("ready", "stand-in ready", round((time.perf_counter() - started) * 1000, 1))
-    return types.InlineCompletionList(items=[item])
+    return types.InlineCompletionList(items=items)
 
 
 def _hole_candidates(params: types.InlineCompletionParams, line: str):
