@@ -328,3 +328,25 @@ def test_alt_brackets_cycle_the_candidates_of_an_invoked_fill(server, nvim_for):
     nvim.send("<M-l>")
     after = nvim.call("wait_lines_change", "def answer():\n    ...", WAIT_MS)
     assert after == "def answer():\n    return 40", after
+
+
+def test_a_server_that_cannot_start_is_said_in_one_line_with_the_fix(tmp_path):
+    """coda-lsp exits at startup (no such model folder): one line, the one prefix, the
+    setup() option to change; not vim.lsp's "quit with exit code 2 … check log"."""
+    bad_model = tmp_path / "no-such-model"
+    command, why_not = editor_tools.real_server_command(bad_model)
+    if command is None:
+        pytest.skip(why_not)
+    file = tmp_path / "a.py"
+    file.write_text("x = 1\n")
+    nvim = Nvim(NVIM, command, file)
+    try:
+        said = nvim.call("wait_echo", "did not start", WAIT_MS)
+        assert said == (f"coda-lsp: the server did not start: model folder not found: {bad_model}"
+                        " (set model in require('coda').setup() to a model folder)"), said
+        nvim.call("wait_echo", "quit with exit code", 2_000)  # would have come by now
+        texts = [entry["text"] for entry in nvim.call("echoes")]
+        assert sum("did not start" in text for text in texts) == 1, texts
+        assert not any("quit with exit code" in text for text in texts), texts
+    finally:
+        nvim.close()

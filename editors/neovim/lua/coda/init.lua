@@ -13,6 +13,7 @@ local api = vim.api
 local config = require("coda.config")
 local fill = require("coda.fill")
 local ghost = require("coda.ghost")
+local start = require("coda.start")
 
 local M = {}
 
@@ -100,17 +101,32 @@ local function command_missing()
   return true
 end
 
+-- A server that did not start: one line (coda.start), and :CodaStatus / :checkhealth say it.
+-- A warning, like the missing command's: an error-level message aborts whatever Ex command or
+-- expression happens to be running when it arrives.
+local function on_start_failure(message)
+  config.say(message, vim.log.levels.WARN)
+  on_status(nil, { state = "error", message = message, latencyMs = vim.NIL })
+end
+
 --- The vim.lsp configuration for coda-lsp (what setup() registers).
 function M.lsp_config()
   local opts = M.options
+  local argv = config.command(opts)
+  -- Tells coda-lsp to name the setup() option, not its --model flag, for a wrong model folder.
+  local env = { CODA_LSP_MODEL_SETTING = "model in require('coda').setup()" }
+  local cmd = argv -- a command that cannot run is said on FileType (command_missing)
+  if vim.fn.executable(argv[1]) == 1 then
+    cmd = start.cmd(argv, env, on_start_failure)
+  end
   return {
     name = "coda",
-    cmd = config.command(opts),
+    cmd = cmd,
     filetypes = opts.filetypes,
     root_markers = opts.root_markers,
     init_options = server_settings(),
     settings = { coda = server_settings() },
-    cmd_env = { CODA_LSP_MODEL_SETTING = "model in require('coda').setup()" },
+    cmd_env = env,
     handlers = {
       ["coda/status"] = on_status,
       ["window/showMessage"] = on_show_message,
