@@ -202,7 +202,8 @@ def test_trigger_key_asks_for_a_suggestion(tmp_path, artifacts_dir):
 
 def test_bad_model_path_is_reported_once_and_not_restarted(tmp_path, artifacts_dir):
     """A server that exits at startup: one error toast, one line naming the setting to change,
-    "Show log" on it, no restart loop, nothing in the log but the server's line and ours; once
+    "Show log" on it, no restart loop, one toast (not two) after a restart that fails again,
+    nothing in the log but the server's line and ours; once
     the cause is fixed and the server runs, the toast is gone."""
     bad_model = tmp_path / "no-such-model"
     path = os.pathsep.join([str(editor_tools.REPO), os.environ.get("PYTHONPATH", "")])
@@ -227,7 +228,8 @@ def test_bad_model_path_is_reported_once_and_not_restarted(tmp_path, artifacts_d
     fixed = f"#!/bin/sh\nexec {shlex.join(editor_tools.standin_server_command())}\n"
     try:
         seen = _drive(code_server, workspace, artifacts_dir, scenario="startupError",
-                      quietMs=5000, recoverFiles={str(wrapper): fixed},
+                      quietMs=5000, againCommand="Coda: Restart server",
+                      recoverFiles={str(wrapper): fixed},
                       recoverCommand="Coda: Restart server")
     finally:
         code_server.close()
@@ -240,7 +242,9 @@ def test_bad_model_path_is_reported_once_and_not_restarted(tmp_path, artifacts_d
                        " (set coda.server.modelPath to a model folder)"), message
     assert errors[0]["buttons"] == ["Show log"]
     assert "coda.server.modelPath" in seen["statusAfterError"]
-    assert starts.read_text().splitlines() == ["start"]
+    # Started once, then once more by the restart: no restart loop of its own.
+    assert starts.read_text().splitlines() == ["start", "start"]
+    assert seen["errorToastsAfterAgain"] == [message], seen  # one toast, not two
     log = _coda_log(home)
     for noise in ("-32097", "Pending response", "    at ", "exited with code",
                   "exited successfully", "Client is not running"):

@@ -17,24 +17,25 @@ export function oneLine(text: string): string {
 }
 
 export class Notices {
-  /** Error toasts shown and neither closed by the user nor hidden since. */
-  private readonly onScreen = new Set<string>();
+  /** Error toasts shown and neither closed nor hidden since (one id per toast: an equal
+   * message shown again is another toast, and the first one's closing must not count). */
+  private readonly onScreen = new Set<number>();
+  private shown = 0;
 
   constructor(private readonly output: vscode.LogOutputChannel) {}
 
-  /** Log `text` as an error and show it with "Show log"; hides an older, different one. */
+  /** Log `text` as an error and show it with "Show log"; the older Coda error toast goes. */
   error(text: string, log = true): void {
     const message = oneLine(text);
     if (log) {
       this.output.error(message);
     }
-    if (this.onScreen.has(message)) {
-      return; // the same toast is still up: VS Code would only replace it
-    }
+    // An older toast goes; an equal one VS Code closes itself when the new one comes.
     this.hideErrors();
-    this.onScreen.add(message);
+    const id = ++this.shown;
+    this.onScreen.add(id);
     void vscode.window.showErrorMessage(message, SHOW_LOG).then((choice) => {
-      this.onScreen.delete(message);
+      this.onScreen.delete(id);
       if (choice === SHOW_LOG) {
         this.output.show(true);
       }

@@ -11,7 +11,8 @@
 // wait for the status bar to show them off.
 // startupError: wait for Coda's status-bar item to show an error and for an error
 // notification, give a restart loop `quietMs` to show itself, then read every notification
-// (with its buttons). With `recoverFiles` ({path: content}) and `recoverCommand`: then fix the
+// (with its buttons). With `againCommand`: run it (a restart that fails the same way) and read
+// the error toasts on screen after `quietMs`. With `recoverFiles` ({path: content}) and `recoverCommand`: then fix the
 // cause by writing those files, run that command, wait for Coda's "ready" item and read which
 // error toasts are still on screen.
 // refusedFill (holeFile, holeLine, choice): run "Coda: Fill hole" on a hole the server refuses,
@@ -138,6 +139,12 @@ async function startupError(page) {
   // The notification center lists every notification, also those whose toast has gone.
   result.notifications = await readNotifications(page);
   log("notifications", { count: result.notifications.length });
+  if (args.againCommand) {
+    // The same failure once more (e.g. a restart before the fix): toasts must not pile up.
+    await runCommand(page, args.againCommand);
+    await page.waitForTimeout(args.quietMs ?? 5000);
+    result.errorToastsAfterAgain = await toastMessages(page, "error");
+  }
   if (args.recoverFiles) {
     await recover(page);
   }
