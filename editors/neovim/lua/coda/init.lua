@@ -176,6 +176,14 @@ local function on_attach(bufnr)
     if keys.suggest then
       vim.keymap.set("i", keys.suggest, M.suggest, { buffer = bufnr, desc = "Coda: suggest now" })
     end
+  elseif vim.lsp.inline_completion.select then -- Neovim 0.12: its own cycling
+    for lhs, count in pairs({ [keys.next or ""] = 1, [keys.prev or ""] = -1 }) do
+      if lhs ~= "" then
+        vim.keymap.set("i", lhs, function()
+          vim.lsp.inline_completion.select({ count = count })
+        end, { buffer = bufnr, desc = "Coda: next/previous suggestion" })
+      end
+    end
   end
 end
 
