@@ -45,19 +45,29 @@ def default_model_dir() -> Path:
     return here.parent / "model"
 
 
+MODEL_SETTING_ENV = "CODA_LSP_MODEL_SETTING"
+
+
+def model_hint() -> str:
+    """How to point at another model: the editor's setting when the editor that started the
+    server names it in $CODA_LSP_MODEL_SETTING (e.g. ``coda.server.modelPath``), else the flag."""
+    setting = os.environ.get(MODEL_SETTING_ENV, "").strip()
+    return f"set {setting} to a model folder" if setting else "pass --model DIR"
+
+
 def check_model_dir(path: Path) -> Path:
     """Cheap checks so a wrong path fails at startup, not minutes later in the editor."""
     if not path.is_dir():
-        raise StartupError(f"model folder not found: {path} (pass --model DIR)")
+        raise StartupError(f"model folder not found: {path} ({model_hint()})")
     config = path / "config.json"
     if not config.is_file():
-        raise StartupError(f"{path} is not a model folder: no config.json")
+        raise StartupError(f"{path} is not a model folder: no config.json ({model_hint()})")
     try:
         json.loads(config.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise StartupError(f"{config}: unreadable ({exc})") from exc
     if not any(path.glob("*.safetensors")):
-        raise StartupError(f"{path}: no .safetensors weights")
+        raise StartupError(f"{path}: no .safetensors weights ({model_hint()})")
     from coda_model.checkpoint import CheckpointError, read_config, require_diffusion
 
     try:  # an autoregressive checkpoint would load fine and fill with nonsense

@@ -211,3 +211,14 @@ def test_min_confidence_defaults_to_the_servers_confidence_threshold():
 
     assert cli.fill_parser().parse_args(["a.py:1:1"]).min_confidence == \
         Settings().confidence_threshold
+
+
+def test_a_missing_model_names_the_editors_setting(capsys, monkeypatch):
+    """An editor that starts the server says which of its settings holds the model folder."""
+    assert cli.main(["--model", "/no/such/dir"]) == cli.EXIT_USAGE
+    assert "(pass --model DIR)" in capsys.readouterr().err
+    monkeypatch.setenv(cli.MODEL_SETTING_ENV, "coda.server.modelPath")
+    assert cli.main(["--model", "/no/such/dir"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "set coda.server.modelPath to a model folder" in err and "--model" not in err
+    assert err.count("\n") == 1

@@ -120,6 +120,7 @@ def test_a_hole_with_nothing_over_the_bar_is_said_once(server, nvim_for):
     nvim.send("2G^:CodaFill<CR>")
     said = nvim.call("wait_echo", "no fill for this hole", WAIT_MS)
     assert said and "confidenceThreshold 1.0" in said, nvim.call("echoes")
+    assert said.startswith("coda-lsp: no fill for this hole") and "\n" not in said.strip()
     assert nvim.call("wait_no_fill", WAIT_MS)
     texts = [entry["text"] for entry in nvim.call("echoes")]
     assert sum("no fill for this hole" in t for t in texts) == 1, texts
@@ -128,7 +129,7 @@ def test_a_hole_with_nothing_over_the_bar_is_said_once(server, nvim_for):
 
 def test_coda_status_reports_the_server(server, nvim_for):
     nvim = nvim_for("x = 1\n")
-    assert nvim.state()["status_line"].startswith("Coda: ready")
+    assert nvim.state()["status_line"].startswith("coda-lsp: ready")
 
 
 def test_toggle_off_then_on_brings_completions_back(server, nvim_for):
@@ -149,7 +150,9 @@ def test_missing_server_binary_is_said_once_with_the_fix(tmp_path):
     try:
         said = nvim.call("wait_echo", "is not executable", 10_000)
         assert said, nvim.state()
-        assert "no-such-coda-lsp" in said and "pip install" in said and "cmd" in said
+        assert said.startswith("coda-lsp: cannot start the server: ") and "\n" not in said
+        assert "no-such-coda-lsp" in said and "pip install" in said
+        assert "set cmd = { '/path/to/coda-lsp' } in require('coda').setup()" in said
         nvim.call("ex", f"edit {second}")  # another Python buffer: no second message
         assert nvim.state()["lines"] == ["y = 2"]
         shown = [e["text"] for e in nvim.call("echoes") if "is not executable" in e["text"]]
@@ -181,7 +184,7 @@ def test_fill_reports_progress_and_clears_its_message(server, nvim_for):
     nvim.send("2G^:CodaFill<CR>")
     assert nvim.call("wait_event", "CodaFilled", WAIT_MS), nvim.state()
     echoes = [entry["text"] for entry in nvim.call("echoes")]
-    assert any(text.startswith("Coda: filling the hole") for text in echoes), echoes
+    assert any(text.startswith("coda-lsp: filling the hole") for text in echoes), echoes
     assert echoes[-1] == "", echoes  # the "filling" line is gone once the fill is in
     if not server.is_standin:  # the real server reports the fill's progress
         assert nvim.call("wait_progress", "end", FILL_PROGRESS, WAIT_MS), nvim.call("progress")
@@ -211,11 +214,11 @@ def test_slow_fill_shows_progress_cancels_and_runs_again(server, nvim_for, tmp_p
     nvim.send("2G^:CodaFill<CR>")
     shown = nvim.call("wait_echo", "%,", WAIT_MS)  # the server's percentage, on the line
     assert shown, nvim.call("echoes")
-    assert shown.startswith("Coda: filling the hole") and ":CodaCancel" in shown
+    assert shown.startswith("coda-lsp: filling the hole") and ":CodaCancel" in shown
     nvim.send(":CodaFill<CR>")
     assert nvim.call("wait_echo", "already running", WAIT_MS), nvim.call("echoes")
     nvim.send(":CodaCancel<CR>")
-    assert nvim.call("wait_echo", "Coda: fill cancelled", WAIT_MS), nvim.call("echoes")
+    assert nvim.call("wait_echo", "coda-lsp: fill cancelled", WAIT_MS), nvim.call("echoes")
     assert nvim.call("wait_no_fill", WAIT_MS)
     assert _wait_for_record(log, "fillCancelled", 30), "the server never heard the cancel"
     assert nvim.state()["lines"] == ["def answer():", "    ...  # slow"]
@@ -269,3 +272,81 @@ def test_fill_ends_when_the_server_stops(server, nvim_for):
     nvim.call("ex", "lua vim.lsp.get_clients({ name = 'coda' })[1]:stop(true)")
     assert nvim.call("wait_echo", "the server stopped during the fill", WAIT_MS)
     assert nvim.call("wait_no_fill", WAIT_MS)
+
+
+REFUSAL = "coda-lsp: no fill for this hole: 3 candidate(s): 3 added a syntax error"
+BROKEN_HOLE = "def add(a, b):\n    ...  # broken\n"
+
+
+@pytest.mark.parametrize("server", ["standin"], indirect=True)  # refuses on demand
+def test_a_refused_fill_leaves_the_buffer_and_asks(server, nvim_for):
+    """Every candidate adds a syntax error (the stand-in refuses, as the server does): the
+    buffer stays as it was and the server's question comes through vim.ui.select."""
+    nvim = nvim_for(BROKEN_HOLE)
+    nvim.call("choose", "")  # the user picks nothing
+    nvim.send("2G^:CodaFill<CR>")
+    asked = nvim.call("wait_select", WAIT_MS)
+    assert asked == {"prompt": REFUSAL, "items": ["Fill anyway (adds a syntax error)"]}, asked
+    assert nvim.call("wait_no_fill", WAIT_MS)
+    assert nvim.state()["lines"] == ["def add(a, b):", "    ...  # broken"]
+    assert not any(e["text"].startswith("coda-lsp: filling") for e in nvim.call("echoes")[-1:])
+
+
+@pytest.mark.parametrize("server", ["standin"], indirect=True)  # refuses on demand
+def test_fill_anyway_applies_the_best_rejected_fill(server, nvim_for):
+    nvim = nvim_for(BROKEN_HOLE)
+    nvim.call("choose", "Fill anyway (")
+    nvim.send("2G^:CodaFill<CR>")
+    after = nvim.call("wait_lines_change", BROKEN_HOLE.rstrip("\n"), WAIT_MS)
+    assert after == "def add(a, b):\n    elif a ==  # broken", after
+    assert len(nvim.call("selects")) == 1
+
+
+@pytest.mark.parametrize("server", ["standin"], indirect=True)  # refuses on demand
+def test_coda_fill_bang_takes_the_rejected_fill_without_asking(server, nvim_for, tmp_path,
+                                                                monkeypatch):
+    log = tmp_path / "standin.jsonl"
+    monkeypatch.setenv("CODA_STANDIN_LOG", str(log))
+    nvim = nvim_for(BROKEN_HOLE)
+    nvim.send("2G^:CodaFill!<CR>")
+    assert nvim.call("wait_event", "CodaFilled", WAIT_MS), nvim.state()
+    assert nvim.state()["lines"] == ["def add(a, b):", "    elif a ==  # broken"]
+    assert nvim.call("selects") == []
+    sent = _wait_for_record(log, "fillHole", 30)
+    assert sent[0]["acceptRejected"] is True and sent[0]["range"]["start"]["line"] == 1, sent
+
+
+@pytest.mark.parametrize("server", ["standin"], indirect=True)  # three known candidates
+def test_alt_brackets_cycle_the_candidates_of_an_invoked_fill(server, nvim_for):
+    nvim = nvim_for("def answer():\n    ...\n", setup={"auto_trigger": False})
+    nvim.send("2G^i<M-\\>")  # insert mode at the hole, then ask by hand
+    assert nvim.call("wait_ghost_text", "return 42", WAIT_MS) == "return 42"
+    for key, expected in [("<M-]>", "return 41"), ("<M-]>", "return 40"), ("<M-]>", "return 42"),
+                          ("<M-[>", "return 40")]:
+        nvim.send(key)
+        assert nvim.call("wait_ghost_text", expected, WAIT_MS) == expected, key
+    nvim.send("<M-l>")
+    after = nvim.call("wait_lines_change", "def answer():\n    ...", WAIT_MS)
+    assert after == "def answer():\n    return 40", after
+
+
+def test_a_server_that_cannot_start_is_said_in_one_line_with_the_fix(tmp_path):
+    """coda-lsp exits at startup (no such model folder): one line, the one prefix, the
+    setup() option to change; not vim.lsp's "quit with exit code 2 … check log"."""
+    bad_model = tmp_path / "no-such-model"
+    command, why_not = editor_tools.real_server_command(bad_model)
+    if command is None:
+        pytest.skip(why_not)
+    file = tmp_path / "a.py"
+    file.write_text("x = 1\n")
+    nvim = Nvim(NVIM, command, file)
+    try:
+        said = nvim.call("wait_echo", "did not start", WAIT_MS)
+        assert said == (f"coda-lsp: the server did not start: model folder not found: {bad_model}"
+                        " (set model in require('coda').setup() to a model folder)"), said
+        nvim.call("wait_echo", "quit with exit code", 2_000)  # would have come by now
+        texts = [entry["text"] for entry in nvim.call("echoes")]
+        assert sum("did not start" in text for text in texts) == 1, texts
+        assert not any("quit with exit code" in text for text in texts), texts
+    finally:
+        nvim.close()

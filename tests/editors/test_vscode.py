@@ -201,7 +201,10 @@ def test_trigger_key_asks_for_a_suggestion(tmp_path, artifacts_dir):
 
 
 def test_bad_model_path_is_reported_once_and_not_restarted(tmp_path, artifacts_dir):
-    """A server that exits at startup: one error toast with its own line, no restart loop."""
+    """A server that exits at startup: one error toast, one line naming the setting to change,
+    "Show log" on it, no restart loop, one toast (not two) after a restart that fails again,
+    nothing in the log but the server's line and ours; once
+    the cause is fixed and the server runs, the toast is gone."""
     bad_model = tmp_path / "no-such-model"
     path = os.pathsep.join([str(editor_tools.REPO), os.environ.get("PYTHONPATH", "")])
     env = {"PYTHONPATH": path}
@@ -218,14 +221,106 @@ def test_bad_model_path_is_reported_once_and_not_restarted(tmp_path, artifacts_d
     wrapper.chmod(0o755)
     workspace = tmp_path / "workspace"
     workspace.mkdir()
-    code_server = CodeServer(workspace, tmp_path / "home", [str(wrapper)],
+    home = tmp_path / "home"
+    code_server = CodeServer(workspace, home, [str(wrapper)],
                              {"server.modelPath": str(bad_model)}, env)
+    # The fix: a server that starts (the stand-in, which ignores --model), then a restart.
+    fixed = f"#!/bin/sh\nexec {shlex.join(editor_tools.standin_server_command())}\n"
     try:
         seen = _drive(code_server, workspace, artifacts_dir, scenario="startupError",
-                      quietMs=5000)
+                      quietMs=5000, againCommand="Coda: Restart server",
+                      recoverFiles={str(wrapper): fixed},
+                      recoverCommand="Coda: Restart server")
     finally:
         code_server.close()
-    errors = [n["message"] for n in seen["notifications"] if n["severity"] == "error"]
-    assert len(errors) == 1 and server_line in errors[0], seen["notifications"]
-    assert server_line in seen["statusAfterError"]
-    assert starts.read_text().splitlines() == ["start"]
+    errors = [n for n in seen["notifications"] if n["severity"] == "error"]
+    assert len(errors) == 1, seen["notifications"]
+    message = errors[0]["message"]
+    # The server's own line (without --model, with the setting the extension named for it)
+    assert "model folder not found" in server_line and "--model DIR" in server_line
+    assert message == (f"coda-lsp: the server did not start: model folder not found: {bad_model}"
+                       " (set coda.server.modelPath to a model folder)"), message
+    assert errors[0]["buttons"] == ["Show log"]
+    assert "coda.server.modelPath" in seen["statusAfterError"]
+    # Started once, then once more by the restart: no restart loop of its own.
+    assert starts.read_text().splitlines() == ["start", "start"]
+    assert seen["errorToastsAfterAgain"] == [message], seen  # one toast, not two
+    log = _coda_log(home)
+    for noise in ("-32097", "Pending response", "    at ", "exited with code",
+                  "exited successfully", "Client is not running"):
+        assert noise not in log, log
+    assert seen["errorToastsAfterRecovery"] == [], seen
+    assert "ready" in seen["statusAfterRecovery"]
+
+
+def _coda_log(home: Path) -> str:
+    """The extension's output channel ("Coda") as code-server wrote it to disk."""
+    logs = sorted((home / "user-data" / "logs").glob("*/exthost*/coda-lsp.coda-lsp/Coda.log"))
+    assert logs, "no Coda.log"
+    return "".join(log.read_text() for log in logs)
+
+
+def test_a_missing_server_command_names_the_path_and_the_fix(tmp_path, artifacts_dir):
+    missing = tmp_path / "no-such-dir" / "coda-lsp"
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    code_server = CodeServer(workspace, tmp_path / "home", [str(missing)], {}, {})
+    try:
+        seen = _drive(code_server, workspace, artifacts_dir, scenario="startupError",
+                      quietMs=1000)
+    finally:
+        code_server.close()
+    errors = [n for n in seen["notifications"] if n["severity"] == "error"]
+    assert [n["message"] for n in errors] == [
+        f"coda-lsp: coda.server.command runs {missing}, which does not exist: set "
+        'coda.server.command to the full path of coda-lsp, e.g. ["/path/to/.venv/bin/coda-lsp"]'
+    ], seen["notifications"]
+    assert errors[0]["buttons"] == ["Show log"]
+    assert "ENOENT" not in _coda_log(tmp_path / "home")
+
+
+BROKEN_HOLE = "def add(a, b):\n    ...  # broken\n"
+
+
+@pytest.mark.parametrize("choice", [None, "Fill anyway"])
+def test_a_refused_fill_leaves_the_buffer_and_fill_anyway_applies(tmp_path, artifacts_dir,
+                                                                    choice):
+    """The server refuses a hole whose every candidate adds a syntax error (the stand-in, as
+    the server): the buffer stays as it was and the warning offers "Fill anyway (…)", which
+    applies the best rejected fill."""
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "broken.py").write_text(BROKEN_HOLE)
+    log = tmp_path / "standin.jsonl"
+    code_server = CodeServer(workspace, tmp_path / "home", editor_tools.standin_server_command(),
+                             {}, {"CODA_STANDIN_LOG": str(log)})
+    try:
+        seen = _drive(code_server, workspace, artifacts_dir, scenario="refusedFill",
+                      holeFile="broken.py", holeLine=2, choice=choice)
+    finally:
+        code_server.close()
+    assert seen["refusal"] == ("coda-lsp: no fill for this hole: 3 candidate(s): 3 added a "
+                               "syntax error")
+    assert seen["refusalButtons"][0] == "Fill anyway (adds a syntax error)", seen
+    assert seen["dirtyBeforeChoice"] == 0  # the buffer as it was
+    if choice:
+        assert seen["afterChoice"] == BROKEN_HOLE.replace("...", "elif a ==")
+
+
+def test_invoked_suggestions_cycle_with_vscodes_own_keys(tmp_path, artifacts_dir):
+    """Asked for by hand, the server's candidates (best first) are cycled with VS Code's own
+    next/previous keys (Alt+] / Alt+[), and Tab takes the one shown. (A fill that replaces a
+    hole's `...` is not shown as ghost text by VS Code; "Coda: Fill hole" is the way there.)"""
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "sample.py").write_text(SAMPLE)
+    code_server = CodeServer(workspace, tmp_path / "home", editor_tools.standin_server_command(),
+                             {}, {})
+    try:
+        seen = _drive(code_server, workspace, artifacts_dir, scenario="cycle",
+                      completionFile="sample.py", triggerLine=5, triggerKey="Control+Alt+Space")
+    finally:
+        code_server.close()
+    first, second, third = (" coda_value = 42", " coda_value = 41", " coda_value = 40")
+    assert seen["shown"] == [first, second, third, first, third], seen
+    assert seen["afterAccept"] == SAMPLE.rstrip("\n") + third + "\n", seen["afterAccept"]

@@ -5,7 +5,10 @@
 // UI (vscode-languageclient maps `textDocument/inlineCompletion` onto it). Adds the commands
 // Fill hole / Restart server / Toggle completions / Show log and a status-bar item fed by
 // the server's `coda/status` notification. A server that cannot start is reported once, in
-// its own words, and not restarted (startupFailure.ts). No completion logic lives here.
+// one line that names the setting to change, and not restarted (startupFailure.ts); what the
+// user is told goes through Notices (one prefix, "Show log", no stale toasts). A hole the
+// server refuses to fill comes as its `window/showMessageRequest`, whose "Fill anyway (…)"
+// button vscode-languageclient shows as is. No completion logic lives here.
 import * as vscode from "vscode";
 import {
   DidChangeConfigurationNotification,
@@ -14,22 +17,30 @@ import {
   LanguageClient,
   LanguageClientOptions,
   ServerOptions,
+  ShowMessageNotification,
+  ShowMessageParams,
+  MessageType,
   State,
 } from "vscode-languageclient/node";
-import { resolveServerCommand } from "./serverCommand";
+import { Notices } from "./notices";
+import { NOT_FOUND, problem, resolveServerCommand } from "./serverCommand";
 import { affectsServer, needsRestart, serverSettingNames, serverSettings } from "./settings";
-import { QuietStartClient, StartupWatch } from "./startupFailure";
+import { explain, QuietStartClient, StartupWatch } from "./startupFailure";
 import { CodaStatus, StatusBar } from "./status";
 
 const FILL_HOLE_COMMAND = "coda.fillHole"; // the server's command (ARCHITECTURE.md)
+/** Read by coda-lsp so that its "model folder not found" names this setting, not --model. */
+const MODEL_SETTING_ENV = { CODA_LSP_MODEL_SETTING: "coda.server.modelPath" };
 
 let client: LanguageClient | undefined;
 let output: vscode.LogOutputChannel;
+let notices: Notices;
 let status: StatusBar;
 let settingNames: string[] = [];
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
   output = vscode.window.createOutputChannel("Coda", { log: true });
+  notices = new Notices(output);
   status = new StatusBar();
   settingNames = serverSettingNames(context.extension.packageJSON);
   status.setEnabled(vscode.workspace.getConfiguration("coda").get<boolean>("enabled", true));
@@ -51,25 +62,22 @@ export async function deactivate(): Promise<void> {
 
 async function startServer(): Promise<void> {
   const resolved = resolveServerCommand();
-  if (!resolved) {
-    const message =
-      "coda-lsp not found: install it from a checkout (pip install /path/to/coda-lsp) " +
-      "or set coda.server.command.";
-    output.error(message);
-    status.setStopped(message);
-    void vscode.window.showErrorMessage(`Coda: ${message}`);
+  const cannotRun = resolved ? problem(resolved) : NOT_FOUND;
+  if (!resolved || cannotRun) {
+    reportStartFailure(cannotRun ?? NOT_FOUND);
     return;
   }
   output.info(`starting ${resolved.command} ${resolved.args.join(" ")} (from ${resolved.source})`);
   const serverOptions: ServerOptions = {
     command: resolved.command,
     args: resolved.args,
+    options: { env: { ...process.env, ...MODEL_SETTING_ENV } },
     // No `transport`: with TransportKind.stdio the client appends `--stdio`, which coda-lsp
     // does not take (stdio is its default).
   };
   const watch = new StartupWatch((reason) => {
     if (client === started) {
-      reportStartFailure(reason);
+      reportStartFailure(`the server did not start: ${explain(reason, resolved)}`);
     }
   });
   let fallback: ErrorHandler | undefined;
@@ -88,10 +96,16 @@ async function startServer(): Promise<void> {
     synchronize: {},
   };
   const started = new QuietStartClient("coda", "Coda", serverOptions, clientOptions);
+  started.notices = notices;
   client = started;
   status.setServerStatus({ state: "loading", message: "starting the server", latencyMs: null });
   started.onDidChangeState((event) => {
-    if (event.newState === State.Stopped && client === started && !watch.failed) {
+    if (client !== started) {
+      return;
+    }
+    if (event.newState === State.Running) {
+      notices.recovered(); // an error about an earlier start no longer holds
+    } else if (event.newState === State.Stopped && !watch.failed) {
       status.setStopped("the server stopped");
     }
   });
@@ -102,26 +116,33 @@ async function startServer(): Promise<void> {
     return;
   }
   started.onNotification("coda/status", (params: CodaStatus) => status.setServerStatus(params));
+  started.onNotification(ShowMessageNotification.type, showServerMessage);
 }
 
-/** One error toast with the server's own reason; no "Restart" button: fix the cause first
- * (the settings that start the server restart it when they change). */
-function reportStartFailure(reason: string): void {
-  const message = `the server did not start: ${reason}`;
-  output.error(message);
+/** The server's window/showMessage, with the one prefix, and "Show log" on errors. */
+function showServerMessage(params: ShowMessageParams): void {
+  if (params.type === MessageType.Error) {
+    notices.error(params.message);
+  } else if (params.type === MessageType.Warning) {
+    notices.warn(params.message);
+  } else {
+    notices.info(params.message);
+  }
+}
+
+/** One error toast, one line: the cause and the setting that fixes it. No "Restart" button:
+ * fix the cause first (the settings that start the server restart it when they change). */
+function reportStartFailure(message: string): void {
+  notices.error(message);
   status.setStopped(message);
-  void vscode.window.showErrorMessage(`Coda: ${message}`, "Show log").then((choice) => {
-    if (choice) {
-      output.show(true);
-    }
-  });
 }
 
 async function stopServer(): Promise<void> {
   const running = client;
   client = undefined;
   if (running && running.needsStop()) {
-    await running.stop();
+    output.info("stopping the server");
+    await running.stop().catch((error) => output.warn(`stopping the server: ${error?.message ?? error}`));
   }
 }
 
@@ -135,7 +156,7 @@ async function toggleCompletions(): Promise<void> {
   const config = vscode.workspace.getConfiguration("coda");
   const enabled = !config.get<boolean>("enabled", true);
   await config.update("enabled", enabled, vscode.ConfigurationTarget.Global);
-  vscode.window.setStatusBarMessage(`Coda completions ${enabled ? "on" : "off"}`, 2000);
+  vscode.window.setStatusBarMessage(`coda-lsp: completions ${enabled ? "on" : "off"}`, 2000);
 }
 
 async function onConfigurationChanged(event: vscode.ConfigurationChangeEvent): Promise<void> {
@@ -160,21 +181,28 @@ async function fillHole(): Promise<void> {
   if (!editor) {
     return;
   }
-  if (!client?.isRunning()) {
-    void vscode.window.showWarningMessage("Coda: the server is not running.");
+  const running = client;
+  if (!running?.isRunning()) {
+    notices.warn('the server is not running; "Coda: Show log" says why');
     return;
   }
-  const converter = client.code2ProtocolConverter;
+  const converter = running.code2ProtocolConverter;
   const argument = {
     uri: converter.asUri(editor.document.uri),
     range: converter.asRange(editor.selection),
   };
-  await vscode.window.withProgress(
-    { location: vscode.ProgressLocation.Window, title: "Coda: filling the hole" },
-    () =>
-      client!.sendRequest(ExecuteCommandRequest.type, {
-        command: FILL_HOLE_COMMAND,
-        arguments: [argument],
-      }),
-  );
+  try {
+    await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Window, title: "coda-lsp: filling the hole" },
+      () =>
+        running.sendRequest(ExecuteCommandRequest.type, {
+          command: FILL_HOLE_COMMAND,
+          arguments: [argument],
+        }),
+    );
+  } catch (error) {
+    if (running.isRunning()) {
+      notices.error(`the fill failed: ${(error as Error)?.message ?? error}`);
+    }
+  }
 }

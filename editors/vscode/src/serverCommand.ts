@@ -2,7 +2,11 @@
 //
 // Order: `coda.server.command`; `coda.server.pythonPath`; a `coda-lsp` executable in a
 // workspace folder's virtualenv or on PATH; the Python extension's configured interpreter.
-// `--model`, `--device` and `coda.server.args` are appended. This module starts nothing.
+// `--model`, `--device` and `coda.server.args` are appended. `problem` says, before anything
+// is started, when the command found cannot run, naming the path it tried and the setting that
+// fixes it. VS Code and code-server take PATH from the login shell that started them, so a
+// coda-lsp on an interactive shell's PATH may not be found: the full path in a setting is
+// what always works. This module starts nothing.
 import * as fs from "fs";
 import * as path from "path";
 import * as vscode from "vscode";
@@ -82,6 +86,38 @@ function baseCommand(): ServerCommand | undefined {
   }
   return undefined;
 }
+
+/** The setting that chose the command: the one to change when it does not run. */
+export function settingOf(server: ServerCommand): string {
+  return /^(coda|python)\./.test(server.source) ? server.source : "coda.server.command";
+}
+
+/** Why `server.command` cannot run (one line naming the path tried and the setting to change),
+ * or undefined when it can. */
+export function problem(server: ServerCommand): string | undefined {
+  const command = server.command;
+  const setting = settingOf(server);
+  const fix = setting === "coda.server.pythonPath"
+    ? "set coda.server.pythonPath to a Python that has coda-lsp installed, or clear it"
+    : `set ${setting} to the full path of coda-lsp, e.g. ["/path/to/.venv/bin/coda-lsp"]`;
+  if (!command.includes("/") && !command.includes("\\")) {
+    return findOnPath(command) ? undefined
+      : `${setting} runs "${command}", which is not on PATH (VS Code and code-server take PATH ` +
+        `from your login shell): ${fix}`;
+  }
+  if (isExecutable(command)) {
+    return undefined;
+  }
+  const what = fs.existsSync(command) ? "is not an executable file" : "does not exist";
+  return `${setting} runs ${command}, which ${what}: ${fix}`;
+}
+
+/** Said when no way to start coda-lsp was found at all. */
+export const NOT_FOUND =
+  `coda-lsp not found (tried coda.server.command, coda.server.pythonPath, ${VENV_DIRS.join("/")} ` +
+  "in the workspace folders, PATH as VS Code got it from your login shell, and " +
+  "python.defaultInterpreterPath): install it (pip install /path/to/coda-lsp) and set " +
+  'coda.server.command to its full path, e.g. ["/path/to/.venv/bin/coda-lsp"]';
 
 /** The full command line, or undefined when no way to start coda-lsp was found. */
 export function resolveServerCommand(): ServerCommand | undefined {

@@ -7,9 +7,15 @@
 // stops restarts until the handshake is done, then hands over to the client's default error
 // handler (a server that crashes later is still restarted). It shows nothing itself: `report`
 // does, and the client keeps its own error toasts back until then.
+//
+// QuietStartClient keeps vscode-languageclient's own lines about a start that failed (its
+// JSON-RPC errors, stacks, "exited with code 2" and "exited successfully") out of the log, and
+// `explain` turns the server's reason into one line with the fix: the setting to change.
 import * as readline from "readline";
 import { Readable } from "stream";
 import { LogOutputChannel } from "vscode";
+import { Notices } from "./notices";
+import { ServerCommand, settingOf } from "./serverCommand";
 import {
   CloseAction,
   ErrorAction,
@@ -84,13 +90,81 @@ export class StartupWatch {
   }
 }
 
-/** A LanguageClient that only logs its own errors until the server is running: before that,
- * its JSON-RPC errors ("Pending response rejected…") say nothing the user can act on, and
- * StartupWatch reports the one reason that matters. */
+/** What vscode-languageclient says about a server that did not start or was stopped: nothing
+ * the user can act on (StartupWatch reports the one reason that matters). */
+const NOT_RUNNING_NOISE = [
+  /^Connection to server got closed/,
+  /couldn't create connection to server/,
+  /^Stopping server/,
+  /^Server process exited/,
+  /^Server initialization failed/,
+  /^Restarting server failed/,
+  /^Handling connection (error|close) failed/,
+];
+
+type Level = "error" | "warn" | "info";
+
+/** A LanguageClient whose own messages are one line each, without stacks or JSON-RPC codes,
+ * and shown (when at all) through Notices, with the one prefix and "Show log". Until the server
+ * runs, its lines about the failed start are left out. */
 export class QuietStartClient extends LanguageClient {
-  override error(message: string, data?: any, showNotification?: boolean | "force"): void {
-    super.error(message, data, this.isRunning() ? showNotification : false);
+  notices: Notices | undefined;
+
+  override error(message: string, data?: any, showNotification: boolean | "force" = true): void {
+    this.relay("error", message, data, showNotification);
   }
+
+  override warn(message: string, data?: any, showNotification: boolean | "force" = true): void {
+    this.relay("warn", message, data, showNotification);
+  }
+
+  override info(message: string, data?: any, showNotification: boolean | "force" = true): void {
+    this.relay("info", message, data, showNotification);
+  }
+
+  private relay(level: Level, message: string, data: any, show: boolean | "force"): void {
+    const running = this.isRunning();
+    if (!running && NOT_RUNNING_NOISE.some((noise) => noise.test(message))) {
+      return;
+    }
+    const detail = data === undefined || data === null ? "" : describe(data);
+    const line = [message, detail].filter(Boolean).join(": ").replace(/\s+/g, " ").trim();
+    this.outputChannel[level](line);
+    if (running && this.notices && (show === "force" || (show === true && level === "error"))) {
+      this.notices.error(line, false);
+    }
+  }
+}
+
+/** The server's reason for not starting as one line that names the fix: the setting to
+ * change. `server`: the command line that was tried. */
+export function explain(reason: string, server: ServerCommand): string {
+  const line = reason.replace(/\s+/g, " ").trim().replace(/^coda-lsp:\s*/, "");
+  if (/\bENOENT\b|\bEACCES\b/.test(line)) {
+    return `${settingOf(server)} runs ${server.command}, which cannot be started (${line}): ` +
+      `set ${settingOf(server)} to the full path of coda-lsp, e.g. ["/path/to/.venv/bin/coda-lsp"]`;
+  }
+  if (/\b(coda|python)\.[\w.]+/.test(line)) {
+    return line; // the server named the setting itself (CODA_LSP_MODEL_SETTING)
+  }
+  return `${line} (${fixFor(line, server)})`;
+}
+
+function fixFor(line: string, server: ServerCommand): string {
+  if (/No module named|ModuleNotFoundError/.test(line)) {
+    return `${server.command} has no coda-lsp: install it there (pip install /path/to/coda-lsp) ` +
+      `or change ${settingOf(server)}`;
+  }
+  if (/device|cuda|mps/i.test(line)) {
+    return "check coda.server.device";
+  }
+  if (/model|checkpoint|config\.json|safetensors|weights/i.test(line)) {
+    return "check coda.server.modelPath";
+  }
+  if (/argument|invalid choice|--\w/.test(line)) {
+    return "check coda.server.args";
+  }
+  return `check ${settingOf(server)}; the server's own lines are in "Coda: Show log"`;
 }
 
 /** Call `onLine` for each line of `input`; resolves when the stream has ended. */
@@ -100,9 +174,13 @@ function forEachLine(input: Readable, onLine: (line: string) => void): Promise<v
   return new Promise((resolve) => lines.on("close", () => resolve()));
 }
 
+/** An error as one short phrase: its message, never its stack. */
 function describe(error: unknown): string {
   if (error === undefined) {
     return 'it exited during startup (see "Coda: Show log")';
   }
-  return error instanceof Error ? error.message : String(error);
+  if (error instanceof Error || (typeof error === "object" && error !== null && "message" in error)) {
+    return String((error as { message: unknown }).message);
+  }
+  return typeof error === "string" ? error : JSON.stringify(error);
 }

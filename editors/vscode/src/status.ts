@@ -44,18 +44,18 @@ export class StatusBar implements vscode.Disposable {
     this.item.backgroundColor = undefined;
     if (state === "loading") {
       this.item.text = "$(loading~spin) Coda";
-      this.item.tooltip = `Coda: ${message || "loading the model"}`;
+      this.item.tooltip = `coda-lsp: ${message || "loading the model"}`;
     } else if (state === "error") {
       this.item.text = "$(error) Coda";
-      this.item.tooltip = `Coda: ${message}\nClick to toggle completions; see "Coda: Show log".`;
+      this.item.tooltip = `coda-lsp: ${message}\nClick to toggle completions; see "Coda: Show log".`;
       this.item.backgroundColor = new vscode.ThemeColor("statusBarItem.errorBackground");
     } else if (!this.enabled) {
       this.item.text = "$(circle-slash) Coda";
-      this.item.tooltip = "Coda: completions off (click to turn on)";
+      this.item.tooltip = "coda-lsp: completions off (click to turn on)";
     } else {
       const latency = latencyMs === null ? "" : ` ${Math.round(latencyMs)} ms`;
       this.item.text = `$(sparkle) Coda${latency}`;
-      this.item.tooltip = `Coda: ${message || "ready"}${latency ? `\nlast completion:${latency}` : ""}\nClick to turn completions off.`;
+      this.item.tooltip = `coda-lsp: ${message || "ready"}${latency ? `\nlast completion:${latency}` : ""}\nClick to turn completions off.`;
     }
   }
 

@@ -10,7 +10,17 @@
 // hole" from the command palette, wait for the edit, save; run "Coda: Toggle completions" and
 // wait for the status bar to show them off.
 // startupError: wait for Coda's status-bar item to show an error and for an error
-// notification, give a restart loop `quietMs` to show itself, then read every notification.
+// notification, give a restart loop `quietMs` to show itself, then read every notification
+// (with its buttons). With `againCommand`: run it (a restart that fails the same way) and read
+// the error toasts on screen after `quietMs`. With `recoverFiles` ({path: content}) and `recoverCommand`: then fix the
+// cause by writing those files, run that command, wait for Coda's "ready" item and read which
+// error toasts are still on screen.
+// refusedFill (holeFile, holeLine, choice): run "Coda: Fill hole" on a hole the server refuses,
+// read the warning toast and its buttons and whether the editor changed, click `choice`, wait
+// for the edit and save.
+// cycle (completionFile, triggerLine, triggerKey): ask for a suggestion by hand at the end of
+// triggerLine, read the ghost text, show the next and the previous candidate (Alt+] / Alt+[,
+// VS Code's own keys), accept the one shown with Tab and save.
 // manualTrigger (completionFile, triggerLine, triggerKey): put the cursor at the end of
 // triggerLine without typing, press triggerKey and wait for the ghost text.
 // Screenshots go to `screenshots`. Each wait is on a DOM condition, never a fixed delay,
@@ -127,17 +137,105 @@ async function startupError(page) {
   result.statusAfterError = await status.getAttribute("aria-label");
   await page.screenshot({ path: path.join(args.screenshots, "vscode-startup-error.png") });
   // The notification center lists every notification, also those whose toast has gone.
+  result.notifications = await readNotifications(page);
+  log("notifications", { count: result.notifications.length });
+  if (args.againCommand) {
+    // The same failure once more (e.g. a restart before the fix): toasts must not pile up.
+    await runCommand(page, args.againCommand);
+    await page.waitForTimeout(args.quietMs ?? 5000);
+    result.errorToastsAfterAgain = await toastMessages(page, "error");
+  }
+  if (args.recoverFiles) {
+    await recover(page);
+  }
+}
+
+async function readNotifications(page) {
   await runCommand(page, "Notifications: Show Notifications");
   const center = page.locator(".notifications-center");
   await center.waitFor({ state: "visible", timeout });
-  result.notifications = [];
+  const found = [];
   for (const item of await center.locator(".notification-list-item").all()) {
     const icon = (await item.locator(".notification-list-item-icon").getAttribute("class")) ?? "";
     const severity = ["error", "warning", "info"].find((name) => icon.includes(`codicon-${name}`));
     const message = await item.locator(".notification-list-item-message").textContent();
-    result.notifications.push({ severity: severity ?? icon, message });
+    const buttons = await item.locator(".notification-list-item-buttons-container .monaco-button").allTextContents();
+    found.push({ severity: severity ?? icon, message, buttons });
   }
-  log("notifications", { count: result.notifications.length });
+  await runCommand(page, "Notifications: Hide Notifications");
+  return found;
+}
+
+async function toastMessages(page, severity) {
+  return page.locator(`.notification-toast:has(.codicon-${severity}) .notification-list-item-message`).allTextContents();
+}
+
+async function recover(page) {
+  for (const [file, content] of Object.entries(args.recoverFiles)) {
+    fs.writeFileSync(file, content);
+  }
+  await runCommand(page, args.recoverCommand);
+  await statusItem(page).locator(".codicon-sparkle").waitFor({ timeout });
+  log("recovered");
+  // The toast goes as the server comes up; a toast that stays is what this looks for.
+  await page.locator(".notification-toast .codicon-error").first().waitFor({ state: "hidden", timeout: 10000 }).catch(() => {});
+  result.errorToastsAfterRecovery = await toastMessages(page, "error");
+  result.statusAfterRecovery = await statusItem(page).getAttribute("aria-label");
+  await page.screenshot({ path: path.join(args.screenshots, "vscode-recovered.png") });
+}
+
+async function refusedFill(page) {
+  await openFile(page, args.holeFile);
+  await statusItem(page).locator(".codicon-sparkle").waitFor({ timeout });
+  await goToLine(page, args.holeLine);
+  await page.keyboard.press("End");
+  await runCommand(page, "Coda: Fill hole");
+  const toast = page.locator(".notification-toast", { hasText: "no fill for this hole" });
+  await toast.first().waitFor({ timeout });
+  result.refusal = await toast.first().locator(".notification-list-item-message").textContent();
+  result.refusalButtons = await toast.first().locator(".monaco-button").allTextContents();
+  result.dirtyBeforeChoice = await page.locator(`.tab.active.dirty[data-resource-name="${args.holeFile}"]`).count();
+  await page.screenshot({ path: path.join(args.screenshots, "vscode-refused-fill.png") });
+  log("refused", { message: result.refusal });
+  if (args.choice) {
+    await toast.first().locator(".monaco-button", { hasText: args.choice }).click();
+    result.afterChoice = await saveAndRead(page, path.join(args.workspace, args.holeFile));
+    log("chose", { choice: args.choice });
+  }
+}
+
+async function cycle(page) {
+  const editor = await openFile(page, args.completionFile);
+  await statusItem(page).locator(".codicon-sparkle").waitFor({ timeout });
+  await goToLine(page, args.triggerLine);
+  await page.keyboard.press("End");
+  await page.keyboard.press(args.triggerKey);
+  const ghost = editor.locator(".ghost-text-decoration, .ghost-text");
+  await ghost.first().waitFor({ state: "visible", timeout });
+  result.shown = [await visibleSuggestion(editor)];
+  for (const key of ["Alt+BracketRight", "Alt+BracketRight", "Alt+BracketRight", "Alt+BracketLeft"]) {
+    const before = result.shown[result.shown.length - 1];
+    await page.keyboard.press(key);
+    // Wait for the ghost text to change (the next candidate); left as is after 10 s.
+    await page.waitForFunction(
+      (old) => {
+        const inline = [...document.querySelectorAll(".monaco-editor .ghost-text-decoration")];
+        return inline.map((e) => e.textContent).join("").replace(/\u00a0/g, " ") !== old;
+      },
+      before,
+      { timeout: 10000 },
+    ).catch(() => {});
+    result.shown.push(await visibleSuggestion(editor));
+  }
+  await page.screenshot({ path: path.join(args.screenshots, "vscode-cycle.png") });
+  await page.keyboard.press("Tab");
+  result.afterAccept = await saveAndRead(page, path.join(args.workspace, args.completionFile));
+  log("cycled", { shown: result.shown });
+}
+
+async function visibleSuggestion(editor) {
+  const parts = await editor.locator(".ghost-text-decoration").allTextContents();
+  return parts.join("").replace(/\u00a0/g, " ");
 }
 
 async function manualTrigger(page) {
@@ -168,7 +266,7 @@ try {
   await page.goto(args.url);
   await page.locator(".monaco-workbench").waitFor({ timeout });
   log("workbench");
-  const scenario = { edit, startupError, manualTrigger }[args.scenario ?? "edit"];
+  const scenario = { edit, startupError, manualTrigger, refusedFill, cycle }[args.scenario ?? "edit"];
   await scenario(page);
   result.ok = true;
 } catch (error) {

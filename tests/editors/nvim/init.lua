@@ -22,6 +22,21 @@ vim.api.nvim_echo = function(chunks, history, opts)
   return echo(chunks, history, opts)
 end
 
+-- vim.ui.select answers from the test: the item whose text starts with `choice` (none when
+-- nil); each question is recorded in `selects` as { prompt, items }.
+local selects, choice = {}, nil
+vim.ui.select = function(items, opts, on_choice)
+  local titles, pick = {}, nil
+  for i, item in ipairs(items) do
+    titles[i] = opts.format_item and opts.format_item(item) or tostring(item)
+    if choice and not pick and vim.startswith(titles[i], choice) then
+      pick = item
+    end
+  end
+  selects[#selects + 1] = { prompt = opts.prompt, items = titles }
+  on_choice(pick, pick and 1 or nil)
+end
+
 local coda = require("coda")
 coda.setup(vim.tbl_deep_extend("force", {
   cmd = vim.json.decode(vim.env.CODA_SERVER_CMD),
@@ -47,6 +62,31 @@ vim.api.nvim_create_autocmd("LspProgress", {
 })
 
 CodaTest = {}
+
+--- Answer later vim.ui.select questions with the item starting with `prefix` ("" for none).
+function CodaTest.choose(prefix)
+  choice = prefix ~= "" and prefix or nil
+end
+
+--- Wait for a vim.ui.select question; returns { prompt, items } of the first one.
+function CodaTest.wait_select(timeout)
+  vim.wait(timeout, function()
+    return #selects > 0
+  end, 20)
+  return selects[1] or vim.NIL
+end
+
+function CodaTest.selects()
+  return selects
+end
+
+--- Wait until the ghost text shows exactly `text`; returns what shows (vim.NIL for nothing).
+function CodaTest.wait_ghost_text(text, timeout)
+  vim.wait(timeout, function()
+    return ghost.current_text() == text
+  end, 10)
+  return ghost.current_text() or vim.NIL
+end
 
 function CodaTest.run(encoded)
   local call = vim.json.decode(vim.base64.decode(encoded))

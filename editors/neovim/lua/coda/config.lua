@@ -6,6 +6,8 @@ local M = {}
 ---@field accept_word string|false  accept the next word of it
 ---@field accept_line string|false  accept up to the end of its current line
 ---@field dismiss string|false      hide it
+---@field next string|false         show the next of several suggestions
+---@field prev string|false         show the previous one
 ---@field suggest string|false      ask for a suggestion now (also with auto_trigger off)
 
 ---@class coda.Options
@@ -39,6 +41,8 @@ M.defaults = {
     accept_word = "<M-Right>",
     accept_line = "<M-Down>",
     dismiss = "<C-]>",
+    next = "<M-]>",
+    prev = "<M-[>",
     suggest = "<M-\\>",
   },
   use_builtin = true,
@@ -75,6 +79,21 @@ function M.command(opts)
     vim.list_extend(cmd, { "--device", opts.device })
   end
   return cmd
+end
+
+--- `text` as the plugin says things: one line, starting with the one prefix `coda-lsp:`
+--- (whatever prefix the text had).
+---@param text string
+---@return string
+function M.one_line(text)
+  local flat = vim.trim((text:gsub("%s+", " ")))
+  flat = flat:gsub("^[Cc]oda%-lsp%s*:%s*", ""):gsub("^[Cc]oda%s*:%s*", "")
+  return "coda-lsp: " .. flat
+end
+
+--- vim.notify `text` as one line with the prefix.
+function M.say(text, level)
+  vim.notify(M.one_line(text), level or vim.log.levels.INFO)
 end
 
 -- Client methods are called with ':' from 0.11 on; 0.10 only has the '.' form.

@@ -1,13 +1,18 @@
 --- :CodaFill: runs the server's "Fill this hole" code action (resolving it when the server
 --- leaves the edit to codeAction/resolve) and applies it. One fill at a time; while it runs the
 --- message line shows the server's `$/progress` and the time taken, :CodaCancel stops it
---- ($/cancelRequest: the server stops the model), and the line clears when it is done.
+--- ($/cancelRequest: the server stops the model), and the line clears when it is done. A hole
+--- the server refuses (every candidate adds a syntax error) is left as it was: the server asks
+--- through `window/showMessageRequest` (init.lua answers it with vim.ui.select), and only its
+--- "Fill anyway (…)" fills. :CodaFill! asks for that directly: the `coda.fillHole` command
+--- with `acceptRejected`.
 local api = vim.api
 local uv = vim.uv or vim.loop
 
 local M = {}
 
 local FILL_TITLE = "Fill this hole"
+local FILL_HOLE_COMMAND = "coda.fillHole" -- the server's command (ARCHITECTURE.md)
 M.PROGRESS_TITLE = "coda: filling the hole" -- the server's $/progress title
 local call = require("coda.config").client_call
 
@@ -23,11 +28,15 @@ local call = require("coda.config").client_call
 ---@type coda.FillJob|nil
 local fill_job = nil
 
--- The fill's line on the message line: no history, redrawn each second and on progress.
+-- The fill's line on the message line: no history, redrawn each second and on progress;
+-- not while the server asks the user something (it would cover the question).
 local function show_fill_progress(job)
+  if job.asking then
+    return
+  end
   local seconds = math.floor((uv.now() - job.started) / 1000)
   local done = job.percentage and (" %d%%,"):format(job.percentage) or ""
-  api.nvim_echo({ { ("Coda: filling the hole…%s %d s (:CodaCancel stops it)"):format(done,
+  api.nvim_echo({ { ("coda-lsp: filling the hole…%s %d s (:CodaCancel stops it)"):format(done,
     seconds) } }, false, {})
 end
 
@@ -44,7 +53,7 @@ local function finish_fill(job, message, level)
   end
   api.nvim_echo({}, false, {})
   if message then
-    vim.notify(message, level or vim.log.levels.INFO)
+    vim.notify(require("coda.config").one_line(message), level or vim.log.levels.INFO)
   end
 end
 
@@ -55,7 +64,7 @@ local function apply_action(job, tick, action)
     return
   end
   if api.nvim_buf_get_changedtick(bufnr) ~= tick then
-    finish_fill(job, "Coda: the buffer changed while filling; try again", vim.log.levels.WARN)
+    finish_fill(job, "coda-lsp: the buffer changed while filling; try again", vim.log.levels.WARN)
     return
   end
   finish_fill(job)
@@ -76,16 +85,24 @@ local function fill_request(job, method, params, handler)
       return -- cancelled: the answer (RequestCancelled, or a late result) is not wanted
     end
     if err then
-      finish_fill(job, "Coda: " .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
+      finish_fill(job, "coda-lsp: " .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
       return
     end
     handler(result)
   end, job.bufnr)
   if not ok then
-    finish_fill(job, "Coda: the server is not running", vim.log.levels.ERROR)
+    finish_fill(job, "coda-lsp: the server is not running", vim.log.levels.ERROR)
     return
   end
   job.request_id = id
+end
+
+--- The server asks the user something (window/showMessageRequest): stop drawing the running
+--- fill's progress over the question until the answer is given.
+function M.asking(yes)
+  if fill_job then
+    fill_job.asking = yes
+  end
 end
 
 --- Whether a hole fill is running.
@@ -97,13 +114,13 @@ end
 function M.cancel()
   local job = fill_job
   if not job then
-    vim.notify("Coda: no fill is running")
+    vim.notify("coda-lsp: no fill is running")
     return false
   end
   if job.request_id then
     call(job.client, "cancel_request", job.request_id)
   end
-  finish_fill(job, "Coda: fill cancelled")
+  finish_fill(job, "coda-lsp: fill cancelled")
   return true
 end
 
@@ -127,15 +144,16 @@ end
 --- ({ start = {row, col}, ["end"] = {row, col} }, 1-based rows as in nvim_buf_get_mark).
 --- Shows progress until it is done; M.cancel() (:CodaCancel) stops it.
 ---@param range table|nil
-function M.fill(range)
+---@param accept_rejected boolean|nil  true: fill even with a candidate the server rejected
+function M.fill(range, accept_rejected)
   local bufnr = api.nvim_get_current_buf()
   local client = vim.lsp.get_clients({ bufnr = bufnr, name = "coda" })[1]
   if not client then
-    vim.notify("Coda: no coda-lsp client in this buffer", vim.log.levels.WARN)
+    vim.notify("coda-lsp: not attached to this buffer (see :checkhealth coda)", vim.log.levels.WARN)
     return
   end
   if fill_job then
-    vim.notify("Coda: a fill is already running; :CodaCancel stops it", vim.log.levels.WARN)
+    vim.notify("coda-lsp: a fill is already running; :CodaCancel stops it", vim.log.levels.WARN)
     return
   end
   local enc = client.offset_encoding or "utf-16"
@@ -156,6 +174,19 @@ function M.fill(range)
       show_fill_progress(job)
     end
   end))
+  if accept_rejected then
+    local target = { uri = params.textDocument.uri, range = params.range, acceptRejected = true }
+    fill_request(job, "workspace/executeCommand",
+      { command = FILL_HOLE_COMMAND, arguments = { target } }, function()
+        -- The server applied its edit (workspace/applyEdit) before it answered, or said why not.
+        local filled = api.nvim_buf_get_changedtick(bufnr) ~= tick
+        finish_fill(job)
+        if filled then
+          api.nvim_exec_autocmds("User", { pattern = "CodaFilled", modeline = false })
+        end
+      end)
+    return
+  end
   fill_request(job, "textDocument/codeAction", params, function(actions)
     local action
     for _, candidate in ipairs(actions or {}) do
@@ -165,7 +196,7 @@ function M.fill(range)
       end
     end
     if not action then
-      finish_fill(job, "Coda: no hole to fill here")
+      finish_fill(job, "coda-lsp: no hole to fill here")
       return
     end
     -- The server may leave the edit to codeAction/resolve (computed only when chosen).
@@ -182,7 +213,7 @@ end
 --- LspDetach: a server that exits never answers, so its fill ends here.
 function M.on_detach(args)
   if fill_job and args.data.client_id == fill_job.client.id then
-    finish_fill(fill_job, "Coda: the server stopped during the fill", vim.log.levels.ERROR)
+    finish_fill(fill_job, "coda-lsp: the server stopped during the fill", vim.log.levels.ERROR)
   end
 end
 

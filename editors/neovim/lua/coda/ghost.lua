@@ -1,8 +1,10 @@
 --- Ghost text for Neovim < 0.12: asks coda-lsp for `textDocument/inlineCompletion` while
 --- typing (debounced, one request in flight per buffer, the older one cancelled), draws the
 --- suggestion with an extmark (inline virtual text for its first line, virt_lines for the
---- rest), and accepts it whole, by word or by line. Typing the suggestion's own next
---- characters keeps it; anything else drops it. It does not start the server.
+--- rest), and accepts it whole, by word or by line. When the server offers several (a hole
+--- asked for by hand: up to three, best first), next/prev cycle through them. Typing the
+--- suggestion's own next characters keeps it (and drops the others); anything else drops it.
+--- It does not start the server.
 local api = vim.api
 local uv = vim.uv or vim.loop
 local config = require("coda.config")
@@ -26,6 +28,8 @@ M.ns = api.nvim_create_namespace("coda.ghost")
 ---@field timer uv.uv_timer_t|nil
 ---@field request {client_id: integer, id: integer}|nil
 ---@field suggestion coda.Suggestion|nil
+---@field choices coda.Suggestion[]|nil  all the server offered here, as they came
+---@field index integer|nil             which of them shows
 ---@field extmark integer|nil
 
 ---@type table<integer, coda.BufState>
@@ -79,6 +83,7 @@ function M.dismiss(bufnr)
   cancel_request(bufnr, st)
   clear_extmark(bufnr, st)
   st.suggestion = nil
+  st.choices, st.index = nil, nil
 end
 
 local function render(bufnr, st)
@@ -147,14 +152,50 @@ local function on_result(bufnr, st, client, row, col, tick, err, result)
   if crow ~= row or ccol ~= col or not vim.startswith(api.nvim_get_mode().mode, "i") then
     return
   end
+  local choices = {}
   for _, item in ipairs(result.items or result) do
     local suggestion = to_suggestion(bufnr, client, item, row, col)
     if suggestion then
-      st.suggestion = suggestion
-      render(bufnr, st)
-      return
+      choices[#choices + 1] = suggestion
     end
   end
+  if #choices > 0 then
+    st.choices, st.index = choices, 1
+    st.suggestion = vim.deepcopy(choices[1])
+    render(bufnr, st)
+  end
+end
+
+-- Show the suggestion `step` places further (wrapping); false when there is nothing to cycle.
+local function cycle(step)
+  local bufnr = api.nvim_get_current_buf()
+  local st = states[bufnr]
+  if not st or not st.suggestion or not st.choices or #st.choices < 2 then
+    return false
+  end
+  st.index = (st.index - 1 + step) % #st.choices + 1
+  st.suggestion = vim.deepcopy(st.choices[st.index])
+  render(bufnr, st)
+  return true
+end
+
+--- Show the next of the server's suggestions. Returns false when fewer than two showed.
+function M.next()
+  return cycle(1)
+end
+
+--- Show the previous one. Returns false when fewer than two showed.
+function M.prev()
+  return cycle(-1)
+end
+
+--- Which suggestion shows and how many there are: index, count (nil when none shows).
+function M.position()
+  local st = states[api.nvim_get_current_buf()]
+  if not st or not st.suggestion or not st.choices then
+    return nil
+  end
+  return st.index, #st.choices
 end
 
 --- Ask the server now (the debounce is the caller's business).
@@ -215,6 +256,7 @@ local function on_insert_activity(bufnr)
       if s.text:sub(1, #typed) == typed then
         s.text = s.text:sub(#typed + 1)
         s.row, s.col = row, col
+        st.choices, st.index = nil, nil -- the others no longer start here
         render(bufnr, st)
         if st.suggestion then
           return

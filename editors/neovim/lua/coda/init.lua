@@ -5,11 +5,15 @@
 ---   require("coda").setup({ model = "/path/to/checkpoint", settings = { steps = 8 } })
 ---
 --- On Neovim >= 0.12 the built-in vim.lsp.inline_completion draws the suggestions; before
---- that coda.ghost does. Completion logic lives in the server, not here.
+--- that coda.ghost does. Completion logic lives in the server, not here. What the plugin and
+--- the server say reaches the user as one line starting with `coda-lsp:`; the server's
+--- questions (window/showMessageRequest, e.g. "Fill anyway (…)" for a refused hole) are
+--- answered through vim.ui.select.
 local api = vim.api
 local config = require("coda.config")
 local fill = require("coda.fill")
 local ghost = require("coda.ghost")
+local start = require("coda.start")
 
 local M = {}
 
@@ -24,6 +28,43 @@ local function client_for(bufnr)
 end
 
 local call = config.client_call
+
+local LEVELS = { vim.log.levels.ERROR, vim.log.levels.WARN, vim.log.levels.INFO,
+                 vim.log.levels.DEBUG }
+
+-- window/showMessage: one line, the one prefix (Neovim's own adds "LSP[coda][Warning]").
+local function on_show_message(_, params)
+  config.say(params.message or "", LEVELS[params.type] or vim.log.levels.INFO)
+  return vim.NIL
+end
+
+-- window/showMessageRequest: the question through vim.ui.select, the chosen action (or
+-- nothing) as the answer. Neovim runs server requests in a coroutine, so this can wait for
+-- the user; where it cannot, the message is said and nothing is chosen.
+local function on_message_request(_, params)
+  local message = config.one_line(params.message or "")
+  local actions = params.actions or {}
+  local co, is_main = coroutine.running()
+  if #actions == 0 or not co or is_main then
+    vim.notify(message, LEVELS[params.type] or vim.log.levels.INFO)
+    return vim.NIL
+  end
+  fill.asking(true)
+  api.nvim_echo({}, false, {}) -- the fill's progress line gives way to the question
+  vim.ui.select(actions, {
+    prompt = message,
+    kind = "coda-lsp",
+    format_item = function(action)
+      return (action.title:gsub("%s+", " "))
+    end,
+  }, function(choice)
+    vim.schedule(function() -- resume after the yield below, also for a synchronous select
+      fill.asking(false)
+      coroutine.resume(co, choice or vim.NIL)
+    end)
+  end)
+  return coroutine.yield()
+end
 
 local function on_status(_, result)
   M.status = result
@@ -53,24 +94,44 @@ local function command_missing()
   end
   if not missing_said then
     missing_said = true
-    vim.notify(("Coda: cannot start the server, %s is not executable. Install it (pip install "
-      .. "-e /path/to/coda-lsp) or set cmd in require('coda').setup(); see :checkhealth coda")
-      :format(exe), vim.log.levels.WARN)
+    config.say(("cannot start the server: %s is not executable; install it (pip install -e "
+      .. "/path/to/coda-lsp) or set cmd = { '/path/to/coda-lsp' } in require('coda').setup() "
+      .. "(see :checkhealth coda)"):format(exe), vim.log.levels.WARN)
   end
   return true
+end
+
+-- A server that did not start: one line (coda.start), and :CodaStatus / :checkhealth say it.
+-- A warning, like the missing command's: an error-level message aborts whatever Ex command or
+-- expression happens to be running when it arrives.
+local function on_start_failure(message)
+  config.say(message, vim.log.levels.WARN)
+  on_status(nil, { state = "error", message = message, latencyMs = vim.NIL })
 end
 
 --- The vim.lsp configuration for coda-lsp (what setup() registers).
 function M.lsp_config()
   local opts = M.options
+  local argv = config.command(opts)
+  -- Tells coda-lsp to name the setup() option, not its --model flag, for a wrong model folder.
+  local env = { CODA_LSP_MODEL_SETTING = "model in require('coda').setup()" }
+  local cmd = argv -- a command that cannot run is said on FileType (command_missing)
+  if vim.fn.executable(argv[1]) == 1 then
+    cmd = start.cmd(argv, env, on_start_failure)
+  end
   return {
     name = "coda",
-    cmd = config.command(opts),
+    cmd = cmd,
     filetypes = opts.filetypes,
     root_markers = opts.root_markers,
     init_options = server_settings(),
     settings = { coda = server_settings() },
-    handlers = { ["coda/status"] = on_status },
+    cmd_env = env,
+    handlers = {
+      ["coda/status"] = on_status,
+      ["window/showMessage"] = on_show_message,
+      ["window/showMessageRequest"] = on_message_request,
+    },
     capabilities = {
       textDocument = { inlineCompletion = { dynamicRegistration = false } },
     },
@@ -110,8 +171,18 @@ local function on_attach(bufnr)
     map_key(bufnr, keys.accept_word, "accept_word", "Coda: accept next word")
     map_key(bufnr, keys.accept_line, "accept_line", "Coda: accept line")
     map_key(bufnr, keys.dismiss, "dismiss", "Coda: dismiss suggestion")
+    map_key(bufnr, keys.next, "next", "Coda: next suggestion")
+    map_key(bufnr, keys.prev, "prev", "Coda: previous suggestion")
     if keys.suggest then
       vim.keymap.set("i", keys.suggest, M.suggest, { buffer = bufnr, desc = "Coda: suggest now" })
+    end
+  elseif vim.lsp.inline_completion.select then -- Neovim 0.12: its own cycling
+    for lhs, count in pairs({ [keys.next or ""] = 1, [keys.prev or ""] = -1 }) do
+      if lhs ~= "" then
+        vim.keymap.set("i", lhs, function()
+          vim.lsp.inline_completion.select({ count = count })
+        end, { buffer = bufnr, desc = "Coda: next/previous suggestion" })
+      end
     end
   end
 end
@@ -126,7 +197,7 @@ end
 --- Ask for a suggestion now (the `suggest` key), with auto_trigger on or off.
 function M.suggest()
   if not M.enabled() then
-    vim.notify("Coda: completions are off; :CodaToggle turns them on", vim.log.levels.WARN)
+    config.say("completions are off; :CodaToggle turns them on", vim.log.levels.WARN)
     return
   end
   ghost.trigger()
@@ -137,6 +208,9 @@ M.dismiss = function()
   ghost.dismiss()
 end
 M.visible = ghost.visible
+--- Show the next / previous of the server's suggestions; false when fewer than two showed.
+M.next = ghost.next
+M.prev = ghost.prev
 --- Fill the hole at the cursor or over `range` (see coda.fill); M.cancel() stops it.
 M.fill = fill.fill
 M.cancel = fill.cancel
@@ -146,10 +220,10 @@ M.filling = fill.running
 function M.status_line()
   local client = client_for(0)
   if not client then
-    return "Coda: not attached to this buffer"
+    return "coda-lsp: not attached to this buffer"
   end
   local s = M.status
-  local parts = { "Coda:" }
+  local parts = { "coda-lsp:" }
   if s then
     parts[#parts + 1] = s.state
     if s.message and s.message ~= "" then
@@ -189,12 +263,14 @@ end
 
 local function create_commands()
   api.nvim_create_user_command("CodaFill", function(cmd)
+    local range
     if cmd.range > 0 then
-      M.fill({ start = { cmd.line1, 0 }, ["end"] = { cmd.line2, #vim.fn.getline(cmd.line2) } })
-    else
-      M.fill()
+      range = { start = { cmd.line1, 0 }, ["end"] = { cmd.line2, #vim.fn.getline(cmd.line2) } }
     end
-  end, { range = true, desc = "Coda: fill the hole at the cursor (or the selected lines)" })
+    M.fill(range, cmd.bang)
+  end, { range = true, bang = true,
+         desc = "Coda: fill the hole at the cursor (or the selected lines); ! even with a fill "
+           .. "the server rejected" })
   api.nvim_create_user_command("CodaCancel", function()
     M.cancel()
   end, { desc = "Coda: stop the running :CodaFill" })
