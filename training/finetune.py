@@ -200,7 +200,7 @@ HELP = """\
 fine-tune a CoDA checkpoint on your repository (span-masked) or on prompt/response pairs (SFT)
 
 hardware:
-  CPU     --recipe finetune_repo_cpu (the default without CUDA): 2-6 minutes for the shipped
+  CPU     --recipe finetune_repo_cpu (the default without CUDA): 2-7 minutes for the shipped
           model on a 5-20k-line repository, with before/after scores on held-out files; a
           fine-tune that did not help is written to OUT/rejected/, not OUT/final/ (exit 1)
   GPU     --recipe finetune_repo_gpu (the default with CUDA), bf16; several GPUs or machines:

@@ -214,7 +214,8 @@ def finetune_repo_gpu() -> Recipe:
 def finetune_repo_cpu() -> Recipe:
     """Fine-tune the shipped model on one repository in a few minutes on a 2-core CPU.
 
-    Chosen by measurement on four repositories the model never saw (training/README.md):
+    Measured on four repositories the model never saw (training/README.md: the mean edit
+    similarity rose on all four, beyond one s.e. on one; more training was worse):
     lr 3e-4 (1e-3 made the model worse on every one), 10 warm-up steps then a cosine, two
     passes over the repository in batches of 16 rows of 256 tokens (capped at 100 steps), and
     half of the train tokens replayed from the stdlib the base model learned from, against
