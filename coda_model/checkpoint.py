@@ -199,6 +199,10 @@ def save_model(model: CodaModel, out_dir: str | os.PathLike, *,
                 if src.is_file():
                     shutil.copyfile(src, tmp / name)
         (tmp / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+        # mkdtemp makes the folder 0700: a model folder is a build output others serve too.
+        os.chmod(tmp, 0o755)
+        for f in tmp.iterdir():
+            os.chmod(f, 0o644)
         old = None
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old")

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from training.data import repo_split
 from training.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,13 @@ class DataConfig:
     max_span_tokens: int = 64
     seed: int = 0
     min_eval_files: int = 0             # small repositories: hold out at least this many files
+    # > 0: hold out files by a hash of their path inside the repository up to this fraction of
+    # its tokens (training.data.repo_split), instead of eval_fraction / min_eval_files.
+    eval_token_cap: float = 0.0
+    # General code mixed into the train split against forgetting (e.g. the stdlib the base
+    # model was trained on): this fraction of the train tokens comes from replay_sources.
+    replay_sources: tuple[str, ...] = ()
+    replay_mix: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -61,6 +69,8 @@ class DataConfig:
             raise ValueError("eval_fraction must be in [0, 1)")
         if self.seq_len < 8:
             raise ValueError("seq_len must be at least 8")
+        if not 0.0 <= self.eval_token_cap < 1.0 or not 0.0 <= self.replay_mix < 1.0:
+            raise ValueError("eval_token_cap and replay_mix must be in [0, 1)")
 
 
 class DataError(UsageError):
@@ -137,7 +147,10 @@ def read_corpus(cfg: DataConfig) -> list[Document]:
         raise DataError(f"no usable files in {', '.join(cfg.sources)}: all {sum(dropped.values())}"
                         f" dropped ({reasons}; sizes must be {cfg.min_bytes}-{cfg.max_bytes} "
                         f"bytes, lines under {cfg.max_line_length} characters)")
-    _hold_out_at_least(docs, cfg.min_eval_files)
+    if cfg.eval_token_cap > 0:
+        repo_split.hold_out(docs, cfg.eval_token_cap)
+    else:
+        _hold_out_at_least(docs, cfg.min_eval_files)
     log.info("read %d files, %d held out (dropped %s)", len(docs),
              sum(d.is_eval for d in docs), dropped)
     return docs
@@ -324,14 +337,25 @@ def build_dataset(cfg: DataConfig, tokenizer, out_dir: str | Path) -> dict:
         chosen = [d for d in docs if d.is_eval == (split == "eval")]
         encodings = tokenizer.backend.encode_batch([d.text for d in chosen],
                                                    add_special_tokens=False)
+        pairs = list(zip(chosen, encodings, strict=True))
+        repo_docs = {id(d) for d in chosen}
+        if split == "train" and cfg.replay_mix > 0 and cfg.replay_sources:
+            from training.data.replay import replay_documents
+            want = int(sum(len(e.ids) for e in encodings) * cfg.replay_mix / (1 - cfg.replay_mix))
+            extra = replay_documents(cfg, tokenizer, want, skip={d.sha256 for d in docs})
+            manifest["splits"]["replay"] = {"files": len(extra),
+                                            "tokens": sum(len(e.ids) for _, e in extra)}
+            pairs += extra
+            random.Random(cfg.seed + 1).shuffle(pairs)
         toks, spans = [], []
-        for doc, enc in zip(chosen, encodings, strict=True):
+        for doc, enc in pairs:
             toks.append(enc.ids)
             spans.append(token_spans(doc.text, enc.offsets,
                                      node_byte_spans(doc.text, doc.language),
                                      cfg.max_span_tokens))
-            manifest["files"][doc.path] = {"split": split, "sha256": doc.sha256,
-                                           "tokens": len(enc.ids)}
+            if id(doc) in repo_docs:
+                manifest["files"][doc.path] = {"split": split, "sha256": doc.sha256,
+                                               "tokens": len(enc.ids)}
         packed = pack(toks, spans, cfg.seq_len, tokenizer.eos_id)
         packed.save(out / f"{split}.safetensors")
         manifest["splits"][split] = {"files": len(chosen), "rows": len(packed),

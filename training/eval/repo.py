@@ -21,6 +21,7 @@ import torch
 from coda_syntax import languages
 from training.data import heldout
 from training.eval.evaluate import Context, Scorer, run_diffusion
+from training.run.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +61,21 @@ def middle_ce(model, tok, ex: heldout.Example, ctx: Context) -> float:
 
 @torch.no_grad()
 def score(model, tok, examples, steps: int = 8, prefix_tokens: int = 256,
-          suffix_tokens: int = 96) -> dict:
+          suffix_tokens: int = 96, desc: str = "scoring") -> dict:
     """Exact match and edit similarity of ``model``'s fills; leaves the global RNG untouched
     (a resumed run must draw exactly what an uninterrupted one draws)."""
     was_training = model.training
     model.eval()
+    fills, ces = [], []
+    bar = progress(len(examples), desc, unit="span")
     with torch.random.fork_rng(devices=[]):
-        ctx = [Context(tok, ex, prefix_tokens, suffix_tokens,
-                       model.config.max_position_embeddings) for ex in examples]
-        fills = run_diffusion(model, tok, examples, ctx, steps, "true", Scorer(10.0, 512))
-        ces = [middle_ce(model, tok, ex, c) for ex, c in zip(examples, ctx, strict=True)]
+        for ex in examples:
+            ctx = Context(tok, ex, prefix_tokens, suffix_tokens,
+                          model.config.max_position_embeddings)
+            fills += run_diffusion(model, tok, [ex], [ctx], steps, "true", Scorer(10.0, 512))
+            ces.append(middle_ce(model, tok, ex, ctx))
+            bar.update(1)
+    bar.close()
     model.train(was_training)
     n = max(1, len(fills))
     return {"spans": len(fills), "steps": steps,
@@ -101,11 +107,15 @@ def wins(before: dict, after: dict) -> str:
             f"{len(pairs) - up - down}; middle CE lower on {lower} of {len(pairs)}")
 
 
-def write(out: Path, rows: dict[str, dict], header: str) -> str:
-    """``eval.json`` and ``eval.md`` in the run folder; returns the markdown."""
+def write(out: Path, rows: dict[str, dict], header: str, judged=None) -> str:
+    """``eval.json`` and ``eval.md`` in the run folder; returns the markdown.  ``judged``: a
+    ``training.eval.verdict.Verdict``, kept in ``eval.json`` under ``"verdict"``."""
     text = f"{header}\n\n{table(rows)}\n"
     if len(rows) == 2:
         text += f"\n{wins(*rows.values())}\n"
-    (out / "eval.json").write_text(json.dumps(rows, indent=1) + "\n")
+    record = dict(rows)
+    if judged is not None:
+        record["verdict"] = judged.to_dict()
+    (out / "eval.json").write_text(json.dumps(record, indent=1) + "\n")
     (out / "eval.md").write_text(text)
     return text

@@ -44,6 +44,7 @@ from training.objective.masks import (
 )
 from training.run import checkpointing, recipes
 from training.run.metrics import MetricsLog, plot_losses
+from training.run.progress import progress as progress_bar
 from training.run.recipes import Recipe
 from training.run.state_io import StateError
 from training.run.torch_backend import TorchBackend
@@ -163,6 +164,13 @@ class Trainer:
         if train_split is None:   # packed above by the main process
             train_split, eval_split = load_packed(self.out / "data")
         self.train_split, self.eval_split = train_split, eval_split
+        if recipe.train.passes > 0:   # steps by the data's size, train.steps the cap
+            world = self.backend.world_size
+            steps = max(1, min(recipe.train.steps, math.ceil(
+                recipe.train.passes * len(train_split) / (recipe.train.batch_size * world))))
+            log.info("%g passes over %d rows: %d steps (cap %d)", recipe.train.passes,
+                     len(train_split), steps, recipe.train.steps)
+            self.recipe = recipe = replace(recipe, train=replace(recipe.train, steps=steps))
         model = build_model(recipe, self.tok)
         self.config = model.config
         self._resolve_speed(recipe.train)
@@ -185,6 +193,7 @@ class Trainer:
         self.step = 0
         self.tokens = 0
         self.ckpt_dir = self.out / "checkpoints"
+        self.final_dtype: str | None = None   # final/'s weights; None: as trained (fp32)
         self._last_plot = time.monotonic()
 
     def _resolve_speed(self, t) -> None:
@@ -410,7 +419,8 @@ class Trainer:
         last_ckpt = time.monotonic()
         t0, tokens0 = time.monotonic(), self.tokens
         end = t.steps if stop_after_step is None else min(t.steps, stop_after_step)
-        progress = _progress(self.step, end, self.backend.is_main)
+        progress = progress_bar(end, "training", unit="step", initial=self.step,
+                                enabled=self.backend.is_main)
         result: dict = {}
         while self.step < end and (deadline is None or time.monotonic() < deadline):
             out = self.train_step()
@@ -460,23 +470,9 @@ class Trainer:
         if self.step >= t.steps and self.backend.is_main:
             from coda_model import save_model
             save_model(self.backend.unwrap(self.model), self.out / "final",
-                       tokenizer_dir=self.tokenizer_dir)
+                       tokenizer_dir=self.tokenizer_dir, dtype=self.final_dtype)
             log.info("final model in %s", self.out / "final")
         return result
-
-
-def _progress(start: int, total: int, enabled: bool):
-    try:
-        from tqdm import tqdm
-    except ImportError:   # tqdm is an optional extra
-        tqdm = None
-    if tqdm is None or not enabled:
-        class _Null:
-            def update(self, n): ...
-            def set_postfix(self, **kw): ...
-            def close(self): ...
-        return _Null()
-    return tqdm(total=total, initial=start, unit="step", mininterval=10.0, dynamic_ncols=True)
 
 
 def describe(recipe: Recipe) -> str:

@@ -1,0 +1,51 @@
+"""Which files of a repository a fine-tune holds out for its before/after scores.
+
+Stable: the choice hangs on a hash of each file's path *inside* its repository, so renaming or
+moving the checkout (``~/src/boltons`` vs ``/tmp/boltons-26.2.0``) holds out the same files.
+Balanced by tokens: files are taken in hash order while the held-out part stays under ``cap``
+of the repository's tokens (a file that would overflow it is passed over), so one large module
+cannot hold out 45 % of a small repository and starve the training split.
+
+Tokens are counted without the tokenizer (words and punctuation marks, a close proxy for BPE
+tokens on code) so the split is the same in every process that reads the corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Protocol
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+class _Doc(Protocol):
+    path: str
+    text: str
+    is_eval: bool
+
+
+def path_in_repo(doc_path: str) -> str:
+    """``root/pkg/mod.py`` → ``pkg/mod.py``: the corpus prefixes paths with the folder's name."""
+    head, sep, rest = doc_path.partition("/")
+    return rest if sep else head
+
+
+def path_hash(doc_path: str) -> bytes:
+    return hashlib.sha256(path_in_repo(doc_path).encode("utf-8")).digest()
+
+
+def approx_tokens(text: str) -> int:
+    return len(_TOKEN.findall(text))
+
+
+def hold_out(docs: list[_Doc], cap: float) -> int:
+    """Mark held-out files in place (``is_eval``); returns the held-out token count."""
+    sizes = {id(d): approx_tokens(d.text) for d in docs}
+    budget = cap * sum(sizes.values())
+    held = 0
+    for doc in sorted(docs, key=lambda d: path_hash(d.path)):
+        doc.is_eval = held + sizes[id(doc)] <= budget
+        if doc.is_eval:
+            held += sizes[id(doc)]
+    return held
