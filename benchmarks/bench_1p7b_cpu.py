@@ -9,7 +9,7 @@ hole (512 context tokens, 16 masks, 8 steps) and a block (32 masks, 16 steps). P
 table and the CPU's bf16/int8 flags. Random weights: the timings and memory are the real
 model's, the text is not. A measurement, not a test; on a shared box compare ratios.
 
-    python benchmarks/bench_1p7b_cpu.py [--cache DIR] [--dtypes bfloat16,int8,int8-head]
+    python benchmarks/bench_1p7b_cpu.py [--cache DIR] [--dtypes int8,bfloat16,int8-head]
                                         [--threads 2] [--repeats 3]
 
 ``int8-head`` is int8 with the tied lm_head quantized too (quantize.TIED_HEAD = "int8")
@@ -128,7 +128,7 @@ def measure(folder: Path, dtype: str, threads: int, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    parser.add_argument("--dtypes", default="bfloat16,int8,int8-head")
+    parser.add_argument("--dtypes", default="int8,bfloat16,int8-head")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -140,11 +140,12 @@ def main() -> None:
 
     t = time.perf_counter()
     folder = write_checkpoint(args.cache)
-    print(f"checkpoint: {folder} (ready in {time.perf_counter() - t:.0f} s)")
+    print(f"checkpoint: {folder} (ready in {time.perf_counter() - t:.0f} s)", flush=True)
     flags = cpu_flags()
     wanted = ("avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni", "avx_vnni")
     print("cpu flags:", " ".join(f for f in wanted if f in flags) or "none of",
-          "| cores:", os.cpu_count(), "| threads:", args.threads, "| torch", torch.__version__)
+          "| cores:", os.cpu_count(), "| threads:", args.threads, "| torch",
+          torch.__version__, flush=True)
     rows = []
     for dtype in args.dtypes.split(","):
         out = subprocess.run([sys.executable, __file__, "--child", dtype, "--cache", str(folder),
@@ -154,6 +155,7 @@ def main() -> None:
             print(f"{dtype}: failed\n{out.stderr[-2000:]}")
             continue
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"  {dtype}: {rows[-1]}", flush=True)
     cols = list(GOALS)
     print(f"{'dtype':<10}" + "".join(f"{c:>13}" for c in cols))
     print(f"{'goal':<10}" + "".join(f"{'<= ' + str(GOALS[c]):>13}" for c in cols))
