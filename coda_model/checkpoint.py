@@ -16,15 +16,17 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from torch import nn
 
+from . import quantize
 from .config import CodaConfig
 from .modeling import CodaModel
-from .quantize import quantize_linears
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +102,53 @@ def weight_files(path: Path) -> list[Path]:
     raise CheckpointError(f"{path}: no {WEIGHTS} or {INDEX}")
 
 
-def read_tensors(files: list[Path], dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    tensors: dict[str, torch.Tensor] = {}
+READ_WINDOW_BYTES = 256 << 20  # bytes read through one open (memory-mapped) file handle
+
+
+def tensor_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape from the files' headers, without reading any weights."""
+    shapes: dict[str, tuple[int, ...]] = {}
     for f in files:
         try:
             with safe_open(str(f), framework="pt") as handle:
                 for name in handle.keys():
-                    tensors[name] = handle.get_tensor(name).to(dtype)
+                    shapes[name] = tuple(handle.get_slice(name).get_shape())
         except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{f}: corrupt or unreadable safetensors file ({exc})") from exc
-    return tensors
+    return shapes
+
+
+def stream_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Each tensor once, as stored, one at a time: the caller converts and places it before
+    the next is read, so a model never exists twice (nor in fp32 when served narrower).
+    safetensors maps the file into memory and the pages read stay in the process's RSS until
+    the handle closes, so the handle is reopened every READ_WINDOW_BYTES."""
+    for f in files:
+        handle = None
+        try:
+            with safe_open(str(f), framework="pt") as first:
+                names = list(first.keys())
+            read = 0
+            for name in names:
+                if handle is None:
+                    handle = safe_open(str(f), framework="pt")
+                    handle.__enter__()
+                tensor = handle.get_tensor(name)
+                read += tensor.numel() * tensor.element_size()
+                if read >= READ_WINDOW_BYTES:
+                    handle.__exit__(None, None, None)
+                    handle, read = None, 0
+                yield name, tensor
+        except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"{f}: corrupt or unreadable safetensors file ({exc})") from exc
+        finally:
+            if handle is not None:
+                handle.__exit__(None, None, None)
+
+
+def read_tensors(files: list[Path], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Every tensor at once in `dtype` (tools that edit a whole state dict; loading streams)."""
+    return {name: tensor.to(dtype) for name, tensor in stream_tensors(files)}
 
 
 def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
@@ -117,8 +156,13 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
                autoregressive: bool = False) -> CodaModel:
     """Load a CoDA folder strictly into a CodaModel in eval mode.
 
+    Tensors are read one at a time straight into the serving dtype and device (shapes are
+    checked from the headers first), so loading needs the model's memory and one tensor more.
+
     ``dtype="int8"``: float32 with every linear layer's weights int8 (coda_model.quantize), a
-    CPU serving choice.
+    CPU serving choice; each linear is quantized as it is read. A model too big to keep fp32
+    weights (quantize.KEEP_FP32_BYTES) also keeps its embedding table in bf16, and a tied
+    lm_head multiplies by that table (quantize.NarrowEmbedding, NarrowHead).
 
     ``autoregressive=True`` accepts an autoregressive checkpoint, for callers that decode it
     causally or train it further; by default one is refused before its weights are read.
@@ -132,9 +176,13 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     int8 = isinstance(dtype, str) and dtype.lower() == "int8"
     if int8 and torch.device(device).type != "cpu":
         raise CheckpointError(f"int8 runs on the CPU only, not {device}: use bfloat16 there")
+    if int8 and not quantize.int8_available():
+        raise CheckpointError(f"{path}: this PyTorch build has no int8 linear kernels: "
+                              "use --dtype float32")
     dtype = resolve_dtype(None if int8 else dtype)
-    state = read_tensors(weight_files(path), dtype)
-    if "lm_head.weight" not in state:
+    files = weight_files(path)
+    shapes = tensor_shapes(files)
+    if "lm_head.weight" not in shapes:
         log.info("no lm_head.weight in %s: tying it to the embedding", path)
         config = CodaConfig(**{**_fields(config), "tie_word_embeddings": True}, extra=config.extra)
     elif config.tie_word_embeddings:
@@ -142,11 +190,29 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
         config = CodaConfig(**{**_fields(config), "tie_word_embeddings": False}, extra=config.extra)
     with torch.device("meta"):
         model = CodaModel(config)
+    check_tensors(path, model, shapes)
+    if int8:
+        place = Int8Placement(model, shapes)
+    else:
+        def place(name: str, tensor: torch.Tensor) -> None:
+            _set_parameter(model, name, tensor.to(device=device, dtype=dtype))
+    for name, tensor in stream_tensors(files):
+        place(name, tensor)
+        del tensor
+    if int8:
+        place.finish()
+    elif config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    return model.to(device).eval()
+
+
+def check_tensors(path: Path, model: CodaModel, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Names and shapes on disk against the model the config describes, before any read."""
     expected = dict(model.state_dict())
-    if config.tie_word_embeddings:
+    if model.config.tie_word_embeddings:
         expected.pop("lm_head.weight", None)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
     if missing or unexpected:
         parts = []
         if missing:
@@ -157,20 +223,61 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
                          + (" ..." if len(unexpected) > 8 else ""))
         raise CheckpointError(f"{path}: does not match its config.json ({'; '.join(parts)})")
     for name, tensor in expected.items():
-        if tuple(state[name].shape) != tuple(tensor.shape):
+        if shapes[name] != tuple(tensor.shape):
             raise CheckpointError(
-                f"{path}: tensor {name} has shape {tuple(state[name].shape)}, "
+                f"{path}: tensor {name} has shape {shapes[name]}, "
                 f"config.json implies {tuple(tensor.shape)}"
             )
-    model.load_state_dict(state, strict=False, assign=True)
-    if config.tie_word_embeddings:
-        model.lm_head.weight = model.model.embed_tokens.weight
-    if int8:
-        try:
-            quantize_linears(model)
-        except RuntimeError as err:
-            raise CheckpointError(f"{path}: {err}") from None
-    return model.to(device).eval()
+
+
+def _set_parameter(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    """What load_state_dict(assign=True) does for one parameter: the tensor becomes it."""
+    owner, _, leaf = name.rpartition(".")
+    module = model.get_submodule(owner)
+    old = getattr(module, leaf)
+    setattr(module, leaf, nn.Parameter(tensor, requires_grad=old.requires_grad))
+
+
+class Int8Placement:
+    """Places streamed tensors into an int8 model: each linear weight becomes an Int8Linear
+    as it arrives (its fp32 form lives only while it is quantized), norms are fp32, and the
+    embedding fp32, or bf16 when the linears are too big to keep fp32 copies."""
+
+    def __init__(self, model: CodaModel, shapes: dict[str, tuple[int, ...]]) -> None:
+        self.model = model
+        self.linears = {f"{name}.weight": name for name, module in model.named_modules()
+                        if isinstance(module, nn.Linear)}
+        linear_numel = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+        self.keep_fp32 = 4 * linear_numel <= quantize.KEEP_FP32_BYTES
+        self.reduce_range = not bool(quantize.cpu_flags() & quantize.VNNI_FLAGS)
+        self.embedding = "model.embed_tokens.weight"
+
+    def __call__(self, name: str, tensor: torch.Tensor) -> None:
+        if name in self.linears:
+            layer = quantize.Int8Linear(tensor.float() if self.keep_fp32 else tensor,
+                                        self.reduce_range, self.keep_fp32)
+            owner, _, leaf = self.linears[name].rpartition(".")
+            setattr(self.model.get_submodule(owner), leaf, layer)
+        elif name == self.embedding and not self.keep_fp32:
+            narrow = tensor if tensor.dtype in (torch.bfloat16, torch.float16) else tensor.to(
+                torch.bfloat16)
+            table = quantize.NarrowEmbedding(narrow.shape[0], narrow.shape[1], _weight=narrow)
+            table.weight.requires_grad_(self.model.model.embed_tokens.weight.requires_grad)
+            self.model.model.embed_tokens = table
+        else:
+            _set_parameter(self.model, name, tensor.float())
+
+    def finish(self) -> None:
+        """The tied lm_head, once the embedding is in."""
+        if not self.model.config.tie_word_embeddings:
+            return
+        table = self.model.model.embed_tokens
+        if self.keep_fp32:
+            self.model.lm_head = quantize.Int8Linear(table.weight, self.reduce_range, True)
+        elif quantize.TIED_HEAD == "int8":
+            self.model.lm_head = quantize.Int8Linear(table.weight, self.reduce_range, False)
+        else:
+            self.model.lm_head = quantize.NarrowHead(table)
 
 
 def _fields(config: CodaConfig) -> dict:

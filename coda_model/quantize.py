@@ -81,6 +81,28 @@ def full_precision():
 KEEP_FP32_BYTES = 1 << 30  # linear weights up to this size in fp32 are kept for full_precision
 
 
+CHUNK_BYTES = 64 << 20  # fp32 rows quantized at a time: a 1.7B model's tied lm_head is 1.2 GB
+
+
+def quantize_rows(weight: torch.Tensor) -> torch.Tensor:
+    """Per-output-channel symmetric int8 (scale = max |w| / 127) of a weight in any float dtype,
+    a few rows at a time so a bf16 table never exists in fp32 all at once. Rows are quantized
+    independently, so the result is the same as quantizing the whole fp32 weight."""
+    rows, cols = weight.shape
+    step = max(1, CHUNK_BYTES // (4 * cols))
+    values = torch.empty(rows, cols, dtype=torch.int8)
+    scales = torch.empty(rows, dtype=torch.float64)
+    for lo in range(0, rows, step):
+        w = weight[lo : lo + step].detach().float().cpu()
+        scale = (w.abs().amax(dim=1).clamp_min(1e-12) / 127).double()
+        zero = torch.zeros(w.shape[0], dtype=torch.int64)
+        values[lo : lo + step] = torch.quantize_per_channel(w, scale, zero, 0,
+                                                            torch.qint8).int_repr()
+        scales[lo : lo + step] = scale
+    return torch._make_per_channel_quantized_tensor(
+        values, scales, torch.zeros(rows, dtype=torch.int64), 0)
+
+
 class Int8Linear(nn.Module):
     """A bias-free linear layer with int8 weights (per output channel) and dynamic int8 inputs.
     With keep_fp32 it keeps the fp32 weight too, for `full_precision` (a few MB for the shipped
@@ -89,14 +111,10 @@ class Int8Linear(nn.Module):
     def __init__(self, weight: torch.Tensor, reduce_range: bool, keep_fp32: bool = True) -> None:
         super().__init__()
         self.register_buffer("weight", weight.detach() if keep_fp32 else None, persistent=False)
-        w = weight.detach().float().cpu()
-        scale = (w.abs().amax(dim=1).clamp_min(1e-12) / 127).double()
-        zero = torch.zeros(w.shape[0], dtype=torch.int64)
         with warnings.catch_warnings():  # "quantized tensors are deprecated": int8_available
             warnings.simplefilter("ignore")  # says whether this build still has them
-            q = torch.quantize_per_channel(w, scale, zero, 0, torch.qint8)
-        self._packed = torch.ops.quantized.linear_prepack(q, None)
-        self.in_features, self.out_features = w.shape[1], w.shape[0]
+            self._packed = torch.ops.quantized.linear_prepack(quantize_rows(weight), None)
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
         self.reduce_range = reduce_range
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,3 +152,33 @@ def quantize_linears(model: nn.Module, reduce_range: bool | None = None,
             raise ValueError(f"{name}: int8 layers here have no bias")
         setattr(parent, name, Int8Linear(child.weight, reduce_range, keep_fp32))
     return len(swaps)
+
+
+class NarrowEmbedding(nn.Embedding):
+    """An embedding table kept in bf16 (or fp16) that hands out fp32 rows: for an int8 model
+    too big to keep fp32 weights (a 1.7B model's table is 1.2 GB in fp32, 0.6 GB in bf16; the
+    release stores it in bf16, so nothing is lost). The rows continue in fp32, as the int8
+    layers and the norms expect."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return super().forward(ids).float()
+
+
+class NarrowHead(nn.Module):
+    """A tied lm_head that multiplies by the embedding table in its own narrow dtype and
+    returns fp32 logits: no second copy of the table (int8 would add 0.3 GB for a 1.7B)."""
+
+    def __init__(self, embedding: nn.Embedding) -> None:
+        super().__init__()
+        self.embedding = [embedding]  # a list: the table stays one parameter, owned once
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.embedding[0].weight
+        return F.linear(x.to(weight.dtype), weight).float()
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.embedding[0].weight
+
+
+TIED_HEAD = "narrow"  # a big int8 model's tied lm_head: "narrow" (NarrowHead) or "int8"
