@@ -24,6 +24,8 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -32,6 +34,7 @@ from coda_lsp.core import fim, logs
 from coda_lsp.core.engine import Cancelled, Engine
 from coda_lsp.core.scheduling import Scheduler, Superseded
 from coda_lsp.core.settings import Settings
+from coda_lsp.http.guard import Policy, WebGuard
 from coda_lsp.http.wire import (
     Answer,
     BadRequest,
@@ -67,8 +70,10 @@ class Service:
     """One engine, one worker, the server's settings; what every handler shares."""
 
     def __init__(self, engine: Engine, settings: Settings, model_name: str,
-                 api_key: str | None = None, fast: bool = False) -> None:
+                 api_key: str | None = None, fast: bool = False,
+                 policy: Policy | None = None) -> None:
         self.engine = engine
+        self.policy = policy or Policy.make()  # who may call: no web page unless allowed
         self.fast = fast  # the language server's typing path: approximate, far faster
         self.settings = settings
         self.model_name = model_name
@@ -305,7 +310,15 @@ def create_app(service: Service) -> Starlette:
         Route("/v1/fim/completions", chat, methods=["POST"]),
     ]
     handlers = {HttpError: http_error, BadRequest: http_error, HTTPException: http_error}
-    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    origins = sorted(service.policy.origins)
+    middleware = [
+        Middleware(WebGuard, policy=service.policy),  # outermost: refused before anything runs
+        Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                   allow_headers=["Authorization", "Content-Type", "X-Api-Key", CLIENT_HEADER],
+                   max_age=600),
+    ]
+    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan,
+                     middleware=middleware)
 
 
 def bind(host: str, port: int) -> socket.socket:
