@@ -133,6 +133,9 @@ def http_parser() -> argparse.ArgumentParser:
                    help="a web origin (https://example.com, or *) whose pages may call the "
                         "server; repeatable (default: none; $CODA_LSP_ALLOW_ORIGINS, "
                         "comma-separated)")
+    p.add_argument("--max-queue", type=int, default=32, metavar="N",
+                   help="fills waiting or running at once; past it a request is answered 503 "
+                        "with Retry-After at once (default 32)")
     p.add_argument("--allow-host", action="append", metavar="NAME", default=[],
                    help="a Host name besides loopback names, IP addresses and --host that "
                         "requests may name (DNS rebinding guard); repeatable, * for any")
@@ -192,6 +195,8 @@ def serve_main(args: argparse.Namespace) -> int:
 
 def http_main(args: argparse.Namespace) -> int:
     defaults = defaults_from(args)
+    if args.max_queue < 1:
+        raise StartupError("--max-queue must be at least 1")
     model_dir = check_model_dir(args.model or default_model_dir())
     logs.setup(args.verbose, args.log_file)
     from coda_lsp.core.engine import Engine
@@ -210,7 +215,7 @@ def http_main(args: argparse.Namespace) -> int:
     print(f"coda-lsp http: serving {name} on http://{host}:{port}", file=sys.stderr, flush=True)
     policy = Policy.make(args.allow_origin, args.allow_host, bound_host=args.host)
     service = http_server.Service(engine, defaults, name, args.api_key, fast=args.fast,
-                                  policy=policy)
+                                  policy=policy, max_queue=args.max_queue)
     http_server.serve(service, sock, args.verbose)
     return 0
 

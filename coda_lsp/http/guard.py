@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -79,9 +79,11 @@ def _host_name(host: str) -> str:
 class WebGuard:
     """ASGI middleware: 403 for a foreign ``Origin`` or ``Host`` before any handler runs."""
 
-    def __init__(self, app: ASGIApp, policy: Policy) -> None:
+    def __init__(self, app: ASGIApp, policy: Policy,
+                 on_refused: Callable[[], object] | None = None) -> None:
         self.app = app
         self.policy = policy
+        self.on_refused = on_refused  # counts refusals (/metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -98,6 +100,8 @@ class WebGuard:
             await self.app(scope, receive, send)
             return
         log.warning("refused %s %s: %s", scope.get("method"), scope.get("path"), reason)
+        if self.on_refused is not None:
+            self.on_refused()
         body = json.dumps({"error": {"message": reason, "type": "forbidden", "code": 403}})
         await send({"type": "http.response.start", "status": 403,
                     "headers": [(b"content-type", b"application/json"),

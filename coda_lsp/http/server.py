@@ -18,7 +18,9 @@ import hmac
 import itertools
 import json
 import logging
+import math
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -35,6 +37,7 @@ from coda_lsp.core.engine import Cancelled, Engine
 from coda_lsp.core.scheduling import Scheduler, Superseded
 from coda_lsp.core.settings import Settings
 from coda_lsp.http.guard import Policy, WebGuard
+from coda_lsp.http.metrics import Metrics
 from coda_lsp.http.wire import (
     Answer,
     BadRequest,
@@ -58,12 +61,15 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 2 << 20  # llama.vim's 16 extra-context chunks are ~100 KB
 CLIENT_HEADER = "x-coda-client"
 CLIENT_GONE = 499  # nginx's "client closed request": nobody reads it, the log does
+MAX_QUEUE = 32  # fills waiting or running; past it a request is answered 503 at once
+RETRY_AFTER_MAX = 60  # seconds: the most a 503 asks a client to wait
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers or {}
 
 
 class Service:
@@ -71,7 +77,7 @@ class Service:
 
     def __init__(self, engine: Engine, settings: Settings, model_name: str,
                  api_key: str | None = None, fast: bool = False,
-                 policy: Policy | None = None) -> None:
+                 policy: Policy | None = None, max_queue: int = MAX_QUEUE) -> None:
         self.engine = engine
         self.policy = policy or Policy.make()  # who may call: no web page unless allowed
         self.fast = fast  # the language server's typing path: approximate, far faster
@@ -79,6 +85,9 @@ class Service:
         self.model_name = model_name
         self.api_key = api_key
         self.scheduler = Scheduler()
+        self.max_queue = max_queue
+        self.metrics = Metrics(self.scheduler.depth, max_queue)
+        self.fill_seconds = 1.0  # recent fills' mean model time (EWMA): sizes Retry-After
         self.closing = False
         self._ids = itertools.count(1)
 
@@ -92,13 +101,29 @@ class Service:
         if not hmac.compare_digest(given.encode(), self.api_key.encode()):
             raise HttpError(401, "missing or wrong API key (Authorization: Bearer KEY)")
 
+    def admit(self, req: FimRequest) -> None:
+        """Refuse at once (503, Retry-After) when the queue is full; a request that replaces
+        its client's waiting one adds nothing to the queue and is always admitted."""
+        depth = self.scheduler.depth()
+        if depth < self.max_queue or self.scheduler.has_pending(req.client):
+            return
+        self.metrics.rejected.labels("queue_full").inc()
+        wait = min(RETRY_AFTER_MAX, max(1, math.ceil(depth * self.fill_seconds)))
+        log.warning("queue full (%d fills waiting or running): 503", depth)
+        raise HttpError(503, f"the server is busy ({depth} fills queued); retry in {wait} s",
+                        {"Retry-After": str(wait)})
+
     def submit(self, req: FimRequest, stages: logs.Stages,
                on_partial: fim.Partial | None = None) -> tuple[asyncio.Future, Settings]:
         settings = req.settings(self.settings)
         engine = self.engine
+        self.admit(req)
+        queued = time.perf_counter()
 
         def work(should_stop: Callable[[], bool]) -> fim.Outcome:
             polls = 0  # the sampler asks before each step: polls - 1 steps ran
+            started = time.perf_counter()
+            self.metrics.waited.observe(started - queued)
 
             def counted() -> bool:
                 nonlocal polls
@@ -115,25 +140,36 @@ class Service:
                 log.info("[%s] stopped after %d of %d denoising steps", stages.request_id,
                          polls - 1, settings.steps)
                 raise
+            finally:
+                seconds = time.perf_counter() - started
+                self.metrics.model.observe(seconds)
+                self.fill_seconds = 0.8 * self.fill_seconds + 0.2 * seconds
 
         return self.scheduler.submit(req.client, work), settings
 
     def answer(self, future: asyncio.Future, req: FimRequest, settings: Settings,
                stages: logs.Stages) -> Answer:
         """The finished fill, or the HttpError that says why there is none."""
+        endpoint = stages.request_id.rsplit("-", 1)[0]
+        outcome_of = self.metrics.fills.labels
+        self.metrics.latency.labels(endpoint).observe(stages.total_ms / 1e3)
         try:
             outcome: fim.Outcome = future.result()
         except asyncio.CancelledError:
+            outcome_of(endpoint, "cancelled").inc()
             log.info("%s", stages.line("cancelled: the client went away"))
             raise HttpError(CLIENT_GONE, "the client closed the request") from None
         except Superseded:
+            outcome_of(endpoint, "superseded").inc()
             if self.closing:
                 raise HttpError(503, "the server is shutting down") from None
             log.info("%s", stages.line("superseded"))
             raise HttpError(409, "superseded by a newer request from this client") from None
         except Exception as exc:  # a model failure costs one request, never the server
+            outcome_of(endpoint, "failed").inc()
             log.exception("%s", stages.line("failed"))
             raise HttpError(500, f"the fill failed: {exc}") from None
+        outcome_of(endpoint, "ok").inc()
         stages.mark("queue+model")
         stages.add(outcome.timings)
         if self.fast:
@@ -174,7 +210,11 @@ class Service:
             def on_partial(step: int, steps: int, texts: list[str]) -> None:
                 loop.call_soon_threadsafe(queue.put_nowait,
                                           {"step": step, "steps": steps, "candidates": texts})
-        future, settings = self.submit(req, stages, on_partial)
+        try:
+            future, settings = self.submit(req, stages, on_partial)
+        except HttpError as exc:  # the queue filled up since the handler admitted it
+            yield _sse(error_body(str(exc), exc.status))
+            return
         future.add_done_callback(lambda _f: queue.put_nowait(None))
         try:
             while (state := await queue.get()) is not None:
@@ -235,7 +275,11 @@ def _checked(req: FimRequest, service: Service) -> FimRequest:
 
 def create_app(service: Service) -> Starlette:
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "ok", "queue": {"depth": service.scheduler.depth(),
+                                                       "max": service.max_queue}})
+
+    async def metrics(request: Request) -> Response:
+        return Response(service.metrics.text(), media_type=service.metrics.content_type)
 
     async def models(request: Request) -> Response:
         service.authorize(request)
@@ -254,6 +298,8 @@ def create_app(service: Service) -> Starlette:
 
         def on_answer(a: Answer) -> list:
             return [infill_chunk(a.texts[0]), {**infill_body(a), "content": ""}]
+
+        service.admit(req)  # a full queue is a 503 before the event stream starts
 
         return _stream(service.events(req, "infill", lambda s: infill_chunk("", s), on_answer))
 
@@ -282,6 +328,8 @@ def create_app(service: Service) -> Starlette:
                 def on_state(state: dict) -> dict:
                     return chunk(cid, service.model_name, 0, "", state=state)
 
+                service.admit(req)
+
                 return _stream(service.events(req, name, on_state, on_answer))
             return JSONResponse(shape(answer, cid))
 
@@ -290,7 +338,8 @@ def create_app(service: Service) -> Starlette:
     async def http_error(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status", None) or getattr(exc, "status_code", 500)
         message = str(getattr(exc, "detail", None) or exc) or "error"
-        return JSONResponse(error_body(message, status), status_code=status)
+        return JSONResponse(error_body(message, status), status_code=status,
+                            headers=getattr(exc, "headers", None))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -302,6 +351,7 @@ def create_app(service: Service) -> Starlette:
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/v1/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/models", models, methods=["GET"]),
         Route("/infill", infill, methods=["POST"]),
@@ -312,7 +362,9 @@ def create_app(service: Service) -> Starlette:
     handlers = {HttpError: http_error, BadRequest: http_error, HTTPException: http_error}
     origins = sorted(service.policy.origins)
     middleware = [
-        Middleware(WebGuard, policy=service.policy),  # outermost: refused before anything runs
+        # outermost: a foreign Origin or Host is refused before anything else runs
+        Middleware(WebGuard, policy=service.policy,
+                   on_refused=service.metrics.rejected.labels("forbidden").inc),
         Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
                    allow_headers=["Authorization", "Content-Type", "X-Api-Key", CLIENT_HEADER],
                    max_age=600),
