@@ -36,6 +36,7 @@ from coda_lsp.core import fim, logs
 from coda_lsp.core.engine import Cancelled, Engine
 from coda_lsp.core.scheduling import Scheduler, Superseded
 from coda_lsp.core.settings import Settings
+from coda_lsp.http.grammar import document_uri
 from coda_lsp.http.guard import Policy, WebGuard
 from coda_lsp.http.metrics import Metrics
 from coda_lsp.http.wire import (
@@ -130,10 +131,11 @@ class Service:
                 polls += 1
                 return should_stop()
 
-            log.debug("[%s] running", stages.request_id)
+            uri, how = document_uri(req.prefix, req.suffix, req.language, req.filename)
+            log.debug("[%s] running (%s: %s)", stages.request_id, how, uri)
             try:
                 return fim.fill_between(engine, req.prefix, req.suffix, settings,
-                                        settings.steps, should_stop=counted,
+                                        settings.steps, uri=uri, should_stop=counted,
                                         on_partial=on_partial, fast=self.fast,
                                         carry_key=f"client:{req.client}")
             except Cancelled:

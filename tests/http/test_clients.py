@@ -23,7 +23,9 @@ def expected(tiny_model_dir, tmp_path_factory):
     """What `coda-lsp fill` inserts at each case's cursor (non-empty, or the test is moot)."""
     out = []
     for i, (prefix, suffix) in enumerate(CASES):
-        filled = fill_cli(tiny_model_dir, tmp_path_factory.mktemp(f"fill{i}"), prefix, suffix)
+        # the server detects Python from the text and offers its best fill, parsing or not
+        filled = fill_cli(tiny_model_dir, tmp_path_factory.mktemp(f"fill{i}"), prefix, suffix,
+                          STEPS, "snippet.py", "--accept-rejected")
         assert filled.startswith(prefix) and filled.endswith(suffix)
         middle = filled[len(prefix): len(filled) - len(suffix)]
         assert middle.strip(), "coda-lsp fill filled nothing: the comparison would be empty"
