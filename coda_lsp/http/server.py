@@ -283,10 +283,20 @@ def create_app(service: Service) -> Starlette:
     async def metrics(request: Request) -> Response:
         return Response(service.metrics.text(), media_type=service.metrics.content_type)
 
+    def model_card() -> dict:
+        return {"id": service.model_name, "object": "model", "created": 0, "owned_by": "coda-lsp"}
+
     async def models(request: Request) -> Response:
         service.authorize(request)
-        return JSONResponse({"object": "list", "data": [
-            {"id": service.model_name, "object": "model", "created": 0, "owned_by": "coda-lsp"}]})
+        return JSONResponse({"object": "list", "data": [model_card()]})
+
+    async def model(request: Request) -> Response:
+        """OpenAI's models.retrieve: the one model this server serves, by its name."""
+        service.authorize(request)
+        if request.path_params["model"] != service.model_name:
+            raise HttpError(404, f"no model {request.path_params['model']!r}; this server "
+                                 f"serves {service.model_name!r}")
+        return JSONResponse(model_card())
 
     async def infill(request: Request) -> Response:
         service.authorize(request)
@@ -356,6 +366,8 @@ def create_app(service: Service) -> Starlette:
         Route("/metrics", metrics, methods=["GET"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/models", models, methods=["GET"]),
+        Route("/v1/models/{model:path}", model, methods=["GET"]),
+        Route("/models/{model:path}", model, methods=["GET"]),
         Route("/infill", infill, methods=["POST"]),
         Route("/v1/completions", text, methods=["POST"]),
         Route("/completions", text, methods=["POST"]),

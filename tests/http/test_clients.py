@@ -244,6 +244,16 @@ def test_models_and_health(http_server):
     assert [m.id for m in models.data] == [http_server_model_name(http_server)]
 
 
+def test_openai_client_retrieves_the_model_by_name(http_server):
+    import openai
+
+    client = openai_client(http_server)
+    name = http_server_model_name(http_server)
+    assert client.models.retrieve(name).id == name
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4")
+
+
 def http_server_model_name(server) -> str:
     status, body = server.request("GET", "/v1/models")
     assert status == 200
