@@ -31,16 +31,19 @@ ROOT = Path(__file__).resolve().parents[1]
 TEXT = (ROOT / "coda_lsp" / "core" / "engine.py").read_text(encoding="utf-8")
 
 
-def start_server(model: str, fast: bool) -> tuple[subprocess.Popen, int]:
+def start_server(model: str, fast: bool, log: Path) -> tuple[subprocess.Popen, int]:
+    """The server, its stderr (request log, failures) in ``log``; returns once it serves."""
     command = [sys.executable, "-m", "coda_lsp", "http", "--model", model, "--port", "0"]
-    proc = subprocess.Popen(command + (["--fast"] if fast else []), stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True)
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if "serving" in line:
-            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
-            return proc, int(line.rsplit(":", 1)[1])
-    raise SystemExit("the server did not start")
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command + (["--fast"] if fast else []), stderr=out,
+                                stdout=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        for line in log.read_text().splitlines():
+            if "serving" in line:
+                return proc, int(line.rsplit(":", 1)[1])
+        time.sleep(0.2)
+    raise SystemExit(f"the server did not start: {log}")
 
 
 def proc_stats(pid: int) -> tuple[float, int, int]:
@@ -121,8 +124,9 @@ def main() -> None:
     p.add_argument("--exact", action="store_true", help="the exact path, not --fast")
     p.add_argument("--csv", default="soak.csv")
     p.add_argument("--png", default=None)
+    p.add_argument("--log", default="soak-server.log", help="the server's stderr")
     args = p.parse_args()
-    proc, port = start_server(args.model, not args.exact)
+    proc, port = start_server(args.model, not args.exact, Path(args.log))
     load = Load(port, args.clients)
     rows = []
     try:
