@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from coda_lsp import __version__
 from coda_lsp.core import logs
 from coda_lsp.core.settings import ALGORITHMS, MULTILINE, Settings
+from coda_lsp.http.guard import ALLOW_ORIGINS_ENV, Policy, origins_from_env
 
 if TYPE_CHECKING:  # the engine imports torch: only once the flags are known good
     from coda_lsp.core.contract import Decision
@@ -139,6 +140,17 @@ def http_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true",
                    help="the language server's typing path: faster, approximate (fills may "
                         "differ from coda-lsp fill)")
+    p.add_argument("--allow-origin", action="append", metavar="ORIGIN",
+                   default=origins_from_env(os.environ.get(ALLOW_ORIGINS_ENV)),
+                   help="a web origin (https://example.com, or *) whose pages may call the "
+                        "server; repeatable (default: none; $CODA_LSP_ALLOW_ORIGINS, "
+                        "comma-separated)")
+    p.add_argument("--max-queue", type=int, default=32, metavar="N",
+                   help="fills waiting or running at once; past it a request is answered 503 "
+                        "with Retry-After at once (default 32)")
+    p.add_argument("--allow-host", action="append", metavar="NAME", default=[],
+                   help="a Host name besides loopback names, IP addresses and --host that "
+                        "requests may name (DNS rebinding guard); repeatable, * for any")
     return p
 
 
@@ -204,6 +216,8 @@ def serve_main(args: argparse.Namespace) -> int:
 
 def http_main(args: argparse.Namespace) -> int:
     defaults = defaults_from(args)
+    if args.max_queue < 1:
+        raise StartupError("--max-queue must be at least 1")
     model_dir = check_model_dir(args.model or default_model_dir())
     logs.setup(args.verbose, args.log_file)
     from coda_lsp.core.engine import Engine
@@ -220,7 +234,9 @@ def http_main(args: argparse.Namespace) -> int:
     name = args.model.name if args.model else "coda"
     host, port = sock.getsockname()[:2]
     print(f"coda-lsp http: serving {name} on http://{host}:{port}", file=sys.stderr, flush=True)
-    service = http_server.Service(engine, defaults, name, args.api_key, fast=args.fast)
+    policy = Policy.make(args.allow_origin, args.allow_host, bound_host=args.host)
+    service = http_server.Service(engine, defaults, name, args.api_key, fast=args.fast,
+                                  policy=policy, max_queue=args.max_queue)
     http_server.serve(service, sock, args.verbose)
     return 0
 

@@ -76,6 +76,17 @@ class Scheduler:
             self._cond.notify()
         return job.future
 
+    def depth(self) -> int:
+        """Jobs still to answer: waiting (not dropped) plus the one running."""
+        with self._cond:
+            waiting = sum(not job.stop.is_set() for job in self._queue)
+            return waiting + (self._running is not None)
+
+    def has_pending(self, key: str | None) -> bool:
+        """Whether a submission with this key would replace a waiting job (not add one)."""
+        with self._cond:
+            return key is not None and key in self._pending
+
     def close(self) -> None:
         with self._cond:
             self._closed = True

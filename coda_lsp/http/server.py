@@ -18,12 +18,16 @@ import hmac
 import itertools
 import json
 import logging
+import math
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -32,6 +36,9 @@ from coda_lsp.core import fim, logs
 from coda_lsp.core.engine import Cancelled, Engine
 from coda_lsp.core.scheduling import Scheduler, Superseded
 from coda_lsp.core.settings import Settings
+from coda_lsp.http.grammar import document_uri
+from coda_lsp.http.guard import Policy, WebGuard
+from coda_lsp.http.metrics import Metrics
 from coda_lsp.http.wire import (
     Answer,
     BadRequest,
@@ -55,25 +62,33 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 2 << 20  # llama.vim's 16 extra-context chunks are ~100 KB
 CLIENT_HEADER = "x-coda-client"
 CLIENT_GONE = 499  # nginx's "client closed request": nobody reads it, the log does
+MAX_QUEUE = 32  # fills waiting or running; past it a request is answered 503 at once
+RETRY_AFTER_MAX = 60  # seconds: the most a 503 asks a client to wait
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers or {}
 
 
 class Service:
     """One engine, one worker, the server's settings; what every handler shares."""
 
     def __init__(self, engine: Engine, settings: Settings, model_name: str,
-                 api_key: str | None = None, fast: bool = False) -> None:
+                 api_key: str | None = None, fast: bool = False,
+                 policy: Policy | None = None, max_queue: int = MAX_QUEUE) -> None:
         self.engine = engine
+        self.policy = policy or Policy.make()  # who may call: no web page unless allowed
         self.fast = fast  # the language server's typing path: approximate, far faster
         self.settings = settings
         self.model_name = model_name
         self.api_key = api_key
         self.scheduler = Scheduler()
+        self.max_queue = max_queue
+        self.metrics = Metrics(self.scheduler.depth, max_queue)
+        self.fill_seconds = 1.0  # recent fills' mean model time (EWMA): sizes Retry-After
         self.closing = False
         self._ids = itertools.count(1)
 
@@ -87,48 +102,76 @@ class Service:
         if not hmac.compare_digest(given.encode(), self.api_key.encode()):
             raise HttpError(401, "missing or wrong API key (Authorization: Bearer KEY)")
 
+    def admit(self, req: FimRequest) -> None:
+        """Refuse at once (503, Retry-After) when the queue is full; a request that replaces
+        its client's waiting one adds nothing to the queue and is always admitted."""
+        depth = self.scheduler.depth()
+        if depth < self.max_queue or self.scheduler.has_pending(req.client):
+            return
+        self.metrics.rejected.labels("queue_full").inc()
+        wait = min(RETRY_AFTER_MAX, max(1, math.ceil(depth * self.fill_seconds)))
+        log.warning("queue full (%d fills waiting or running): 503", depth)
+        raise HttpError(503, f"the server is busy ({depth} fills queued); retry in {wait} s",
+                        {"Retry-After": str(wait)})
+
     def submit(self, req: FimRequest, stages: logs.Stages,
                on_partial: fim.Partial | None = None) -> tuple[asyncio.Future, Settings]:
         settings = req.settings(self.settings)
         engine = self.engine
+        self.admit(req)
+        queued = time.perf_counter()
 
         def work(should_stop: Callable[[], bool]) -> fim.Outcome:
             polls = 0  # the sampler asks before each step: polls - 1 steps ran
+            started = time.perf_counter()
+            self.metrics.waited.observe(started - queued)
 
             def counted() -> bool:
                 nonlocal polls
                 polls += 1
                 return should_stop()
 
-            log.debug("[%s] running", stages.request_id)
+            uri, how = document_uri(req.prefix, req.suffix, req.language, req.filename)
+            log.debug("[%s] running (%s: %s)", stages.request_id, how, uri)
             try:
                 return fim.fill_between(engine, req.prefix, req.suffix, settings,
-                                        settings.steps, should_stop=counted,
+                                        settings.steps, uri=uri, should_stop=counted,
                                         on_partial=on_partial, fast=self.fast,
                                         carry_key=f"client:{req.client}")
             except Cancelled:
                 log.info("[%s] stopped after %d of %d denoising steps", stages.request_id,
                          polls - 1, settings.steps)
                 raise
+            finally:
+                seconds = time.perf_counter() - started
+                self.metrics.model.observe(seconds)
+                self.fill_seconds = 0.8 * self.fill_seconds + 0.2 * seconds
 
         return self.scheduler.submit(req.client, work), settings
 
     def answer(self, future: asyncio.Future, req: FimRequest, settings: Settings,
                stages: logs.Stages) -> Answer:
         """The finished fill, or the HttpError that says why there is none."""
+        endpoint = stages.request_id.rsplit("-", 1)[0]
+        outcome_of = self.metrics.fills.labels
+        self.metrics.latency.labels(endpoint).observe(stages.total_ms / 1e3)
         try:
             outcome: fim.Outcome = future.result()
         except asyncio.CancelledError:
+            outcome_of(endpoint, "cancelled").inc()
             log.info("%s", stages.line("cancelled: the client went away"))
             raise HttpError(CLIENT_GONE, "the client closed the request") from None
         except Superseded:
+            outcome_of(endpoint, "superseded").inc()
             if self.closing:
                 raise HttpError(503, "the server is shutting down") from None
             log.info("%s", stages.line("superseded"))
             raise HttpError(409, "superseded by a newer request from this client") from None
         except Exception as exc:  # a model failure costs one request, never the server
+            outcome_of(endpoint, "failed").inc()
             log.exception("%s", stages.line("failed"))
             raise HttpError(500, f"the fill failed: {exc}") from None
+        outcome_of(endpoint, "ok").inc()
         stages.mark("queue+model")
         stages.add(outcome.timings)
         if self.fast:
@@ -171,7 +214,11 @@ class Service:
             def on_partial(step: int, steps: int, texts: list[str]) -> None:
                 loop.call_soon_threadsafe(queue.put_nowait,
                                           {"step": step, "steps": steps, "candidates": texts})
-        future, settings = self.submit(req, stages, on_partial)
+        try:
+            future, settings = self.submit(req, stages, on_partial)
+        except HttpError as exc:  # the queue filled up since the handler admitted it
+            yield _sse(error_body(str(exc), exc.status))
+            return
         future.add_done_callback(lambda _f: queue.put_nowait(None))
         try:
             while (state := await queue.get()) is not None:
@@ -232,12 +279,26 @@ def _checked(req: FimRequest, service: Service) -> FimRequest:
 
 def create_app(service: Service) -> Starlette:
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "ok", "queue": {"depth": service.scheduler.depth(),
+                                                       "max": service.max_queue}})
+
+    async def metrics(request: Request) -> Response:
+        return Response(service.metrics.text(), media_type=service.metrics.content_type)
+
+    def model_card() -> dict:
+        return {"id": service.model_name, "object": "model", "created": 0, "owned_by": "coda-lsp"}
 
     async def models(request: Request) -> Response:
         service.authorize(request)
-        return JSONResponse({"object": "list", "data": [
-            {"id": service.model_name, "object": "model", "created": 0, "owned_by": "coda-lsp"}]})
+        return JSONResponse({"object": "list", "data": [model_card()]})
+
+    async def model(request: Request) -> Response:
+        """OpenAI's models.retrieve: the one model this server serves, by its name."""
+        service.authorize(request)
+        if request.path_params["model"] != service.model_name:
+            raise HttpError(404, f"no model {request.path_params['model']!r}; this server "
+                                 f"serves {service.model_name!r}")
+        return JSONResponse(model_card())
 
     async def infill(request: Request) -> Response:
         service.authorize(request)
@@ -251,6 +312,8 @@ def create_app(service: Service) -> Starlette:
 
         def on_answer(a: Answer) -> list:
             return [infill_chunk(a.texts[0]), {**infill_body(a), "content": ""}]
+
+        service.admit(req)  # a full queue is a 503 before the event stream starts
 
         return _stream(service.events(req, "infill", lambda s: infill_chunk("", s), on_answer))
 
@@ -279,6 +342,8 @@ def create_app(service: Service) -> Starlette:
                 def on_state(state: dict) -> dict:
                     return chunk(cid, service.model_name, 0, "", state=state)
 
+                service.admit(req)
+
                 return _stream(service.events(req, name, on_state, on_answer))
             return JSONResponse(shape(answer, cid))
 
@@ -287,7 +352,8 @@ def create_app(service: Service) -> Starlette:
     async def http_error(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status", None) or getattr(exc, "status_code", 500)
         message = str(getattr(exc, "detail", None) or exc) or "error"
-        return JSONResponse(error_body(message, status), status_code=status)
+        return JSONResponse(error_body(message, status), status_code=status,
+                            headers=getattr(exc, "headers", None))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -299,15 +365,28 @@ def create_app(service: Service) -> Starlette:
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/v1/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/models", models, methods=["GET"]),
+        Route("/v1/models/{model:path}", model, methods=["GET"]),
+        Route("/models/{model:path}", model, methods=["GET"]),
         Route("/infill", infill, methods=["POST"]),
         Route("/v1/completions", text, methods=["POST"]),
         Route("/completions", text, methods=["POST"]),
         Route("/v1/fim/completions", chat, methods=["POST"]),
     ]
     handlers = {HttpError: http_error, BadRequest: http_error, HTTPException: http_error}
-    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    origins = sorted(service.policy.origins)
+    middleware = [
+        # outermost: a foreign Origin or Host is refused before anything else runs
+        Middleware(WebGuard, policy=service.policy,
+                   on_refused=service.metrics.rejected.labels("forbidden").inc),
+        Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                   allow_headers=["Authorization", "Content-Type", "X-Api-Key", CLIENT_HEADER],
+                   max_age=600),
+    ]
+    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan,
+                     middleware=middleware)
 
 
 def bind(host: str, port: int) -> socket.socket:

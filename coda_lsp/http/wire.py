@@ -45,6 +45,8 @@ class FimRequest:
     include_usage: bool = False  # OpenAI stream_options.include_usage
     response_fields: tuple[str, ...] = ()  # llama.cpp: answer only these (flattened) fields
     client: str | None = None  # newest-wins key: requests from one client replace each other
+    language: str | None = None  # an LSP languageId or grammar name: the grammar that ranks
+    filename: str | None = None  # else the file's name says the language; else it is detected
 
     def settings(self, current: Settings) -> Settings:
         """The server's settings with this request's options; the confidence bar is the
@@ -161,6 +163,8 @@ EXTRAS: dict[str, Check] = {
     "steps": STEPS,
     "alg": _text,
     "stream_states": _flag,
+    "language": _optional(_text),
+    "filename": _optional(_text),
 }
 
 INFILL_FIELDS: dict[str, Check] = {
@@ -237,6 +241,8 @@ def parse_infill(body: Any, client: str | None = None) -> FimRequest:
         stream_states=v.get("stream_states", False),
         response_fields=v.get("response_fields", ()),
         client=client,
+        language=v.get("language"),
+        filename=v.get("filename"),
     )
 
 
@@ -261,6 +267,8 @@ def parse_completions(body: Any, client: str | None = None) -> FimRequest:
         stream_states=v.get("stream_states", False),
         include_usage=stream_options.get("include_usage") is True,
         client=client or v.get("user"),
+        language=v.get("language"),
+        filename=v.get("filename"),
     )
 
 

@@ -115,15 +115,14 @@ def cursor_of(prefix: str) -> tuple[int, int]:
 
 
 def fill_cli(model_dir: Path, folder: Path, prefix: str, suffix: str,
-             steps: int = STEPS) -> str:
-    """What ``coda-lsp fill --write`` makes of prefix|suffix, the cursor between them.
-
-    A .txt file: no grammar, as for an HTTP client that does not name its language."""
-    path = folder / "snippet.txt"
+             steps: int = STEPS, name: str = "snippet.txt", *extra: str) -> str:
+    """What ``coda-lsp fill --write`` makes of prefix|suffix, the cursor between them, in a
+    file of this name (a .txt file: no grammar)."""
+    path = folder / name
     path.write_text(prefix + suffix, encoding="utf-8")
     line, col = cursor_of(prefix)
     subprocess.run([sys.executable, "-m", "coda_lsp", "fill", f"{path}:{line}:{col}",
-                    "--model", str(model_dir), "--steps", str(steps), "--write"],
+                    "--model", str(model_dir), "--steps", str(steps), "--write", *extra],
                    check=False, capture_output=True, env=env(), timeout=300)
     return path.read_text(encoding="utf-8")
 

@@ -23,7 +23,9 @@ def expected(tiny_model_dir, tmp_path_factory):
     """What `coda-lsp fill` inserts at each case's cursor (non-empty, or the test is moot)."""
     out = []
     for i, (prefix, suffix) in enumerate(CASES):
-        filled = fill_cli(tiny_model_dir, tmp_path_factory.mktemp(f"fill{i}"), prefix, suffix)
+        # the server detects Python from the text and offers its best fill, parsing or not
+        filled = fill_cli(tiny_model_dir, tmp_path_factory.mktemp(f"fill{i}"), prefix, suffix,
+                          STEPS, "snippet.py", "--accept-rejected")
         assert filled.startswith(prefix) and filled.endswith(suffix)
         middle = filled[len(prefix): len(filled) - len(suffix)]
         assert middle.strip(), "coda-lsp fill filled nothing: the comparison would be empty"
@@ -236,9 +238,20 @@ def test_steps_per_request_change_the_run(http_server):
 
 
 def test_models_and_health(http_server):
-    assert http_server.request("GET", "/health") == (200, {"status": "ok"})
+    status, body = http_server.request("GET", "/health")
+    assert status == 200 and body["status"] == "ok" and body["queue"]["max"] == 32
     models = openai_client(http_server).models.list()
     assert [m.id for m in models.data] == [http_server_model_name(http_server)]
+
+
+def test_openai_client_retrieves_the_model_by_name(http_server):
+    import openai
+
+    client = openai_client(http_server)
+    name = http_server_model_name(http_server)
+    assert client.models.retrieve(name).id == name
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4")
 
 
 def http_server_model_name(server) -> str:

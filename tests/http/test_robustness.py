@@ -68,7 +68,7 @@ def test_a_body_over_the_limit_is_413_whether_or_not_its_length_is_announced(htt
     one_line_error(*http_server.request("POST", "/infill", raw=big), 413)
     # chunked: no Content-Length, so the limit must hold while reading
     sock = socket.create_connection(("127.0.0.1", http_server.port), timeout=60)
-    head = (f"POST /infill HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    head = (f"POST /infill HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
             f"Authorization: Bearer {http_server.api_key}\r\n\r\n").encode()
     chunk = b"x" * (1 << 20)
     try:
@@ -113,8 +113,9 @@ def test_a_client_that_hangs_up_stops_its_fill_between_steps(http_server):
     start = len(http_server.lines)
     sock = socket.create_connection(("127.0.0.1", http_server.port), timeout=60)
     body = json.dumps({"prompt": PREFIX, "suffix": SUFFIX, "steps": LONG}).encode()
-    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
-                 b"\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s"
+    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 b"Content-Type: application/json\r\nAuthorization: Bearer %s\r\n"
+                 b"Content-Length: %d\r\n\r\n%s"
                  % (http_server.api_key.encode(), len(body), body))
     http_server.wait_for("running", start=start)
     sock.close()

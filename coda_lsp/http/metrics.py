@@ -1,0 +1,49 @@
+"""What ``GET /metrics`` shows (Prometheus text format, prometheus_client): how deep the
+queue is, how many fills are answered (``rate()`` of the counter is fills per second), how
+long they wait and run, and how many requests are turned away and why.
+
+One registry per server, not the library's global one, so several servers in one process
+(tests, benchmarks) keep their own counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+# a typing fill is ~0.05-1 s on a CPU, a hole fill several seconds; a backlog, minutes
+SECONDS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, depth: Callable[[], int], max_queue: int) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        Gauge("coda_queue_depth", "Fill requests waiting or running", registry=r
+              ).set_function(depth)
+        Gauge("coda_queue_limit", "Fill requests allowed to wait or run (--max-queue)",
+              registry=r).set(max_queue)
+        self.fills = Counter("coda_fills", "Fill requests finished, by endpoint and outcome "
+                             "(ok, superseded, cancelled, failed)", ["endpoint", "outcome"],
+                             registry=r)
+        self.rejected = Counter("coda_rejected", "Requests turned away before any fill ran, "
+                                "by reason (queue_full, forbidden)", ["reason"], registry=r)
+        self.latency = Histogram("coda_fill_seconds", "Fill request latency, arrival to answer",
+                                 ["endpoint"], buckets=SECONDS, registry=r)
+        self.waited = Histogram("coda_queue_wait_seconds", "Time a fill waited for the model "
+                                "worker", buckets=SECONDS, registry=r)
+        self.model = Histogram("coda_model_seconds", "Time the model worked on a fill",
+                               buckets=SECONDS, registry=r)
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)
