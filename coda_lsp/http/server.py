@@ -30,7 +30,8 @@ from starlette.routing import Route
 
 from coda_lsp.core import fim, logs
 from coda_lsp.core.engine import Cancelled, Engine
-from coda_lsp.core.scheduling import Scheduler, Superseded
+from coda_lsp.core.models import Models, Role
+from coda_lsp.core.scheduling import Superseded
 from coda_lsp.core.settings import Settings
 from coda_lsp.http.wire import (
     Answer,
@@ -64,18 +65,26 @@ class HttpError(Exception):
 
 
 class Service:
-    """One engine, one worker, the server's settings; what every handler shares."""
+    """The role's model and its worker, the server's settings; what every handler shares.
+    ``--fast`` serves the typing role (the language server's typing path), else the fill
+    role (``core.models``)."""
 
-    def __init__(self, engine: Engine, settings: Settings, model_name: str,
+    def __init__(self, models: Models, role: Role, settings: Settings, model_name: str,
                  api_key: str | None = None, fast: bool = False) -> None:
-        self.engine = engine
+        self.models = models
+        self.role = role
         self.fast = fast  # the language server's typing path: approximate, far faster
         self.settings = settings
         self.model_name = model_name
         self.api_key = api_key
-        self.scheduler = Scheduler()
         self.closing = False
         self._ids = itertools.count(1)
+
+    @property
+    def engine(self) -> Engine:
+        served = self.models.get(self.role)
+        assert served is not None
+        return served.engine
 
     def authorize(self, request: Request) -> None:
         if not self.api_key:
@@ -90,7 +99,7 @@ class Service:
     def submit(self, req: FimRequest, stages: logs.Stages,
                on_partial: fim.Partial | None = None) -> tuple[asyncio.Future, Settings]:
         settings = req.settings(self.settings)
-        engine = self.engine
+        engine = self.engine  # the model this request started on, even across a swap
 
         def work(should_stop: Callable[[], bool]) -> fim.Outcome:
             polls = 0  # the sampler asks before each step: polls - 1 steps ran
@@ -111,7 +120,9 @@ class Service:
                          polls - 1, settings.steps)
                 raise
 
-        return self.scheduler.submit(req.client, work), settings
+        served = self.models.get(self.role)
+        assert served is not None
+        return served.scheduler.submit(req.client, work), settings
 
     def answer(self, future: asyncio.Future, req: FimRequest, settings: Settings,
                stages: logs.Stages) -> Answer:
@@ -187,7 +198,7 @@ class Service:
 
     def close(self) -> None:
         self.closing = True
-        self.scheduler.close()
+        self.models.close()
 
 
 async def _disconnected(request: Request) -> None:
@@ -230,7 +241,8 @@ def _checked(req: FimRequest, service: Service) -> FimRequest:
 
 def create_app(service: Service) -> Starlette:
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        # which model serves which role, on which device and dtype (no key needed: no text)
+        return JSONResponse({"status": "ok", "models": service.models.describe()})
 
     async def models(request: Request) -> Response:
         service.authorize(request)
