@@ -97,8 +97,12 @@ def spec_for(settings: Settings, role: Role) -> ModelSpec:
                        settings.typing_device or "auto", _dtype(settings.typing_dtype))
     if role is Role.TYPING:
         return typing
-    return ModelSpec(settings.fill_model or typing.ref, settings.fill_device or typing.device,
-                     _dtype(settings.fill_dtype) if settings.fill_dtype else typing.dtype)
+    device = settings.fill_device or typing.device
+    # an unset fill dtype follows the typing one only onto the same device (int8 is CPU-only,
+    # a GPU's default is bf16): elsewhere the fill device's own default
+    inherited = typing.dtype if device == typing.device else None
+    dtype = _dtype(settings.fill_dtype) if settings.fill_dtype else inherited
+    return ModelSpec(settings.fill_model or typing.ref, device, dtype)
 
 
 def _dtype(name: str | None) -> str | None:
