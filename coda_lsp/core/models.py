@@ -56,7 +56,7 @@ def resolve(ref: str) -> Path:
     would learn other kinds of reference."""
     path = Path(ref).expanduser()
     if not path.is_dir():
-        raise ModelError(f"model folder not found: {path} (pass --model DIR)")
+        raise ModelError(f"model folder not found: {path}")
     config = path / "config.json"
     if not config.is_file():
         raise ModelError(f"{path} is not a model folder: no config.json")
