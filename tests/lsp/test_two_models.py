@@ -15,7 +15,6 @@ import pytest_asyncio
 from lsp_session import TEST_SETTINGS, Recorder, capabilities, open_doc, server_env
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig
-from testkit import build_saying_checkpoint
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -24,13 +23,9 @@ TYPING_WORD, FILL_WORD, NEW_FILL_WORD = "items", "print", "Stack"
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    root = tmp_path_factory.mktemp("two-models")
-    return {
-        "typing": build_saying_checkpoint(root / "typing", TYPING_WORD),
-        "fill": build_saying_checkpoint(root / "fill", "\u0120" + FILL_WORD, seed=1),
-        "newfill": build_saying_checkpoint(root / "newfill", "\u0120" + NEW_FILL_WORD, seed=2),
-    }
+def checkpoints(saying_models):
+    return {"typing": saying_models[TYPING_WORD], "fill": saying_models[FILL_WORD],
+            "newfill": saying_models[NEW_FILL_WORD]}
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
