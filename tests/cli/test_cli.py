@@ -203,3 +203,16 @@ def test_the_readme_demo_fills_the_stack_hole_with_python(capsys):
     assert code == 0, err
     ast.parse(out)
     assert out != stack.read_text() and "        ...\n" not in out
+
+
+def test_fill_uses_the_fill_model(saying_models, tmp_path, capsys):
+    """``coda-lsp fill`` is the fill role's job: --fill-model writes, --model does not."""
+    src = tmp_path / "a.py"
+    src.write_text("def add(a, b):\n    ...\n")
+    code, out, _ = fill(capsys, str(src), "--holes", "--accept-rejected",
+                        "--model", str(saying_models["items"]),
+                        "--fill-model", str(saying_models["print"]))
+    assert code == 0 and "print" in out and "items" not in out
+    code, out, _ = fill(capsys, str(src), "--holes", "--accept-rejected", "--model",
+                        str(saying_models["items"]))
+    assert code == 0 and "items" in out  # no --fill-model: the one model serves both
