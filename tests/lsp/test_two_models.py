@@ -120,6 +120,8 @@ async def test_a_settings_change_swaps_the_fill_model_with_nothing_dropped(clien
         settings={"coda": {**TEST_SETTINGS, "steps": 64, "maxMiddleTokens": 32}}))
     uris = [open_doc(client, CODE) for _ in range(6)]
     queued = [asyncio.ensure_future(offer(client, uri, INVOKED)) for uri in uris]
+    for _ in range(3):  # each task's first step writes its request: on the wire before the change
+        await asyncio.sleep(0)
     client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
         settings={"coda": {**TEST_SETTINGS, "steps": 64, "maxMiddleTokens": 32,
                            "fillModel": str(checkpoints["newfill"])}}))
