@@ -225,9 +225,14 @@ class Models:
                 changes.append(Change(role, spec))
         return changes
 
-    def describe(self) -> dict[str, dict[str, str]]:
-        """Per role: which model, on which device and dtype (what status lines show)."""
-        return {role.value: served.describe() for role, served in self.roles.items()}
+    def describe(self, with_ref: bool = True) -> dict[str, dict[str, str]]:
+        """Per role: which model, on which device and dtype (what status lines show).
+        with_ref=False leaves out the reference (a local path: not for unauthenticated HTTP)."""
+        out = {role.value: served.describe() for role, served in self.roles.items()}
+        if not with_ref:
+            for described in out.values():
+                described.pop("ref")
+        return out
 
     def close(self) -> None:
         for served in {id(s): s for s in self.roles.values()}.values():

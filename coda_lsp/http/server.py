@@ -242,7 +242,7 @@ def _checked(req: FimRequest, service: Service) -> FimRequest:
 def create_app(service: Service) -> Starlette:
     async def health(request: Request) -> Response:
         # which model serves which role, on which device and dtype (no key needed: no text)
-        return JSONResponse({"status": "ok", "models": service.models.describe()})
+        return JSONResponse({"status": "ok", "models": service.models.describe(with_ref=False)})
 
     async def models(request: Request) -> Response:
         service.authorize(request)

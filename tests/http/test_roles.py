@@ -34,3 +34,4 @@ def test_health_names_the_model_device_and_dtype(served):
     described = health["models"][role]
     assert described["model"] == ("typing" if mode == "fast" else "fill")
     assert described["device"] == "cpu" and described["dtype"] in ("float32", "bfloat16", "int8")
+    assert "ref" not in described  # no local path to whoever can reach the port
