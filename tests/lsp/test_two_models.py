@@ -151,3 +151,23 @@ async def test_a_fill_model_that_cannot_load_keeps_the_old_one(client, checkpoin
                      "found: /no/such/model; keeping the model it had"]
     uri = open_doc(client, CODE)
     assert words(await offer(client, uri, INVOKED)) == {NEW_FILL_WORD}
+
+
+def typing_model_of(status) -> str | None:
+    try:
+        return field(field(status.models, "typing"), "model")
+    except (AttributeError, KeyError):
+        return None
+
+
+async def test_a_settings_change_swaps_the_typing_model(client, checkpoints):
+    """typingModel changes at run time; fillModel back to null means the command line's
+    --fill-model, which is now the same folder: one model serves both roles."""
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"coda": {**TEST_SETTINGS, "typingModel": str(checkpoints["fill"]),
+                           "fillModel": None}}))
+    await wait_for_status(client, lambda s: typing_model_of(s) == "fill"
+                          and fill_model_of(s) == "fill")
+    uri = open_doc(client, CODE)
+    assert words(await offer(client, uri, AUTOMATIC)) == {FILL_WORD}
+    assert words(await offer(client, uri, INVOKED)) == {FILL_WORD}
