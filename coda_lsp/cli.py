@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 import os
 import re
 import sys
@@ -22,7 +21,8 @@ from typing import TYPE_CHECKING
 
 from coda_lsp import __version__
 from coda_lsp.core import logs
-from coda_lsp.core.settings import ALGORITHMS, MULTILINE, Settings
+from coda_lsp.core.models import ModelError, NotAModel, Role, resolve, shipped_model_dir, spec_for
+from coda_lsp.core.settings import ALGORITHMS, DEVICES, MULTILINE, Settings
 from coda_lsp.http.guard import ALLOW_ORIGINS_ENV, Policy, origins_from_env
 
 if TYPE_CHECKING:  # the engine imports torch: only once the flags are known good
@@ -30,7 +30,6 @@ if TYPE_CHECKING:  # the engine imports torch: only once the flags are known goo
     from coda_lsp.core.engine import Fill
 
 EXIT_NOTHING, EXIT_USAGE = 1, 2
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 class StartupError(Exception):
@@ -38,12 +37,8 @@ class StartupError(Exception):
 
 
 def default_model_dir() -> Path:
-    """The shipped model: package data when installed, else the repository's ``model/``."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "model", here.parent / "model"):
-        if (candidate / "config.json").is_file():
-            return candidate
-    return here.parent / "model"
+    """The shipped model (``core.models.shipped_model_dir``)."""
+    return shipped_model_dir()
 
 
 MODEL_SETTING_ENV = "CODA_LSP_MODEL_SETTING"
@@ -56,26 +51,20 @@ def model_hint() -> str:
     return f"set {setting} to a model folder" if setting else "pass --model DIR"
 
 
-def check_model_dir(path: Path) -> Path:
+def check_model_dir(path: Path | str) -> Path:
     """Cheap checks so a wrong path fails at startup, not minutes later in the editor."""
-    if not path.is_dir():
-        raise StartupError(f"model folder not found: {path} ({model_hint()})")
-    config = path / "config.json"
-    if not config.is_file():
-        raise StartupError(f"{path} is not a model folder: no config.json ({model_hint()})")
     try:
-        json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise StartupError(f"{config}: unreadable ({exc})") from exc
-    if not any(path.glob("*.safetensors")):
-        raise StartupError(f"{path}: no .safetensors weights ({model_hint()})")
-    from coda_model.checkpoint import CheckpointError, read_config, require_diffusion
-
-    try:  # an autoregressive checkpoint would load fine and fill with nonsense
-        require_diffusion(path, read_config(path))
-    except CheckpointError as exc:
+        return resolve(str(path))
+    except NotAModel as exc:
+        raise StartupError(f"{exc} ({model_hint()})") from exc
+    except ModelError as exc:
         raise StartupError(str(exc)) from exc
-    return path
+
+
+def check_models(settings: Settings, roles: tuple[Role, ...] = tuple(Role)) -> None:
+    """Every model the given roles name resolves (one line at startup if not)."""
+    for role in roles:
+        check_model_dir(spec_for(settings, role).ref)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,11 +73,18 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", type=Path, default=None, help="model folder (default: shipped)")
+    p.add_argument("--model", default=None,
+                   help="the typing model, a folder (default: the shipped model)")
+    p.add_argument("--fill-model", default=None,
+                   help="the model for hole fills and invoked completions (default: --model)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps")
-    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="the typing model's device; auto: cuda, then mps, then cpu")
+    p.add_argument("--fill-device", choices=DEVICES, default=None,
+                   help="the fill model's device (default: --device)")
     p.add_argument("--dtype", default=None,
                    help="float32, bfloat16, float16, int8 (CPU only) (default: auto)")
+    p.add_argument("--fill-dtype", default=None, help="the fill model's dtype (default: --dtype)")
     p.add_argument("--compile", action="store_true",
                    help="CUDA: run the layers through torch.compile (a slower start, compiled "
                         "once; faster steps)")
@@ -155,7 +151,9 @@ def http_parser() -> argparse.ArgumentParser:
 
 
 def defaults_from(args: argparse.Namespace) -> Settings:
-    s = Settings()
+    s = Settings(typing_model=args.model, fill_model=args.fill_model, typing_device=args.device,
+                 fill_device=args.fill_device, typing_dtype=args.dtype,
+                 fill_dtype=args.fill_dtype)
     if args.steps is not None:
         if args.steps < 1:
             raise StartupError("--steps must be at least 1")
@@ -166,7 +164,7 @@ def defaults_from(args: argparse.Namespace) -> Settings:
         s = replace(s, multiline=args.multiline)
     if not 0.0 <= getattr(args, "min_confidence", 0.0) <= 1.0:
         raise StartupError("--min-confidence must be between 0 and 1")
-    if args.compile and args.device in ("cpu", "mps"):
+    if args.compile and args.device in ("cpu", "mps") and args.fill_device in (None, "cpu", "mps"):
         raise StartupError(f"--compile is for CUDA GPUs, not --device {args.device}")
     return s
 
@@ -177,6 +175,18 @@ def quiet_threads() -> None:
     "Fill this hole" took seconds on a busy machine (issue #30,
     benchmarks/bench_fill_hole_server.py). A value the user set is kept."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def loader(args: argparse.Namespace, settings: Settings, roles: tuple[Role, ...] = tuple(Role)):
+    """Loads a role's model. ``--compile`` compiles the models that land on CUDA, and where
+    none does, every load says why it cannot (one line)."""
+    from coda_lsp.core.engine import pick_device
+    from coda_lsp.core.models import load_engine
+
+    on_cuda = {spec_for(settings, r).device for r in roles if args.compile}
+    any_cuda = any(pick_device(d) == "cuda" for d in on_cuda)
+    return lambda spec: load_engine(
+        spec, args.compile and (not any_cuda or pick_device(spec.device) == "cuda"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,14 +207,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def serve_main(args: argparse.Namespace) -> int:
     defaults = defaults_from(args)
-    model_dir = check_model_dir(args.model or default_model_dir())
+    check_models(defaults)
     logs.setup(args.verbose, args.log_file)
-    from coda_lsp.core.engine import Engine  # torch import: only once the flags are known good
-    from coda_lsp.lsp.server import create_server
+    from coda_lsp.lsp.server import create_server  # torch: only once the flags are known good
 
-    server = create_server(
-        defaults, lambda: Engine.load(model_dir, args.device, args.dtype, args.compile),
-        args.verbose)
+    server = create_server(defaults, loader(args, defaults), args.verbose)
     if args.tcp:
         server.start_tcp(args.host, args.port)
     else:
@@ -218,24 +225,28 @@ def http_main(args: argparse.Namespace) -> int:
     defaults = defaults_from(args)
     if args.max_queue < 1:
         raise StartupError("--max-queue must be at least 1")
-    model_dir = check_model_dir(args.model or default_model_dir())
+    role = Role.TYPING if args.fast else Role.FILL  # --fast: the typing path, its model
+    check_models(defaults, (role,))
+    spec = spec_for(defaults, role)
     logs.setup(args.verbose, args.log_file)
-    from coda_lsp.core.engine import Engine
+    from coda_lsp.core.models import Models
     from coda_lsp.http import server as http_server
 
     try:
         sock = http_server.bind(args.host, args.port)
     except (OSError, OverflowError) as exc:
         raise StartupError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
+    models = Models(loader(args, defaults, (role,)))
     try:
-        engine = Engine.load(model_dir, args.device, args.dtype, args.compile)
+        models.install(role, models.load(spec))
     except Exception as exc:  # CheckpointError, TokenizerError, torch errors: one line
-        raise StartupError(f"cannot load the model from {model_dir}: {exc}") from exc
-    name = args.model.name if args.model else "coda"
+        raise StartupError(f"cannot load the model from {spec.ref}: {exc}") from exc
+    named = args.fill_model if role is Role.FILL and args.fill_model else args.model
+    name = spec.label if named else "coda"
     host, port = sock.getsockname()[:2]
     print(f"coda-lsp http: serving {name} on http://{host}:{port}", file=sys.stderr, flush=True)
     policy = Policy.make(args.allow_origin, args.allow_host, bound_host=args.host)
-    service = http_server.Service(engine, defaults, name, args.api_key, fast=args.fast,
+    service = http_server.Service(models, role, defaults, name, args.api_key, fast=args.fast,
                                   policy=policy, max_queue=args.max_queue)
     http_server.serve(service, sock, args.verbose)
     return 0
@@ -256,14 +267,14 @@ def fill_main(args: argparse.Namespace) -> int:
     except UnicodeDecodeError as exc:
         raise StartupError(f"{path} is not UTF-8 text") from exc
     defaults = defaults_from(args)
-    model_dir = check_model_dir(args.model or default_model_dir())
+    check_models(defaults, (Role.FILL,))
+    spec = spec_for(defaults, Role.FILL)  # fill: the fill model's job
     logs.setup(args.verbose, args.log_file)
-    from coda_lsp.core.engine import Engine
 
     try:
-        engine = Engine.load(model_dir, args.device, args.dtype, args.compile)
+        engine = loader(args, defaults, (Role.FILL,))(spec)
     except Exception as exc:  # CheckpointError, TokenizerError, torch errors: one line
-        raise StartupError(f"cannot load the model from {model_dir}: {exc}") from exc
+        raise StartupError(f"cannot load the model from {spec.ref}: {exc}") from exc
     position = None if args.holes else (int(m["line"]), int(m["col"]))
     result, outcomes = fill_text(engine, path, text, defaults, position, args.min_confidence,
                                  args.accept_rejected)

@@ -81,3 +81,26 @@ def build_checkpoint(out: Path, *, layers: int = 2, hidden: int = 32, seed: int 
         for name in SPECIALS[2:]:
             model.lm_head.weight[SPECIALS.index(name)] = 0.0
     return save_model(model, out, tokenizer_dir=tok_dir)
+
+
+def build_saying_checkpoint(out: Path, word: str, *, layers: int = 2, hidden: int = 32,
+                            seed: int = 0) -> Path:
+    """A checkpoint whose every fill is ``word`` over and over: one model told from another
+    by what it writes (two-model routing tests). Every embedding carries a large constant in
+    dimension 0, so after the final norm the hidden state points the same way at every
+    position; only ``word``'s output row reads that dimension."""
+    from tokenizers import Tokenizer
+
+    build_checkpoint(out, layers=layers, hidden=hidden, seed=seed)
+    tok = Tokenizer.from_file(str(out / "tokenizer.json"))
+    token = tok.token_to_id(word)
+    assert token is not None, f"{word!r} is not one token of the test tokenizer"
+    from coda_model import load_model
+
+    model = load_model(out, device="cpu")
+    assert not model.config.tie_word_embeddings
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, 0] = 1000.0
+        model.lm_head.weight[:, 0] = 0.0
+        model.lm_head.weight[token, 0] = 50.0
+    return save_model(model, out, tokenizer_dir=out)

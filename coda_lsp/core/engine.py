@@ -89,6 +89,14 @@ def pick_device(device: str) -> str:
     return "cpu"
 
 
+def dtype_of(model) -> str:
+    """The dtype of a model's weights by name ("float32"), for status lines."""
+    try:
+        return str(next(model.parameters()).dtype).removeprefix("torch.")
+    except (AttributeError, StopIteration, TypeError):
+        return "unknown"
+
+
 BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 flags; aarch64 "Features: bf16"
 
 
@@ -114,10 +122,12 @@ def pick_dtype(dtype: str | None, device: str) -> str | None:
 
 
 class Engine:
-    def __init__(self, model, tokenizer, device: str = "cpu") -> None:
+    def __init__(self, model, tokenizer, device: str = "cpu",
+                 dtype_name: str | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
+        self.dtype_name = dtype_name or dtype_of(model)  # what status lines report
         self.carries: OrderedDict[str, ContextCarry] = OrderedDict()  # worker thread only
         self.banned_before = functools.lru_cache(maxsize=1024)(self._banned_before)
 
@@ -129,10 +139,11 @@ class Engine:
         dev = pick_device(device)
         if compile and dev != "cuda":
             raise ValueError(f"--compile is for CUDA GPUs, not {dev}")
-        model = load_model(model_dir, device=dev, dtype=pick_dtype(dtype, dev))
+        chosen = pick_dtype(dtype, dev)
+        model = load_model(model_dir, device=dev, dtype=chosen)
         tokenizer = load_tokenizer(model_dir)
         tokenizer.texts_in_order  # noqa: B018 -- decoded and sorted now, not on a keystroke
-        engine = cls(model, tokenizer, dev)
+        engine = cls(model, tokenizer, dev, chosen)
         if compile:
             compile_layers(model)
             engine.warm_up()

@@ -50,6 +50,7 @@ class Scheduler:
         self._running: Job | None = None
         self._cond = threading.Condition()
         self._closed = False
+        self._retiring = False  # finish what is queued, then end: a swapped-out model
         self._ids = itertools.count(1)
         self._thread: threading.Thread | None = None
         self.started = 0  # jobs whose work actually ran (tests and logs read it)
@@ -60,7 +61,7 @@ class Scheduler:
         job = Job(key, work, loop.create_future(), loop, next(self._ids))
         job.future.add_done_callback(lambda fut: fut.cancelled() and job.stop.set())
         with self._cond:
-            if self._closed:
+            if self._closed or self._retiring:
                 job.future.set_exception(Superseded("the model worker is closed"))
                 return job.future
             if key is not None:
@@ -99,6 +100,19 @@ class Scheduler:
             self._pending.clear()
             self._cond.notify_all()
 
+    def retire(self) -> None:
+        """Refuse new work, let the queued and running work finish, then end the thread
+        (a model swapped out: its requests are answered by it, none dropped)."""
+        with self._cond:
+            self._retiring = True
+            self._cond.notify_all()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing running."""
+        with self._cond:
+            return not self._queue and self._running is None
+
     def _ensure_thread(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="coda-model", daemon=True)
@@ -107,9 +121,9 @@ class Scheduler:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._closed:
+                while not self._queue and not self._closed and not self._retiring:
                     self._cond.wait()
-                if self._closed:
+                if self._closed or not self._queue:
                     return
                 job = self._queue.popleft()
                 if job.key is not None and self._pending.get(job.key) is job:

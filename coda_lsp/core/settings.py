@@ -16,6 +16,8 @@ from typing import Any
 
 ALGORITHMS = ("maskgit_plus", "topk_margin", "entropy", "origin")
 MULTILINE = ("auto", "always", "never")  # ghost text of several lines: see engine.one_line_only
+DEVICES = ("auto", "cpu", "cuda", "mps")  # auto: cuda, then mps, then cpu (engine.pick_device)
+DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")  # int8: CPU only
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,17 @@ class Settings:
     fill_hole_exact: bool = False  # recompute the context every step (slower, the reference)
     multiline: str = "auto"  # ghost text of several lines: auto (not mid-statement), always, never
     enabled: bool = True
+    # Which model serves what (core.models): a model reference (a folder) per role, and the
+    # device and dtype each runs on. typing: ghost text while typing (None: --model, else the
+    # shipped model); fill: hole fills and invoked completions (None: as the typing role).
+    # Devices: auto = cuda, then mps, then cpu. dtype None / "auto": the device's default.
+    # On the wire, null means "what the command line said" (--model, --fill-model, ...).
+    typing_model: str | None = None
+    fill_model: str | None = None
+    typing_device: str | None = None
+    fill_device: str | None = None
+    typing_dtype: str | None = None
+    fill_dtype: str | None = None
 
     def inline_threshold(self, automatic: bool) -> float:
         """The confidence an inline offer needs: ghost text nobody asked for must clear the
@@ -64,6 +77,12 @@ WIRE_NAMES = {
     "fillHoleExact": "fill_hole_exact",
     "multiline": "multiline",
     "enabled": "enabled",
+    "typingModel": "typing_model",
+    "fillModel": "fill_model",
+    "typingDevice": "typing_device",
+    "fillDevice": "fill_device",
+    "typingDtype": "typing_dtype",
+    "fillDtype": "fill_dtype",
 }
 
 
@@ -104,6 +123,28 @@ def _one_of(choices: tuple[str, ...]):
     return check
 
 
+class _CommandLine:
+    """A null model setting: the value the server was started with (``update``'s defaults)."""
+
+
+COMMAND_LINE = _CommandLine()
+
+
+def _model_ref(v: Any) -> str | _CommandLine:
+    if v is None or v == "":
+        return COMMAND_LINE
+    if not isinstance(v, str) or "\n" in v:
+        raise ValueError("a model folder (a string) or null")
+    return v
+
+
+def _or_command_line(check):
+    def checked(v: Any):
+        return COMMAND_LINE if v is None else check(v)
+
+    return checked
+
+
 def _languages(v: Any) -> tuple[str, ...]:
     if not isinstance(v, list | tuple) or not all(isinstance(x, str) for x in v):
         raise ValueError("a list of language ids")
@@ -130,6 +171,12 @@ _CHECKS = {
     "fill_hole_exact": _bool,
     "multiline": _one_of(MULTILINE),
     "enabled": _bool,
+    "typing_model": _model_ref,
+    "fill_model": _model_ref,
+    "typing_device": _or_command_line(_one_of(DEVICES)),
+    "fill_device": _or_command_line(_one_of(DEVICES)),
+    "typing_dtype": _or_command_line(_one_of(DTYPES)),
+    "fill_dtype": _or_command_line(_one_of(DTYPES)),
 }
 
 
@@ -152,6 +199,8 @@ def update(current: Settings, payload: Any, defaults: Settings) -> tuple[Setting
             continue
         try:
             changes[name] = _CHECKS[name](value)
+            if changes[name] is COMMAND_LINE:
+                changes[name] = getattr(defaults, name)
         except ValueError as exc:
             fallback = getattr(defaults, name)
             changes[name] = fallback

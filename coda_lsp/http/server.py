@@ -34,6 +34,7 @@ from starlette.routing import Route
 
 from coda_lsp.core import fim, logs
 from coda_lsp.core.engine import Cancelled, Engine
+from coda_lsp.core.models import Models, Role
 from coda_lsp.core.scheduling import Scheduler, Superseded
 from coda_lsp.core.settings import Settings
 from coda_lsp.http.grammar import document_uri
@@ -74,23 +75,38 @@ class HttpError(Exception):
 
 
 class Service:
-    """One engine, one worker, the server's settings; what every handler shares."""
+    """The role's model and its worker, the server's settings; what every handler shares.
+    ``--fast`` serves the typing role (the language server's typing path), else the fill
+    role (``core.models``)."""
 
-    def __init__(self, engine: Engine, settings: Settings, model_name: str,
+    def __init__(self, models: Models, role: Role, settings: Settings, model_name: str,
                  api_key: str | None = None, fast: bool = False,
                  policy: Policy | None = None, max_queue: int = MAX_QUEUE) -> None:
-        self.engine = engine
+        self.models = models
+        self.role = role
         self.policy = policy or Policy.make()  # who may call: no web page unless allowed
         self.fast = fast  # the language server's typing path: approximate, far faster
         self.settings = settings
         self.model_name = model_name
         self.api_key = api_key
-        self.scheduler = Scheduler()
         self.max_queue = max_queue
-        self.metrics = Metrics(self.scheduler.depth, max_queue)
+        self.metrics = Metrics(lambda: self.scheduler.depth(), max_queue)
         self.fill_seconds = 1.0  # recent fills' mean model time (EWMA): sizes Retry-After
         self.closing = False
         self._ids = itertools.count(1)
+
+    @property
+    def engine(self) -> Engine:
+        served = self.models.get(self.role)
+        assert served is not None
+        return served.engine
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The worker of the model serving this server's role (its queue is the HTTP queue)."""
+        served = self.models.get(self.role)
+        assert served is not None
+        return served.scheduler
 
     def authorize(self, request: Request) -> None:
         if not self.api_key:
@@ -117,7 +133,7 @@ class Service:
     def submit(self, req: FimRequest, stages: logs.Stages,
                on_partial: fim.Partial | None = None) -> tuple[asyncio.Future, Settings]:
         settings = req.settings(self.settings)
-        engine = self.engine
+        engine = self.engine  # the model this request started on, even across a swap
         self.admit(req)
         queued = time.perf_counter()
 
@@ -147,7 +163,9 @@ class Service:
                 self.metrics.model.observe(seconds)
                 self.fill_seconds = 0.8 * self.fill_seconds + 0.2 * seconds
 
-        return self.scheduler.submit(req.client, work), settings
+        served = self.models.get(self.role)
+        assert served is not None
+        return served.scheduler.submit(req.client, work), settings
 
     def answer(self, future: asyncio.Future, req: FimRequest, settings: Settings,
                stages: logs.Stages) -> Answer:
@@ -236,7 +254,7 @@ class Service:
 
     def close(self) -> None:
         self.closing = True
-        self.scheduler.close()
+        self.models.close()
 
 
 async def _disconnected(request: Request) -> None:
@@ -279,8 +297,10 @@ def _checked(req: FimRequest, service: Service) -> FimRequest:
 
 def create_app(service: Service) -> Starlette:
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "queue": {"depth": service.scheduler.depth(),
-                                                       "max": service.max_queue}})
+        # which model serves which role, on which device and dtype (no key needed: no text)
+        return JSONResponse({"status": "ok", "models": service.models.describe(with_ref=False),
+                             "queue": {"depth": service.scheduler.depth(),
+                                       "max": service.max_queue}})
 
     async def metrics(request: Request) -> Response:
         return Response(service.metrics.text(), media_type=service.metrics.content_type)

@@ -31,7 +31,8 @@ from coda_lsp.core import settings as settings_mod
 from coda_lsp.core.contract import Decision
 from coda_lsp.core.documents import Document, DocumentStore
 from coda_lsp.core.engine import Engine, FillJob, FillResult, rank
-from coda_lsp.core.scheduling import Scheduler, Superseded
+from coda_lsp.core.models import Loader, Models, ModelSpec, Role, Served
+from coda_lsp.core.scheduling import Superseded
 from coda_lsp.core.settings import Settings
 from coda_lsp.lsp.progress import FillProgress
 from coda_lsp.lsp.protocol import CodaProtocol, explain, strict_converter
@@ -61,20 +62,18 @@ class Target:
 
 
 class CodaServer(LanguageServer):
-    def __init__(self, defaults: Settings, load_engine: Callable[[], Engine], verbose: int = 0):
+    def __init__(self, defaults: Settings, loader: Loader, verbose: int = 0):
         super().__init__("coda-lsp", __version__, protocol_cls=CodaProtocol,
                          converter_factory=strict_converter, max_workers=2)
         self.defaults = defaults
         self.settings = defaults
-        self.load_engine = load_engine
+        self.models = Models(loader)  # the typing and the fill model, a worker each
         self.verbose = verbose
-        self.engine: Engine | None = None
         self.state = "loading"
         self.is_initialized = False
         self.model_requested = False
         self.encoding: str = positions.UTF16
         self.store = DocumentStore(syntax_factory=make_syntax)
-        self.scheduler = Scheduler()
         self.warnings = logs.Warnings()
         self.last_latency_ms: float | None = None
         self.status_message = ""
@@ -82,6 +81,18 @@ class CodaServer(LanguageServer):
         self._ids = itertools.count(1)
 
     # -- plumbing -------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine | None:
+        """The typing model's engine (None until it has loaded)."""
+        return self.models.engine(Role.TYPING)
+
+    def serve(self, engine: Engine, spec: ModelSpec | None = None) -> Served:
+        """Serve both roles with one loaded engine (tests, and callers that load themselves)."""
+        served = Served(spec or ModelSpec("in-process"), engine)
+        for role in Role:
+            self.models.install(role, served)
+        return served
 
     def require_initialized(self) -> None:
         if not self.is_initialized:
@@ -112,7 +123,8 @@ class CodaServer(LanguageServer):
 
     def _notify_status(self) -> None:
         self.protocol.notify(STATUS, {"state": self.state, "message": self.status_message,
-                                      "latencyMs": self.last_latency_ms})
+                                      "latencyMs": self.last_latency_ms,
+                                      "models": self.models.describe()})
 
     def apply_settings(self, payload: Any) -> None:
         self.settings, problems = settings_mod.update(self.settings, payload, self.defaults)
@@ -133,16 +145,49 @@ class CodaServer(LanguageServer):
                     title="coda: loading the model", cancellable=False))
             except Exception:  # a client that refuses progress still gets completions
                 progress = False
-        try:
-            self.engine = await self.scheduler.submit(None, lambda _stop: self.load_engine())
+        changes = await self.models.apply(self.settings)
+        for change in changes:
+            if change.error is not None:
+                self.warn_user(f"load:{change.role.value}", f"coda: {change.message}",
+                               types.MessageType.Error)
+        if self.engine is not None:
             self.state, message = "ready", "model ready"
-        except Exception as exc:
-            self.state, message = "error", f"coda: cannot load the model: {exc}"
-            self.warn_user("load", message, types.MessageType.Error)
+            log.info("serving %s", self.roles_line())
+        else:
+            failed = next((c for c in changes if c.role is Role.TYPING), None)
+            self.state = "error"
+            message = f"coda: {failed.message}" if failed else "coda: no model loaded"
         if progress:
             self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
         log.info("%s", message)
         self.send_status(message)
+
+    def roles_line(self) -> str:
+        """One line: which model serves what, where ("typing tiny on cpu (float32); ...")."""
+        described = self.models.describe()
+        if described.get("typing") == described.get("fill") and "typing" in described:
+            d = described["typing"]
+            return f"typing and fill: {d['model']} on {d['device']} ({d['dtype']})"
+        return "; ".join(f"{role}: {d['model']} on {d['device']} ({d['dtype']})"
+                         for role, d in described.items())
+
+    async def swap_models(self) -> None:
+        """After a settings change: load what a role now names beside the old model, then
+        switch; a failed load keeps the old model and says so in one line."""
+        def loading(role: Role, spec: ModelSpec) -> None:
+            self.send_status(f"loading the {role.value} model {spec.label}")
+
+        changes = await self.models.apply(self.settings, on_loading=loading)
+        for change in changes:
+            if change.error is not None:
+                self.warn_user(f"load:{change.role.value}:{change.spec}",
+                               f"coda: {change.message}; keeping the model it had")
+            else:
+                log.info("%s", change.message)
+        if changes:
+            if self.engine is not None:
+                self.state = "ready"
+            self.send_status(("model ready: " if self.engine else "") + self.roles_line())
 
     # -- pipeline ---------------------------------------------------------------------------
 
@@ -166,8 +211,8 @@ class CodaServer(LanguageServer):
         start, end = doc.offset_of_byte(span.start), doc.offset_of_byte(span.end)
         return Target(doc, doc.version, start, end, span)
 
-    def usable(self, doc: Document | None) -> bool:
-        return (doc is not None and self.engine is not None and not doc.binary
+    def usable(self, doc: Document | None, role: Role = Role.TYPING) -> bool:
+        return (doc is not None and self.models.get(role) is not None and not doc.binary
                 and doc.syntax is not None and self.settings.language_enabled(doc.language_id))
 
     def job_for(self, target: Target, steps: int, fast: bool = False,
@@ -187,14 +232,18 @@ class CodaServer(LanguageServer):
         )
 
     async def run_job(self, target: Target, job: FillJob, key: str, stages: logs.Stages,
-                      on_step: Callable[[int, int], None] | None = None) -> FillResult | None:
-        """One job on the worker: its raw fills, or None if superseded, failed or outdated."""
-        engine = self.engine
-        assert engine is not None
+                      on_step: Callable[[int, int], None] | None = None,
+                      role: Role = Role.TYPING) -> FillResult | None:
+        """One job on the role's worker: its raw fills, or None if superseded, failed or
+        outdated."""
+        served = self.models.get(role)
+        assert served is not None
+        engine = served.engine
+        log.debug("[%s] %s model %s", stages.request_id, role.value, served.spec.label)
         try:
             work = partial(engine.fill, job, on_step=on_step) if on_step else \
                 partial(engine.fill, job)
-            result = await self.scheduler.submit(key, work)
+            result = await served.scheduler.submit(key, work)
         except Superseded:
             log.info("%s", stages.line("superseded"))
             return None
@@ -217,12 +266,12 @@ class CodaServer(LanguageServer):
         return lambda text: errors(positions.to_bytes(text))
 
     async def fill(self, target: Target, steps: int, key: str, stages: logs.Stages,
-                   fast: bool = False, inline: bool = False):
+                   fast: bool = False, inline: bool = False, role: Role = Role.TYPING):
         """Typing: the model's fills for a target, ranked (those with a syntax error last),
         or None if superseded or outdated."""
         stages.mark("span")
         result = await self.run_job(target, self.job_for(target, steps, fast, inline), key,
-                                    stages)
+                                    stages, role=role)
         if result is None:
             return None
         ranked = rank(result.fills, self.settings.confidence_threshold, self.errors_of(target))
@@ -237,7 +286,7 @@ class CodaServer(LanguageServer):
         attempts = contract.Attempts(self.job_for(target, self.settings.fill_hole_steps),
                                      self.settings.confidence_threshold, self.errors_of(target))
         while (job := attempts.next_job()) is not None:
-            result = await self.run_job(target, job, key, stages, on_step)
+            result = await self.run_job(target, job, key, stages, on_step, Role.FILL)
             if result is None:
                 return None
             attempts.add(result.fills, contract.engine_seconds(result.timings))
@@ -249,9 +298,10 @@ class CodaServer(LanguageServer):
     async def complete_inline(self, params: types.InlineCompletionParams):
         self.require_initialized()
         doc = self.store.get(params.text_document.uri)
-        if not self.usable(doc):
-            return None
         automatic = params.context.trigger_kind == types.InlineCompletionTriggerKind.Automatic
+        role = Role.TYPING if automatic else Role.FILL  # asked for: the fill model answers
+        if not self.usable(doc, role):
+            return None
         if not automatic:
             cursor = doc.byte_at(doc.offset_at(params.position, self.encoding))
             hole = spans.hole_at(doc.syntax, cursor)
@@ -260,7 +310,7 @@ class CodaServer(LanguageServer):
         stages = logs.Stages(f"inline-{next(self._ids)}")
         target = self.inline_target(doc, params.position)
         ranked = await self.fill(target, self.settings.steps, doc.uri, stages, fast=True,
-                                 inline=True)
+                                 inline=True, role=role)
         if ranked is None:
             return None
         bar = self.settings.inline_threshold(automatic)
@@ -304,7 +354,7 @@ class CodaServer(LanguageServer):
         without resolve lists actions). ``accept_rejected``: that fill without asking."""
         self.require_initialized()
         doc = self.store.get(uri)
-        if not self.usable(doc):
+        if not self.usable(doc, Role.FILL):
             return None
         target = self.hole_target(doc, rng)
         if target is None:
@@ -365,7 +415,7 @@ class CodaServer(LanguageServer):
     def code_actions(self, params: types.CodeActionParams) -> list[types.CodeAction] | None:
         self.require_initialized()
         doc = self.store.get(params.text_document.uri)
-        if not self.usable(doc):
+        if not self.usable(doc, Role.FILL):
             return None
         target = self.hole_target(doc, params.range)
         if target is None:
@@ -400,9 +450,9 @@ class CodaServer(LanguageServer):
         return uri, rng, accept
 
 
-def create_server(defaults: Settings, load_engine: Callable[[], Engine],
-                  verbose: int = 0) -> CodaServer:
-    ls = CodaServer(defaults, load_engine, verbose)
+def create_server(defaults: Settings, loader: Loader, verbose: int = 0) -> CodaServer:
+    """``loader(spec)`` loads the model a role names (``models.load_engine``)."""
+    ls = CodaServer(defaults, loader, verbose)
 
     @ls.feature(types.INITIALIZE)
     def initialize(ls: CodaServer, params: types.InitializeParams):
@@ -447,6 +497,8 @@ def create_server(defaults: Settings, load_engine: Callable[[], Engine],
                 log.warning("workspace/configuration failed: %s", exc)
                 return
         ls.apply_settings(settings_mod.coda_section(payload))
+        if ls.model_requested:  # before that, the first load reads the settings anyway
+            await ls.swap_models()
 
     @ls.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: CodaServer, params: types.InlineCompletionParams):
@@ -501,7 +553,7 @@ def create_server(defaults: Settings, load_engine: Callable[[], Engine],
     @ls.feature(types.SHUTDOWN)
     def shutdown(ls: CodaServer, params: Any = None):
         ls.status.cancel()
-        ls.scheduler.close()
+        ls.models.close()
 
     return ls
 

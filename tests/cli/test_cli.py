@@ -222,3 +222,16 @@ def test_a_missing_model_names_the_editors_setting(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "set coda.server.modelPath to a model folder" in err and "--model" not in err
     assert err.count("\n") == 1
+
+
+def test_fill_uses_the_fill_model(saying_models, tmp_path, capsys):
+    """``coda-lsp fill`` is the fill role's job: --fill-model writes, --model does not."""
+    src = tmp_path / "a.py"
+    src.write_text("def add(a, b):\n    ...\n")
+    code, out, _ = fill(capsys, str(src), "--holes", "--accept-rejected",
+                        "--model", str(saying_models["items"]),
+                        "--fill-model", str(saying_models["print"]))
+    assert code == 0 and "print" in out and "items" not in out
+    code, out, _ = fill(capsys, str(src), "--holes", "--accept-rejected", "--model",
+                        str(saying_models["items"]))
+    assert code == 0 and "items" in out  # no --fill-model: the one model serves both

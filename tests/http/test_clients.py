@@ -238,8 +238,9 @@ def test_steps_per_request_change_the_run(http_server):
 
 
 def test_models_and_health(http_server):
-    status, body = http_server.request("GET", "/health")
-    assert status == 200 and body["status"] == "ok" and body["queue"]["max"] == 32
+    status, health = http_server.request("GET", "/health")
+    assert status == 200 and health["status"] == "ok" and health["queue"]["max"] == 32
+    assert list(health["models"]) == ["fill"]  # without --fast: the fill role
     models = openai_client(http_server).models.list()
     assert [m.id for m in models.data] == [http_server_model_name(http_server)]
 

@@ -27,11 +27,12 @@ class FakeEngine:
 
 
 def make_server(engine=None, text="def f(a):\n    return \n", encoding=positions.UTF16):
-    ls = create_server(Settings(confidence_threshold=0.1), lambda: engine)
+    ls = create_server(Settings(confidence_threshold=0.1), lambda spec: engine)
     ls.is_initialized = True
     ls.protocol.client_capabilities = types.ClientCapabilities()
     ls.encoding = ls.store.encoding = encoding
-    ls.engine = engine
+    if engine is not None:
+        ls.serve(engine)
     ls.store.open(types.TextDocumentItem(uri=URI, language_id="python", version=1, text=text))
     return ls
 
@@ -49,7 +50,7 @@ def run(ls, coro):
         try:
             return await coro
         finally:
-            ls.scheduler.close()
+            ls.models.close()
 
     return asyncio.run(main())
 
@@ -66,7 +67,7 @@ def test_completion_replaces_the_span_from_the_cursor():
 def test_not_ready_returns_none_without_touching_the_worker():
     ls = make_server(None)
     assert run(ls, ls.complete_inline(inline(1, 11))) is None
-    assert ls.scheduler.started == 0
+    assert ls.models.roles == {}  # no model, no worker to touch
 
 
 def test_low_confidence_and_whitespace_are_dropped():
@@ -196,7 +197,10 @@ def test_latency_status_follows_completions_throttled():
     latest = run(ls, main())
     assert [m for _, m, _ in sent] == ["coda/status", "coda/status"]
     assert sent[1][0] - sent[0][0] >= STATUS_INTERVAL - 1e-3
-    assert sent[1][2] == {"state": "ready", "message": "", "latencyMs": latest}
+    status = sent[1][2]
+    assert {k: status[k] for k in ("state", "message", "latencyMs")} == \
+        {"state": "ready", "message": "", "latencyMs": latest}
+    assert status["models"]["typing"] == status["models"]["fill"]  # one model serves both
     assert isinstance(latest, float) and latest > 0
 
 

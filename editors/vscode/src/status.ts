@@ -4,10 +4,29 @@
 // toggles completions. This module does not talk to the server.
 import * as vscode from "vscode";
 
+export interface ModelInUse {
+  model: string;
+  device: string;
+  dtype: string;
+}
+
 export interface CodaStatus {
   state: "loading" | "ready" | "error";
   message: string;
   latencyMs: number | null;
+  /** Which model serves each role ("typing", "fill"), on which device and dtype. */
+  models?: Record<string, ModelInUse>;
+}
+
+/** Tooltip lines naming the model of each role, e.g. "typing: model on cpu (float32)". */
+export function rolesText(models: Record<string, ModelInUse> | undefined): string {
+  if (!models) {
+    return "";
+  }
+  return ["typing", "fill"]
+    .filter((role) => models[role])
+    .map((role) => `\n${role}: ${models[role].model} on ${models[role].device} (${models[role].dtype})`)
+    .join("");
 }
 
 export class StatusBar implements vscode.Disposable {
@@ -55,7 +74,7 @@ export class StatusBar implements vscode.Disposable {
     } else {
       const latency = latencyMs === null ? "" : ` ${Math.round(latencyMs)} ms`;
       this.item.text = `$(sparkle) Coda${latency}`;
-      this.item.tooltip = `coda-lsp: ${message || "ready"}${latency ? `\nlast completion:${latency}` : ""}\nClick to turn completions off.`;
+      this.item.tooltip = `coda-lsp: ${message || "ready"}${rolesText(this.server.models)}${latency ? `\nlast completion:${latency}` : ""}\nClick to turn completions off.`;
     }
   }
 

@@ -60,12 +60,28 @@ local function check_model(status)
   end
 end
 
+--- Which model serves what (the status's `models`: role -> model, device, dtype).
+local function check_roles(status)
+  local models = status and status.models
+  if type(models) ~= "table" or vim.tbl_isempty(models) then
+    return
+  end
+  local what = { typing = "typing (ghost text)", fill = "fill (Fill this hole, <M-\\>)" }
+  for _, role in ipairs({ "typing", "fill" }) do
+    local m = models[role]
+    if type(m) == "table" then
+      health.info(("%s: %s on %s (%s)"):format(what[role], m.model, m.device, m.dtype))
+    end
+  end
+end
+
 function M.check()
   local coda = require("coda")
   health.start("coda: server")
   check_binary(coda.options)
   check_clients(coda.options)
   check_model(coda.status)
+  check_roles(coda.status)
   health.start("coda: settings")
   health.info("completions " .. (coda.enabled() and "on" or "off (:CodaToggle)"))
   health.info("settings sent to the server: "
