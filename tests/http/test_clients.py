@@ -222,10 +222,17 @@ def test_infill_stream_states_show_the_fill_sharpening(http_server, expected):
     assert status == 200
     events = sse_events(text)
     states = [e["state"] for e in events if "state" in e]
-    assert [s["step"] for s in states] == list(range(1, STEPS + 1))
-    assert all(s["steps"] == STEPS for s in states)
-    masks = [sum(c.count("\u2591") for c in s["candidates"]) for s in states]
-    assert masks[0] > 0 and masks[-1] == 0 and masks == sorted(masks, reverse=True)
+    runs: list[list[dict]] = []  # one per attempt: the fill contract may try again
+    for s in states:
+        if s["step"] == 1:
+            runs.append([])
+        runs[-1].append(s)
+    assert runs and len(runs) <= 3
+    for run in runs:
+        assert [s["step"] for s in run] == list(range(1, STEPS + 1))
+        assert all(s["steps"] == STEPS for s in run)
+        masks = [sum(c.count("\u2591") for c in s["candidates"]) for s in run]
+        assert masks[0] > 0 and masks[-1] == 0 and masks == sorted(masks, reverse=True)
     assert "".join(e["content"] for e in events) == expected[0]
     assert events[-1]["stop"] is True and events[-1]["timings"]["steps"] == STEPS
 
