@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING
 
 from coda_lsp import __version__
 from coda_lsp.core import logs
-from coda_lsp.core.models import ModelError, NotAModel, Role, resolve, shipped_model_dir, spec_for
+from coda_lsp.core.models import (
+    ModelError,
+    NotAModel,
+    Role,
+    is_hub_id,
+    resolve,
+    shipped_model_dir,
+    spec_for,
+)
 from coda_lsp.core.settings import ALGORITHMS, DEVICES, MULTILINE, Settings
 from coda_lsp.http.guard import ALLOW_ORIGINS_ENV, Policy, origins_from_env
 
@@ -64,7 +72,9 @@ def check_model_dir(path: Path | str) -> Path:
 def check_models(settings: Settings, roles: tuple[Role, ...] = tuple(Role)) -> None:
     """Every model the given roles name resolves (one line at startup if not)."""
     for role in roles:
-        check_model_dir(spec_for(settings, role).ref)
+        ref = spec_for(settings, role).ref
+        if not is_hub_id(ref):  # a Hub id is fetched when it loads: no network before
+            check_model_dir(ref)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -150,6 +160,28 @@ def http_parser() -> argparse.ArgumentParser:
     return p
 
 
+def pull_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="coda-lsp pull",
+                description="Fetch a model from the Hugging Face Hub into the HF cache; print "
+                            "its folder")
+    p.add_argument("model", help="Hub id owner/name[@revision] (or a folder, to check it)")
+    p.add_argument("--force", action="store_true",
+                   help="fetch every file again (a corrupt cache)")
+    return p
+
+
+def pull_main(args: argparse.Namespace) -> int:
+    from coda_model.hub import HubError
+    from coda_model.hub import resolve as fetch
+
+    try:  # huggingface_hub's tqdm bars on stderr; the folder alone on stdout, for scripts
+        folder = fetch(args.model, force=args.force)
+    except HubError as exc:
+        raise StartupError(str(exc)) from exc
+    print(check_model_dir(folder))
+    return 0
+
+
 def defaults_from(args: argparse.Namespace) -> Settings:
     s = Settings(typing_model=args.model, fill_model=args.fill_model, typing_device=args.device,
                  fill_device=args.fill_device, typing_dtype=args.dtype,
@@ -197,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             return fill_main(fill_parser().parse_args(argv[1:]))
         if argv[:1] == ["http"]:
             return http_main(http_parser().parse_args(argv[1:]))
+        if argv[:1] == ["pull"]:
+            return pull_main(pull_parser().parse_args(argv[1:]))
         return serve_main(serve_parser().parse_args(argv))
     except StartupError as exc:
         print(f"coda-lsp: {exc}", file=sys.stderr)

@@ -212,7 +212,8 @@ hardware:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.finetune", description=HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", required=True, help="CoDA checkpoint folder to start from")
+    parser.add_argument("--base", required=True,
+                        help="CoDA checkpoint folder or Hub id (owner/name[@rev]) to start from")
     parser.add_argument("--data", nargs="+", required=True,
                         help="source folders (span-masked) or .jsonl prompt/response files (SFT)")
     parser.add_argument("--recipe", default=None,
@@ -241,9 +242,21 @@ def main(argv: list[str] | None = None) -> int:
     return main_guarded(parser, parser.parse_args(argv), run)
 
 
+def base_folder(ref: str) -> Path:
+    """--base: a folder, or a Hub id (owner/name[@rev]) fetched into the HF cache once."""
+    from coda_model.hub import HubError, HubId, parse, resolve
+
+    if not isinstance(parse(ref), HubId):
+        return Path(ref)
+    try:
+        return resolve(ref)
+    except HubError as exc:
+        raise UsageError(f"--base {exc}") from exc
+
+
 def run(args: argparse.Namespace) -> int:
     check_extras()
-    base = Path(args.base)
+    base = base_folder(args.base)
     check_base(base)
     try:
         recipe = recipes.override(recipes.get(args.recipe or default_recipe()), args.set)

@@ -183,6 +183,14 @@ def run(args, report: Report) -> dict:
         report.update()
 
     recipe = recipes.override(recipes.get(args.recipe), args.set)
+    if args.init_from and not Path(args.init_from).exists():  # a Hub id: fetched once, cached
+        from coda_model.hub import HubError, HubId, parse, resolve
+
+        if isinstance(parse(args.init_from), HubId):
+            try:
+                args.init_from = str(resolve(args.init_from))
+            except HubError as exc:
+                raise SystemExit(f"gpu_run: --init-from {exc}") from None
     init = Path(args.init_from or recipe.init_from or REPO / "model")
     init = (REPO / init if not init.is_absolute() and not init.exists() else init).resolve()
     site_dirs, std = corpus.default_sources()
@@ -330,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="wall-clock budget of the whole run, corpus included")
     parser.add_argument("--recipe", default="default_model_gpu")
     parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--init-from", help="model folder to continue (default: the recipe's, "
+    parser.add_argument("--init-from", help="model folder or Hub id to continue (default: the "
+                        "recipe's, "
                                             "model/)")
     parser.add_argument("--site-packages", nargs="*", help="default: this Python's")
     parser.add_argument("--stdlib", help="stdlib folder (default: this Python's; 'none': skip)")

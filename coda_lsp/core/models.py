@@ -54,11 +54,28 @@ def shipped_model_dir() -> Path:
     return package.parent / "model"
 
 
+def is_hub_id(ref: str) -> bool:
+    """``owner/name[@revision]`` that is not an existing folder (``coda_model.hub.parse``)."""
+    from coda_model.hub import HubId, parse
+
+    return isinstance(parse(ref), HubId)
+
+
 def resolve(ref: str) -> Path:
     """The folder a model reference names, checked cheaply (a wrong path fails at once, not
-    minutes later in the editor). Today a reference is a folder; this is the one place that
-    would learn other kinds of reference."""
-    path = Path(ref).expanduser()
+    minutes later in the editor): a folder as it is, a Hub id from the HF cache (downloaded
+    there first when missing; ``coda_model.hub``). The one place references become folders."""
+    from coda_model.hub import HubError, HubId, parse
+    from coda_model.hub import resolve as fetch
+
+    target = parse(ref)
+    if isinstance(target, HubId):
+        try:
+            path = fetch(ref)
+        except HubError as exc:
+            raise ModelError(str(exc)) from exc
+    else:
+        path = target
     if not path.is_dir():
         raise NotAModel(f"model folder not found: {path}")
     config = path / "config.json"

@@ -100,7 +100,9 @@ def test_coda_fill_fills_the_hole(server, nvim_for):
     source = "def answer():\n    ...\n\n\nprint(answer())\n"
     nvim = nvim_for(source)
     before = nvim.state()["text"]
-    nvim.send("2G^:CodaFill<CR>")  # the cursor on the `...`
+    # the cursor on the `...`; `!`: the tiny test model's fills rarely parse (the contract's
+    # refusal has its own tests), this one is about the edit reaching the buffer
+    nvim.send("2G^:CodaFill!<CR>")
     assert nvim.call("wait_event", "CodaFilled", WAIT_MS), nvim.state()
     after = nvim.call("wait_lines_change", before, WAIT_MS)
     lines = after.split("\n")
@@ -114,16 +116,19 @@ def test_coda_fill_fills_the_hole(server, nvim_for):
 
 @pytest.mark.parametrize("server", ["coda-lsp"], indirect=True)  # the server's own message
 def test_a_hole_with_nothing_over_the_bar_is_said_once(server, nvim_for):
+    """The real server refuses (nothing reaches confidenceThreshold 1.0): one question, in one
+    line, through vim.ui.select; the user picks nothing and the buffer stays as it was."""
     server.settings = {**server.settings, "confidenceThreshold": 1.0}
     source = "def answer():\n    ...\n"
     nvim = nvim_for(source)
+    nvim.call("choose", "")  # the user picks nothing
     nvim.send("2G^:CodaFill<CR>")
-    said = nvim.call("wait_echo", "no fill for this hole", WAIT_MS)
-    assert said and "confidenceThreshold 1.0" in said, nvim.call("echoes")
-    assert said.startswith("coda-lsp: no fill for this hole") and "\n" not in said.strip()
+    asked = nvim.call("wait_select", WAIT_MS)
+    assert asked and asked["prompt"].startswith("coda-lsp: no fill for this hole: "), asked
+    assert "\n" not in asked["prompt"], asked
+    assert len(asked["items"]) == 1 and asked["items"][0].startswith("Fill anyway ("), asked
     assert nvim.call("wait_no_fill", WAIT_MS)
-    texts = [entry["text"] for entry in nvim.call("echoes")]
-    assert sum("no fill for this hole" in t for t in texts) == 1, texts
+    assert len(nvim.call("selects")) == 1
     assert nvim.state()["lines"] == ["def answer():", "    ..."]
 
 
@@ -183,7 +188,7 @@ FILL_PROGRESS = "coda: filling the hole"  # the $/progress title of a hole fill
 def test_fill_reports_progress_and_clears_its_message(server, nvim_for):
     source = "def answer():\n    ...\n\n\nprint(answer())\n"
     nvim = nvim_for(source)
-    nvim.send("2G^:CodaFill<CR>")
+    nvim.send("2G^:CodaFill!<CR>")  # `!`: the fill lands whatever the contract says
     assert nvim.call("wait_event", "CodaFilled", WAIT_MS), nvim.state()
     echoes = [entry["text"] for entry in nvim.call("echoes")]
     assert any(text.startswith("coda-lsp: filling the hole") for text in echoes), echoes
