@@ -37,8 +37,9 @@ def test_install_instructions_do_not_name_a_registry_package():
                  for m in registry.finditer(p.read_text(encoding="utf-8"))]
     assert not offenders
     assert "pip install /path/to/coda-lsp" in (ROOT / "README.md").read_text(encoding="utf-8")
-    toast = (ROOT / "editors/vscode/src/extension.ts").read_text(encoding="utf-8")
-    assert "pip install /path/to/coda-lsp" in toast
+    toasts = "".join(p.read_text(encoding="utf-8")
+                     for p in (ROOT / "editors/vscode/src").glob("*.ts"))
+    assert "pip install /path/to/coda-lsp" in toasts
 
 
 DOC_PATH = re.compile(r"(?<![\w./-])((?:coda_model|coda_syntax|coda_lsp|training|benchmarks|scripts"
