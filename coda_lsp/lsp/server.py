@@ -26,7 +26,7 @@ from pygls.exceptions import (
 from pygls.lsp.server import LanguageServer
 
 from coda_lsp import __version__
-from coda_lsp.core import contract, edits, logs, positions, prompt
+from coda_lsp.core import contract, edits, fim, logs, positions, prompt
 from coda_lsp.core import settings as settings_mod
 from coda_lsp.core.contract import Decision
 from coda_lsp.core.documents import Document, DocumentStore
@@ -201,11 +201,7 @@ class CodaServer(LanguageServer):
 
     def hole_target(self, doc: Document, rng: types.Range) -> Target | None:
         a = doc.offset_at(rng.start, self.encoding)
-        b = max(a, doc.offset_at(rng.end, self.encoding))
-        if a == b:
-            span = spans.hole_at(doc.syntax, doc.byte_at(a))
-        else:
-            span = spans.widen(doc.syntax, doc.byte_at(a), doc.byte_at(b))
+        span = fim.hole_span(doc, a, max(a, doc.offset_at(rng.end, self.encoding)))
         if span is None:
             return None
         start, end = doc.offset_of_byte(span.start), doc.offset_of_byte(span.end)
