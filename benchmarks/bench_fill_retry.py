@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as coda-lsp runs; before torch loads
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -82,7 +83,10 @@ def measure(engine: Engine, examples: list[heldout.Example], settings: Settings)
     """Each hole twice, without then with retries: refusals, rescues and what retrying cost."""
     once, tried, retried, em = [], [], [], []
     refused = rescued = 0
-    for ex in examples:
+    for n, ex in enumerate(examples, 1):
+        if n % 10 == 0:
+            print(f"  {n}/{len(examples)} holes, {refused} refused so far", file=sys.stderr,
+                  flush=True)
         job, errors = marker_job(ex, settings)
         first, t_first = decide(engine, job, errors, settings, retry=False)
         again, t_again = decide(engine, job, errors, settings, retry=True)
