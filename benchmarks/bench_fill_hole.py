@@ -40,6 +40,26 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def hole_arguments(p: argparse.ArgumentParser, holes: int) -> None:
+    """The flags every held-out hole benchmark takes."""
+    p.add_argument("--model", type=Path, default=default_model_dir())
+    p.add_argument("--holes", type=int, default=holes)
+    p.add_argument("--per-file", type=int, default=4)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=1)
+
+
+def held_out_holes(args: argparse.Namespace, dtype: str | None = None,
+                   ) -> tuple[Engine, list[heldout.Example]]:
+    """The model on the CPU with ``args.threads``, and a seeded sample of ``args.holes``
+    held-out spans (the same holes in every benchmark that takes the same flags)."""
+    torch.set_num_threads(args.threads)
+    engine = Engine.load(args.model, device="cpu", dtype=dtype)
+    docs = heldout.heldout_documents(recipes.get("default_model_cpu").data)
+    found = heldout.heldout_examples(docs, engine.tokenizer, per_file=args.per_file, seed=args.seed)
+    return engine, random.Random(args.seed).sample(found, min(args.holes, len(found)))
+
+
 def hole_job(ex: heldout.Example, settings: Settings) -> tuple[FillJob, object]:
     """The server's job for this span (its text windows and lengths) and its error counter."""
     source = (ex.prefix + ex.middle + ex.suffix).encode("utf-8")
@@ -56,20 +76,12 @@ def hole_job(ex: heldout.Example, settings: Settings) -> tuple[FillJob, object]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, default=default_model_dir())
-    p.add_argument("--holes", type=int, default=40)
-    p.add_argument("--per-file", type=int, default=4)
+    hole_arguments(p, holes=40)
     p.add_argument("--steps", type=int, default=Settings().fill_hole_steps)
     p.add_argument("--dtype", default=None, help="default: the server's choice for this CPU")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=1)
     p.add_argument("--alg", default=Settings().alg, help="unmasking order (settings' default)")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    engine = Engine.load(args.model, device="cpu", dtype=args.dtype)
-    docs = heldout.heldout_documents(recipes.get("default_model_cpu").data)
-    found = heldout.heldout_examples(docs, engine.tokenizer, per_file=args.per_file, seed=args.seed)
-    examples = random.Random(args.seed).sample(found, min(args.holes, len(found)))
+    engine, examples = held_out_holes(args, args.dtype)
     fast = dataclasses.replace(Settings(), fill_hole_steps=args.steps, alg=args.alg)
     modes = {"exact": dataclasses.replace(fast, fill_hole_exact=True), "fast": fast}
     ms: dict[str, list[float]] = {m: [] for m in modes}

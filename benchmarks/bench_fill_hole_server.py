@@ -23,27 +23,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as coda-lsp runs; before torch loads
-import torch  # noqa: E402
 from lsprotocol import types  # noqa: E402
 from pygls.lsp.client import LanguageClient  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_fill_hole import percentile  # noqa: E402
+from bench_fill_hole import held_out_holes, hole_arguments, percentile  # noqa: E402
 
-from coda_lsp.cli import default_model_dir  # noqa: E402
 from coda_lsp.core import fim  # noqa: E402
 from coda_lsp.core.engine import Engine  # noqa: E402
 from coda_lsp.core.settings import Settings  # noqa: E402
 from training.data import heldout  # noqa: E402
-from training.run import recipes  # noqa: E402
 
 
 def position_at(text: str, offset: int) -> types.Position:
@@ -173,19 +169,11 @@ def line(name: str, ms: list[float], note: str = "") -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, default=default_model_dir())
-    p.add_argument("--holes", type=int, default=30)
-    p.add_argument("--per-file", type=int, default=4)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=1)
+    hole_arguments(p, holes=30)
     p.add_argument("--wait-policy-active", action="store_true",
                    help="also a server with OMP_WAIT_POLICY=ACTIVE (spinning threads)")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    engine = Engine.load(args.model, device="cpu")
-    docs = heldout.heldout_documents(recipes.get("default_model_cpu").data)
-    found = heldout.heldout_examples(docs, engine.tokenizer, per_file=args.per_file, seed=args.seed)
-    examples = random.Random(args.seed).sample(found, min(args.holes, len(found)))
+    engine, examples = held_out_holes(args)
     settings = Settings()
     engine_ms(engine, examples[:1], settings)   # warm-up, not timed
     rows = [("engine (same job, no server)", engine_ms(engine, examples, settings), "")]

@@ -1,34 +1,36 @@
 """Retries of the fill contract: how often trying again turns a refusal into a parsing fill.
 
-Fills held-out spans (``training.data.heldout``, as ``bench_fill_hole.py`` picks them), each
-made a hole (the span's code replaced by a ``<FILL>`` marker, sized as a hole is), through
-``Engine.fill`` and ``coda_lsp.core.contract``, as "Fill this hole" does: once with the first
-attempt only, once with retries (shorter and expression-sized lengths, another unmasking order
-and seed; at most ``contract.RETRY_BUDGET`` times the first attempt's time). Prints how many
-holes the first attempt refused, how many of those a retry rescued, the rescued fills' exact
-match against the code that was there, and what retrying cost (time with retries / without,
-over the refused holes and over all). A measurement, not a test.
+Fills holes through ``Engine.fill`` and ``coda_lsp.core.contract``, as "Fill this hole" does:
+once with the first attempt only, once with retries (shorter and expression-sized lengths,
+another unmasking order and seed; at most ``contract.RETRY_BUDGET`` times the first attempt's
+time). Each hole is its code replaced by a ``<FILL>`` marker, sized as a hole is. The sets:
+``heldout`` (held-out spans, as ``bench_fill_hole.py`` picks them; the shipped model rarely
+refuses one) and HumanEval infilling's ``single-line``, ``multi-line`` and ``random-span``
+middles ($CODA_SHARED/benchmarks/humaneval-infilling; a random span cuts through tokens and
+lines, where refusals happen). Prints per set how many holes the first attempt refused, how
+many of those a retry rescued, the rescued fills' exact match against the code that was
+there, and what retrying cost (time with retries / without, over all holes and over the
+retried ones). A measurement, not a test.
 
     python benchmarks/bench_fill_retry.py [--model DIR] [--holes 40] [--threads 2]
+                                          [--sets heldout multi-line random-span]
 """
 
 from __future__ import annotations
 
 import argparse
-import random
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import torch
-
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as coda-lsp runs; before torch loads
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_fill_hole import hole_job  # noqa: E402
+from bench_fill_hole import held_out_holes, hole_arguments  # noqa: E402
 
-from coda_lsp.cli import default_model_dir  # noqa: E402
 from coda_lsp.core import (
     contract,  # noqa: E402
     prompt,  # noqa: E402
@@ -41,7 +43,11 @@ from coda_lsp.core.settings import Settings  # noqa: E402
 from coda_syntax import languages, spans  # noqa: E402
 from coda_syntax.text import FILL_MARKER  # noqa: E402
 from training.data import heldout  # noqa: E402
-from training.run import recipes  # noqa: E402
+from training.eval import evaluate  # noqa: E402
+
+SETS = ("heldout", *evaluate.HUMANEVAL)  # HumanEval: single-line, multi-line, random-span
+SHARED = os.environ.get("CODA_SHARED")
+HUMANEVAL = Path(SHARED) / "benchmarks" / "humaneval-infilling" if SHARED else evaluate.BENCHMARKS
 
 
 def marker_job(ex: heldout.Example, settings: Settings):
@@ -65,23 +71,22 @@ def decide(engine: Engine, job, errors, settings: Settings, retry: bool):
     return decision, time.perf_counter() - t0
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, default=default_model_dir())
-    p.add_argument("--holes", type=int, default=40)
-    p.add_argument("--per-file", type=int, default=4)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=1)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    engine = Engine.load(args.model, device="cpu")
-    docs = heldout.heldout_documents(recipes.get("default_model_cpu").data)
-    found = heldout.heldout_examples(docs, engine.tokenizer, per_file=args.per_file, seed=args.seed)
-    examples = random.Random(args.seed).sample(found, min(args.holes, len(found)))
-    settings = Settings()
-    engine.fill(hole_job(examples[0], settings)[0])   # warm-up, not timed
-    once, tried, refused, rescued, em, retried = [], [], 0, 0, [], []
-    for ex in examples:
+def examples_of(name: str, args: argparse.Namespace, held_out: list) -> list[heldout.Example]:
+    """``heldout``: held-out spans (as bench_fill_hole.py picks them); else a HumanEval
+    infilling set (a seeded sample of ``args.holes``), its middle made a hole."""
+    if name == "heldout":
+        return held_out
+    return evaluate.humaneval_examples(args.benchmarks, name, args.holes, args.seed)
+
+
+def measure(engine: Engine, examples: list[heldout.Example], settings: Settings) -> dict:
+    """Each hole twice, without then with retries: refusals, rescues and what retrying cost."""
+    once, tried, retried, em = [], [], [], []
+    refused = rescued = 0
+    for n, ex in enumerate(examples, 1):
+        if n % 10 == 0:
+            print(f"  {n}/{len(examples)} holes, {refused} refused so far", file=sys.stderr,
+                  flush=True)
         job, errors = marker_job(ex, settings)
         first, t_first = decide(engine, job, errors, settings, retry=False)
         again, t_again = decide(engine, job, errors, settings, retry=True)
@@ -94,15 +99,35 @@ def main() -> None:
             if again.accepted:
                 rescued += 1
                 em.append(heldout.exact_match(again.fills[0].text, ex.middle))
-    refused_ratio = retried or [1.0]
-    print(f"model={args.model} holes={len(examples)} steps={settings.fill_hole_steps} "
+    return {"holes": len(examples), "refused": refused, "rescued": rescued, "em": em,
+            "all": sum(tried) / sum(once), "retried": retried}
+
+
+def report(name: str, m: dict) -> str:
+    refused, rescued, ratios = m["refused"], m["rescued"], m["retried"] or [1.0]
+    em = f"{statistics.mean(m['em']):.3f}" if m["em"] else "-"
+    return (f"{name:12} refused {refused}/{m['holes']}, rescued {rescued}/{refused} "
+            f"({rescued / max(1, refused):.0%}), rescued EM {em}; time with retries / without: "
+            f"all {m['all']:.2f}x, {len(m['retried'])} retried: median "
+            f"{statistics.median(ratios):.2f}x, max {max(ratios):.2f}x")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    hole_arguments(p, holes=40)
+    p.add_argument("--sets", nargs="+", default=["heldout"], choices=SETS,
+                   help="hole sets, each measured on its own (default: heldout)")
+    p.add_argument("--benchmarks", type=Path, default=HUMANEVAL,
+                   help="the HumanEval infilling folder (default: from $CODA_SHARED)")
+    args = p.parse_args()
+    engine, held_out = held_out_holes(args)
+    settings = Settings()
+    sets = {name: examples_of(name, args, held_out) for name in args.sets}
+    engine.fill(marker_job(next(iter(sets.values()))[0], settings)[0])   # warm-up, not timed
+    print(f"model={args.model} holes={args.holes} per set, steps={settings.fill_hole_steps} "
           f"threads={args.threads} budget={contract.RETRY_BUDGET}x")
-    print(f"refused by the first attempt: {refused}/{len(examples)}; rescued by a retry: "
-          f"{rescued}/{refused} ({rescued / max(1, refused):.0%}); rescued EM "
-          f"{statistics.mean(em) if em else 0:.3f}")
-    print(f"time with retries / without: all holes {sum(tried) / sum(once):.2f}x, "
-          f"{len(retried)} retried holes: median {statistics.median(refused_ratio):.2f}x, "
-          f"max {max(refused_ratio):.2f}x")
+    for name, examples in sets.items():
+        print(report(name, measure(engine, examples, settings)), flush=True)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from coda_lsp.core import contract, edits, fim, logs, positions, prompt
 from coda_lsp.core import settings as settings_mod
 from coda_lsp.core.contract import Decision
 from coda_lsp.core.documents import Document, DocumentStore
-from coda_lsp.core.engine import Engine, FillJob, FillResult, rank
+from coda_lsp.core.engine import Engine, Fill, FillJob, FillResult, rank
 from coda_lsp.core.models import Loader, Models, ModelSpec, Role, Served
 from coda_lsp.core.scheduling import Superseded
 from coda_lsp.core.settings import Settings
@@ -321,13 +321,8 @@ class CodaServer(LanguageServer):
         return types.InlineCompletionList(items=items) if items else None
 
     def inline_items(self, target: Target, fills: list) -> list[types.InlineCompletionItem]:
-        items, seen = [], set()
-        for f in fills:
-            if f.text not in seen and len(items) < MAX_ITEMS:
-                seen.add(f.text)
-                items.append(edits.inline_item(target.doc, target.start, target.end, f.text,
-                                               self.encoding))
-        return items
+        return [edits.inline_item(target.doc, target.start, target.end, f.text, self.encoding)
+                for f in distinct(fills)]
 
     async def complete_hole(self, doc: Document, hole: spans.Span):
         """An invoked inline completion at a hole: up to MAX_ITEMS fills that pass the
@@ -345,9 +340,17 @@ class CodaServer(LanguageServer):
 
     async def fill_hole(self, uri: str, rng: types.Range, asked: bool = True,
                         accept_rejected: bool = False) -> types.WorkspaceEdit | None:
-        """The hole's best fill by the contract, as an edit. ``asked``: the user chose the
-        action, so a refusal says why and offers the best rejected fill (not when a client
-        without resolve lists actions). ``accept_rejected``: that fill without asking."""
+        """The hole's best fill by the contract, as an edit (see ``hole_fills``)."""
+        found = await self.hole_fills(uri, rng, asked, accept_rejected)
+        return None if found is None else self.hole_edit(found[0], found[1][0].text)
+
+    async def hole_fills(self, uri: str, rng: types.Range, asked: bool = True,
+                         accept_rejected: bool = False) -> tuple[Target, list[Fill]] | None:
+        """What may be written at the hole: the fills that pass the contract (best first, at
+        most MAX_ITEMS, texts once), or the best rejected one the user took; None for nothing.
+        ``asked``: the user chose the action, so a refusal says why and offers the best
+        rejected fill (not when a client without resolve lists actions). ``accept_rejected``:
+        that fill without asking."""
         self.require_initialized()
         doc = self.store.get(uri)
         if not self.usable(doc, Role.FILL):
@@ -370,16 +373,24 @@ class CodaServer(LanguageServer):
             return None
         if decision.accepted:
             log.info("%s", stages.line(f"{len(decision.fills)} fill(s)"))
-            return self.hole_edit(target, decision.fills[0].text)
+            return target, distinct(decision.fills)
         log.info("%s", stages.line(f"no fill: {decision.reason}"))
         best = decision.best_rejected
         if best is not None and (accept_rejected or (asked and await self.ask_anyway(decision))):
             log.info("filling anyway (%s)", contract.describe(best))
-            return self.hole_edit(target, best.text)
+            return target, [best]
         if asked and not accept_rejected and best is None:
             self.window_show_message(types.ShowMessageParams(
                 type=types.MessageType.Warning, message=NO_FILL + decision.reason))
         return None
+
+    def choices(self, target: Target, fills: list[Fill]) -> dict:
+        """``coda.fillHole``'s answer to a client that picks (``choose``): each passing fill's
+        text, a few words about it and its edit, best first; the client applies the one the
+        user picks."""
+        wire = self.protocol._converter.unstructure
+        return {"choices": [{"text": f.text, "detail": contract.describe(f),
+                             "edit": wire(self.hole_edit(target, f.text))} for f in fills]}
 
     async def ask_anyway(self, decision: Decision) -> bool:
         """Say why nothing passed and offer the best rejected fill; True if the user takes it.
@@ -437,13 +448,26 @@ class CodaServer(LanguageServer):
             rng = self.protocol._converter.structure(arg["range"], types.Range)
             if not isinstance(uri, str):
                 raise TypeError("uri must be a string")
-            accept = arg.get("acceptRejected", False)
-            if not isinstance(accept, bool):
-                raise TypeError("acceptRejected must be true or false")
         except Exception as exc:  # KeyError, TypeError, cattrs' validation errors
             raise JsonRpcInvalidParams(
                 f"expected {{uri, range, acceptRejected?}}: {explain(exc)}") from exc
-        return uri, rng, accept
+        return uri, rng, self.parse_flag(arg, "acceptRejected")
+
+    @staticmethod
+    def parse_flag(arg: dict, name: str) -> bool:
+        value = arg.get(name, False)
+        if not isinstance(value, bool):
+            raise JsonRpcInvalidParams(f"{name} must be true or false")
+        return value
+
+
+def distinct(fills: list[Fill]) -> list[Fill]:
+    """The first fill of each text, at most MAX_ITEMS: what an editor offers to cycle."""
+    out: list[Fill] = []
+    for f in fills:
+        if len(out) < MAX_ITEMS and all(f.text != o.text for o in out):
+            out.append(f)
+    return out
 
 
 def create_server(defaults: Settings, loader: Loader, verbose: int = 0) -> CodaServer:
@@ -524,14 +548,18 @@ def create_server(defaults: Settings, loader: Loader, verbose: int = 0) -> CodaS
     async def fill_hole_command(ls: CodaServer, *args: Any):
         if len(args) != 1:
             raise JsonRpcInvalidParams(
-                f"{FILL_HOLE} takes one argument {{uri, range, acceptRejected?}}")
+                f"{FILL_HOLE} takes one argument {{uri, range, acceptRejected?, choose?}}")
         uri, rng, accept = ls.parse_target_args(args[0])
-        edit = await ls.fill_hole(uri, rng, accept_rejected=accept)
-        if edit is None:
+        choose = ls.parse_flag(args[0], "choose")
+        found = await ls.hole_fills(uri, rng, accept_rejected=accept)
+        if found is None:
             return False
+        target, fills = found
+        if choose and len(fills) > 1:  # the user picks; nothing is applied here
+            return ls.choices(target, fills)
         try:
-            result = await ls.workspace_apply_edit_async(
-                types.ApplyWorkspaceEditParams(edit=edit, label=FILL_TITLE))
+            result = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(
+                edit=ls.hole_edit(target, fills[0].text), label=FILL_TITLE))
         except JsonRpcException as exc:  # the client refused or answered nonsense
             log.warning("workspace/applyEdit failed: %s", exc)
             return False

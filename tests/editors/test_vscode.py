@@ -324,3 +324,35 @@ def test_invoked_suggestions_cycle_with_vscodes_own_keys(tmp_path, artifacts_dir
     first, second, third = (" coda_value = 42", " coda_value = 41", " coda_value = 40")
     assert seen["shown"] == [first, second, third, first, third], seen
     assert seen["afterAccept"] == SAMPLE.rstrip("\n") + third + "\n", seen["afterAccept"]
+
+
+PICK_HOLE = "def add(a, b):\n    ...\n"
+PASSING = [["return a + b", 0.9], ["return a - b", 0.8]]  # both parse, both over the bar
+
+
+def test_several_passing_fills_are_picked_from_a_quick_pick(tmp_path, artifacts_dir,
+                                                            tiny_model_dir):
+    """The real server with a scripted model (tests/scripted_coda.py) whose two fills both pass
+    the contract: "Coda: Fill hole" shows them, best first and preselected, and applies
+    nothing; Esc leaves the buffer as it was; Down + Enter applies the second."""
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "add.py").write_text(PICK_HOLE)
+    scripted = [sys.executable, str(editor_tools.REPO / "tests" / "scripted_coda.py"),
+                "--model", str(tiny_model_dir), "--device", "cpu"]
+    code_server = CodeServer(workspace, tmp_path / "home", scripted, {"fillHoleSteps": 4},
+                             {"CODA_SCRIPT": json.dumps({"fills": PASSING})})
+    try:
+        seen = _drive(code_server, workspace, artifacts_dir, scenario="pickedFill",
+                      holeFile="add.py", holeLine=2, pick=1)
+    finally:
+        code_server.close()
+    assert seen["title"] == "coda-lsp: 2 fills pass for this hole", seen
+    rows = seen["rows"]
+    assert len(rows) == 2 and rows[0].startswith("return a + b"), rows
+    assert "confidence 0.90" in rows[0] and "(best)" in rows[0], rows
+    assert rows[1].startswith("return a - b") and "confidence 0.80" in rows[1], rows
+    assert seen["focused"] == rows[0]  # the best, preselected
+    assert seen["dirtyWhilePicking"] == 0 and seen["dirtyAfterEscape"] == 0, seen
+    assert seen["chosen"] == rows[1]
+    assert seen["afterPick"] == PICK_HOLE.replace("...", "return a - b")

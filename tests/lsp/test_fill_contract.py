@@ -163,6 +163,36 @@ async def test_the_fills_progress_shows_it_sharpening(good):
     assert messages[-1] == "step 4/4: elif a == 0: a ="  # the longest candidate, one line
 
 
+async def test_a_client_that_picks_gets_every_passing_fill_and_nothing_is_applied(good):
+    """``choose``: several passing fills come back (best first, with their edits) for the
+    user to pick; the buffer is left to the client."""
+    uri = open_doc(good, HOLE_FILE)
+    asked, before = len(good.recorder.asked), len(good.recorder.applied)
+    choices = (await fill_command(good, uri, choose=True))["choices"]
+    assert [c["text"] for c in choices] == ["return a + b", "return a - b", "return b + a"]
+    assert len(good.recorder.applied) == before and len(good.recorder.asked) == asked
+    second = choices[1]
+    edit = good.protocol._converter.structure(second["edit"], types.WorkspaceEdit)
+    change = edit.document_changes[0]
+    assert change.text_document.uri == uri and change.text_document.version == 1
+    assert change.edits[0].new_text == "return a - b"
+    assert change.edits[0].range == types.Range(start=types.Position(line=1, character=4),
+                                                end=types.Position(line=1, character=7))
+    assert second["detail"] == "confidence 0.80"
+    assert await text_of(good, uri) == HOLE_FILE
+
+
+async def test_choose_with_one_fill_to_offer_applies_it(broken):
+    """Nothing to pick from (here the best rejected fill, taken with acceptRejected): the
+    server applies it as without ``choose``."""
+    uri = open_doc(broken, HOLE_FILE)
+    before = len(broken.recorder.applied)
+    assert await fill_command(broken, uri, acceptRejected=True, choose=True) is True
+    assert applied_text(broken, before) == ["elif a == 0:\n        a ="]
+    with pytest.raises(Exception, match="choose must be true or false"):
+        await fill_command(broken, uri, choose=1)
+
+
 async def test_invoked_inline_completion_at_a_hole_offers_passing_fills_to_cycle(good):
     uri = open_doc(good, HOLE_FILE)
     result = await good.text_document_inline_completion_async(types.InlineCompletionParams(

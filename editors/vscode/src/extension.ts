@@ -8,7 +8,8 @@
 // one line that names the setting to change, and not restarted (startupFailure.ts); what the
 // user is told goes through Notices (one prefix, "Show log", no stale toasts). A hole the
 // server refuses to fill comes as its `window/showMessageRequest`, whose "Fill anyway (…)"
-// button vscode-languageclient shows as is. No completion logic lives here.
+// button vscode-languageclient shows as is. When several fills pass, "Fill hole" lets the user
+// pick one (fillChoices.ts). No completion logic lives here.
 import * as vscode from "vscode";
 import {
   DidChangeConfigurationNotification,
@@ -22,6 +23,7 @@ import {
   MessageType,
   State,
 } from "vscode-languageclient/node";
+import { FillChoice, isFillChoices, pickFill, stillCurrent } from "./fillChoices";
 import { Notices } from "./notices";
 import { NOT_FOUND, problem, resolveServerCommand } from "./serverCommand";
 import { affectsServer, needsRestart, serverSettingNames, serverSettings } from "./settings";
@@ -175,7 +177,9 @@ async function onConfigurationChanged(event: vscode.ConfigurationChangeEvent): P
 }
 
 /** Fill the hole at the cursor (or the selection) through the server's `coda.fillHole`
- * command; the server applies the edit with `workspace/applyEdit`. */
+ * command. One fill to write: the server applies it with `workspace/applyEdit`. Several that
+ * pass the fill contract: the server answers them (`choose`) and the user picks one
+ * (fillChoices.ts); Esc leaves the buffer as it was. */
 async function fillHole(): Promise<void> {
   const editor = vscode.window.activeTextEditor;
   if (!editor) {
@@ -190,9 +194,11 @@ async function fillHole(): Promise<void> {
   const argument = {
     uri: converter.asUri(editor.document.uri),
     range: converter.asRange(editor.selection),
+    choose: true,
   };
+  let answer: unknown;
   try {
-    await vscode.window.withProgress(
+    answer = await vscode.window.withProgress(
       { location: vscode.ProgressLocation.Window, title: "coda-lsp: filling the hole" },
       () =>
         running.sendRequest(ExecuteCommandRequest.type, {
@@ -204,5 +210,24 @@ async function fillHole(): Promise<void> {
     if (running.isRunning()) {
       notices.error(`the fill failed: ${(error as Error)?.message ?? error}`);
     }
+    return;
+  }
+  if (isFillChoices(answer)) {
+    await applyPicked(running, answer.choices);
+  }
+}
+
+async function applyPicked(running: LanguageClient, choices: FillChoice[]): Promise<void> {
+  const picked = await pickFill(choices);
+  if (!picked) {
+    return; // Esc: the buffer stays as it was
+  }
+  if (!stillCurrent(picked.edit)) {
+    notices.warn("the file changed while you chose; run Fill hole again");
+    return;
+  }
+  const edit = await running.protocol2CodeConverter.asWorkspaceEdit(picked.edit);
+  if (!(await vscode.workspace.applyEdit(edit))) {
+    notices.warn("VS Code did not apply the fill; run Fill hole again");
   }
 }

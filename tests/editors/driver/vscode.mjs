@@ -18,6 +18,10 @@
 // refusedFill (holeFile, holeLine, choice): run "Coda: Fill hole" on a hole the server refuses,
 // read the warning toast and its buttons and whether the editor changed, click `choice`, wait
 // for the edit and save.
+// pickedFill (holeFile, holeLine, pick): run "Coda: Fill hole" on a hole where several fills
+// pass, read the quick pick's rows, which one is focused and whether the editor changed,
+// press Esc and read that again; then run it again, move down `pick` rows, press Enter and
+// save.
 // cycle (completionFile, triggerLine, triggerKey): ask for a suggestion by hand at the end of
 // triggerLine, read the ghost text, show the next and the previous candidate (Alt+] / Alt+[,
 // VS Code's own keys), accept the one shown with Tab and save.
@@ -109,11 +113,17 @@ async function edit(page) {
   await page.keyboard.press("End"); // on the `...`, not in the indentation before it
   await runCommand(page, "Coda: Fill hole");
   // The server's workspace/applyEdit makes the editor dirty. A tiny test model's fills rarely
-  // parse: where the server refuses, take its "Fill anyway" (refusals have their own test).
+  // parse: where the server refuses, take its "Fill anyway" (refusals have their own test);
+  // where several pass, take the best from the pick (picking has its own test).
   const dirty = page.locator(`.tab.active.dirty[data-resource-name="${args.holeFile}"]`);
   const anyway = page.locator(".notification-toast .monaco-button", { hasText: "Fill anyway (" });
-  await dirty.or(anyway).first().waitFor({ timeout });
-  if (!(await dirty.count())) {
+  const pick = fillPick(page);
+  await dirty.or(anyway).or(pick).first().waitFor({ timeout });
+  if (await pick.isVisible()) {
+    result.picked = true;
+    await page.keyboard.press("Enter");
+    await dirty.waitFor({ timeout });
+  } else if (!(await dirty.count())) {
     result.filledAnyway = true;
     await anyway.first().click();
     await dirty.waitFor({ timeout });
@@ -212,6 +222,43 @@ async function refusedFill(page) {
   }
 }
 
+// The quick pick "Coda: Fill hole" shows when several fills pass.
+const fillPick = (page) =>
+  page.locator(".quick-input-widget", { hasText: "fills pass for this hole" });
+
+async function pickedFill(page) {
+  const hole = path.join(args.workspace, args.holeFile);
+  await openFile(page, args.holeFile);
+  await statusItem(page).locator(".codicon-sparkle").waitFor({ timeout });
+  await goToLine(page, args.holeLine);
+  await page.keyboard.press("End");
+  const dirty = page.locator(`.tab.active.dirty[data-resource-name="${args.holeFile}"]`);
+  const pick = fillPick(page);
+  const rows = pick.locator(".quick-input-list .monaco-list-row");
+  // First Esc: the pick goes and the buffer stays as it was.
+  await runCommand(page, "Coda: Fill hole");
+  await rows.first().waitFor({ timeout });
+  result.rows = await rows.evaluateAll((els) => els.map((e) => e.getAttribute("aria-label")));
+  result.focused = await pick.locator(".monaco-list-row.focused").getAttribute("aria-label");
+  result.title = await pick.locator(".quick-input-title").textContent();
+  result.dirtyWhilePicking = await dirty.count();
+  await page.screenshot({ path: path.join(args.screenshots, "vscode-pick-fill.png") });
+  await page.keyboard.press("Escape");
+  await pick.waitFor({ state: "hidden", timeout });
+  result.dirtyAfterEscape = await dirty.count();
+  log("escaped", { rows: result.rows });
+  // Then again, and the `pick`-th row (0: the best, preselected) with the arrow keys and Enter.
+  await runCommand(page, "Coda: Fill hole");
+  await rows.first().waitFor({ timeout });
+  for (let i = 0; i < args.pick; i++) {
+    await page.keyboard.press("ArrowDown");
+  }
+  result.chosen = await pick.locator(".monaco-list-row.focused").getAttribute("aria-label");
+  await page.keyboard.press("Enter");
+  result.afterPick = await saveAndRead(page, hole);
+  log("picked", { chosen: result.chosen });
+}
+
 async function cycle(page) {
   const editor = await openFile(page, args.completionFile);
   await statusItem(page).locator(".codicon-sparkle").waitFor({ timeout });
@@ -274,7 +321,7 @@ try {
   await page.goto(args.url);
   await page.locator(".monaco-workbench").waitFor({ timeout });
   log("workbench");
-  const scenario = { edit, startupError, manualTrigger, refusedFill, cycle }[args.scenario ?? "edit"];
+  const scenario = { edit, startupError, manualTrigger, refusedFill, pickedFill, cycle }[args.scenario ?? "edit"];
   await scenario(page);
   result.ok = true;
 } catch (error) {
