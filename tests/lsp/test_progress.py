@@ -1,4 +1,5 @@
-"""FillProgress and LoadProgress: $/progress for hole fills and model loads, against a recording stand-in for pygls' progress."""
+"""FillProgress and LoadProgress: $/progress for hole fills and model loads, against a
+recording stand-in for pygls' progress."""
 
 import asyncio
 import threading
