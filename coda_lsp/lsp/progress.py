@@ -89,19 +89,23 @@ DOWNLOAD_REPORTS_PER_S = 4  # a download's bytes come in 10 MB pieces from sever
 class LoadProgress:
     """Work-done progress while models load (at start, or after a settings change): begin,
     a report as a Hub id's download moves (percent and MB, at most DOWNLOAD_REPORTS_PER_S a
-    second, the last byte always) and when the weights load, end with the outcome. Not
+    second, the last byte always; ``on_message`` too, for clients without progress) and
+    when the weights load, end with the outcome. Not
     cancellable: a half-done download is kept by nobody (``coda_model.hub``)."""
 
     def __init__(self, ls: Any, title: str = LOAD_TITLE,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_message: Callable[[str], None] = lambda message: None) -> None:
         self.ls = ls
         self.title = title
+        self.on_message = on_message  # on the loop, with each report (the status line)
         self.clock = clock
         self.loop = asyncio.get_running_loop()
         self.token: str | None = None
         self.last_report = -1.0
         self.last_done = -1
         self._lock = threading.Lock()  # download threads report concurrently
+        self.done = False
 
     async def begin(self, message: str | None = None) -> None:
         window = self.ls.client_capabilities.window
@@ -136,11 +140,15 @@ class LoadProgress:
         self.loop.call_soon_threadsafe(self._report, message, percentage)
 
     def _report(self, message: str, percentage: int | None) -> None:
-        if self.token is not None:  # not after end (a late report from a thread)
+        if self.done:  # not after end (a late report from a thread)
+            return
+        self.on_message(message)
+        if self.token is not None:
             self.ls.work_done_progress.report(self.token, types.WorkDoneProgressReport(
                 message=message, percentage=percentage))
 
     def end(self, message: str) -> None:
+        self.done = True
         if self.token is None:
             return
         token, self.token = self.token, None

@@ -135,7 +135,7 @@ class CodaServer(LanguageServer):
 
     async def load_model(self) -> None:
         self.send_status("loading the model")
-        progress = LoadProgress(self)
+        progress = LoadProgress(self, on_message=self.send_status)
         await progress.begin()
         changes = await self.models.apply(self.settings, *self._load_hooks(progress))
         for change in changes:
@@ -154,12 +154,10 @@ class CodaServer(LanguageServer):
         self.send_status(message)
 
     def _load_hooks(self, progress: LoadProgress):
-        """``Models.apply``'s hooks: the status line and the progress say which model loads,
-        and a Hub id's download in percent and MB (the status line too, as often as the
-        progress reports)."""
+        """``Models.apply``'s hooks: the progress (and through it the status line) says which
+        model loads, and a Hub id's download in percent and MB."""
         def loading(role: Role, spec: ModelSpec) -> None:
-            self.send_status(f"loading the {role.value} model {spec.label}")
-            progress.loading(model_name(spec))
+            progress.loading(f"the {role.value} model {model_name(spec)}")
 
         def download(spec: ModelSpec, done: int, total: int | None) -> None:
             progress.download(model_name(spec), done, total)
@@ -180,7 +178,8 @@ class CodaServer(LanguageServer):
         switch; a failed load keeps the old model and says so in one line."""
         pending = self.models.pending(self.settings)
         progress = LoadProgress(self, "coda: loading " + ", ".join(
-            f"the {role.value} model {model_name(spec)}" for role, spec in pending))
+            f"the {role.value} model {model_name(spec)}" for role, spec in pending),
+            on_message=self.send_status)
         if pending:
             await progress.begin()
         changes = await self.models.apply(self.settings, *self._load_hooks(progress))

@@ -87,8 +87,12 @@ async def test_a_hub_id_at_start_downloads_with_progress_then_serves(tmp_path):
             check_download(reports)
             assert reports[-1].message == "model ready"
             messages = [getattr(v, "message", None) for v in reports]
-            assert messages.index(f"loading {REPO}") < min(
+            assert messages.index(f"loading the typing model {REPO}") < min(
                 i for i, m in enumerate(messages) if m and DOWNLOAD.match(m))
+            # the status line says it too (what the editors' status items show)
+            said = [s.message for s in client.recorder.statuses if s.state == "loading"]
+            assert [m for m in said if DOWNLOAD.match(m)] == [
+                m for m in messages if m and DOWNLOAD.match(m)]
         finally:
             await client.shutdown_session()
             await client.stop()
