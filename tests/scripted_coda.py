@@ -6,7 +6,8 @@ Tests that need a particular candidate (one that adds a syntax error, one under 
 request returns ``fills``, a retry with a seed (``coda_lsp.core.contract.retry_jobs``) returns
 ``retry`` when given. ``"step_s"``: seconds each denoising step takes (a slow model to watch
 and to cancel: the fill stops between steps when asked, as the engine does, and when
-$CODA_SCRIPT_LOG names a file, a JSON line there says at which step). The tokenizer is the
+$CODA_SCRIPT_LOG names a file, JSON lines there say when a fill starts and at which step it
+stopped or that it finished). The tokenizer is the
 model folder's. Not a model: a test kit.
 """
 
@@ -32,6 +33,7 @@ class ScriptedEngine:
 
     def fill(self, job, should_stop=None, on_step=None, on_partial=None) -> FillResult:
         self.jobs.append(job)
+        _note({"started": job.steps})
         for step in range(1, job.steps + 1):
             if should_stop is not None and should_stop():
                 _note({"stopped": step - 1, "steps": job.steps})

@@ -416,13 +416,16 @@ def test_a_hub_model_downloads_with_its_progress_on_the_message_line(tmp_path, m
             nvim.close()
 
 
-def _script_records(log: Path, timeout: float) -> list[dict]:
+def _script_record(log: Path, key: str, timeout: float) -> dict | None:
+    """The scripted model's first log record with ``key`` (tests/scripted_coda.py)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:  # the scripted model writes its log as it goes
-        if log.exists() and log.read_text().strip():
-            return [json.loads(line) for line in log.read_text().splitlines()]
+        if log.exists():
+            for line in log.read_text().splitlines():
+                if key in (record := json.loads(line)):
+                    return record
         time.sleep(0.05)
-    return []
+    return None
 
 
 def test_esc_stops_a_slow_fill_of_the_real_server_and_leaves_the_buffer(
@@ -445,9 +448,9 @@ def test_esc_stops_a_slow_fill_of_the_real_server_and_leaves_the_buffer(
         nvim.send("<Esc>")
         assert nvim.call("wait_echo", "coda-lsp: fill cancelled", WAIT_MS), nvim.call("echoes")
         assert nvim.call("wait_no_fill", WAIT_MS)
-        records = _script_records(script_log, 60)
-        assert records and "stopped" in records[0], records  # the server stopped the model
-        assert records[0]["stopped"] < records[0]["steps"] == 40, records
+        stopped = _script_record(script_log, "stopped", 60)  # the server stopped the model
+        assert stopped and stopped["stopped"] < stopped["steps"] == 40, script_log.read_text()
+        assert "finished" not in script_log.read_text()
         assert nvim.state()["lines"] == ["def answer():", "    ..."]
         assert nvim.call("wait_progress", "end", FILL_PROGRESS, WAIT_MS), nvim.call("progress")
         nvim.send("<Esc>")  # no fill now: Esc is Esc again, nothing to cancel

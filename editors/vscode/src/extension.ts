@@ -191,17 +191,31 @@ async function fillHole(): Promise<void> {
     uri: converter.asUri(editor.document.uri),
     range: converter.asRange(editor.selection),
   };
+  // A notification with Cancel: a fill takes seconds on a CPU. Cancel sends $/cancelRequest,
+  // the server stops the model at its next step and applies nothing.
+  let cancelled = false;
   try {
     await vscode.window.withProgress(
-      { location: vscode.ProgressLocation.Window, title: "coda-lsp: filling the hole" },
-      () =>
-        running.sendRequest(ExecuteCommandRequest.type, {
-          command: FILL_HOLE_COMMAND,
-          arguments: [argument],
-        }),
+      {
+        location: vscode.ProgressLocation.Notification,
+        title: "coda-lsp: filling the hole",
+        cancellable: true,
+      },
+      (_progress, token) => {
+        token.onCancellationRequested(() => {
+          cancelled = true;
+        });
+        return running.sendRequest(
+          ExecuteCommandRequest.type,
+          { command: FILL_HOLE_COMMAND, arguments: [argument] },
+          token,
+        );
+      },
     );
   } catch (error) {
-    if (running.isRunning()) {
+    if (cancelled) {
+      vscode.window.setStatusBarMessage("coda-lsp: fill cancelled", 3000);
+    } else if (running.isRunning()) {
       notices.error(`the fill failed: ${(error as Error)?.message ?? error}`);
     }
   }
