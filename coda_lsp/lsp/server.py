@@ -536,6 +536,7 @@ def create_server(defaults: Settings, loader: Loader, verbose: int = 0) -> CodaS
             raise JsonRpcInvalidParams(
                 f"{FILL_HOLE} takes one argument {{uri, range, acceptRejected?}}")
         uri, rng, accept = ls.parse_target_args(args[0])
+        ls.protocol.follow_cancel()  # $/cancelRequest (VS Code's Cancel) stops the fill
         edit = await ls.fill_hole(uri, rng, accept_rejected=accept)
         if edit is None:
             return False
