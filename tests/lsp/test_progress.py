@@ -10,6 +10,7 @@ import pytest
 from lsprotocol import types
 
 from coda_lsp.core.models import download_message
+from coda_lsp.lsp import progress as progress_mod
 from coda_lsp.lsp.progress import (
     FILL_TITLE,
     LOAD_TITLE,
@@ -129,3 +130,12 @@ def test_a_download_reports_percent_and_mb_at_most_four_a_second_and_always_the_
 def test_a_download_of_unknown_size_reports_mb_only():
     assert download_message("org/m", 3_456_000, None) == ("downloading org/m: 3.5 MB", None)
     assert download_message("org/m", 0, 0) == ("downloading org/m: 0.0 MB", None)
+
+
+def test_reports_show_the_fill_sharpening():
+    """A report's message carries the candidate furthest along, masks as glyphs, one line."""
+    texts = ["re\u2591\u2591", "return a\n    + \u2591", "\u2591\u2591\u2591\u2591\u2591"]
+    assert progress_mod.sharpening(texts) == "return a + \u2591"
+    assert progress_mod.sharpening([]) == ""
+    long = progress_mod.sharpening(["x" * 200])
+    assert len(long) == progress_mod.PREVIEW_CHARS and long.endswith("\u2026")
