@@ -271,18 +271,23 @@ def http_main(args: argparse.Namespace) -> int:
     except (OSError, OverflowError) as exc:
         raise StartupError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
     models = Models(loader(args, defaults, (role,)))
-    try:
-        models.install(role, models.load(spec))
-    except Exception as exc:  # CheckpointError, TokenizerError, torch errors: one line
-        raise StartupError(f"cannot load the model from {spec.ref}: {exc}") from exc
     named = args.fill_model if role is Role.FILL and args.fill_model else args.model
     name = spec.label if named else "coda"
     host, port = sock.getsockname()[:2]
-    print(f"coda-lsp http: serving {name} on http://{host}:{port}", file=sys.stderr, flush=True)
+    url = f"http://{host}:{port}"
+    # at once: /health says "loading" (with the percent while a Hub id downloads) meanwhile
+    print(f"coda-lsp http: listening on {url}, loading the model {spec.ref}",
+          file=sys.stderr, flush=True)
     policy = Policy.make(args.allow_origin, args.allow_host, bound_host=args.host)
     service = http_server.Service(models, role, defaults, name, args.api_key, fast=args.fast,
                                   policy=policy, max_queue=args.max_queue)
-    http_server.serve(service, sock, args.verbose)
+
+    def ready() -> None:  # the line scripts wait for: fills are served from now on
+        print(f"coda-lsp http: serving {name} on {url}", file=sys.stderr, flush=True)
+
+    http_server.serve(service, sock, args.verbose, load=spec, on_ready=ready)
+    if service.load_error is not None:
+        raise StartupError(service.load_error)
     return 0
 
 

@@ -18,8 +18,9 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,10 @@ if TYPE_CHECKING:  # the engine imports torch
     from coda_lsp.core.engine import Engine
 
 log = logging.getLogger(__name__)
+
+
+# bytes done, bytes in all (None while unknown); called from huggingface_hub's download threads
+Download = Callable[[int, int | None], None]
 
 
 class Role(StrEnum):
@@ -61,17 +66,18 @@ def is_hub_id(ref: str) -> bool:
     return isinstance(parse(ref), HubId)
 
 
-def resolve(ref: str) -> Path:
+def resolve(ref: str, progress: Download | None = None) -> Path:
     """The folder a model reference names, checked cheaply (a wrong path fails at once, not
     minutes later in the editor): a folder as it is, a Hub id from the HF cache (downloaded
-    there first when missing; ``coda_model.hub``). The one place references become folders."""
+    there first when missing; ``coda_model.hub``; ``progress(done, total)`` gets the bytes
+    from the download threads). The one place references become folders."""
     from coda_model.hub import HubError, HubId, parse
     from coda_model.hub import resolve as fetch
 
     target = parse(ref)
     if isinstance(target, HubId):
         try:
-            path = fetch(ref)
+            path = fetch(ref, progress=progress)
         except HubError as exc:
             raise ModelError(str(exc)) from exc
     else:
@@ -156,6 +162,21 @@ def load_engine(spec: ModelSpec, compile: bool = False) -> Engine:
     return Engine.load(resolve(spec.ref), spec.device, spec.dtype, compile)
 
 
+def download_message(name: str, done: int, total: int | None) -> tuple[str, int | None]:
+    """"downloading owner/name: 42 % (12.3 / 29.1 MB)" and the percentage (None: no total),
+    what the language server's progress and the HTTP server's ``/health`` say."""
+    if not total:
+        return f"downloading {name}: {done / 1e6:.1f} MB", None
+    percentage = min(100, 100 * done // total)
+    return (f"downloading {name}: {percentage} % ({done / 1e6:.1f} / {total / 1e6:.1f} MB)",
+            percentage)
+
+
+def model_name(spec: ModelSpec) -> str:
+    """What a user calls the model: a Hub id as given, a folder by its name."""
+    return spec.ref if is_hub_id(spec.ref) else spec.label
+
+
 def first_line(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0]
@@ -207,15 +228,39 @@ class Models:
             log.info("%s model %s retired (its queued work finishes first)", role.value,
                      old.spec.label)
 
-    def load(self, spec: ModelSpec) -> Served:
-        """Load (blocking), or share the model another role already has with this spec."""
-        return self.find(spec) or Served(spec, self.loader(spec))
+    def load(self, spec: ModelSpec, progress: Download | None = None) -> Served:
+        """Load (blocking), or share the model another role already has with this spec.
+        A Hub id is downloaded first (``progress`` sees the bytes), then the loader gets
+        the cached folder; the served model keeps the spec it was asked for."""
+        found = self.find(spec)
+        if found is not None:
+            return found
+        local = spec
+        if is_hub_id(spec.ref):
+            local = replace(spec, ref=str(resolve(spec.ref, progress)))
+        return Served(spec, self.loader(local))
+
+    def pending(self, settings: Settings) -> list[tuple[Role, ModelSpec]]:
+        """The roles ``apply(settings)`` would load a model for (none loaded with that spec,
+        and not a spec that failed already)."""
+        out = []
+        for role in (Role.TYPING, Role.FILL):
+            spec = spec_for(settings, role)
+            current = self.roles.get(role)
+            if current is not None and current.spec == spec or self.failed.get(role) == spec:
+                continue
+            if self.find(spec) is None and spec not in [s for _, s in out]:
+                out.append((role, spec))
+        return out
 
     async def apply(self, settings: Settings,
-                    on_loading: Callable[[Role, ModelSpec], None] | None = None) -> list[Change]:
+                    on_loading: Callable[[Role, ModelSpec], None] | None = None,
+                    on_download: Callable[[ModelSpec, int, int | None], None] | None = None,
+                    ) -> list[Change]:
         """Bring both roles to what ``settings`` ask for, one swap at a time. A role whose
         model fails to load keeps the model it had; with none (at start), the fill role falls
-        back to the typing model."""
+        back to the typing model. ``on_download(spec, done, total)`` sees a Hub id's bytes
+        while it downloads (from the download threads: the caller hops to its own loop)."""
         if self._swap is None:
             self._swap = asyncio.Lock()
         changes: list[Change] = []
@@ -233,7 +278,8 @@ class Models:
                     if on_loading is not None:
                         on_loading(role, spec)
                     try:
-                        served = await asyncio.to_thread(self.load, spec)
+                        progress = None if on_download is None else partial(on_download, spec)
+                        served = await asyncio.to_thread(self.load, spec, progress)
                     except Exception as exc:  # CheckpointError, ModelError, torch errors
                         self.failed[role] = spec
                         changes.append(Change(role, spec, first_line(exc)))
@@ -260,5 +306,6 @@ class Models:
             served.scheduler.close()
 
 
-__all__ = ["Change", "ModelError", "ModelSpec", "Models", "Role", "Served", "first_line",
-           "load_engine", "resolve", "shipped_model_dir", "spec_for"]
+__all__ = ["Change", "Download", "ModelError", "ModelSpec", "Models", "Role", "Served",
+           "download_message", "first_line", "load_engine", "model_name", "resolve",
+           "shipped_model_dir", "spec_for"]

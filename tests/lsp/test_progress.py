@@ -1,4 +1,5 @@
-"""FillProgress: $/progress for hole fills, against a recording stand-in for pygls' progress."""
+"""FillProgress and LoadProgress: $/progress for hole fills and model loads, against a
+recording stand-in for pygls' progress."""
 
 import asyncio
 import threading
@@ -8,8 +9,14 @@ from types import SimpleNamespace
 import pytest
 from lsprotocol import types
 
+from coda_lsp.core.models import download_message
 from coda_lsp.lsp import progress as progress_mod
-from coda_lsp.lsp.progress import FILL_TITLE, FillProgress
+from coda_lsp.lsp.progress import (
+    FILL_TITLE,
+    LOAD_TITLE,
+    FillProgress,
+    LoadProgress,
+)
 
 
 class RecordingProgress:
@@ -83,6 +90,46 @@ def test_the_clients_cancel_cancels_the_fill():
 
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(asyncio.wait_for(fill(), 5))
+
+
+def test_a_download_reports_percent_and_mb_at_most_four_a_second_and_always_the_end():
+    ls = server()
+    now = iter([0.0, 0.1, 0.3, 0.4, 0.5])  # when each growing count arrives
+    total = 29_100_000
+
+    async def load():
+        progress = LoadProgress(ls, clock=lambda: next(now))
+        await progress.begin()
+        progress.loading("org/model")
+        counts = (5_000_000, 6_000_000, 12_300_000, 12_300_000, 20_000_000, total)
+        # 6.0 MB: 0.1 s after the first, too soon; the repeated 12.3 MB: no news (no clock
+        # read); 20 MB at 0.4 s: too soon; the last byte goes out whatever the clock says
+        threads = [threading.Thread(target=progress.download, args=("org/model", n, total))
+                   for n in counts]
+        for thread in threads:  # in order: the test is about the cap, not the interleaving
+            thread.start()
+            thread.join()
+        await asyncio.sleep(0)
+        progress.end("model ready")
+        return progress
+
+    progress = asyncio.run(load())
+    values = [value for _, value in ls.work_done_progress.sent]
+    assert [v.kind for v in values] == ["begin", "report", "report", "report", "report", "end"]
+    assert values[0].title == LOAD_TITLE and not values[0].cancellable
+    assert [v.message for v in values[1:5]] == [
+        "loading org/model",
+        "downloading org/model: 17 % (5.0 / 29.1 MB)",
+        "downloading org/model: 42 % (12.3 / 29.1 MB)",
+        "downloading org/model: 100 % (29.1 / 29.1 MB)"]
+    assert [v.percentage for v in values[1:5]] == [None, 17, 42, 100]
+    assert values[-1].message == "model ready"
+    assert progress.token is None and ls.work_done_progress.tokens == {}
+
+
+def test_a_download_of_unknown_size_reports_mb_only():
+    assert download_message("org/m", 3_456_000, None) == ("downloading org/m: 3.5 MB", None)
+    assert download_message("org/m", 0, 0) == ("downloading org/m: 0.0 MB", None)
 
 
 def test_reports_show_the_fill_sharpening():

@@ -31,7 +31,8 @@ async def test_loading_reports_progress_and_status(tiny_model_dir):
     states = [s.state for s in client.recorder.statuses]
     assert states[0] == "loading" and states[-1] == "ready"
     kinds = [type(v).__name__ for reports in client.progress_reports.values() for v in reports]
-    assert kinds == ["WorkDoneProgressBegin", "WorkDoneProgressEnd"]
+    assert kinds == ["WorkDoneProgressBegin", "WorkDoneProgressReport",  # "loading tiny"
+                     "WorkDoneProgressEnd"]
     await client.shutdown_session()
     await client.stop()
 

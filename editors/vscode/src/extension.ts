@@ -196,6 +196,7 @@ async function fillHole(): Promise<void> {
     range: converter.asRange(editor.selection),
     choose: true,
   };
+<<<<<<< HEAD
   let answer: unknown;
   try {
     answer = await vscode.window.withProgress(
@@ -205,9 +206,33 @@ async function fillHole(): Promise<void> {
           command: FILL_HOLE_COMMAND,
           arguments: [argument],
         }),
+=======
+  // A notification with Cancel: a fill takes seconds on a CPU. Cancel sends $/cancelRequest,
+  // the server stops the model at its next step and applies nothing.
+  let cancelled = false;
+  try {
+    await vscode.window.withProgress(
+      {
+        location: vscode.ProgressLocation.Notification,
+        title: "coda-lsp: filling the hole",
+        cancellable: true,
+      },
+      (_progress, token) => {
+        token.onCancellationRequested(() => {
+          cancelled = true;
+        });
+        return running.sendRequest(
+          ExecuteCommandRequest.type,
+          { command: FILL_HOLE_COMMAND, arguments: [argument] },
+          token,
+        );
+      },
+>>>>>>> progress
     );
   } catch (error) {
-    if (running.isRunning()) {
+    if (cancelled) {
+      vscode.window.setStatusBarMessage("coda-lsp: fill cancelled", 3000);
+    } else if (running.isRunning()) {
       notices.error(`the fill failed: ${(error as Error)?.message ?? error}`);
     }
     return;

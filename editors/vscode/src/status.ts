@@ -1,4 +1,5 @@
-// The status-bar item: model loading / ready (last latency) / error / completions off.
+// The status-bar item: model downloading (percent) / loading / ready (last latency) / error /
+// completions off.
 //
 // Fed by the server's `coda/status` notification and by the client's own state; clicking it
 // toggles completions. This module does not talk to the server.
@@ -28,6 +29,8 @@ export function rolesText(models: Record<string, ModelInUse> | undefined): strin
     .map((role) => `\n${role}: ${models[role].model} on ${models[role].device} (${models[role].dtype})`)
     .join("");
 }
+
+const DOWNLOADING = /^downloading [^ ]+: (\d+) %/;
 
 export class StatusBar implements vscode.Disposable {
   private readonly item: vscode.StatusBarItem;
@@ -61,7 +64,13 @@ export class StatusBar implements vscode.Disposable {
   private render(): void {
     const { state, message, latencyMs } = this.server;
     this.item.backgroundColor = undefined;
-    if (state === "loading") {
+    // A Hub model downloading (at start, or after a settings change names one): the percent
+    // on the item, "downloading owner/name: 42 % (12.3 / 29.1 MB)" in its tooltip.
+    const download = state === "error" ? null : DOWNLOADING.exec(message ?? "");
+    if (download) {
+      this.item.text = `$(cloud-download) Coda ${download[1]} %`;
+      this.item.tooltip = `coda-lsp: ${message}`;
+    } else if (state === "loading") {
       this.item.text = "$(loading~spin) Coda";
       this.item.tooltip = `coda-lsp: ${message || "loading the model"}`;
     } else if (state === "error") {

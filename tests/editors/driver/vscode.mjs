@@ -27,6 +27,11 @@
 // VS Code's own keys), accept the one shown with Tab and save.
 // manualTrigger (completionFile, triggerLine, triggerKey): put the cursor at the end of
 // triggerLine without typing, press triggerKey and wait for the ghost text.
+// downloadThenCancel (holeFile, holeLine, scriptLog): open holeFile and record every text
+// Coda's status item shows until it is ready (a Hub model's download percent meanwhile); then
+// run "Coda: Fill hole" with a slow scripted model, click Cancel on the progress notification
+// once the model runs (scriptLog says "started"), wait for the model to say it stopped, and
+// read whether the editor changed and which error toasts are up.
 // Screenshots go to `screenshots`. Each wait is on a DOM condition, never a fixed delay,
 // except startupError's quiet period, which waits for something NOT to happen.
 import { chromium } from "playwright-core";
@@ -293,6 +298,64 @@ async function visibleSuggestion(editor) {
   return parts.join("").replace(/\u00a0/g, " ");
 }
 
+// The scripted model's log (tests/scripted_coda.py), parsed; waits until `key` is in a record.
+async function scriptRecord(page, key) {
+  const deadline = Date.now() + timeout;
+  while (Date.now() < deadline) {
+    const text = fs.existsSync(args.scriptLog) ? fs.readFileSync(args.scriptLog, "utf8") : "";
+    const found = text.split("\n").filter(Boolean).map((line) => JSON.parse(line)).find((r) => key in r);
+    if (found) {
+      return found;
+    }
+    await page.waitForTimeout(50); // a file on disk: nothing in the page to wait on
+  }
+  throw new Error(`the scripted model never wrote ${key}`);
+}
+
+async function downloadThenCancel(page) {
+  const status = statusItem(page);
+  const ready = status.locator(".codicon-sparkle");
+  await openFile(page, args.holeFile);
+  result.statusTexts = [];
+  const deadline = Date.now() + timeout;
+  let shot = false;
+  while (!(await ready.count())) {
+    if (Date.now() > deadline) {
+      throw new Error("Coda never became ready: " + JSON.stringify(result.statusTexts));
+    }
+    if (await status.count()) {
+      const text = ((await status.textContent()) ?? "").trim();
+      const label = (await status.getAttribute("aria-label")) ?? "";
+      const seen = `${text} | ${label}`;
+      if (result.statusTexts[result.statusTexts.length - 1] !== seen) {
+        result.statusTexts.push(seen);
+      }
+      if (!shot && (await status.locator(".codicon-cloud-download").count())) {
+        shot = true;
+        await page.screenshot({ path: path.join(args.screenshots, "vscode-download.png") });
+      }
+    }
+    await page.waitForTimeout(50); // sampling what the item shows while it changes
+  }
+  log("ready", { seen: result.statusTexts.length });
+
+  await goToLine(page, args.holeLine);
+  await page.keyboard.press("End");
+  await runCommand(page, "Coda: Fill hole");
+  const toast = page.locator(".notification-toast", { hasText: "coda-lsp: filling the hole" });
+  await toast.first().waitFor({ timeout });
+  await scriptRecord(page, "started");
+  await page.screenshot({ path: path.join(args.screenshots, "vscode-fill-cancel.png") });
+  result.fillToastButtons = await toast.first().locator(".monaco-button").allTextContents();
+  await toast.first().locator(".monaco-button", { hasText: "Cancel" }).click();
+  result.stopped = await scriptRecord(page, "stopped");
+  await toast.first().waitFor({ state: "hidden", timeout });
+  log("cancelled", result.stopped);
+  result.dirtyAfterCancel = await page.locator(`.tab.active.dirty[data-resource-name="${args.holeFile}"]`).count();
+  result.editorText = (await page.locator(".editor-instance .monaco-editor .view-lines").first().innerText()).replace(/\u00a0/g, " ");
+  result.errorToasts = await toastMessages(page, "error");
+}
+
 async function manualTrigger(page) {
   const editor = await openFile(page, args.completionFile);
   await statusItem(page).locator(".codicon-sparkle").waitFor({ timeout });
@@ -321,7 +384,11 @@ try {
   await page.goto(args.url);
   await page.locator(".monaco-workbench").waitFor({ timeout });
   log("workbench");
+<<<<<<< HEAD
   const scenario = { edit, startupError, manualTrigger, refusedFill, pickedFill, cycle }[args.scenario ?? "edit"];
+=======
+  const scenario = { edit, startupError, manualTrigger, refusedFill, cycle, downloadThenCancel }[args.scenario ?? "edit"];
+>>>>>>> progress
   await scenario(page);
   result.ok = true;
 } catch (error) {

@@ -1,7 +1,8 @@
 --- :CodaFill: runs the server's "Fill this hole" code action (resolving it when the server
 --- leaves the edit to codeAction/resolve) and applies it. One fill at a time; while it runs the
---- message line shows the server's `$/progress` and the time taken, :CodaCancel stops it
---- ($/cancelRequest: the server stops the model), and the line clears when it is done. A hole
+--- message line shows the server's `$/progress` and the time taken, Esc (in normal mode, in
+--- the fill's buffer) or :CodaCancel stops it ($/cancelRequest: the server stops the model,
+--- the buffer stays as it was), and the line clears when it is done. A hole
 --- the server refuses (every candidate adds a syntax error) is left as it was: the server asks
 --- through `window/showMessageRequest` (init.lua answers it with vim.ui.select), and only its
 --- "Fill anyway (…)" fills. :CodaFill! asks for that directly: the `coda.fillHole` command
@@ -38,8 +39,30 @@ local function show_fill_progress(job)
   end
   local seconds = math.floor((uv.now() - job.started) / 1000)
   local done = job.percentage and (" %d%%,"):format(job.percentage) or ""
-  api.nvim_echo({ { ("coda-lsp: filling the hole…%s %d s (:CodaCancel stops it)"):format(done,
-    seconds) } }, false, {})
+  api.nvim_echo({ { ("coda-lsp: filling the hole…%s %d s (Esc or :CodaCancel stops it)")
+    :format(done, seconds) } }, false, {})
+end
+
+-- Esc stops the fill while it runs: a normal-mode mapping in the fill's buffer, for the fill's
+-- time only; a buffer mapping of Esc the user had comes back after.
+local function map_escape(job)
+  job.saved_escape = vim.fn.maparg("<Esc>", "n", false, true)
+  vim.keymap.set("n", "<Esc>", function()
+    M.cancel()
+  end, { buffer = job.bufnr, nowait = true, desc = "Coda: stop the running fill" })
+end
+
+local function unmap_escape(job)
+  if not api.nvim_buf_is_valid(job.bufnr) then
+    return
+  end
+  pcall(vim.keymap.del, "n", "<Esc>", { buffer = job.bufnr })
+  local saved = job.saved_escape
+  if type(saved) == "table" and saved.buffer == 1 then
+    api.nvim_buf_call(job.bufnr, function()
+      vim.fn.mapset("n", false, saved)
+    end)
+  end
 end
 
 M.ns = api.nvim_create_namespace("coda-fill") -- the fill sharpening at the hole
@@ -68,6 +91,7 @@ local function finish_fill(job, message, level)
   end
   job.timer:stop()
   job.timer:close()
+  unmap_escape(job)
   if fill_job == job then
     fill_job = nil
   end
@@ -174,7 +198,8 @@ function M.fill(range, accept_rejected)
     return
   end
   if fill_job then
-    vim.notify("coda-lsp: a fill is already running; :CodaCancel stops it", vim.log.levels.WARN)
+    vim.notify("coda-lsp: a fill is already running; Esc or :CodaCancel stops it",
+      vim.log.levels.WARN)
     return
   end
   local enc = client.offset_encoding or "utf-16"
@@ -189,6 +214,7 @@ function M.fill(range, accept_rejected)
   local job = { client = client, bufnr = bufnr, started = uv.now(), timer = uv.new_timer(),
                 done = false, row = params.range.start.line }
   fill_job = job
+  map_escape(job)
   show_fill_progress(job)
   job.timer:start(1000, 1000, vim.schedule_wrap(function()
     if not job.done then

@@ -280,6 +280,32 @@ local function create_commands()
   api.nvim_create_user_command("CodaToggle", M.toggle, { desc = "Coda: completions on/off" })
 end
 
+local LOAD_PROGRESS = "coda: loading" -- the server's $/progress titles while a model loads
+local load_titles = {} -- progress token -> whether it is a model load
+-- While a model loads (a Hub id downloads first: "downloading owner/name: 42 % (12.3 / 29.1
+-- MB)"), the server's progress goes on the message line (no history); it clears at the end.
+-- Not over a running fill's line.
+local function on_load_progress(args)
+  local value = args.data and args.data.params and args.data.params.value
+  local client = vim.lsp.get_client_by_id(args.data and args.data.client_id or -1)
+  if not client or client.name ~= "coda" or type(value) ~= "table" or fill.running() then
+    return
+  end
+  local title = value.title or ""
+  if value.kind == "begin" then
+    load_titles[args.data.params.token] = vim.startswith(title, LOAD_PROGRESS)
+  end
+  if not load_titles[args.data.params.token] then
+    return
+  end
+  if value.kind == "end" then
+    load_titles[args.data.params.token] = nil
+    api.nvim_echo({}, false, {})
+  elseif type(value.message) == "string" then
+    api.nvim_echo({ { "coda-lsp: " .. value.message } }, false, {})
+  end
+end
+
 ---@param opts coda.Options|table|nil
 function M.setup(opts)
   M.options = config.resolve(opts)
@@ -308,6 +334,7 @@ function M.setup(opts)
     end,
   })
   api.nvim_create_autocmd("LspProgress", { group = group, callback = fill.on_progress })
+  api.nvim_create_autocmd("LspProgress", { group = group, callback = on_load_progress })
   api.nvim_create_autocmd("LspDetach", { group = group, callback = fill.on_detach })
 
   if vim.lsp.config and vim.lsp.enable then -- Neovim 0.11+
