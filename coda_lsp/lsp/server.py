@@ -30,13 +30,8 @@ from coda_lsp.core import contract, edits, fim, logs, positions, prompt
 from coda_lsp.core import settings as settings_mod
 from coda_lsp.core.contract import Decision
 from coda_lsp.core.documents import Document, DocumentStore
-<<<<<<< HEAD
 from coda_lsp.core.engine import Engine, Fill, FillJob, FillResult, rank
-from coda_lsp.core.models import Loader, Models, ModelSpec, Role, Served
-=======
-from coda_lsp.core.engine import Engine, FillJob, FillResult, rank
 from coda_lsp.core.models import Loader, Models, ModelSpec, Role, Served, model_name
->>>>>>> progress
 from coda_lsp.core.scheduling import Superseded
 from coda_lsp.core.settings import Settings
 from coda_lsp.lsp.progress import FillProgress, LoadProgress
@@ -561,15 +556,10 @@ def create_server(defaults: Settings, loader: Loader, verbose: int = 0) -> CodaS
             raise JsonRpcInvalidParams(
                 f"{FILL_HOLE} takes one argument {{uri, range, acceptRejected?, choose?}}")
         uri, rng, accept = ls.parse_target_args(args[0])
-<<<<<<< HEAD
         choose = ls.parse_flag(args[0], "choose")
+        ls.protocol.follow_cancel()  # $/cancelRequest (VS Code's Cancel) stops the fill
         found = await ls.hole_fills(uri, rng, accept_rejected=accept)
         if found is None:
-=======
-        ls.protocol.follow_cancel()  # $/cancelRequest (VS Code's Cancel) stops the fill
-        edit = await ls.fill_hole(uri, rng, accept_rejected=accept)
-        if edit is None:
->>>>>>> progress
             return False
         target, fills = found
         if choose and len(fills) > 1:  # the user picks; nothing is applied here

@@ -196,22 +196,12 @@ async function fillHole(): Promise<void> {
     range: converter.asRange(editor.selection),
     choose: true,
   };
-<<<<<<< HEAD
-  let answer: unknown;
-  try {
-    answer = await vscode.window.withProgress(
-      { location: vscode.ProgressLocation.Window, title: "coda-lsp: filling the hole" },
-      () =>
-        running.sendRequest(ExecuteCommandRequest.type, {
-          command: FILL_HOLE_COMMAND,
-          arguments: [argument],
-        }),
-=======
   // A notification with Cancel: a fill takes seconds on a CPU. Cancel sends $/cancelRequest,
   // the server stops the model at its next step and applies nothing.
   let cancelled = false;
+  let answer: unknown;
   try {
-    await vscode.window.withProgress(
+    answer = await vscode.window.withProgress(
       {
         location: vscode.ProgressLocation.Notification,
         title: "coda-lsp: filling the hole",
@@ -227,7 +217,6 @@ async function fillHole(): Promise<void> {
           token,
         );
       },
->>>>>>> progress
     );
   } catch (error) {
     if (cancelled) {

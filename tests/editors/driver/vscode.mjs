@@ -384,11 +384,7 @@ try {
   await page.goto(args.url);
   await page.locator(".monaco-workbench").waitFor({ timeout });
   log("workbench");
-<<<<<<< HEAD
-  const scenario = { edit, startupError, manualTrigger, refusedFill, pickedFill, cycle }[args.scenario ?? "edit"];
-=======
-  const scenario = { edit, startupError, manualTrigger, refusedFill, cycle, downloadThenCancel }[args.scenario ?? "edit"];
->>>>>>> progress
+  const scenario = { edit, startupError, manualTrigger, refusedFill, pickedFill, cycle, downloadThenCancel }[args.scenario ?? "edit"];
   await scenario(page);
   result.ok = true;
 } catch (error) {
