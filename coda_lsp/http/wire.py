@@ -47,6 +47,12 @@ class FimRequest:
     client: str | None = None  # newest-wins key: requests from one client replace each other
     language: str | None = None  # an LSP languageId or grammar name: the grammar that ranks
     filename: str | None = None  # else the file's name says the language; else it is detected
+    # The caller chose the span (a language server using this one as its remote engine):
+    # one fill per candidate length, answered unranked as ``candidates`` with confidences.
+    lengths: tuple[int, ...] | None = None
+    fast: bool = False  # with lengths: the typing path (shortest lengths, context carried)
+    inline: bool = False  # with lengths: an inline span (the one-line rule applies)
+    seed: int | None = None  # with lengths: the sampling noise's seed (a contract retry)
 
     def settings(self, current: Settings) -> Settings:
         """The server's settings with this request's options; the confidence bar is the
@@ -134,6 +140,26 @@ def _any(name: str, v: Any) -> Any:
     return v
 
 
+def _lengths(name: str, v: Any) -> tuple[int, ...]:
+    if not isinstance(v, list) or not 1 <= len(v) <= prompt.MAX_CANDIDATES:
+        raise BadRequest(f"{name} must be a list of 1 to {prompt.MAX_CANDIDATES} integers")
+    return tuple(_integer(1, 1024)(f"{name}[{i}]", n) for i, n in enumerate(v))
+
+
+# Settings a span request may steer a fill with, the language server's own names: what
+# ``Engine.fill`` reads from its job's settings besides steps, alg and temperature.
+SPAN_SETTINGS = ("algTemp", "contextTokens", "maxMiddleTokens", "fillHoleExact", "multiline")
+
+
+def _span_settings(name: str, v: Any) -> Mapping[str, Any]:
+    v = _object(name, v)
+    unknown = sorted(set(v) - set(SPAN_SETTINGS))
+    if unknown:
+        raise BadRequest(f"{name}: unknown setting {unknown[0]!r} (one of "
+                         + ", ".join(SPAN_SETTINGS) + ")")
+    return v
+
+
 def _samplers(name: str, v: Any) -> Any:
     if isinstance(v, str):
         return v
@@ -188,6 +214,11 @@ INFILL_FIELDS: dict[str, Check] = {
         "post_sampling_probs", "logit_bias", "model")},
     "samplers": _samplers,
     **EXTRAS,
+    # the span request (a remote engine): the caller's lengths, job flags and settings
+    "lengths": _lengths,
+    "fast": _flag,
+    "inline": _flag,
+    "settings": _span_settings,
 }
 
 COMPLETIONS_FIELDS: dict[str, Check] = {
@@ -228,13 +259,21 @@ def _options(v: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parse_infill(body: Any, client: str | None = None) -> FimRequest:
-    """llama.cpp: the text before the cursor is input_prefix + prompt (the cursor line)."""
+    """llama.cpp: the text before the cursor is input_prefix + prompt (the cursor line).
+
+    With ``lengths`` (a span request), ``fast``, ``inline``, ``settings`` and a ``seed`` of
+    0 or more steer the one fill; without it they are refused (``seed`` ignored, as before).
+    """
     v = _checked(body, INFILL_FIELDS)
+    lengths = v.get("lengths")
+    if lengths is None and any(k in v for k in ("fast", "inline", "settings")):
+        raise BadRequest("fast, inline and settings go with lengths (a span request)")
+    seed = v.get("seed")
     n_predict = v.get("n_predict", -1)
     return FimRequest(
         prefix=v.get("input_prefix", "") + v.get("prompt", ""),
         suffix=v.get("input_suffix", ""),
-        options=_options(v),
+        options={**_options(v), **v.get("settings", {})},
         max_tokens=None if n_predict < 0 else n_predict,
         stop=v.get("stop", ()),
         stream=v.get("stream", False),
@@ -243,7 +282,15 @@ def parse_infill(body: Any, client: str | None = None) -> FimRequest:
         client=client,
         language=v.get("language"),
         filename=v.get("filename"),
+        lengths=lengths,
+        fast=v.get("fast", False),
+        inline=v.get("inline", False),
+        seed=seed if lengths is not None and _is_seed(seed) else None,
     )
+
+
+def _is_seed(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 63
 
 
 def parse_completions(body: Any, client: str | None = None) -> FimRequest:
@@ -303,6 +350,7 @@ class Answer:
     model_ms: float
     steps: int
     model: str
+    candidates: list[dict[str, Any]] | None = None  # a span request's fills, unranked
 
 
 def timings(a: Answer) -> dict[str, float | int]:
@@ -335,6 +383,8 @@ def infill_body(a: Answer, fields: tuple[str, ...] = ()) -> dict[str, Any]:
         "truncated": False,
         "timings": timings(a),
     }
+    if a.candidates is not None:
+        body["candidates"] = a.candidates
     return select(body, fields) if fields else body
 
 
