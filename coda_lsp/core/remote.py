@@ -71,6 +71,8 @@ class RemoteEngine:
         self._fallback: Engine | None = None
         self._lock = threading.Lock()
         self._down_until = 0.0  # monotonic; 0 while the remote answers
+        self._told = False  # the user heard about this episode
+        self._reason = ""  # why the remote is down
         self._notices: list[str] = []
 
     @classmethod
@@ -109,19 +111,27 @@ class RemoteEngine:
             out, self._notices = self._notices, []
         return out
 
-    def went_down(self, reason: str) -> None:
+    def went_down(self, reason: str, tell: bool = True) -> None:
+        """Typing stays local for a while; ``tell``: the user hears it (once per episode:
+        a failure the caller reports itself, a fill's, is not told twice)."""
         with self._lock:
-            first = self._down_until == 0.0
             self._down_until = time.monotonic() + RETRY_DOWN_S
-            if first:
+            self._reason = reason
+        if tell:
+            self._tell()
+        log.warning("%s", reason)
+
+    def _tell(self) -> None:
+        with self._lock:
+            if not self._told:
+                self._told = True
                 fallback = "; typing uses the local model until it answers" \
                     if self._load_fallback else ""
-                self._notices.append(reason + fallback)
-        log.warning("%s", reason)
+                self._notices.append(self._reason + fallback)
 
     def _came_back(self) -> None:
         with self._lock:
-            was_down, self._down_until = self._down_until != 0.0, 0.0
+            was_down, self._down_until, self._told = self._down_until != 0.0, 0.0, False
         if was_down:
             log.info("remote %s answers again", self.url)
 
@@ -134,11 +144,12 @@ class RemoteEngine:
         the remote is down. Raises Cancelled when told to stop, RemoteError when it fails."""
         local = job.fast and self._load_fallback is not None
         if local and time.monotonic() < self._down_until:
+            self._tell()
             return self._local(job, should_stop, on_step, on_partial)
         try:
             result = self._remote(job, should_stop or (lambda: False), on_step, on_partial)
         except RemoteError as exc:
-            self.went_down(str(exc))
+            self.went_down(str(exc), tell=local)  # else the caller says it, with the error
             if local:
                 return self._local(job, should_stop, on_step, on_partial)
             raise

@@ -158,7 +158,7 @@ class Service:
                                         carry_key=f"client:{req.client}")
             except Cancelled:
                 log.info("[%s] stopped after %d of %d denoising steps", stages.request_id,
-                         polls - 1, settings.steps)
+                         polls - 1, req.steps or settings.steps)
                 raise
             finally:
                 seconds = time.perf_counter() - started
@@ -268,7 +268,7 @@ def span_fill(engine: Engine, req: FimRequest, settings: Settings,
               should_stop: Callable[[], bool], on_partial: fim.Partial | None) -> fim.Outcome:
     """A span request: one ``Engine.fill`` at the caller's lengths, its fills as they came
     (the caller ranks them with its own syntax tree and runs the fill contract's retries)."""
-    job = FillJob(req.prefix, req.suffix, req.lengths or (), settings.steps, settings,
+    job = FillJob(req.prefix, req.suffix, req.lengths or (), req.steps or settings.steps, settings,
                   fast=req.fast, carry_key=f"client:{req.client}" if req.fast else None,
                   inline=req.inline, seed=req.seed)
     result = engine.fill(job, should_stop, on_partial=on_partial)

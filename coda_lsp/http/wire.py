@@ -53,6 +53,7 @@ class FimRequest:
     fast: bool = False  # with lengths: the typing path (shortest lengths, context carried)
     inline: bool = False  # with lengths: an inline span (the one-line rule applies)
     seed: int | None = None  # with lengths: the sampling noise's seed (a contract retry)
+    steps: int | None = None  # with lengths: the job's steps (a hole fill's may pass 1024)
 
     def settings(self, current: Settings) -> Settings:
         """The server's settings with this request's options; the confidence bar is the
@@ -140,9 +141,12 @@ def _any(name: str, v: Any) -> Any:
     return v
 
 
+MAX_LENGTHS = 64  # a span request's candidate lengths (the prompt keeps MAX_CANDIDATES)
+
+
 def _lengths(name: str, v: Any) -> tuple[int, ...]:
-    if not isinstance(v, list) or not 1 <= len(v) <= prompt.MAX_CANDIDATES:
-        raise BadRequest(f"{name} must be a list of 1 to {prompt.MAX_CANDIDATES} integers")
+    if not isinstance(v, list) or not 1 <= len(v) <= MAX_LENGTHS:
+        raise BadRequest(f"{name} must be a list of 1 to {MAX_LENGTHS} integers")
     return tuple(_integer(1, 1024)(f"{name}[{i}]", n) for i, n in enumerate(v))
 
 
@@ -183,7 +187,7 @@ def _unsupported(what: str) -> Check:
     return check
 
 
-STEPS = _integer(1, 1024)
+STEPS = _integer(1, 4096)  # a hole fill's (fillHoleSteps); the steps setting then says 1024
 # Diffusion extras, the same on both endpoints.
 EXTRAS: dict[str, Check] = {
     "steps": STEPS,
@@ -268,12 +272,13 @@ def parse_infill(body: Any, client: str | None = None) -> FimRequest:
     lengths = v.get("lengths")
     if lengths is None and any(k in v for k in ("fast", "inline", "settings")):
         raise BadRequest("fast, inline and settings go with lengths (a span request)")
-    seed = v.get("seed")
+    seed, options = v.get("seed"), _options(v)
+    steps = None if lengths is None else options.pop("steps", None)
     n_predict = v.get("n_predict", -1)
     return FimRequest(
         prefix=v.get("input_prefix", "") + v.get("prompt", ""),
         suffix=v.get("input_suffix", ""),
-        options={**_options(v), **v.get("settings", {})},
+        options={**options, **v.get("settings", {})},
         max_tokens=None if n_predict < 0 else n_predict,
         stop=v.get("stop", ()),
         stream=v.get("stream", False),
@@ -286,6 +291,7 @@ def parse_infill(body: Any, client: str | None = None) -> FimRequest:
         fast=v.get("fast", False),
         inline=v.get("inline", False),
         seed=seed if lengths is not None and _is_seed(seed) else None,
+        steps=steps,
     )
 
 
