@@ -129,7 +129,8 @@ def serve_parser() -> argparse.ArgumentParser:
                         help="the fill role (hole fills, invoked completions) on the coda-lsp "
                              "http at URL, e.g. http://gpu-box:8012 (typing stays local)")
     remote.add_argument("--typing-remote", metavar="URL", default=None,
-                        help="typing (ghost text) on the coda-lsp http at URL too; while it is "
+                        help="typing (ghost text) on the coda-lsp http at URL, and hole fills "
+                             "too unless --remote or --fill-model names another; while it is "
                              "down, typing falls back to --model (default: the shipped model)")
     remote.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
                         help="the remote's key, sent as Authorization: Bearer KEY (default: "
