@@ -6,6 +6,10 @@ server cannot honour is a ``BadRequest`` (one line, 400). Fields that steer a sa
 model does not have (``top_k``, ``samplers``, ``cache_prompt``...) are accepted and ignored,
 so llama.vim and llama.vscode work unchanged. The answers are built here too, in each
 client's own shape; the server module only moves them.
+
+A span request is ``/infill`` with ``lengths``: a language server using this one as its
+remote engine (``core.remote``) chose the span itself, so the answer carries every
+candidate with its confidence (``candidates``) for it to rank and judge.
 """
 
 from __future__ import annotations
