@@ -194,3 +194,25 @@ async def test_a_wrong_api_key_is_one_line(saying_models, remote):
         assert "wrong" not in re.sub(r"\bwrong (API )?key\b", "", logged)  # never logged
     finally:
         await stop(client)
+
+
+async def test_a_cancelled_keystroke_hangs_up_its_plain_request_too(saying_models, remote):
+    """Typing's requests are not streamed: the hang-up still reaches the remote's fill."""
+    client = await start(saying_models, "--typing-remote", remote.base_url, "--api-key",
+                         API_KEY, options={"steps": 1024, "maxMiddleTokens": 64})
+    try:
+        uri = open_doc(client, CODE)
+        mark, before = len(remote.lines), cancelled_count(remote)
+        fut = JsonRPCProtocol.send_request(client.protocol,
+                                           types.TEXT_DOCUMENT_INLINE_COMPLETION,
+                                           typing_params(uri), msg_id="typing-cancel")
+        await asyncio.to_thread(remote.wait_for, "running", 60, mark)
+        client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="typing-cancel"))
+        with pytest.raises(JsonRpcException) as info:
+            await asyncio.wrap_future(fut)
+        assert info.value.code == -32800  # RequestCancelled
+        line = await asyncio.to_thread(remote.wait_for, "stopped after", 60, mark)
+        assert "of 1024 denoising steps" in line
+        await wait_until(lambda: cancelled_count(remote) == before + 1)
+    finally:
+        await stop(client)
