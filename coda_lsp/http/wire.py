@@ -191,7 +191,15 @@ def _unsupported(what: str) -> Check:
     return check
 
 
-STEPS = _integer(1, 4096)  # a hole fill's (fillHoleSteps); the steps setting then says 1024
+def _steps(name: str, v: Any) -> int:
+    """1-1024 as the steps setting; a span request's hole fill (``fillHoleSteps``) up to 4096
+    (past 1024 without ``lengths``, the settings refuse it with the same line)."""
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 4096:
+        raise BadRequest(f"{name} must be an integer in [1, 1024] (a span request's: 4096)")
+    return v
+
+
+STEPS = _steps
 # Diffusion extras, the same on both endpoints.
 EXTRAS: dict[str, Check] = {
     "steps": STEPS,
