@@ -204,6 +204,10 @@ def pull_main(args: argparse.Namespace) -> int:
 
 
 def defaults_from(args: argparse.Namespace) -> Settings:
+    for flag, ref in (("--model", args.model), ("--fill-model", args.fill_model)):
+        if ref and ref.startswith(("http://", "https://")):
+            raise StartupError(f"{flag} takes a model folder or Hub id; a coda-lsp http "
+                               "elsewhere is --remote URL (or --typing-remote URL)")
     s = Settings(typing_model=args.model, fill_model=args.fill_model, typing_device=args.device,
                  fill_device=args.fill_device, typing_dtype=args.dtype,
                  fill_dtype=args.fill_dtype,

@@ -143,6 +143,9 @@ def _model_ref(v: Any) -> str | _CommandLine:
         return COMMAND_LINE
     if not isinstance(v, str) or "\n" in v:
         raise ValueError("a model folder (a string) or null")
+    if v.startswith(("http://", "https://")):
+        raise ValueError("a model folder or Hub id (a coda-lsp http URL goes in typingRemote "
+                         "or fillRemote)")
     return v
 
 

@@ -21,6 +21,7 @@ AR_BASELINE = Path(__file__).resolve().parents[2] / "benchmarks" / "ar_baseline"
     (["fill", "a.py:1:1", "--multiline", "sometimes"], "invalid choice"),
     (["--compile", "--device", "cpu", "--model", "/tmp"], "--compile is for CUDA GPUs"),
     (["--remote", "gpu-box:8012"], "--remote must be a coda-lsp http URL"),
+    (["http", "--model", "http://gpu-box:8012"], "a coda-lsp http elsewhere is --remote URL"),
     (["--typing-remote", "http://gpu-box:80x"], "--typing-remote must be a coda-lsp http URL"),
 ])
 def test_startup_errors_are_one_line_and_nonzero(capsys, args, needle):

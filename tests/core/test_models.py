@@ -218,5 +218,7 @@ def test_remote_settings_take_a_url_or_null():
     assert s.fill_remote == "https://gpu-box/coda" and s.typing_remote is None
     assert problems == ["coda.typingRemote must be a coda-lsp http URL (http://HOST:PORT), "
                         "not 'gpu-box:8012'; using None"]
+    _, problems = update(Settings(), {"fillModel": "http://gpu-box:8012"}, Settings())
+    assert problems and "goes in typingRemote or fillRemote" in problems[0]
     s, _ = update(s, {"fillRemote": None}, Settings(fill_remote="http://x:1"))
     assert s.fill_remote == "http://x:1"  # null: the command line's --remote
