@@ -191,7 +191,9 @@ class RemoteEngine:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        if job is not None:  # per document for typing (the remote's carry, newest wins)
+        # the document's key: the remote carries its context as the local engine would (a
+        # typing job without one carries none there either); newest wins on the remote too
+        if job is not None and (job.carry_key or not job.fast):
             headers["X-Coda-Client"] = f"{self.client}:{job.carry_key or 'fill'}"
         return headers
 

@@ -269,7 +269,8 @@ def span_fill(engine: Engine, req: FimRequest, settings: Settings,
     """A span request: one ``Engine.fill`` at the caller's lengths, its fills as they came
     (the caller ranks them with its own syntax tree and runs the fill contract's retries)."""
     job = FillJob(req.prefix, req.suffix, req.lengths or (), req.steps or settings.steps, settings,
-                  fast=req.fast, carry_key=f"client:{req.client}" if req.fast else None,
+                  fast=req.fast,
+                  carry_key=f"client:{req.client}" if req.fast and req.client else None,
                   inline=req.inline, seed=req.seed)
     result = engine.fill(job, should_stop, on_partial=on_partial)
     return fim.Outcome(result.fills, len(result.fills), result.prompt_tokens, result.timings,
