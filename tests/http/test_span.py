@@ -18,13 +18,17 @@ def local(tiny_model_dir):
     return Engine.load(tiny_model_dir, "cpu")
 
 
-def test_a_span_request_answers_each_length_as_the_local_engine_fills_it(http_server, local):
+@pytest.mark.parametrize("fast", [False, True])
+def test_a_span_request_answers_each_length_as_the_local_engine_fills_it(http_server, local,
+                                                                          fast):
     body = {"input_prefix": PREFIX, "input_suffix": SUFFIX, "lengths": [3, 8], "steps": 6,
-            "inline": True, "settings": {"multiline": "never", "maxMiddleTokens": 16}}
-    status, answer = http_server.request("POST", "/infill", body)
+            "inline": True, "fast": fast,
+            "settings": {"multiline": "never", "maxMiddleTokens": 16}}
+    status, answer = http_server.request("POST", "/infill", body)  # no client: no carry
     assert status == 200, answer
     settings = Settings(steps=6, multiline="never", max_middle_tokens=16)
-    expected = local.fill(FillJob(PREFIX, SUFFIX, (3, 8), 6, settings, inline=True)).fills
+    expected = local.fill(FillJob(PREFIX, SUFFIX, (3, 8), 6, settings, inline=True,
+                                  fast=fast)).fills
     got = answer["candidates"]
     assert [c["text"] for c in got] == [f.text for f in expected]
     assert [c["length"] for c in got] == [f.length for f in expected]

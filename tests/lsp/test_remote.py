@@ -216,3 +216,28 @@ async def test_a_cancelled_keystroke_hangs_up_its_plain_request_too(saying_model
         await wait_until(lambda: cancelled_count(remote) == before + 1)
     finally:
         await stop(client)
+
+
+async def test_typing_goes_back_to_the_remote_once_it_answers(saying_models):
+    port = free_port()
+    client = await start(saying_models, "--typing-remote", f"http://127.0.0.1:{port}",
+                         "--api-key", API_KEY)
+    late = None
+    try:
+        uri = open_doc(client, CODE)
+        assert LOCAL_WORD in await typed(client, uri)  # down: local
+        late = await asyncio.to_thread(Server, saying_models[REMOTE_WORD], "--port", str(port))
+        words = []
+
+        async def remote_answers():  # typing asks the remote again RETRY_DOWN_S after a failure
+            while not words or REMOTE_WORD not in words[-1]:
+                words.append(await typed(client, uri))
+                await asyncio.sleep(0.2)
+
+        await asyncio.wait_for(remote_answers(), 60)
+        assert all(LOCAL_WORD in w for w in words[:-1])  # local until the remote answered
+        assert any("answers again" in m.message for m in client.log_messages)
+    finally:
+        await stop(client)
+        if late is not None:
+            late.stop()
