@@ -4,9 +4,12 @@ Starts ``coda-lsp`` as a subprocess and, per held-out span (``bench_fill_hole.py
 the span selected, as when code is selected and rewritten), sends ``textDocument/codeAction``
 then ``codeAction/resolve`` with work-done progress on (the client accepts the progress
 token and counts the reports), and applies the edit (``didChange``), timing each from the
-code action to the applied edit. Beside it, in the same run and on the same holes, the
-engine path alone (``Engine.fill`` + ``rank``, bench_fill_hole.py's "fast" figure; this
-process runs with OMP_WAIT_POLICY=PASSIVE as the server does). With
+code action to the applied edit. Beside it, in the same run and on the same holes, the same
+job without the server (the selection widened as the code action widens it, ``fim.hole_span``,
+then the fill contract with its retries, ``fim.fill_span``; this process runs with
+OMP_WAIT_POLICY=PASSIVE as the server does). bench_fill_hole.py times a different job (the
+typing span's lengths at the hole's start, shorter than a selection's), so its figure is not
+what the editor waits. With
 ``--wait-policy-active`` a second server runs with OMP_WAIT_POLICY=ACTIVE (spinning OpenMP
 threads, the default before issue #30) to show what PASSIVE changed. A refused hole (the fill
 contract) counts like any other: the client dismisses the "Fill anyway" question at once.
@@ -33,10 +36,11 @@ from pygls.lsp.client import LanguageClient  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_fill_hole import hole_job, percentile  # noqa: E402
+from bench_fill_hole import percentile  # noqa: E402
 
 from coda_lsp.cli import default_model_dir  # noqa: E402
-from coda_lsp.core.engine import Engine, rank  # noqa: E402
+from coda_lsp.core import fim  # noqa: E402
+from coda_lsp.core.engine import Engine  # noqa: E402
 from coda_lsp.core.settings import Settings  # noqa: E402
 from training.data import heldout  # noqa: E402
 from training.run import recipes  # noqa: E402
@@ -49,13 +53,15 @@ def position_at(text: str, offset: int) -> types.Position:
 
 
 def engine_ms(engine: Engine, examples, settings: Settings) -> list[float]:
+    """The server's own job per hole, without the server: the selection widened as the code
+    action widens it (``fim.hole_span``), judged by the fill contract, retries included."""
     out = []
     for ex in examples:
-        job, errors = hole_job(ex, settings)
+        doc = fim.open_document(ex.prefix + ex.middle + ex.suffix, "file:///hole", ex.language)
+        span = fim.hole_span(doc, len(ex.prefix), len(ex.prefix) + len(ex.middle))
         t0 = time.perf_counter()
-        result = engine.fill(job)
-        rank(result.fills, settings.confidence_threshold,
-             lambda t, errors=errors: errors(t.encode("utf-8")))
+        if span is not None:
+            fim.fill_span(engine, doc, span, settings.fill_hole_steps, settings)
         out.append((time.perf_counter() - t0) * 1e3)
     return out
 
@@ -181,8 +187,8 @@ def main() -> None:
     found = heldout.heldout_examples(docs, engine.tokenizer, per_file=args.per_file, seed=args.seed)
     examples = random.Random(args.seed).sample(found, min(args.holes, len(found)))
     settings = Settings()
-    engine.fill(hole_job(examples[0], settings)[0])   # warm-up, not timed
-    rows = [("engine (bench_fill_hole)", engine_ms(engine, examples, settings), "")]
+    engine_ms(engine, examples[:1], settings)   # warm-up, not timed
+    rows = [("engine (same job, no server)", engine_ms(engine, examples, settings), "")]
     policies = [None, "ACTIVE"] if args.wait_policy_active else [None]
     for policy in policies:
         ms, reports = asyncio.run(server_ms(args.model, examples, args.threads, policy))

@@ -16,7 +16,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from coda_lsp.core.engine import Engine, Fill, FillResult  # noqa: E402
+from coda_lsp.core.engine import MASK_GLYPH, Engine, Fill, FillResult  # noqa: E402
+
+
+def sharpened(text: str, step: int, steps: int) -> str:
+    """``text`` as a fill reads after ``step`` of ``steps``: a share decided, masks after."""
+    decided = len(text) * step // steps
+    return text[:decided] + MASK_GLYPH * min(4, len(text) - decided)
 
 
 class ScriptedEngine:
@@ -28,11 +34,14 @@ class ScriptedEngine:
 
     def fill(self, job, should_stop=None, on_step=None, on_partial=None) -> FillResult:
         self.jobs.append(job)
+        fills = self.script.get("retry") if job.seed is not None else None
+        fills = fills if fills is not None else self.script["fills"]
         for step in range(1, job.steps + 1):
             if on_step is not None:
                 on_step(step, job.steps)
-        fills = self.script.get("retry") if job.seed is not None else None
-        fills = fills if fills is not None else self.script["fills"]
+            if on_partial is not None:  # each text decided left to right, the rest masked
+                on_partial(step, job.steps, [sharpened(text, step, job.steps)
+                                             for text, _ in fills])
         return FillResult([Fill(text, conf, len(text)) for text, conf in fills],
                           {"prompt": 0.0, "model": 0.0})
 

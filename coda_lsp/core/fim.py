@@ -34,12 +34,23 @@ class Outcome:
     decision: contract.Decision | None = None  # why nothing passed, the best rejected one
 
 
-def open_document(text: str, uri: str) -> Document:
-    """A one-off document (code points as positions) with its syntax tree, language by uri."""
+def open_document(text: str, uri: str, language_id: str = "") -> Document:
+    """A one-off document (code points as positions) with its syntax tree, language by
+    ``language_id`` or else by the uri."""
     from coda_syntax.syntax import make_syntax
 
     store = DocumentStore(encoding=positions.UTF32, syntax_factory=make_syntax)
-    return store.open(types.TextDocumentItem(uri=uri, language_id="", version=1, text=text))
+    return store.open(types.TextDocumentItem(uri=uri, language_id=language_id, version=1,
+                                                     text=text))
+
+
+def hole_span(doc: Document, start: int, end: int) -> spans.Span | None:
+    """The span "Fill this hole" regenerates for a selection (code points ``start``-``end``):
+    the hole at the cursor when nothing is selected, else the selection widened to whole
+    syntax nodes. The language server and the benchmarks that time it share this choice."""
+    if start >= end:
+        return spans.hole_at(doc.syntax, doc.byte_at(start))
+    return spans.widen(doc.syntax, doc.byte_at(start), doc.byte_at(end))
 
 
 def fill_span(engine: Engine, doc: Document, span: spans.Span, steps: int, settings: Settings,

@@ -4,7 +4,9 @@ A hole fill takes seconds to minutes on a CPU. ``FillProgress`` sends ``$/progre
 the server creates (begin, a report as the percentage of denoising steps done moves, end), so
 an editor can show that the fill is alive and how far it is, at most REPORTS_PER_S reports a
 second (one per step swamped the event loop and the client on a busy machine, issue #30).
-The progress is cancellable:
+Each report's message also shows the fill sharpening ("step 5/12: return x + ░░"): the
+candidate furthest along, masks as ``MASK_GLYPH``, on one line, so a slow fill is visibly
+working. The progress is cancellable:
 ``window/workDoneProgress/cancel`` cancels the request's task, as ``$/cancelRequest`` does, and
 the scheduler then stops the model. Clients without ``window.workDoneProgress`` get nothing.
 """
@@ -20,11 +22,21 @@ from typing import Any
 
 from lsprotocol import types
 
+from coda_lsp.core.engine import MASK_GLYPH
+
 log = logging.getLogger(__name__)
 
 FILL_TITLE = "coda: filling the hole"
 REPORTS_PER_S = 10
+PREVIEW_CHARS = 60  # of the fill in a progress message: a notification's line
 _tokens = itertools.count(1)
+
+
+def sharpening(texts: list[str], width: int = PREVIEW_CHARS) -> str:
+    """The candidate with the most decided characters, on one line, cut to ``width``."""
+    best = max(texts, key=lambda t: len(t) - 2 * t.count(MASK_GLYPH), default="")
+    line = " ".join(best.split())
+    return line if len(line) <= width else line[: width - 1] + "\u2026"
 
 
 class FillProgress:
@@ -57,6 +69,10 @@ class FillProgress:
     def on_step(self, step: int, steps: int) -> None:
         """Called by the model worker thread after each denoising step: a report when the
         percentage moved and 1/REPORTS_PER_S s went by (the last step always)."""
+        self.on_partial(step, steps, [])
+
+    def on_partial(self, step: int, steps: int, texts: list[str]) -> None:
+        """``on_step`` with the candidates as they stand (``Engine.fill``'s on_partial)."""
         percentage = 100 * step // max(1, steps)
         if self.token is None or percentage == self.percentage:
             return
@@ -64,12 +80,15 @@ class FillProgress:
         if step < steps and now - self.last_report < 1.0 / REPORTS_PER_S:
             return
         self.percentage, self.last_report = percentage, now
-        self.loop.call_soon_threadsafe(self._report, step, steps, percentage)
+        message = f"step {step}/{steps}"
+        if preview := sharpening(texts):
+            message += f": {preview}"
+        self.loop.call_soon_threadsafe(self._report, message, percentage)
 
-    def _report(self, step: int, steps: int, percentage: int) -> None:
+    def _report(self, message: str, percentage: int) -> None:
         if self.token is not None:  # not after end (a late report from the worker)
             self.ls.work_done_progress.report(self.token, types.WorkDoneProgressReport(
-                message=f"step {step}/{steps}", percentage=percentage))
+                message=message, percentage=percentage))
 
     def end(self) -> None:
         if self.token is None:

@@ -26,7 +26,7 @@ from pygls.exceptions import (
 from pygls.lsp.server import LanguageServer
 
 from coda_lsp import __version__
-from coda_lsp.core import contract, edits, logs, positions, prompt
+from coda_lsp.core import contract, edits, fim, logs, positions, prompt
 from coda_lsp.core import settings as settings_mod
 from coda_lsp.core.contract import Decision
 from coda_lsp.core.documents import Document, DocumentStore
@@ -212,11 +212,7 @@ class CodaServer(LanguageServer):
 
     def hole_target(self, doc: Document, rng: types.Range) -> Target | None:
         a = doc.offset_at(rng.start, self.encoding)
-        b = max(a, doc.offset_at(rng.end, self.encoding))
-        if a == b:
-            span = spans.hole_at(doc.syntax, doc.byte_at(a))
-        else:
-            span = spans.widen(doc.syntax, doc.byte_at(a), doc.byte_at(b))
+        span = fim.hole_span(doc, a, max(a, doc.offset_at(rng.end, self.encoding)))
         if span is None:
             return None
         start, end = doc.offset_of_byte(span.start), doc.offset_of_byte(span.end)
@@ -243,7 +239,7 @@ class CodaServer(LanguageServer):
         )
 
     async def run_job(self, target: Target, job: FillJob, key: str, stages: logs.Stages,
-                      on_step: Callable[[int, int], None] | None = None,
+                      on_partial: Callable[[int, int, list[str]], None] | None = None,
                       role: Role = Role.TYPING) -> FillResult | None:
         """One job on the role's worker: its raw fills, or None if superseded, failed or
         outdated."""
@@ -252,8 +248,7 @@ class CodaServer(LanguageServer):
         engine = served.engine
         log.debug("[%s] %s model %s", stages.request_id, role.value, served.spec.label)
         try:
-            work = partial(engine.fill, job, on_step=on_step) if on_step else \
-                partial(engine.fill, job)
+            work = partial(engine.fill, job, on_partial=on_partial)
             result = await served.scheduler.submit(key, work)
         except Superseded:
             log.info("%s", stages.line("superseded"))
@@ -296,14 +291,15 @@ class CodaServer(LanguageServer):
         return ranked
 
     async def decide(self, target: Target, key: str, stages: logs.Stages,
-                     on_step: Callable[[int, int], None] | None = None) -> Decision | None:
+                     on_partial: Callable[[int, int, list[str]], None] | None = None
+                     ) -> Decision | None:
         """A hole fill by the fill contract (``coda_lsp.core.contract``), retries included;
         None if superseded or outdated."""
         stages.mark("span")
         attempts = contract.Attempts(self.job_for(target, self.settings.fill_hole_steps),
                                      self.settings.confidence_threshold, self.errors_of(target))
         while (job := attempts.next_job()) is not None:
-            result = await self.run_job(target, job, key, stages, on_step, Role.FILL)
+            result = await self.run_job(target, job, key, stages, on_partial, Role.FILL)
             if result is None:
                 return None
             attempts.add(result.fills, contract.engine_seconds(result.timings))
@@ -381,7 +377,7 @@ class CodaServer(LanguageServer):
         await progress.begin()
         try:
             decision = await self.decide(target, "hole:" + uri, stages,
-                                         on_step=progress.on_step if progress.token else None)
+                                         on_partial=progress.on_partial if progress.token else None)
         except asyncio.CancelledError:  # $/cancelRequest, or the progress's cancel button
             log.info("%s", stages.line("cancelled"))
             raise

@@ -129,6 +129,12 @@ def _hole_candidates(params: types.InlineCompletionParams, line: str):
     return types.InlineCompletionList(items=items)
 
 
+def _sharpened(step: int) -> str:
+    """The stand-in's fill as a diffusion fill reads after ``step``: decided left to right."""
+    decided = len(STANDIN_FILL) * step // SLOW_STEPS
+    return STANDIN_FILL[:decided] + "\u2591" * (len(STANDIN_FILL) - decided)
+
+
 def _hole_edit(uri: str, lines: list[str], first: int, last: int,
                text: str = STANDIN_FILL) -> types.WorkspaceEdit | None:
     for number in range(first, min(last, len(lines) - 1) + 1):
@@ -205,7 +211,8 @@ async def resolve_code_action(ls: LanguageServer, action: types.CodeAction):
         for step in range(1, SLOW_STEPS + 1):
             await asyncio.sleep(SLOW_STEP_S)
             ls.work_done_progress.report(token, types.WorkDoneProgressReport(
-                message=f"step {step}/{SLOW_STEPS}", percentage=100 * step // SLOW_STEPS))
+                message=f"step {step}/{SLOW_STEPS}: {_sharpened(step)}",
+                percentage=100 * step // SLOW_STEPS))
     except asyncio.CancelledError:
         _record("fillCancelled", data)
         ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message="cancelled"))

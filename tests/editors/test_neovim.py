@@ -222,6 +222,8 @@ def test_slow_fill_shows_progress_cancels_and_runs_again(server, nvim_for, tmp_p
     shown = nvim.call("wait_echo", "%,", WAIT_MS)  # the server's percentage, on the line
     assert shown, nvim.call("echoes")
     assert shown.startswith("coda-lsp: filling the hole") and ":CodaCancel" in shown
+    sharpening = nvim.call("wait_sharpening", "\u2591", WAIT_MS)  # virtual text at the hole
+    assert sharpening is not None and sharpening["row"] == 1, sharpening
     nvim.send(":CodaFill<CR>")
     assert nvim.call("wait_echo", "already running", WAIT_MS), nvim.call("echoes")
     nvim.send(":CodaCancel<CR>")
@@ -229,6 +231,7 @@ def test_slow_fill_shows_progress_cancels_and_runs_again(server, nvim_for, tmp_p
     assert nvim.call("wait_no_fill", WAIT_MS)
     assert _wait_for_record(log, "fillCancelled", 30), "the server never heard the cancel"
     assert nvim.state()["lines"] == ["def answer():", "    ...  # slow"]
+    assert nvim.call("sharpening_marks") == 0  # the sharpening went with the fill
 
     nvim.send(":CodaFill<CR>")  # again, to the end this time
     assert nvim.call("wait_event", "CodaFilled", WAIT_MS), nvim.state()

@@ -19,6 +19,7 @@ from pytest_lsp import ClientServerConfig
 from scripted_coda import ScriptedEngine
 
 from coda_lsp.core import fim
+from coda_lsp.core.engine import MASK_GLYPH
 from coda_lsp.core.settings import Settings
 
 SCRIPTED = Path(__file__).resolve().parents[1] / "scripted_coda.py"
@@ -148,6 +149,18 @@ async def test_a_good_fill_applies_without_a_question(good):
     assert await fill_command(good, uri) is True
     assert applied_text(good, before) == ["return a + b"]
     assert len(good.recorder.asked) == asked
+
+
+async def test_the_fills_progress_shows_it_sharpening(good):
+    """$/progress reports carry the candidate furthest along, masks as glyphs, on one line."""
+    uri = open_doc(good, HOLE_FILE)
+    tokens = set(good.progress_reports)
+    assert await fill_command(good, uri) is True
+    new = [t for t in good.progress_reports if t not in tokens]
+    messages = [v.message for t in new for v in good.progress_reports[t]
+                if isinstance(v, types.WorkDoneProgressReport)]
+    assert messages[0] == "step 1/4: elif a" + MASK_GLYPH * 4  # first report: a quarter decided
+    assert messages[-1] == "step 4/4: elif a == 0: a ="  # the longest candidate, one line
 
 
 async def test_invoked_inline_completion_at_a_hole_offers_passing_fills_to_cycle(good):

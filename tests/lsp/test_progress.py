@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 from lsprotocol import types
 
+from coda_lsp.lsp import progress as progress_mod
 from coda_lsp.lsp.progress import FILL_TITLE, FillProgress
 
 
@@ -82,3 +83,12 @@ def test_the_clients_cancel_cancels_the_fill():
 
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(asyncio.wait_for(fill(), 5))
+
+
+def test_reports_show_the_fill_sharpening():
+    """A report's message carries the candidate furthest along, masks as glyphs, one line."""
+    texts = ["re\u2591\u2591", "return a\n    + \u2591", "\u2591\u2591\u2591\u2591\u2591"]
+    assert progress_mod.sharpening(texts) == "return a + \u2591"
+    assert progress_mod.sharpening([]) == ""
+    long = progress_mod.sharpening(["x" * 200])
+    assert len(long) == progress_mod.PREVIEW_CHARS and long.endswith("\u2026")

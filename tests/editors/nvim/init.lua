@@ -136,6 +136,28 @@ function CodaTest.wait_ghost(timeout)
   }
 end
 
+--- Wait until the fill's sharpening (virtual text at the hole) contains `needle`; returns its
+--- row and text, or vim.NIL.
+function CodaTest.wait_sharpening(needle, timeout)
+  local ns = require("coda.fill").ns
+  local function found()
+    for _, mark in ipairs(vim.api.nvim_buf_get_extmarks(0, ns, 0, -1, { details = true })) do
+      local text = mark[4].virt_text[1][1]
+      if text:find(needle, 1, true) then
+        return { row = mark[2], text = text }
+      end
+    end
+  end
+  vim.wait(timeout, function()
+    return found() ~= nil
+  end, 10)
+  return found() or vim.NIL
+end
+
+function CodaTest.sharpening_marks()
+  return #vim.api.nvim_buf_get_extmarks(0, require("coda.fill").ns, 0, -1, {})
+end
+
 function CodaTest.wait_no_ghost(timeout)
   return vim.wait(timeout, function()
     return #marks() == 0

@@ -24,6 +24,8 @@ local call = require("coda.config").client_call
 ---@field started number          uv.now() when it started
 ---@field timer uv.uv_timer_t
 ---@field percentage integer|nil  from the server's $/progress
+---@field row integer              the hole's first line (0-based), where the sharpening shows
+---@field mark integer|nil        the sharpening's extmark
 ---@field done boolean
 ---@type coda.FillJob|nil
 local fill_job = nil
@@ -40,12 +42,30 @@ local function show_fill_progress(job)
     seconds) } }, false, {})
 end
 
+M.ns = api.nvim_create_namespace("coda-fill") -- the fill sharpening at the hole
+
+-- The server's progress message "step 5/12: return x + ░░" drawn after the hole's line, so the
+-- fill is seen sharpening in place; the buffer itself is not touched until it is done.
+local function show_sharpening(job, message)
+  local preview = type(message) == "string" and message:match("^step %d+/%d+: (.+)$")
+  if not preview or not api.nvim_buf_is_valid(job.bufnr) then
+    return
+  end
+  local row = math.min(job.row, api.nvim_buf_line_count(job.bufnr) - 1)
+  job.mark = api.nvim_buf_set_extmark(job.bufnr, M.ns, row, 0, {
+    id = job.mark, virt_text = { { "  " .. preview, "CodaGhostText" } }, virt_text_pos = "eol",
+  })
+end
+
 -- Ends the fill: the progress line goes, `message` (if any) is said instead.
 local function finish_fill(job, message, level)
   if job.done then
     return
   end
   job.done = true
+  if api.nvim_buf_is_valid(job.bufnr) then
+    api.nvim_buf_clear_namespace(job.bufnr, M.ns, 0, -1)
+  end
   job.timer:stop()
   job.timer:close()
   if fill_job == job then
@@ -137,6 +157,7 @@ function M.on_progress(args)
   end
   if value.kind ~= "end" then
     show_fill_progress(job)
+    show_sharpening(job, value.message)
   end
 end
 
@@ -166,7 +187,7 @@ function M.fill(range, accept_rejected)
   params.context = { diagnostics = {}, only = { "quickfix", "refactor.rewrite" }, triggerKind = 1 }
   local tick = api.nvim_buf_get_changedtick(bufnr)
   local job = { client = client, bufnr = bufnr, started = uv.now(), timer = uv.new_timer(),
-                done = false }
+                done = false, row = params.range.start.line }
   fill_job = job
   show_fill_progress(job)
   job.timer:start(1000, 1000, vim.schedule_wrap(function()
