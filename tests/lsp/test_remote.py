@@ -109,10 +109,14 @@ async def client(remote, saying_models):
 
 async def test_a_hole_fill_runs_on_the_remote_and_typing_stays_local(client, remote):
     uri = open_doc(client, CODE)
-    mark = len(remote.lines)
+    mark, tokens = len(remote.lines), set(client.progress_reports)
     applied = await client.workspace_execute_command_async(types.ExecuteCommandParams(
         command="coda.fillHole", arguments=fill_args(uri)))
     assert applied is True
+    # the remote streamed its denoising steps: the progress shows the fill sharpening
+    reports = [v.message for t in client.progress_reports if t not in tokens
+               for v in client.progress_reports[t] if isinstance(v, types.WorkDoneProgressReport)]
+    assert reports and reports[-1].startswith("step 4/4: ") and REMOTE_WORD in reports[-1]
     edit = client.recorder.applied[-1].edit
     text = (edit.document_changes or [])[0].edits[0].new_text if edit.document_changes else \
         next(iter(edit.changes.values()))[0].new_text
