@@ -94,6 +94,7 @@ class RemoteEngine:
         if status != 200 or not isinstance(models, dict) or not models:
             raise RemoteError(f"{self.url} is not a coda-lsp http server (/health: {status})")
         served = next(iter(models.values()))
+        served = served if isinstance(served, dict) else {}
         self.model_name = str(served.get("model", "remote"))
         self.dtype_name = str(served.get("dtype", "remote"))
         status, body = self._get("/v1/models")
@@ -134,6 +135,11 @@ class RemoteEngine:
             was_down, self._down_until, self._told = self._down_until != 0.0, 0.0, False
         if was_down:
             log.info("remote %s answers again", self.url)
+            if self.model_name is None:  # down since the start: which model it is, now
+                try:
+                    self.probe()
+                except RemoteError as exc:
+                    log.warning("%s", exc)
 
     # -- filling ------------------------------------------------------------------------------
 
