@@ -30,7 +30,14 @@ from coda_lsp.core.models import (
     shipped_model_dir,
     spec_for,
 )
-from coda_lsp.core.settings import ALGORITHMS, DEVICES, MULTILINE, Settings
+from coda_lsp.core.settings import (
+    ALGORITHMS,
+    API_KEY_ENV,
+    DEVICES,
+    MULTILINE,
+    Settings,
+    remote_url,
+)
 from coda_lsp.http.guard import ALLOW_ORIGINS_ENV, Policy, origins_from_env
 
 if TYPE_CHECKING:  # the engine imports torch: only once the flags are known good
@@ -72,8 +79,9 @@ def check_model_dir(path: Path | str) -> Path:
 def check_models(settings: Settings, roles: tuple[Role, ...] = tuple(Role)) -> None:
     """Every model the given roles name resolves (one line at startup if not)."""
     for role in roles:
-        ref = spec_for(settings, role).ref
-        if not is_hub_id(ref):  # a Hub id is fetched when it loads: no network before
+        spec = spec_for(settings, role)
+        ref = spec.fallback if spec.remote else spec.ref  # a remote: its local fallback
+        if ref is not None and not is_hub_id(ref):  # a Hub id is fetched when it loads
             check_model_dir(ref)
 
 
@@ -114,6 +122,19 @@ def serve_parser() -> argparse.ArgumentParser:
     transport.add_argument("--tcp", action="store_true", help="listen on TCP instead of stdio")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=2087)
+    remote = p.add_argument_group(
+        "remote engine", "a coda-lsp http on another machine (a GPU elsewhere) runs the model; "
+        "this server keeps the documents, spans, ranking and cancellation")
+    remote.add_argument("--remote", metavar="URL", default=None,
+                        help="the fill role (hole fills, invoked completions) on the coda-lsp "
+                             "http at URL, e.g. http://gpu-box:8012 (typing stays local)")
+    remote.add_argument("--typing-remote", metavar="URL", default=None,
+                        help="typing (ghost text) on the coda-lsp http at URL, and hole fills "
+                             "too unless --remote or --fill-model names another; while it is "
+                             "down, typing falls back to --model (default: the shipped model)")
+    remote.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
+                        help="the remote's key, sent as Authorization: Bearer KEY (default: "
+                             f"${API_KEY_ENV}; never logged)")
     p.add_argument("--version", action="version", version=f"coda-lsp {__version__}")
     return p
 
@@ -141,8 +162,8 @@ def http_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     p.add_argument("--port", type=int, default=8012, help="port (8012: llama.vim's default)")
-    p.add_argument("--api-key", default=os.environ.get("CODA_LSP_API_KEY"),
-                   help="require Authorization: Bearer KEY (default: $CODA_LSP_API_KEY)")
+    p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
+                   help=f"require Authorization: Bearer KEY (default: ${API_KEY_ENV})")
     p.add_argument("--fast", action="store_true",
                    help="the language server's typing path: faster, approximate (fills may "
                         "differ from coda-lsp fill)")
@@ -183,9 +204,15 @@ def pull_main(args: argparse.Namespace) -> int:
 
 
 def defaults_from(args: argparse.Namespace) -> Settings:
+    for flag, ref in (("--model", args.model), ("--fill-model", args.fill_model)):
+        if ref and ref.startswith(("http://", "https://")):
+            raise StartupError(f"{flag} takes a model folder or Hub id; a coda-lsp http "
+                               "elsewhere is --remote URL (or --typing-remote URL)")
     s = Settings(typing_model=args.model, fill_model=args.fill_model, typing_device=args.device,
                  fill_device=args.fill_device, typing_dtype=args.dtype,
-                 fill_dtype=args.fill_dtype)
+                 fill_dtype=args.fill_dtype,
+                 typing_remote=_url(getattr(args, "typing_remote", None), "--typing-remote"),
+                 fill_remote=_url(getattr(args, "remote", None), "--remote"))
     if args.steps is not None:
         if args.steps < 1:
             raise StartupError("--steps must be at least 1")
@@ -199,6 +226,16 @@ def defaults_from(args: argparse.Namespace) -> Settings:
     if args.compile and args.device in ("cpu", "mps") and args.fill_device in (None, "cpu", "mps"):
         raise StartupError(f"--compile is for CUDA GPUs, not --device {args.device}")
     return s
+
+
+def _url(url: str | None, flag: str) -> str | None:
+    """A remote's URL, checked (a typo fails at start, not at the first keystroke)."""
+    if url is None:
+        return None
+    try:
+        return remote_url(url)
+    except ValueError as exc:
+        raise StartupError(f"{flag} must be {exc}") from exc
 
 
 def quiet_threads() -> None:
@@ -217,8 +254,9 @@ def loader(args: argparse.Namespace, settings: Settings, roles: tuple[Role, ...]
 
     on_cuda = {spec_for(settings, r).device for r in roles if args.compile}
     any_cuda = any(pick_device(d) == "cuda" for d in on_cuda)
+    api_key = getattr(args, "api_key", None) if hasattr(args, "remote") else None
     return lambda spec: load_engine(
-        spec, args.compile and (not any_cuda or pick_device(spec.device) == "cuda"))
+        spec, args.compile and (not any_cuda or pick_device(spec.device) == "cuda"), api_key)
 
 
 def main(argv: list[str] | None = None) -> int:

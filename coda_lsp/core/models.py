@@ -10,6 +10,9 @@ dropped), and the old worker ends once its queue is empty. A load that fails lea
 on the model it had.
 
 A model reference is a string; ``resolve`` is the one place that turns it into a folder.
+A role may instead be served by a ``coda-lsp http`` elsewhere (``typingRemote`` /
+``fillRemote``, ``core.remote``): its spec's reference is the URL, and a typing spec keeps
+the local model it falls back to while the remote is down.
 """
 
 from __future__ import annotations
@@ -107,21 +110,30 @@ class ModelSpec:
     """What to load: a reference, a device (``auto`` picks per model) and a dtype (None:
     the device's default, ``engine.pick_dtype``). Equal specs share one loaded model."""
 
-    ref: str
+    ref: str  # a folder, a Hub id, or a remote's URL
     device: str = "auto"
     dtype: str | None = None
+    fallback: str | None = None  # a remote typing model's local stand-in while it is down
+
+    @property
+    def remote(self) -> bool:
+        return self.ref.startswith(("http://", "https://"))
 
     @property
     def label(self) -> str:
-        """A short name for status lines: a folder's name."""
+        """A short name for status lines: a folder's name, or "remote URL"."""
+        if self.remote:
+            return f"remote {self.ref}"
         return Path(self.ref).name or self.ref
 
 
 def spec_for(settings: Settings, role: Role) -> ModelSpec:
     """The model a role asks for. The fill role takes whatever the typing role has where its
     own setting is unset, so by default one model serves both."""
-    typing = ModelSpec(settings.typing_model or str(shipped_model_dir()),
-                       settings.typing_device or "auto", _dtype(settings.typing_dtype))
+    local = settings.typing_model or str(shipped_model_dir())
+    remote = settings.typing_remote
+    typing = ModelSpec(remote or local, settings.typing_device or "auto",
+                       _dtype(settings.typing_dtype), fallback=local if remote else None)
     if role is Role.TYPING:
         return typing
     device = settings.fill_device or typing.device
@@ -129,7 +141,10 @@ def spec_for(settings: Settings, role: Role) -> ModelSpec:
     # a GPU's default is bf16): elsewhere the fill device's own default
     inherited = typing.dtype if device == typing.device else None
     dtype = _dtype(settings.fill_dtype) if settings.fill_dtype else inherited
-    return ModelSpec(settings.fill_model or typing.ref, device, dtype)
+    ref = settings.fill_remote or settings.fill_model or typing.ref
+    # the typing role's remote, taken as it is (fills never fall back: only typing jobs do)
+    fallback = typing.fallback if ref == typing.ref else None
+    return ModelSpec(ref, device, dtype, fallback)
 
 
 def _dtype(name: str | None) -> str | None:
@@ -147,7 +162,8 @@ class Served:
     def describe(self) -> dict[str, str]:
         """Model, device and dtype as they ended up (``auto`` resolved)."""
         engine = self.engine
-        return {"model": self.spec.label, "ref": self.spec.ref,
+        return {"model": getattr(engine, "model_name", None) or self.spec.label,
+                "ref": self.spec.ref,
                 "device": str(getattr(engine, "device", self.spec.device)),
                 "dtype": str(getattr(engine, "dtype_name", None) or self.spec.dtype or "auto")}
 
@@ -155,8 +171,19 @@ class Served:
 Loader = Callable[[ModelSpec], "Engine"]
 
 
-def load_engine(spec: ModelSpec, compile: bool = False) -> Engine:
-    """The default loader: resolve the reference, load weights and tokenizer."""
+def load_engine(spec: ModelSpec, compile: bool = False, api_key: str | None = None) -> Engine:
+    """The default loader: resolve the reference, load weights and tokenizer; for a remote,
+    connect (``api_key`` goes with each request) with the local fallback loaded on demand."""
+    if spec.remote:
+        from coda_lsp.core.remote import RemoteEngine, RemoteError
+
+        local = None if spec.fallback is None else ModelSpec(spec.fallback, spec.device,
+                                                             spec.dtype)
+        try:
+            return RemoteEngine.connect(spec.ref, api_key, local and (
+                lambda: load_engine(local, compile)))
+        except RemoteError as exc:  # a malformed URL
+            raise ModelError(str(exc)) from exc
     from coda_lsp.core.engine import Engine
 
     return Engine.load(resolve(spec.ref), spec.device, spec.dtype, compile)

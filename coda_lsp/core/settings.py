@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 ALGORITHMS = ("maskgit_plus", "topk_margin", "entropy", "origin")
 MULTILINE = ("auto", "always", "never")  # ghost text of several lines: see engine.one_line_only
@@ -50,6 +51,11 @@ class Settings:
     fill_device: str | None = None
     typing_dtype: str | None = None
     fill_dtype: str | None = None
+    # A role served by a ``coda-lsp http`` elsewhere (core.remote): its URL, or None (local).
+    # typing: typingModel is then what typing falls back to while the remote is down; fill:
+    # None takes the typing role's remote when typing has one and fillModel is unset.
+    typing_remote: str | None = None
+    fill_remote: str | None = None
 
     def inline_threshold(self, automatic: bool) -> float:
         """The confidence an inline offer needs: ghost text nobody asked for must clear the
@@ -83,6 +89,8 @@ WIRE_NAMES = {
     "fillDevice": "fill_device",
     "typingDtype": "typing_dtype",
     "fillDtype": "fill_dtype",
+    "typingRemote": "typing_remote",
+    "fillRemote": "fill_remote",
 }
 
 
@@ -135,7 +143,35 @@ def _model_ref(v: Any) -> str | _CommandLine:
         return COMMAND_LINE
     if not isinstance(v, str) or "\n" in v:
         raise ValueError("a model folder (a string) or null")
+    if v.startswith(("http://", "https://")):
+        raise ValueError("a model folder or Hub id (a coda-lsp http URL goes in typingRemote "
+                         "or fillRemote)")
     return v
+
+
+API_KEY_ENV = "CODA_LSP_API_KEY"  # a remote's key, and ``coda-lsp http --api-key``'s own
+
+
+def remote_url(url: str) -> str:
+    """A remote's URL without a trailing slash; ValueError when it is no http(s)://HOST[:PORT]
+    (an optional path prefix, as behind a proxy, is kept)."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 -- a port that is no number raises here
+    except ValueError:
+        parts = parts._replace(netloc="")
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or \
+            parts.fragment or url != url.strip():
+        raise ValueError(f"a coda-lsp http URL (http://HOST:PORT), not {url!r}")
+    return url.rstrip("/")
+
+
+def _remote(v: Any) -> str | _CommandLine:
+    if v is None or v == "":
+        return COMMAND_LINE
+    if not isinstance(v, str):
+        raise ValueError("a coda-lsp http URL (http://HOST:PORT) or null")
+    return remote_url(v)
 
 
 def _or_command_line(check):
@@ -177,6 +213,8 @@ _CHECKS = {
     "fill_device": _or_command_line(_one_of(DEVICES)),
     "typing_dtype": _or_command_line(_one_of(DTYPES)),
     "fill_dtype": _or_command_line(_one_of(DTYPES)),
+    "typing_remote": _remote,
+    "fill_remote": _remote,
 }
 
 

@@ -36,7 +36,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from coda_lsp.core import fim, logs
-from coda_lsp.core.engine import Cancelled, Engine
+from coda_lsp.core.engine import Cancelled, Engine, FillJob
 from coda_lsp.core.models import Models, ModelSpec, Role, download_message, first_line, model_name
 from coda_lsp.core.scheduling import Scheduler, Superseded
 from coda_lsp.core.settings import Settings
@@ -193,13 +193,15 @@ class Service:
             uri, how = document_uri(req.prefix, req.suffix, req.language, req.filename)
             log.debug("[%s] running (%s: %s)", stages.request_id, how, uri)
             try:
+                if req.lengths is not None:  # the caller chose the span and ranks the fills
+                    return span_fill(engine, req, settings, counted, on_partial)
                 return fim.fill_between(engine, req.prefix, req.suffix, settings,
                                         settings.steps, uri=uri, should_stop=counted,
                                         on_partial=on_partial, fast=self.fast,
                                         carry_key=f"client:{req.client}")
             except Cancelled:
                 log.info("[%s] stopped after %d of %d denoising steps", stages.request_id,
-                         polls - 1, settings.steps)
+                         polls - 1, req.steps or settings.steps)
                 raise
             finally:
                 seconds = time.perf_counter() - started
@@ -242,8 +244,12 @@ class Service:
         refused = outcome.decision is not None and not outcome.decision.accepted
         log.info("%s", stages.line(f"no fill: {outcome.decision.reason}" if refused else
                                    f"{len(texts)} text(s)"))
+        candidates = None if req.lengths is None else [
+            {"text": f.text, "confidence": f.confidence, "length": f.length}
+            for f in outcome.fills]
         return Answer(texts, outcome.prompt_tokens, tokens, outcome.timings.get("prompt", 0.0),
-                      outcome.timings.get("model", 0.0), settings.steps, self.model_name)
+                      outcome.timings.get("model", 0.0), settings.steps, self.model_name,
+                      candidates)
 
     def empty(self, req: FimRequest) -> Answer:
         return Answer([""], 0, [0], 0.0, 0.0, req.settings(self.settings).steps, self.model_name)
@@ -293,11 +299,25 @@ class Service:
         finally:
             if not future.done():
                 future.cancel()
+                self.metrics.fills.labels(name, "cancelled").inc()
                 log.info("%s", stages.line("cancelled: the client went away"))
 
     def close(self) -> None:
         self.closing = True
         self.models.close()
+
+
+def span_fill(engine: Engine, req: FimRequest, settings: Settings,
+              should_stop: Callable[[], bool], on_partial: fim.Partial | None) -> fim.Outcome:
+    """A span request: one ``Engine.fill`` at the caller's lengths, its fills as they came
+    (the caller ranks them with its own syntax tree and runs the fill contract's retries)."""
+    job = FillJob(req.prefix, req.suffix, req.lengths or (), req.steps or settings.steps, settings,
+                  fast=req.fast,
+                  carry_key=f"client:{req.client}" if req.fast and req.client else None,
+                  inline=req.inline, seed=req.seed)
+    result = engine.fill(job, should_stop, on_partial=on_partial)
+    return fim.Outcome(result.fills, len(result.fills), result.prompt_tokens, result.timings,
+                       result.reused)
 
 
 async def _disconnected(request: Request) -> None:

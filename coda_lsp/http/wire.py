@@ -6,6 +6,10 @@ server cannot honour is a ``BadRequest`` (one line, 400). Fields that steer a sa
 model does not have (``top_k``, ``samplers``, ``cache_prompt``...) are accepted and ignored,
 so llama.vim and llama.vscode work unchanged. The answers are built here too, in each
 client's own shape; the server module only moves them.
+
+A span request is ``/infill`` with ``lengths``: a language server using this one as its
+remote engine (``core.remote``) chose the span itself, so the answer carries every
+candidate with its confidence (``candidates``) for it to rank and judge.
 """
 
 from __future__ import annotations
@@ -47,6 +51,13 @@ class FimRequest:
     client: str | None = None  # newest-wins key: requests from one client replace each other
     language: str | None = None  # an LSP languageId or grammar name: the grammar that ranks
     filename: str | None = None  # else the file's name says the language; else it is detected
+    # The caller chose the span (a language server using this one as its remote engine):
+    # one fill per candidate length, answered unranked as ``candidates`` with confidences.
+    lengths: tuple[int, ...] | None = None
+    fast: bool = False  # with lengths: the typing path (shortest lengths, context carried)
+    inline: bool = False  # with lengths: an inline span (the one-line rule applies)
+    seed: int | None = None  # with lengths: the sampling noise's seed (a contract retry)
+    steps: int | None = None  # with lengths: the job's steps (a hole fill's may pass 1024)
 
     def settings(self, current: Settings) -> Settings:
         """The server's settings with this request's options; the confidence bar is the
@@ -134,6 +145,29 @@ def _any(name: str, v: Any) -> Any:
     return v
 
 
+MAX_LENGTHS = 64  # a span request's candidate lengths (the prompt keeps MAX_CANDIDATES)
+
+
+def _lengths(name: str, v: Any) -> tuple[int, ...]:
+    if not isinstance(v, list) or not 1 <= len(v) <= MAX_LENGTHS:
+        raise BadRequest(f"{name} must be a list of 1 to {MAX_LENGTHS} integers")
+    return tuple(_integer(1, 1024)(f"{name}[{i}]", n) for i, n in enumerate(v))
+
+
+# Settings a span request may steer a fill with, the language server's own names: what
+# ``Engine.fill`` reads from its job's settings besides steps, alg and temperature.
+SPAN_SETTINGS = ("algTemp", "contextTokens", "maxMiddleTokens", "fillHoleExact", "multiline")
+
+
+def _span_settings(name: str, v: Any) -> Mapping[str, Any]:
+    v = _object(name, v)
+    unknown = sorted(set(v) - set(SPAN_SETTINGS))
+    if unknown:
+        raise BadRequest(f"{name}: unknown setting {unknown[0]!r} (one of "
+                         + ", ".join(SPAN_SETTINGS) + ")")
+    return v
+
+
 def _samplers(name: str, v: Any) -> Any:
     if isinstance(v, str):
         return v
@@ -157,7 +191,15 @@ def _unsupported(what: str) -> Check:
     return check
 
 
-STEPS = _integer(1, 1024)
+def _steps(name: str, v: Any) -> int:
+    """1-1024 as the steps setting; a span request's hole fill (``fillHoleSteps``) up to 4096
+    (past 1024 without ``lengths``, the settings refuse it with the same line)."""
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 4096:
+        raise BadRequest(f"{name} must be an integer in [1, 1024] (a span request's: 4096)")
+    return v
+
+
+STEPS = _steps
 # Diffusion extras, the same on both endpoints.
 EXTRAS: dict[str, Check] = {
     "steps": STEPS,
@@ -188,6 +230,11 @@ INFILL_FIELDS: dict[str, Check] = {
         "post_sampling_probs", "logit_bias", "model")},
     "samplers": _samplers,
     **EXTRAS,
+    # the span request (a remote engine): the caller's lengths, job flags and settings
+    "lengths": _lengths,
+    "fast": _flag,
+    "inline": _flag,
+    "settings": _span_settings,
 }
 
 COMPLETIONS_FIELDS: dict[str, Check] = {
@@ -228,13 +275,22 @@ def _options(v: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parse_infill(body: Any, client: str | None = None) -> FimRequest:
-    """llama.cpp: the text before the cursor is input_prefix + prompt (the cursor line)."""
+    """llama.cpp: the text before the cursor is input_prefix + prompt (the cursor line).
+
+    With ``lengths`` (a span request), ``fast``, ``inline``, ``settings`` and a ``seed`` of
+    0 or more steer the one fill; without it they are refused (``seed`` ignored, as before).
+    """
     v = _checked(body, INFILL_FIELDS)
+    lengths = v.get("lengths")
+    if lengths is None and any(k in v for k in ("fast", "inline", "settings")):
+        raise BadRequest("fast, inline and settings go with lengths (a span request)")
+    seed, options = v.get("seed"), _options(v)
+    steps = None if lengths is None else options.pop("steps", None)
     n_predict = v.get("n_predict", -1)
     return FimRequest(
         prefix=v.get("input_prefix", "") + v.get("prompt", ""),
         suffix=v.get("input_suffix", ""),
-        options=_options(v),
+        options={**options, **v.get("settings", {})},
         max_tokens=None if n_predict < 0 else n_predict,
         stop=v.get("stop", ()),
         stream=v.get("stream", False),
@@ -243,7 +299,16 @@ def parse_infill(body: Any, client: str | None = None) -> FimRequest:
         client=client,
         language=v.get("language"),
         filename=v.get("filename"),
+        lengths=lengths,
+        fast=v.get("fast", False),
+        inline=v.get("inline", False),
+        seed=seed if lengths is not None and _is_seed(seed) else None,
+        steps=steps,
     )
+
+
+def _is_seed(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 63
 
 
 def parse_completions(body: Any, client: str | None = None) -> FimRequest:
@@ -303,6 +368,7 @@ class Answer:
     model_ms: float
     steps: int
     model: str
+    candidates: list[dict[str, Any]] | None = None  # a span request's fills, unranked
 
 
 def timings(a: Answer) -> dict[str, float | int]:
@@ -335,6 +401,8 @@ def infill_body(a: Answer, fields: tuple[str, ...] = ()) -> dict[str, Any]:
         "truncated": False,
         "timings": timings(a),
     }
+    if a.candidates is not None:
+        body["candidates"] = a.candidates
     return select(body, fields) if fields else body
 
 

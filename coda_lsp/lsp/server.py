@@ -32,6 +32,7 @@ from coda_lsp.core.contract import Decision
 from coda_lsp.core.documents import Document, DocumentStore
 from coda_lsp.core.engine import Engine, Fill, FillJob, FillResult, rank
 from coda_lsp.core.models import Loader, Models, ModelSpec, Role, Served, model_name
+from coda_lsp.core.remote import RemoteError
 from coda_lsp.core.scheduling import Superseded
 from coda_lsp.core.settings import Settings
 from coda_lsp.lsp.progress import FillProgress, LoadProgress
@@ -126,6 +127,14 @@ class CodaServer(LanguageServer):
                                       "latencyMs": self.last_latency_ms,
                                       "models": self.models.describe()})
 
+    def report_remote(self) -> None:
+        """What a remote engine has to say (down, the key refused): one line each, shown
+        once, logged. Typing goes on locally meanwhile (``core.remote``)."""
+        for served in {id(s): s for s in self.models.roles.values()}.values():
+            take = getattr(served.engine, "take_notices", None)
+            for line in take() if take is not None else ():
+                self.warn_user(f"remote:{line}", f"coda-lsp: {line}")
+
     def apply_settings(self, payload: Any) -> None:
         self.settings, problems = settings_mod.update(self.settings, payload, self.defaults)
         if problems:
@@ -142,6 +151,7 @@ class CodaServer(LanguageServer):
             if change.error is not None:
                 self.warn_user(f"load:{change.role.value}", f"coda: {change.message}",
                                types.MessageType.Error)
+        self.report_remote()
         if self.engine is not None:
             self.state, message = "ready", "model ready"
             log.info("serving %s", self.roles_line())
@@ -190,6 +200,7 @@ class CodaServer(LanguageServer):
             else:
                 log.info("%s", change.message)
         progress.end("; ".join(c.message for c in changes) or "no change")
+        self.report_remote()
         if changes:
             if self.engine is not None:
                 self.state = "ready"
@@ -248,10 +259,16 @@ class CodaServer(LanguageServer):
         except Superseded:
             log.info("%s", stages.line("superseded"))
             return None
+        except RemoteError as exc:  # the remote is down or refused: one line, no traceback
+            log.info("%s", stages.line("failed: remote"))
+            self.warn_user(f"remote:{exc}", f"coda-lsp: {exc}")
+            self.report_remote()
+            return None
         except Exception as exc:  # a model failure costs one completion, never the server
             log.exception("%s", stages.line("failed"))
             self.warn_user("fill-error", f"coda-lsp: completion failed: {exc}")
             return None
+        self.report_remote()
         stages.mark("queue+model")
         stages.add(result.timings)
         if job.fast:

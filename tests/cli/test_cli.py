@@ -20,6 +20,9 @@ AR_BASELINE = Path(__file__).resolve().parents[2] / "benchmarks" / "ar_baseline"
     (["--stdio", "--tcp"], "not allowed with argument"),
     (["fill", "a.py:1:1", "--multiline", "sometimes"], "invalid choice"),
     (["--compile", "--device", "cpu", "--model", "/tmp"], "--compile is for CUDA GPUs"),
+    (["--remote", "gpu-box:8012"], "--remote must be a coda-lsp http URL"),
+    (["http", "--model", "http://gpu-box:8012"], "a coda-lsp http elsewhere is --remote URL"),
+    (["--typing-remote", "http://gpu-box:80x"], "--typing-remote must be a coda-lsp http URL"),
 ])
 def test_startup_errors_are_one_line_and_nonzero(capsys, args, needle):
     assert cli.main(args) == cli.EXIT_USAGE
@@ -235,3 +238,15 @@ def test_fill_uses_the_fill_model(saying_models, tmp_path, capsys):
     code, out, _ = fill(capsys, str(src), "--holes", "--accept-rejected", "--model",
                         str(saying_models["items"]))
     assert code == 0 and "items" in out  # no --fill-model: the one model serves both
+
+
+def test_remote_flags_name_the_roles_and_the_key_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CODA_LSP_API_KEY", "from-env")
+    args = cli.serve_parser().parse_args(["--remote", "http://gpu-box:8012/"])
+    s = cli.defaults_from(args)
+    assert (s.fill_remote, s.typing_remote, args.api_key) == ("http://gpu-box:8012", None,
+                                                              "from-env")
+    args = cli.serve_parser().parse_args(["--typing-remote", "https://gpu-box", "--api-key", "k"])
+    assert (cli.defaults_from(args).typing_remote, args.api_key) == ("https://gpu-box", "k")
+    text = " ".join(cli.serve_parser().format_help().split())
+    assert "--remote URL" in text and "typing stays local" in text

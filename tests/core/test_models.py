@@ -196,3 +196,29 @@ def test_device_auto_is_decided_per_model(monkeypatch, tiny_model_dir: Path):
     asyncio.run(m.apply(s))
     assert m.describe()["typing"]["device"] == "cpu" and m.describe()["fill"]["device"] == "cuda"
     assert seen == {"cpu": "float32", "cuda": "bfloat16"}  # the GPU's default dtype
+
+
+def test_a_remote_serves_a_role_and_typing_keeps_its_local_model_to_fall_back_on():
+    url = "http://gpu-box:8012"
+    s = Settings(typing_model="/m/small", typing_remote=url)
+    typing, fill = spec_for(s, Role.TYPING), spec_for(s, Role.FILL)
+    assert (typing.ref, typing.fallback, typing.remote, typing.label) == (
+        url, "/m/small", True, f"remote {url}")
+    assert fill == typing  # unset, the fill role follows typing: one remote, one worker
+    s = Settings(typing_model="/m/small", fill_remote=url)
+    assert spec_for(s, Role.TYPING) == ModelSpec("/m/small", "auto", None)
+    assert spec_for(s, Role.FILL).ref == url and spec_for(s, Role.FILL).fallback is None
+    s = Settings(typing_remote=url, fill_model="/m/big")  # a local fill model beside it
+    assert spec_for(s, Role.FILL) == ModelSpec("/m/big", "auto", None)
+
+
+def test_remote_settings_take_a_url_or_null():
+    s, problems = update(Settings(), {"fillRemote": "https://gpu-box/coda/",
+                                      "typingRemote": "gpu-box:8012"}, Settings())
+    assert s.fill_remote == "https://gpu-box/coda" and s.typing_remote is None
+    assert problems == ["coda.typingRemote must be a coda-lsp http URL (http://HOST:PORT), "
+                        "not 'gpu-box:8012'; using None"]
+    _, problems = update(Settings(), {"fillModel": "http://gpu-box:8012"}, Settings())
+    assert problems and "goes in typingRemote or fillRemote" in problems[0]
+    s, _ = update(s, {"fillRemote": None}, Settings(fill_remote="http://x:1"))
+    assert s.fill_remote == "http://x:1"  # null: the command line's --remote

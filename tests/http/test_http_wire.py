@@ -58,3 +58,37 @@ def test_response_fields_flatten_paths_like_llama_cpp():
     body = infill_body(Answer(["x"], 5, [1], 1.0, 2.0, 4, "m"))
     assert select(body, ("content", "timings/prompt_n", "nope", "timings/nope", "")) == {
         "content": "x", "timings/prompt_n": 5}
+
+
+def test_a_span_request_carries_the_callers_lengths_steps_flags_and_settings():
+    """What a language server's remote engine sends (core.remote): its own span lengths and
+    sampler settings, a hole fill's steps past the steps setting's 1024, a retry's seed."""
+    req = parse_infill({"input_prefix": "a", "input_suffix": "b", "lengths": [3, 6, 10],
+                        "steps": 2048, "fast": True, "inline": True, "seed": 7,
+                        "settings": {"contextTokens": 512, "multiline": "never"}})
+    assert (req.lengths, req.steps, req.fast, req.inline, req.seed) == ((3, 6, 10), 2048,
+                                                                        True, True, 7)
+    s = req.settings(Settings())
+    assert (s.context_tokens, s.multiline) == (512, "never")
+    assert parse_infill({"seed": 7}).seed is None  # llama.cpp clients' seed: ignored as before
+
+
+@pytest.mark.parametrize(("body", "line"), [
+    ({"fast": True}, "fast, inline and settings go with lengths (a span request)"),
+    ({"lengths": []}, "lengths must be a list of 1 to 64 integers"),
+    ({"lengths": [0]}, "lengths[0] must be an integer in [1, 1024]"),
+    ({"lengths": [4], "settings": {"typingModel": "/x"}}, "settings: unknown setting "
+     "'typingModel' (one of algTemp, contextTokens, maxMiddleTokens, fillHoleExact, multiline)"),
+    ({"steps": 2048}, "steps must be an integer in [1, 1024]"),
+])
+def test_a_span_request_out_of_shape_is_one_line(body, line):
+    with pytest.raises(BadRequest) as info:
+        parse_infill(body).settings(Settings())
+    assert str(info.value) == line
+
+
+def test_a_span_answer_lists_every_candidate():
+    a = Answer(["x"], 3, [1], 1.0, 2.0, 4, "m",
+               [{"text": "x", "confidence": 0.5, "length": 4}])
+    assert infill_body(a)["candidates"] == [{"text": "x", "confidence": 0.5, "length": 4}]
+    assert "candidates" not in infill_body(Answer(["x"], 3, [1], 1.0, 2.0, 4, "m"))
