@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from coda_model import SamplerConfig, infill, load_model, load_tokenizer
+from coda_model import SamplerConfig, hub, infill, load_model, load_tokenizer
 from training.data import heldout
 from training.data.heldout import Example
 from training.eval import report as eval_report
@@ -75,7 +75,10 @@ def humaneval_examples(folder: Path, task: str, limit: int | None, seed: int) ->
 
 
 def resolve_model_dir(path: str | Path) -> Path:
-    """A model folder, or a training run folder (its final model, else its latest checkpoint)."""
+    """A model folder, a training run folder (its final model, else its latest checkpoint), or
+    a Hub id (``owner/name[@revision]``, downloaded into the HF cache by ``coda_model.hub``)."""
+    if isinstance(hub.parse(path), hub.HubId):
+        return hub.resolve(path)
     path = Path(path)
     if (path / "config.json").is_file():
         return path
@@ -274,7 +277,8 @@ def main(argv: list[str] | None = None, server_fill=None) -> int:
         prog="python -m training.evaluate", description=__doc__.split("\n")[0],
         epilog="hardware: CPU only (--threads), so latencies are CPU numbers; no GPU, TPU or "
                "accelerate launch path")
-    p.add_argument("--model", default="model", help="diffusion model folder or run folder")
+    p.add_argument("--model", default="model",
+                   help="diffusion model folder, run folder or Hub id (owner/name[@rev])")
     p.add_argument("--ar-model", default=str(REPO / "benchmarks" / "ar_baseline"),
                    help="AR baseline folder or run folder ('none' to skip)")
     p.add_argument("--tasks", type=_csv, default=list(TASKS), help=",".join(TASKS))
