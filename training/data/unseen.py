@@ -7,7 +7,7 @@ and why it is permissive. :func:`fetch` is the only step that touches the networ
 (the ordinary client), checks the sha256 before anything is unpacked, and keeps the Python
 files under ``CACHE/<name>-<version>/``; sources are never committed.
 
-:func:`hole_examples` cuts holes the way a user would for "Fill this hole": a ``line`` hole is
+:func:`sample_holes` cuts holes the way a user would for "Fill this hole": a ``line`` hole is
 one whole simple statement, a ``block`` hole the statements of a short body (2 to 8 lines),
 each replaced by nothing here (the caller puts the ``<FILL>`` marker or masks there). Nothing
 here runs a model.
@@ -179,12 +179,12 @@ def _ends_line(source: bytes, at: int) -> bool:
     return not rest.strip()
 
 
-def hole_examples(folder: Path, repo: str, exclude: Sequence[str] = (), *, lines: int = 15,
-                  blocks: int = 10, seed: int = 0) -> list[Example]:
-    """Seeded line and block holes from one repository's files (``Example.kind`` is ``line``
-    or ``block``; ``id`` is ``repo/path#byte``)."""
+def sample_holes(files: Sequence[tuple[str, str]], repo: str, *, lines: int = 15,
+                 blocks: int = 10, seed: int = 0) -> list[Example]:
+    """Seeded line and block holes from one repository's (path, text) files
+    (``Example.kind`` is ``line`` or ``block``; ``id`` is ``repo/path#byte``)."""
     pool: dict[str, list[tuple[str, str, int, int]]] = {"line": [], "block": []}
-    for rel, text in python_files(folder, exclude):
+    for rel, text in files:
         for kind, ranges in candidate_holes(text).items():
             pool[kind] += [(rel, text, s, e) for s, e in ranges]
     out = []
@@ -208,7 +208,8 @@ def examples(cache: Path, repos: Sequence[Repo], exclude: Sequence[str] = (), *,
         if not (folder / ".sha256").is_file():
             raise UnseenError(f"{folder} is missing: run `python -m training.unseen fetch "
                               f"--cache {cache}` first (it downloads the pinned sdists)")
-        out += hole_examples(folder, repo.name, exclude, lines=lines, blocks=blocks, seed=seed)
+        out += sample_holes(python_files(folder, exclude), repo.name, lines=lines,
+                            blocks=blocks, seed=seed)
     return out
 
 
@@ -217,5 +218,5 @@ def repo_of(example: Example) -> str:
 
 
 __all__ = ["MANIFEST", "PERMISSIVE", "Repo", "UnseenError", "manifest", "fetch", "examples",
-           "hole_examples", "candidate_holes", "python_files", "default_cache", "repo_of",
+           "sample_holes", "candidate_holes", "python_files", "default_cache", "repo_of",
            "sha256_of"]

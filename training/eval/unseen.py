@@ -54,6 +54,7 @@ class Row:
     similarity: float
     parses: bool
     best_similarity: float
+    floor: str           # the copy-previous-line floor's text
     floor_exact: bool
     floor_similarity: float
 
@@ -64,7 +65,7 @@ def score(ex: Example, offered: str, best: str, ms: float) -> Row:
                heldout.exact_match(offered, ex.middle),
                heldout.edit_similarity(offered, ex.middle),
                bool(offered.strip()) and heldout.parses(ex, offered),
-               heldout.edit_similarity(best, ex.middle),
+               heldout.edit_similarity(best, ex.middle), floor,
                heldout.exact_match(floor, ex.middle), heldout.edit_similarity(floor, ex.middle))
 
 
@@ -89,7 +90,8 @@ def summarize(rows: list[Row]) -> list[dict]:
             group = [r for r in rows if repo in (ALL, r.repo) and kind in (ALL, r.kind)]
             if not group:
                 continue
-            mean = lambda f: statistics.fmean(f(r) for r in group)  # noqa: E731
+            def mean(f, group=group) -> float:
+                return statistics.fmean(f(r) for r in group)
             out.append({"repo": repo, "kind": kind, "spans": len(group),
                         "exact_match": mean(lambda r: r.exact),
                         "edit_similarity": mean(lambda r: r.similarity),
@@ -119,9 +121,9 @@ def evaluate(model_ref: str | Path, hole_fill: HoleFill, *, cache: Path, lines: 
              manifest: Path = unseen.MANIFEST) -> dict:
     """Fill every hole; returns {"model", "repos", "summary", "table", "rows"} and writes
     ``unseen.json``, ``unseen.md`` and ``fills.jsonl`` into ``out``."""
-    folder = resolve_model_dir(model_ref)
     repos, exclude = unseen.manifest(manifest)
     examples = unseen.examples(cache, repos, exclude, lines=lines, blocks=blocks, seed=seed)
+    folder = resolve_model_dir(model_ref)
     t0 = time.monotonic()
     rows = fill_all(hole_fill(folder), examples)
     summary = summarize(rows)
