@@ -224,3 +224,20 @@ def test_run_without_the_fetch_says_how_to_fetch(tmp_path, capsys):
                              "--manifest", str(manifest)], hole_fill=lambda f: None)
     assert code == 2
     assert "python -m training.unseen fetch" in capsys.readouterr().err
+
+
+def test_training_evaluate_takes_the_unseen_task_beside_the_stdlib_one(tmp_path):
+    from training.eval import evaluate
+
+    cache = tmp_path / "cache"
+    repos, _ = unseen.manifest()
+    for repo in repos:
+        (cache / repo.folder / "pkg").mkdir(parents=True)
+        (cache / repo.folder / "pkg" / "core.py").write_text(FAKE_MODULE)
+        (cache / repo.folder / ".sha256").write_text(repo.sha256 + "\n")
+    found = evaluate.load_examples(["unseen"], 5, 0, tmp_path, "default_model_cpu", 4, None,
+                                   unseen_cache=cache)
+    assert len(found) == 5 and {e.task for e in found} == {"unseen"}
+    assert {unseen.repo_of(e) for e in found} <= {r.name for r in repos}
+    scored = evaluate.Scorer(10.0, 512)(found[0], found[0].middle)
+    assert scored["exact"] and scored["parses"] is True
