@@ -1,14 +1,17 @@
 """``python -m training.evaluate``: infilling quality vs latency, diffusion model vs AR baseline.
 
 Tasks: HumanEval-Infilling (single-line, multi-line, random-span; pass@1 by running the test in
-``training.eval.sandbox``) and held-out span infilling (``training.data.heldout``: exact match, edit
-similarity, fill parses).  The diffusion model is run at every ``--steps`` value with the true
-number of masks and, per ``--lengths``, with half and double that number (DESIGN.md §5: the
-length problem), or as the server fills a hole (``server``: its own lengths and ranking); the
-autoregressive PSM baseline (``training.eval.ar_baseline``) decodes greedily with a K/V cache in the
-same run.  Floors: the empty fill and a copy of the previous line.  Output in ``--out``:
-``fills.jsonl`` (every fill), ``summary.json``, ``table.md`` (also printed) and
-``quality_latency.png`` (``training.eval.report``).
+``training.eval.sandbox``), held-out span infilling (``training.data.heldout``: exact match, edit
+similarity, fill parses) and, asked for by name, ``unseen``: line and block holes in whole
+repositories no training data came from (``training.data.unseen``; per repository and through
+the server's "Fill this hole" path: ``benchmarks/eval_unseen.py``).  The diffusion model is run
+at every ``--steps`` value with the true number of masks and, per ``--lengths``, with half and
+double that number (DESIGN.md §5: the length problem), or as the server fills a hole
+(``server``: its own lengths and ranking); the autoregressive PSM baseline
+(``training.eval.ar_baseline``) decodes greedily with a K/V cache in the same run.  Floors: the
+empty fill and a copy of the previous line.  Output in ``--out``: ``fills.jsonl`` (every fill),
+``summary.json``, ``table.md`` (also printed) and ``quality_latency.png``
+(``training.eval.report``).
 
 Both models see the same context: the last ``--prefix-tokens`` tokens before the middle and the
 first ``--suffix-tokens`` after it.  Latency is wall time per infill on ``--threads`` threads.
@@ -29,8 +32,8 @@ from pathlib import Path
 
 import torch
 
-from coda_model import SamplerConfig, infill, load_model, load_tokenizer
-from training.data import heldout
+from coda_model import SamplerConfig, hub, infill, load_model, load_tokenizer
+from training.data import heldout, unseen
 from training.data.heldout import Example
 from training.eval import report as eval_report
 from training.eval import sandbox
@@ -42,7 +45,8 @@ log = logging.getLogger(__name__)
 HUMANEVAL = {"single-line": "HumanEval-SingleLineInfilling.jsonl.gz",
              "multi-line": "HumanEval-MultiLineInfilling.jsonl.gz",
              "random-span": "HumanEval-RandomSpanInfillingLight.jsonl.gz"}
-TASKS = (*HUMANEVAL, "heldout")
+TASKS = (*HUMANEVAL, "heldout")   # the default run
+UNSEEN = "unseen"   # holes in whole repositories no training data came from (fetch them first)
 STEPS = (1, 2, 4, 8, 16, 32)
 LENGTHS = {"true": 1.0, "half": 0.5, "double": 2.0}
 SERVER = "server"   # the language server's own hole sizing and ranking (coda_lsp.core.fim)
@@ -75,7 +79,10 @@ def humaneval_examples(folder: Path, task: str, limit: int | None, seed: int) ->
 
 
 def resolve_model_dir(path: str | Path) -> Path:
-    """A model folder, or a training run folder (its final model, else its latest checkpoint)."""
+    """A model folder, a training run folder (its final model, else its latest checkpoint), or
+    a Hub id (``owner/name[@revision]``, downloaded into the HF cache by ``coda_model.hub``)."""
+    if isinstance(hub.parse(path), hub.HubId):
+        return hub.resolve(path)
     path = Path(path)
     if (path / "config.json").is_file():
         return path
@@ -115,7 +122,7 @@ class Scorer:
         out = {"exact": heldout.exact_match(text, ex.middle),
                "similarity": heldout.edit_similarity(text, ex.middle),
                "passed": None, "parses": None}
-        if ex.task == "heldout":
+        if ex.task in ("heldout", UNSEEN):
             out["parses"] = heldout.parses(ex, text)
         else:
             source = program(ex, text)
@@ -183,10 +190,17 @@ def run_ar(model, tok, examples, contexts, scorer, min_new: int = 64) -> list[Fi
 
 
 def load_examples(tasks, limit, seed, benchmarks: Path, heldout_recipe: str, per_file: int,
-                  tok) -> list[Example]:
+                  tok, unseen_cache: Path | None = None) -> list[Example]:
     examples: list[Example] = []
     for task in tasks:
-        if task == "heldout":
+        if task == UNSEEN:   # line and block holes, as benchmarks/eval_unseen.py cuts them
+            repos, exclude = unseen.manifest()
+            found = unseen.examples(unseen_cache or unseen.default_cache(), repos, exclude,
+                                    seed=seed)
+            if limit is not None and limit < len(found):
+                found = random.Random(f"{seed}:unseen").sample(found, limit)
+            examples += found
+        elif task == "heldout":
             docs = heldout.heldout_documents(recipes.get(heldout_recipe).data)
             found = heldout.heldout_examples(docs, tok, per_file=per_file, seed=seed)
             if limit is not None and limit < len(found):
@@ -202,7 +216,8 @@ def evaluate(model_dir, *, ar_dir=None, tasks=TASKS, steps=STEPS, lengths=tuple(
              benchmarks: Path = BENCHMARKS, heldout_recipe: str = "default_model_cpu",
              per_file: int = 4, prefix_tokens: int = 256, suffix_tokens: int = 96,
              timeout: float = 10.0, memory_mb: int = 512, ar_min_new: int = 64,
-             examples=None, server_fill=None, dtype: str | None = None) -> dict:
+             examples=None, server_fill=None, dtype: str | None = None,
+             unseen_cache: Path | None = None) -> dict:
     """Run everything; returns {"fills": [...], "summary": [...], "table": str, "png": path}.
 
     ``server_fill(model, tokenizer)`` returns the server's fill function for the ``server``
@@ -217,7 +232,8 @@ def evaluate(model_dir, *, ar_dir=None, tasks=TASKS, steps=STEPS, lengths=tuple(
         ar_dir = resolve_model_dir(ar_dir)
         ar_model, ar_tok = load_model(ar_dir, autoregressive=True), load_tokenizer(ar_dir)
     if examples is None:
-        examples = load_examples(tasks, limit, seed, benchmarks, heldout_recipe, per_file, tok)
+        examples = load_examples(tasks, limit, seed, benchmarks, heldout_recipe, per_file, tok,
+                                 unseen_cache)
     scorer = Scorer(timeout, memory_mb)
     max_pos = model.config.max_position_embeddings
     contexts = [Context(tok, ex, prefix_tokens, suffix_tokens, max_pos) for ex in examples]
@@ -274,10 +290,15 @@ def main(argv: list[str] | None = None, server_fill=None) -> int:
         prog="python -m training.evaluate", description=__doc__.split("\n")[0],
         epilog="hardware: CPU only (--threads), so latencies are CPU numbers; no GPU, TPU or "
                "accelerate launch path")
-    p.add_argument("--model", default="model", help="diffusion model folder or run folder")
+    p.add_argument("--model", default="model",
+                   help="diffusion model folder, run folder or Hub id (owner/name[@rev])")
     p.add_argument("--ar-model", default=str(REPO / "benchmarks" / "ar_baseline"),
                    help="AR baseline folder or run folder ('none' to skip)")
-    p.add_argument("--tasks", type=_csv, default=list(TASKS), help=",".join(TASKS))
+    p.add_argument("--tasks", type=_csv, default=list(TASKS),
+                   help=",".join((*TASKS, UNSEEN)) + f" ({UNSEEN}: `python -m training.unseen "
+                   "fetch` first; benchmarks/eval_unseen.py fills its holes as the server does)")
+    p.add_argument("--unseen-cache", type=Path, default=None,
+                   help="where `python -m training.unseen fetch` put the unseen repositories")
     p.add_argument("--steps", type=lambda v: [int(x) for x in _csv(v)], default=list(STEPS))
     p.add_argument("--lengths", type=_csv, default=list(LENGTHS),
                    help="true,half,double,server (the server's own lengths and ranking)")
@@ -295,7 +316,7 @@ def main(argv: list[str] | None = None, server_fill=None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/eval"))
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    unknown = [t for t in args.tasks if t not in TASKS] + \
+    unknown = [t for t in args.tasks if t not in (*TASKS, UNSEEN)] + \
         [m for m in args.lengths if m not in (*LENGTHS, SERVER)]
     if unknown:
         p.error(f"unknown tasks/lengths {unknown}")
@@ -316,7 +337,8 @@ def main(argv: list[str] | None = None, server_fill=None) -> int:
                       benchmarks=args.benchmarks, heldout_recipe=args.heldout_recipe,
                       per_file=args.per_file, prefix_tokens=args.prefix_tokens,
                       suffix_tokens=args.suffix_tokens, timeout=args.timeout,
-                      server_fill=server_fill, dtype=args.dtype)
+                      server_fill=server_fill, dtype=args.dtype,
+                      unseen_cache=args.unseen_cache)
     print(result["table"])
     print(f"\nwritten to {args.out}/ (table.md, summary.json, fills.jsonl, quality_latency.png)")
     return 0

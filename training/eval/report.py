@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 
 HE_TASKS = ("single-line", "multi-line", "random-span")
+TEXT_TASKS = ("heldout", "unseen")   # scored against the text: exact, similarity, parses
 MASK_ORDER = {"true": 0, "half": 1, "double": 2, "server": 3, "-": 4}
 SYSTEMS = {"diffusion": "diffusion", "ar": "AR (PSM, greedy, KV cache)",
            "empty": "empty fill (floor)", "previous-line": "copy previous line (floor)"}
@@ -31,7 +32,7 @@ def summarize(fills) -> list[dict]:
             metrics = {"exact": _mean([f.exact for f in tf]),
                        "similarity": _mean([f.similarity for f in tf]),
                        "ms": _mean([f.ms for f in tf])}
-            if task == "heldout":
+            if task in TEXT_TASKS:
                 metrics["parses"] = _mean([f.parses for f in tf])
             else:
                 metrics["pass@1"] = _mean([f.passed for f in tf])
@@ -50,9 +51,10 @@ def columns(summary: list[dict]) -> list[tuple[str, str, str]]:
     """(header, task, metric) for every metric present, HumanEval tasks first."""
     tasks = {t for row in summary for t in row["tasks"]}
     cols = [(f"{t} pass@1", t, "pass@1") for t in HE_TASKS if t in tasks]
-    if "heldout" in tasks:
-        cols += [("heldout EM", "heldout", "exact"), ("heldout ES", "heldout", "similarity"),
-                 ("heldout parses", "heldout", "parses")]
+    for t in TEXT_TASKS:
+        if t in tasks:
+            cols += [(f"{t} EM", t, "exact"), (f"{t} ES", t, "similarity"),
+                     (f"{t} parses", t, "parses")]
     return cols
 
 
