@@ -42,7 +42,7 @@ from training.objective.masks import (
     diffusion_loss_sparse,
     response_maskable,
 )
-from training.run import checkpointing, recipes
+from training.run import checkpointing, lora, recipes
 from training.run.metrics import MetricsLog, plot_losses
 from training.run.progress import progress as progress_bar
 from training.run.recipes import Recipe
@@ -173,6 +173,14 @@ class Trainer:
             self.recipe = recipe = replace(recipe, train=replace(recipe.train, steps=steps))
         model = build_model(recipe, self.tok)
         self.config = model.config
+        use_lora = lora.wanted(recipe.lora, sum(p.numel() for p in model.parameters()), device)
+        self.recipe = recipe = replace(recipe, lora=replace(recipe.lora,
+                                                            enabled="on" if use_lora else "off"))
+        if use_lora:
+            model = lora.wrap(model, recipe.lora)
+            trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            log.info("LoRA rank %d on %s: %.2fM trained parameters", recipe.lora.rank,
+                     ", ".join(recipe.lora.targets), trained / 1e6)
         self._resolve_speed(recipe.train)
         optimizer, scheduler = build_optimizer(model, recipe,
                                                fused=self.plain and self.device.type == "cuda")
@@ -258,8 +266,11 @@ class Trainer:
             return False
         self._check_recipe(json.loads(state["recipe"]), force)
         target = self.backend.unwrap(self.model)
-        target.load_state_dict({k: v for k, v in weights.items() if k in target.state_dict()},
-                               strict=False)
+        if lora.is_lora(target):   # the frozen base is init_from's; the adapters are the state
+            lora.load_adapters(target, ckpt)
+        else:
+            target.load_state_dict({k: v for k, v in weights.items()
+                                    if k in target.state_dict()}, strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.stream.load_state_dict(state["stream"])
@@ -290,9 +301,12 @@ class Trainer:
     def checkpoint(self, final: bool = False) -> Path | None:
         path = None
         if self.backend.is_main:
+            trained = self.backend.unwrap(self.model)
+            extra = (lambda folder: lora.save_adapters(trained, folder)) \
+                if lora.is_lora(trained) else None
             path = checkpointing.save_checkpoint(
-                self.ckpt_dir, self.step, self.backend.unwrap(self.model), self.tokenizer_dir,
-                self.state_dict(), keep=self.recipe.train.keep_checkpoints)
+                self.ckpt_dir, self.step, lora.merged(trained), self.tokenizer_dir,
+                self.state_dict(), keep=self.recipe.train.keep_checkpoints, extra=extra)
             self.plot(force=final)
         self.backend.wait()
         return path
@@ -469,7 +483,9 @@ class Trainer:
             self.plot(force=True)
         if self.step >= t.steps and self.backend.is_main:
             from coda_model import save_model
-            save_model(self.backend.unwrap(self.model), self.out / "final",
+            # LoRA: the adapters merged into the base, in place (training is over)
+            save_model(lora.merged(self.backend.unwrap(self.model), inplace=True),
+                       self.out / "final",
                        tokenizer_dir=self.tokenizer_dir, dtype=self.final_dtype)
             log.info("final model in %s", self.out / "final")
         return result

@@ -19,6 +19,7 @@ from typing import Any
 from coda_model.config import CodaConfig
 from training.data.packing import DataConfig
 from training.objective.masks import ObjectiveConfig
+from training.run.lora import LoraSettings
 
 STDLIB = str(Path(sys.base_prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}")
 
@@ -94,6 +95,7 @@ class Recipe:
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
+    lora: LoraSettings = LoraSettings()   # adapters instead of full weights (training.run.lora)
     init_from: str | None = None         # a CoDA checkpoint folder to start from
     hardware: str = "CPU"
     notes: str = field(default="", compare=False)
