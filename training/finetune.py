@@ -312,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
     if result and backend.is_main:
         print(f"step {trainer.step}: masked CE {result.get('masked_ce', float('nan')):.4f}",
               file=sys.stderr)
-    if before is None or trainer.step < trainer.recipe.train.steps:
+    if before is None or not trainer.finished:
         return 0
     return judge_and_place(Path(out), base, args, before, examples, trainer.tok)
 

@@ -61,6 +61,16 @@ class TrainConfig:
     # > 0: train this many passes over the train split (a small repository gets fewer steps
     # than a large one), ``steps`` becoming the cap.
     passes: float = 0.0
+    # > 0: passes set by the split's size instead: as many as show the model about this many
+    # rows, within [passes_min, passes_max] (a small repository is seen more often, a large
+    # one less; train.steps stays the cap).
+    passes_rows: int = 0
+    passes_min: float = 1.0
+    passes_max: float = 4.0
+    # > 0: score the validation split (data.val_token_cap) every this many steps, keep the
+    # best weights, stop after early_stop_patience scores without a gain (training.run.early_stop)
+    early_stop_every: int = 0
+    early_stop_patience: int = 2
     init_std: float = 0.02
     # GPU efficiency (plain torch backend). "auto" means bf16 autocast and corruption on the
     # device on CUDA, fp32 and the reference per-row corruption on CPU (the golden curve).
