@@ -93,6 +93,11 @@ def test_the_run_stops_early_and_saves_the_best_weights(tiny_model_dir, tmp_path
         assert torch.equal(final[k], weights[4][k].to(final[k].dtype)), k
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert [r["step"] for r in rows if r["kind"] == "val"] == [0, 2, 4, 6, 8]
+    # the same command again: resumed, already finished, no more steps nor scores
+    again = Trainer(stop_recipe(tiny_model_dir, tmp_path / "repo"), tmp_path / "run")
+    weights.clear()
+    again.run()
+    assert again.step == 8 and again.finished and not weights
 
 
 def test_early_stopping_without_validation_rows_trains_to_the_end(tiny_model_dir, tmp_path,

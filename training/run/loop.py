@@ -214,12 +214,14 @@ class Trainer:
         self.tokens = 0
         self.ckpt_dir = self.out / "checkpoints"
         self.final_dtype: str | None = None   # final/'s weights; None: as trained (fp32)
+        self.stopped_early = False   # by the validation scores; a re-run does not train on
+        self.best_step: int | None = None
         self._last_plot = time.monotonic()
 
     @property
     def finished(self) -> bool:
         """Trained to the end, or stopped early by the validation scores."""
-        return self.step >= self.recipe.train.steps or getattr(self, "stopped_early", False)
+        return self.step >= self.recipe.train.steps or self.stopped_early
 
     def _resolve_speed(self, t) -> None:
         """Precision and where corruption runs; only the plain torch backend changes either
@@ -259,6 +261,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "stream": self.stream.state_dict(),
+                "stopped_early": self.stopped_early,
                 "torch_rng": torch.get_rng_state(),
                 "recipe": json.dumps(self.recipe.to_dict(), default=str)}
 
@@ -293,6 +296,7 @@ class Trainer:
         self.stream.load_state_dict(state["stream"])
         torch.set_rng_state(state["torch_rng"])
         self.step, self.tokens = state["step"], state["tokens"]
+        self.stopped_early = bool(state.get("stopped_early", False))
         log.info("resumed from %s at step %d (%d tokens)", ckpt, self.step, self.tokens)
         return True
 
@@ -495,11 +499,11 @@ class Trainer:
         progress = progress_bar(end, "training", unit="step", initial=self.step,
                                 enabled=self.backend.is_main)
         result: dict = {}
-        stopper = self._early_stop()
-        self.stopped_early = False
+        stopper = None if self.stopped_early else self._early_stop()
         if stopper is not None:
             self._score_for_stop(stopper, self.step, metrics)
-        while self.step < end and (deadline is None or time.monotonic() < deadline):
+        while self.step < end and not self.stopped_early and \
+                (deadline is None or time.monotonic() < deadline):
             out = self.train_step()
             step, tokens = self.step, self.tokens
             if on_step is not None:
@@ -546,7 +550,8 @@ class Trainer:
             early_stop.restore(self.backend.unwrap(self.model), stopper.state)
             log.info("early stopping: the weights of step %d (validation middle CE %.4f) are "
                      "the result", stopper.best_step, stopper.best)
-        self.best_step = None if stopper is None else stopper.best_step
+        if stopper is not None:
+            self.best_step = stopper.best_step
         if self.step > 0 and (checkpointing.latest_checkpoint(self.ckpt_dir) is None or
                               checkpointing.latest_checkpoint(self.ckpt_dir).name
                               != f"step-{self.step:06d}"):
