@@ -39,8 +39,10 @@ def test_early_stop_keeps_the_best_snapshot_and_stops_after_patience():
 
 
 def test_passes_follow_the_split_size_within_bounds():
-    t = replace(recipes.get("finetune_repo_cpu").train, passes_rows=1600, passes_min=1.0,
-                passes_max=4.0)
+    r = recipes.get("finetune_repo_cpu_early_stop")
+    assert (r.train.early_stop_every, r.data.val_token_cap, r.optim.lr) == (10, 0.06, 1.5e-4)
+    t = r.train
+    assert (t.passes_rows, t.passes_min, t.passes_max, t.steps) == (1600, 1.0, 4.0, 100)
     assert passes_for(t, 100) == 4.0          # a small repository: seen at most 4 times
     assert passes_for(t, 800) == 2.0          # about 1600 rows either way
     assert passes_for(t, 10_000) == 1.0       # a large one: at least once
