@@ -189,6 +189,9 @@ class Trainer:
         self.recipe = recipe = replace(recipe, lora=replace(recipe.lora,
                                                             enabled="on" if use_lora else "off"))
         if use_lora:
+            if recipe.lora.lr > 0:
+                self.recipe = recipe = replace(recipe, optim=replace(recipe.optim,
+                                                                     lr=recipe.lora.lr))
             model = lora.wrap(model, recipe.lora)
             trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
             log.info("LoRA rank %d on %s: %.2fM trained parameters", recipe.lora.rank,

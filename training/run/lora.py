@@ -28,12 +28,16 @@ class LoraSettings:
     alpha: int = 32
     dropout: float = 0.0
     targets: tuple[str, ...] = TARGETS
+    # > 0: the learning rate when adapters train (they start at zero and want ~10x the rate of
+    # a full fine-tune); 0 keeps optim.lr
+    lr: float = 0.0
 
     def __post_init__(self) -> None:
         if self.enabled not in ("auto", "on", "off"):
             raise ValueError(f"lora.enabled {self.enabled!r}: use auto, on or off")
-        if self.rank < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1:
-            raise ValueError("lora.rank >= 1, lora.alpha > 0 and lora.dropout in [0, 1) required")
+        if self.rank < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1 or self.lr < 0:
+            raise ValueError("lora.rank >= 1, lora.alpha > 0, lora.lr >= 0 and lora.dropout in "
+                             "[0, 1) required")
 
 
 def wanted(settings: LoraSettings, n_params: int, device: str) -> bool:

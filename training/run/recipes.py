@@ -219,6 +219,8 @@ def finetune_repo_gpu() -> Recipe:
         optim=OptimConfig(lr=1e-5, warmup_steps=50, weight_decay=0.0, min_lr_ratio=0.1),
         train=TrainConfig(steps=1000, batch_size=4, grad_accum=8, device="cuda", log_every=10,
                           eval_every=200, eval_batches=8, checkpoint_every_seconds=1800.0),
+        # a CoDA-1.7B base trains LoRA adapters (lora.enabled=auto) at the usual LoRA rate
+        lora=LoraSettings(lr=2e-4),
         hardware="1+ GPU with 24 GB (bf16); multi-GPU via accelerate launch",
     )
 
