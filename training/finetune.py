@@ -204,7 +204,9 @@ hardware:
           model on a 5-20k-line repository, with before/after scores on held-out files; a
           fine-tune that did not help is written to OUT/rejected/, not OUT/final/ (exit 1)
   GPU     --recipe finetune_repo_gpu (the default with CUDA), bf16; several GPUs or machines:
-          accelerate launch -m training.finetune ...  (see `accelerate config`)
+          accelerate launch -m training.finetune ...  (see `accelerate config`); a
+          CoDA-1.7B-sized base trains LoRA adapters (peft), merged into final/ in bf16
+          (--lora / --no-lora to choose)
   TPU     pre-training only: python -m training.pretrain with a *_tpu_* recipe (torch_xla)
 """
 
@@ -222,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="run folder (default runs/finetune-RECIPE)")
     parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE")
     parser.add_argument("--cpu", action="store_true", help="train on CPU whatever the recipe says")
+    parser.add_argument("--lora", action=argparse.BooleanOptionalAction, default=None,
+                        help="train LoRA adapters (peft) and merge them into final/ (bf16); "
+                        "default: on for a CoDA-1.7B-sized base on a GPU, off otherwise")
     parser.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default=None)
     parser.add_argument("--fresh", action="store_true",
                         help="ignore existing checkpoints and re-pack the data")
@@ -274,6 +279,8 @@ def run(args: argparse.Namespace) -> int:
                      tokenizer=replace(recipe.tokenizer, path=str(base)))
     if args.cpu:
         recipe = replace(recipe, train=replace(recipe.train, device="cpu"))
+    if args.lora is not None:
+        recipe = replace(recipe, lora=replace(recipe.lora, enabled="on" if args.lora else "off"))
     device = devices.resolve(recipe.train.device)
     recipe = fit_to_base(recipe, base)
     backend = AccelerateBackend(args.mixed_precision, cpu=device == "cpu")
@@ -284,7 +291,8 @@ def run(args: argparse.Namespace) -> int:
         splits = {"train_split": train, "eval_split": evals}
     out = args.out or f"runs/finetune-{recipe.name}"
     trainer = Trainer(recipe, out, backend=backend, rebuild_data=args.fresh, **splits)
-    trainer.final_dtype = base_dtype(base)
+    # LoRA: the merged model in bf16 whatever the base's files say (the released layout)
+    trainer.final_dtype = "bfloat16" if trainer.recipe.lora.enabled == "on" else base_dtype(base)
     examples = []
     if not (sft or args.no_eval):
         docs = heldout.heldout_documents(trainer.recipe.data)
@@ -304,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
     if result and backend.is_main:
         print(f"step {trainer.step}: masked CE {result.get('masked_ce', float('nan')):.4f}",
               file=sys.stderr)
-    if before is None or trainer.step < trainer.recipe.train.steps:
+    if before is None or not trainer.finished:
         return 0
     return judge_and_place(Path(out), base, args, before, examples, trainer.tok)
 

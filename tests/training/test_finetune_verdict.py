@@ -67,7 +67,7 @@ def test_the_cpu_recipe_holds_out_by_tokens_and_replays_general_code():
     r = recipes.get("finetune_repo_cpu")
     assert r.data.eval_token_cap == pytest.approx(0.12) and r.data.replay_mix == 0.5
     assert r.data.replay_sources == (recipes.STDLIB,)
-    assert (r.train.batch_size, r.data.seq_len, r.optim.lr) == (16, 256, 3e-4)
+    assert (r.train.batch_size, r.data.seq_len, r.optim.lr) == (16, 256, 1.5e-4)
     assert (r.train.passes, r.train.steps, r.optim.warmup_steps) == (2.0, 100, 10)
     assert r.optim.schedule == "cosine"
 

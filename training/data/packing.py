@@ -61,6 +61,9 @@ class DataConfig:
     # model was trained on): this fraction of the train tokens comes from replay_sources.
     replay_sources: tuple[str, ...] = ()
     replay_mix: float = 0.0
+    # > 0 (with eval_token_cap): also set apart validation files, up to this fraction of the
+    # tokens, neither trained on nor scored by the verdict: early stopping's (val.safetensors).
+    val_token_cap: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -69,8 +72,9 @@ class DataConfig:
             raise ValueError("eval_fraction must be in [0, 1)")
         if self.seq_len < 8:
             raise ValueError("seq_len must be at least 8")
-        if not 0.0 <= self.eval_token_cap < 1.0 or not 0.0 <= self.replay_mix < 1.0:
-            raise ValueError("eval_token_cap and replay_mix must be in [0, 1)")
+        if not 0.0 <= self.eval_token_cap < 1.0 or not 0.0 <= self.replay_mix < 1.0 \
+                or not 0.0 <= self.val_token_cap < 1.0:
+            raise ValueError("eval_token_cap, val_token_cap and replay_mix must be in [0, 1)")
 
 
 class DataError(UsageError):
@@ -84,6 +88,7 @@ class Document:
     language: str
     is_eval: bool
     sha256: str = field(default="", repr=False)
+    is_val: bool = False   # early stopping's validation file (DataConfig.val_token_cap)
 
 
 def eval_split(rel_path: str, fraction: float) -> bool:
@@ -149,6 +154,8 @@ def read_corpus(cfg: DataConfig) -> list[Document]:
                         f"bytes, lines under {cfg.max_line_length} characters)")
     if cfg.eval_token_cap > 0:
         repo_split.hold_out(docs, cfg.eval_token_cap)
+        if cfg.val_token_cap > 0:
+            repo_split.hold_out_validation(docs, cfg.val_token_cap)
     else:
         _hold_out_at_least(docs, cfg.min_eval_files)
     log.info("read %d files, %d held out (dropped %s)", len(docs),
@@ -333,8 +340,12 @@ def build_dataset(cfg: DataConfig, tokenizer, out_dir: str | Path) -> dict:
     docs = read_corpus(cfg)
     random.Random(cfg.seed).shuffle(docs)   # mix files and sources across rows
     manifest = {**key, "files": {}, "splits": {}}
-    for split in ("train", "eval"):
-        chosen = [d for d in docs if d.is_eval == (split == "eval")]
+    (out / "val.safetensors").unlink(missing_ok=True)
+    for split in ("train", "eval", "val"):
+        chosen = [d for d in docs if d.is_eval == (split == "eval")
+                  and d.is_val == (split == "val")]
+        if split == "val" and not chosen:
+            break
         encodings = tokenizer.backend.encode_batch([d.text for d in chosen],
                                                    add_special_tokens=False)
         pairs = list(zip(chosen, encodings, strict=True))
@@ -388,6 +399,13 @@ def load_or_build(cfg: DataConfig, tokenizer, out_dir: str | Path, *, rebuild: b
 def load_packed(out_dir: str | Path) -> tuple[PackedSplit, PackedSplit]:
     out = Path(out_dir)
     return PackedSplit.load(out / "train.safetensors"), PackedSplit.load(out / "eval.safetensors")
+
+
+def load_val(out_dir: str | Path) -> PackedSplit | None:
+    """Early stopping's validation rows, when the data was packed with some (and they fill one)."""
+    path = Path(out_dir) / "val.safetensors"
+    split = PackedSplit.load(path) if path.is_file() else None
+    return split if split is not None and len(split) > 0 else None
 
 
 class BatchStream:

@@ -49,3 +49,18 @@ def hold_out(docs: list[_Doc], cap: float) -> int:
         if doc.is_eval:
             held += sizes[id(doc)]
     return held
+
+
+def hold_out_validation(docs: list, cap: float) -> int:
+    """Mark validation files (``is_val``) for early stopping: the train files next in hash
+    order, while they stay under ``cap`` of the repository's tokens.  Apart from the held-out
+    files, so choosing when to stop never looks at the files the verdict scores; returns the
+    validation token count."""
+    sizes = {id(d): approx_tokens(d.text) for d in docs}
+    budget = cap * sum(sizes.values())
+    taken = 0
+    for doc in sorted((d for d in docs if not d.is_eval), key=lambda d: path_hash(d.path)):
+        doc.is_val = taken + sizes[id(doc)] <= budget
+        if doc.is_val:
+            taken += sizes[id(doc)]
+    return taken

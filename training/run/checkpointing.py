@@ -35,8 +35,9 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 
 def save_checkpoint(root: str | Path, step: int, model, tokenizer_dir, state: dict,
-                    keep: int = 2) -> Path:
-    """Write ``root/step-NNNNNN`` and point ``root/latest`` at it; keep the newest ``keep``."""
+                    keep: int = 2, extra=None) -> Path:
+    """Write ``root/step-NNNNNN`` and point ``root/latest`` at it; keep the newest ``keep``.
+    ``extra(folder)`` adds files to the checkpoint before it is swapped in (LoRA adapters)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
@@ -48,6 +49,8 @@ def save_checkpoint(root: str | Path, step: int, model, tokenizer_dir, state: di
             os.replace(f, tmp / f.name)
         (tmp / "model").rmdir()
         state_io.save_state(state, tmp)
+        if extra is not None:
+            extra(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

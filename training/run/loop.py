@@ -30,6 +30,7 @@ from training.data.packing import (
     PackedSplit,
     load_or_build,
     load_packed,
+    load_val,
     read_corpus,
 )
 from training.data.tokenizer_train import train_tokenizer
@@ -42,7 +43,7 @@ from training.objective.masks import (
     diffusion_loss_sparse,
     response_maskable,
 )
-from training.run import checkpointing, recipes
+from training.run import checkpointing, early_stop, lora, recipes
 from training.run.metrics import MetricsLog, plot_losses
 from training.run.progress import progress as progress_bar
 from training.run.recipes import Recipe
@@ -122,6 +123,14 @@ def prepare_tokenizer(recipe: Recipe, out: Path):
     return folder
 
 
+def passes_for(t, rows: int) -> float:
+    """Passes over a train split of ``rows`` rows: ``t.passes``, or with ``t.passes_rows`` as
+    many as make about that many rows, clamped to [passes_min, passes_max]; 0: by steps."""
+    if t.passes_rows <= 0:
+        return t.passes
+    return min(t.passes_max, max(t.passes_min, t.passes_rows / max(1, rows)))
+
+
 def build_model(recipe: Recipe, tok) -> CodaModel:
     if recipe.init_from:
         model = load_model(recipe.init_from, autoregressive=True)  # AR or diffusion: retrained
@@ -161,18 +170,32 @@ class Trainer:
         self.backend.wait()
         self.tokenizer_dir = prepare_tokenizer(recipe, self.out)
         self.tok = load_tokenizer(self.tokenizer_dir)
-        if train_split is None:   # packed above by the main process
+        packed_here = train_split is None
+        if packed_here:   # packed above by the main process
             train_split, eval_split = load_packed(self.out / "data")
         self.train_split, self.eval_split = train_split, eval_split
-        if recipe.train.passes > 0:   # steps by the data's size, train.steps the cap
+        self.val_split = load_val(self.out / "data") if packed_here else None
+        passes = passes_for(recipe.train, len(train_split))
+        if passes > 0:   # steps by the data's size, train.steps the cap
             world = self.backend.world_size
             steps = max(1, min(recipe.train.steps, math.ceil(
-                recipe.train.passes * len(train_split) / (recipe.train.batch_size * world))))
-            log.info("%g passes over %d rows: %d steps (cap %d)", recipe.train.passes,
+                passes * len(train_split) / (recipe.train.batch_size * world))))
+            log.info("%.3g passes over %d rows: %d steps (cap %d)", passes,
                      len(train_split), steps, recipe.train.steps)
             self.recipe = recipe = replace(recipe, train=replace(recipe.train, steps=steps))
         model = build_model(recipe, self.tok)
         self.config = model.config
+        use_lora = lora.wanted(recipe.lora, sum(p.numel() for p in model.parameters()), device)
+        self.recipe = recipe = replace(recipe, lora=replace(recipe.lora,
+                                                            enabled="on" if use_lora else "off"))
+        if use_lora:
+            if recipe.lora.lr > 0:
+                self.recipe = recipe = replace(recipe, optim=replace(recipe.optim,
+                                                                     lr=recipe.lora.lr))
+            model = lora.wrap(model, recipe.lora)
+            trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            log.info("LoRA rank %d on %s: %.2fM trained parameters", recipe.lora.rank,
+                     ", ".join(recipe.lora.targets), trained / 1e6)
         self._resolve_speed(recipe.train)
         optimizer, scheduler = build_optimizer(model, recipe,
                                                fused=self.plain and self.device.type == "cuda")
@@ -194,7 +217,14 @@ class Trainer:
         self.tokens = 0
         self.ckpt_dir = self.out / "checkpoints"
         self.final_dtype: str | None = None   # final/'s weights; None: as trained (fp32)
+        self.stopped_early = False   # by the validation scores; a re-run does not train on
+        self.best_step: int | None = None
         self._last_plot = time.monotonic()
+
+    @property
+    def finished(self) -> bool:
+        """Trained to the end, or stopped early by the validation scores."""
+        return self.step >= self.recipe.train.steps or self.stopped_early
 
     def _resolve_speed(self, t) -> None:
         """Precision and where corruption runs; only the plain torch backend changes either
@@ -234,6 +264,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "stream": self.stream.state_dict(),
+                "stopped_early": self.stopped_early,
                 "torch_rng": torch.get_rng_state(),
                 "recipe": json.dumps(self.recipe.to_dict(), default=str)}
 
@@ -258,13 +289,17 @@ class Trainer:
             return False
         self._check_recipe(json.loads(state["recipe"]), force)
         target = self.backend.unwrap(self.model)
-        target.load_state_dict({k: v for k, v in weights.items() if k in target.state_dict()},
-                               strict=False)
+        if lora.is_lora(target):   # the frozen base is init_from's; the adapters are the state
+            lora.load_adapters(target, ckpt)
+        else:
+            target.load_state_dict({k: v for k, v in weights.items()
+                                    if k in target.state_dict()}, strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.stream.load_state_dict(state["stream"])
         torch.set_rng_state(state["torch_rng"])
         self.step, self.tokens = state["step"], state["tokens"]
+        self.stopped_early = bool(state.get("stopped_early", False))
         log.info("resumed from %s at step %d (%d tokens)", ckpt, self.step, self.tokens)
         return True
 
@@ -290,9 +325,12 @@ class Trainer:
     def checkpoint(self, final: bool = False) -> Path | None:
         path = None
         if self.backend.is_main:
+            trained = self.backend.unwrap(self.model)
+            extra = (lambda folder: lora.save_adapters(trained, folder)) \
+                if lora.is_lora(trained) else None
             path = checkpointing.save_checkpoint(
-                self.ckpt_dir, self.step, self.backend.unwrap(self.model), self.tokenizer_dir,
-                self.state_dict(), keep=self.recipe.train.keep_checkpoints)
+                self.ckpt_dir, self.step, lora.merged(trained), self.tokenizer_dir,
+                self.state_dict(), keep=self.recipe.train.keep_checkpoints, extra=extra)
             self.plot(force=final)
         self.backend.wait()
         return path
@@ -399,6 +437,48 @@ class Trainer:
         self.model.train()
         return {k: v / t.eval_batches for k, v in sums.items()}
 
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Middle cross-entropy (FIM masks, fixed draws) on the validation split: what early
+        stopping compares; never the held-out files the verdict scores."""
+        split, t = self.val_split, self.recipe.train
+        fim = replace(self.recipe.objective, p_block=0.0, p_span=0.0, p_fim=1.0, p_edit=0.0)
+        self.model.eval()
+        total, weight = 0.0, 0
+        rows = list(range(min(len(split), 4 * t.batch_size)))
+        for draw in range(t.eval_batches):
+            for at in range(0, len(rows), t.batch_size):
+                chunk = rows[at:at + t.batch_size]
+                g = torch.Generator().manual_seed(EVAL_SEED + 7919 * draw + at)
+                input_ids, targets, weights = self._batch(split, chunk, fim, g)
+                with self.autocast():
+                    _, m = diffusion_loss(self.model(input_ids), targets, weights)
+                total += float(m["masked_ce"]) * len(chunk)
+                weight += len(chunk)
+        self.model.train()
+        return total / max(1, weight)
+
+    def _early_stop(self) -> early_stop.EarlyStop | None:
+        t = self.recipe.train
+        if not t.early_stop_every:
+            return None
+        if self.val_split is None:
+            log.warning("train.early_stop_every is set but there are no validation rows "
+                        "(data.val_token_cap): training to the end")
+            return None
+        return early_stop.EarlyStop(t.early_stop_patience)
+
+    def _score_for_stop(self, stopper, step: int, metrics) -> bool:
+        ce = self.validate()
+        target = self.backend.unwrap(self.model)
+        stop = stopper.see(step, ce, lambda: early_stop.snapshot(target))
+        if self.backend.is_main:
+            metrics.write({"kind": "val", "step": step, "middle_ce": ce, "best": stopper.best,
+                           "best_step": stopper.best_step})
+            log.info("step %d: validation middle CE %.4f (best %.4f at step %d)%s", step, ce,
+                     stopper.best, stopper.best_step, "; stopping" if stop else "")
+        return stop
+
     # ---------------------------------------------------------------- the run
     def run(self, *, resume: bool = True, stop_after_step: int | None = None,
             force: bool = False, deadline: float | None = None, on_checkpoint=None,
@@ -422,7 +502,11 @@ class Trainer:
         progress = progress_bar(end, "training", unit="step", initial=self.step,
                                 enabled=self.backend.is_main)
         result: dict = {}
-        while self.step < end and (deadline is None or time.monotonic() < deadline):
+        stopper = None if self.stopped_early else self._early_stop()
+        if stopper is not None:
+            self._score_for_stop(stopper, self.step, metrics)
+        while self.step < end and not self.stopped_early and \
+                (deadline is None or time.monotonic() < deadline):
             out = self.train_step()
             step, tokens = self.step, self.tokens
             if on_step is not None:
@@ -452,6 +536,10 @@ class Trainer:
                     metrics.write({"kind": "eval", "step": step, "tokens": tokens, **ev})
                     log.info("step %d eval %s", step, {k: round(v, 4) for k, v in ev.items()})
             progress.update(1)
+            if stopper is not None and (step % t.early_stop_every == 0 or step == end) \
+                    and self._score_for_stop(stopper, step, metrics):
+                self.stopped_early = True
+                break
             due_steps = t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0
             due_time = t.checkpoint_every_seconds and \
                 time.monotonic() - last_ckpt >= t.checkpoint_every_seconds
@@ -461,15 +549,23 @@ class Trainer:
                     on_checkpoint(self)
                 last_ckpt = time.monotonic()
         progress.close()
+        if stopper is not None and stopper.best_step != self.step and stopper.state is not None:
+            early_stop.restore(self.backend.unwrap(self.model), stopper.state)
+            log.info("early stopping: the weights of step %d (validation middle CE %.4f) are "
+                     "the result", stopper.best_step, stopper.best)
+        if stopper is not None:
+            self.best_step = stopper.best_step
         if self.step > 0 and (checkpointing.latest_checkpoint(self.ckpt_dir) is None or
                               checkpointing.latest_checkpoint(self.ckpt_dir).name
                               != f"step-{self.step:06d}"):
             self.checkpoint(final=True)
         elif self.backend.is_main:
             self.plot(force=True)
-        if self.step >= t.steps and self.backend.is_main:
+        if self.finished and self.backend.is_main:
             from coda_model import save_model
-            save_model(self.backend.unwrap(self.model), self.out / "final",
+            # LoRA: the adapters merged into the base, in place (training is over)
+            save_model(lora.merged(self.backend.unwrap(self.model), inplace=True),
+                       self.out / "final",
                        tokenizer_dir=self.tokenizer_dir, dtype=self.final_dtype)
             log.info("final model in %s", self.out / "final")
         return result
