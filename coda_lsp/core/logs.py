@@ -174,17 +174,28 @@ class Stages:
         return f"[{self.request_id}] {outcome} total={total:.1f}ms {parts}".rstrip()
 
 
+WARNING_KEYS = 64  # keys remembered: a client that sends ever new bad settings grows nothing
+
+
 @dataclass
 class Warnings:
-    """At most one message per key per ``interval`` seconds (a broken setup must not spam)."""
+    """At most one message per key per ``interval`` seconds (a broken setup must not spam).
+    Keys can carry client text (the settings problems), so at most ``max_keys`` are kept: the
+    expired go first (forgetting them changes nothing), then the oldest."""
 
     interval: float = 60.0
+    max_keys: int = WARNING_KEYS
     _shown: dict[str, float] = field(default_factory=dict)
 
     def allow(self, key: str) -> bool:
         now = time.monotonic()
         if now - self._shown.get(key, -1e9) < self.interval:
             return False
+        self._shown.pop(key, None)
+        if len(self._shown) >= self.max_keys:
+            self._shown = {k: t for k, t in self._shown.items() if now - t < self.interval}
+            while len(self._shown) >= self.max_keys:  # insertion order: the oldest first
+                del self._shown[next(iter(self._shown))]
         self._shown[key] = now
         return True
 

@@ -2,7 +2,7 @@
 ``/v1/completions``, so llama.vim, llama.vscode, Continue and scripts fill in the middle
 with no plugin of ours.
 
-Thin Starlette handlers: ``http_wire`` checks the request and shapes the answer, ``fim``
+Thin Starlette handlers: ``wire`` checks the request and shapes the answer, ``fim``
 fills (the path ``coda-lsp fill`` takes too), and one model worker (``scheduling``) runs
 every fill. Requests that name the same client (``X-Coda-Client`` header, or OpenAI's
 ``user``) replace each other, newest wins; a request whose client hangs up is cancelled
@@ -35,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from coda_lsp import __version__
 from coda_lsp.core import fim, logs
 from coda_lsp.core.engine import Cancelled, Engine, FillJob
 from coda_lsp.core.models import Models, ModelSpec, Role, download_message, first_line, model_name
@@ -43,6 +44,7 @@ from coda_lsp.core.settings import Settings
 from coda_lsp.http.grammar import document_uri
 from coda_lsp.http.guard import Policy, WebGuard
 from coda_lsp.http.metrics import Metrics
+from coda_lsp.http.openapi import document
 from coda_lsp.http.wire import (
     Answer,
     BadRequest,
@@ -374,6 +376,12 @@ def create_app(service: Service,
     async def metrics(request: Request) -> Response:
         return Response(service.metrics.text(), media_type=service.metrics.content_type)
 
+    api = document(__version__)
+
+    async def openapi(request: Request) -> Response:
+        # the request shapes (no text, no key needed), from the models wire.py checks with
+        return JSONResponse(api)
+
     def model_card() -> dict:
         return {"id": service.model_name, "object": "model", "created": 0, "owned_by": "coda-lsp"}
 
@@ -458,6 +466,7 @@ def create_app(service: Service,
         Route("/health", health, methods=["GET"]),
         Route("/v1/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/models", models, methods=["GET"]),
         Route("/v1/models/{model:path}", model, methods=["GET"]),

@@ -1,11 +1,14 @@
 """What the HTTP clients send and read: llama.cpp's ``/infill`` and OpenAI's ``/v1/completions``.
 
-Both request shapes are checked field by field into one ``FimRequest``; a field of the wrong
-type, an unknown field or an option that would change the answer's shape in a way this
-server cannot honour is a ``BadRequest`` (one line, 400). Fields that steer a sampler this
-model does not have (``top_k``, ``samplers``, ``cache_prompt``...) are accepted and ignored,
-so llama.vim and llama.vscode work unchanged. The answers are built here too, in each
-client's own shape; the server module only moves them.
+Both request bodies are declared as pydantic models (strict: no string for a number, no number
+for a flag), so their shapes read as a schema and ``/openapi.json`` serves it. A field of the
+wrong type, an unknown field or an option that would change the answer's shape in a way this
+server cannot honour is a ``BadRequest`` (one line, 400, naming the field and what it must be,
+said from the field's own JSON schema). Fields that steer a sampler this model does not have
+(``top_k``, ``samplers``, ``cache_prompt``...) are declared, accepted and ignored, so llama.vim,
+llama.vscode and the ``openai`` client work unchanged; any other field is refused, so a typo
+is not silently ignored. The answers are built here too, in each client's own shape; the
+server module only moves them.
 
 A span request is ``/infill`` with ``lengths``: a language server using this one as its
 remote engine (``core.remote``) chose the span itself, so the answer carries every
@@ -14,11 +17,23 @@ candidate with its confidence (``candidates``) for it to rank and judge.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    create_model,
+)
+from pydantic_core import PydanticCustomError
 
 from coda_lsp.core import prompt
 from coda_lsp.core import settings as settings_mod
@@ -26,6 +41,7 @@ from coda_lsp.core.settings import Settings
 
 MAX_CHOICES = prompt.MAX_CANDIDATES  # distinct fills one request can return (OpenAI's n)
 MAX_STOPS = 16  # OpenAI allows 4; Continue sends more for its FIM templates
+MAX_TOKENS = 1 << 20
 
 
 class BadRequest(Exception):
@@ -76,235 +92,284 @@ class FimRequest:
         return self.max_tokens == 0
 
 
-# -- field checks ----------------------------------------------------------------------------
-
-Check = Callable[[str, Any], Any]
+# -- field types -----------------------------------------------------------------------------
 
 
-def _text(name: str, v: Any) -> str:
-    if not isinstance(v, str):
-        raise BadRequest(f"{name} must be a string")
+def _unicode(v: str) -> str:
+    """JSON can carry a lone surrogate (``"\ud800"``); no tokenizer can read one."""
     try:
         v.encode("utf-8")
     except UnicodeEncodeError:
-        raise BadRequest(f"{name} is not valid Unicode (a lone surrogate)") from None
+        raise PydanticCustomError("lone_surrogate", "a lone surrogate") from None
     return v
 
 
-def _optional(check: Check) -> Check:
-    return lambda name, v: None if v is None else check(name, v)
+def _unsupported(what: str) -> AfterValidator:
+    """A field whose non-default value would change the answer's shape: refused, not faked."""
 
-
-def _integer(lo: int, hi: int) -> Check:
-    def check(name: str, v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise BadRequest(f"{name} must be an integer in [{lo}, {hi}]")
+    def check(v: Any) -> Any:
+        if v not in (None, False, 0):
+            raise PydanticCustomError("unsupported", what)
         return v
 
-    return check
+    return AfterValidator(check)
 
 
-def _number(lo: float, hi: float) -> Check:
-    def check(name: str, v: Any) -> float:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
-            raise BadRequest(f"{name} must be a number in [{lo}, {hi}]")
-        return float(v)
-
-    return check
+def _integer(lo: int, hi: int) -> Any:
+    return Annotated[int, Field(ge=lo, le=hi)]
 
 
-def _flag(name: str, v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise BadRequest(f"{name} must be true or false")
-    return v
+def _number(lo: float, hi: float) -> Any:
+    return Annotated[float, Field(ge=lo, le=hi)]
 
 
-def _texts(name: str, v: Any) -> tuple[str, ...]:
-    if not isinstance(v, list):
-        raise BadRequest(f"{name} must be a list of strings")
-    return tuple(_text(f"{name}[{i}]", x) for i, x in enumerate(v))
+Text = Annotated[str, AfterValidator(_unicode)]
+NonEmpty = Annotated[Text, Field(min_length=1)]
+Stops = NonEmpty | Annotated[list[NonEmpty], Field(max_length=MAX_STOPS)]
+Steps = _integer(1, 1024)
+Ignored = Annotated[Any, Field(description="accepted and ignored (no such knob here)")]
 
 
-def _stops(name: str, v: Any) -> tuple[str, ...]:
-    stops = (_text(name, v),) if isinstance(v, str) else _texts(name, v)
-    if len(stops) > MAX_STOPS or any(not s for s in stops):
-        raise BadRequest(f"{name} must be at most {MAX_STOPS} non-empty strings")
-    return stops
+def _refused(what: str) -> Any:
+    return Annotated[Any, _unsupported(what), WithJsonSchema(
+        {"enum": [None, False, 0], "description": f"not supported ({what}): only off"})]
 
 
-def _chunks(name: str, v: Any) -> list:
-    """input_extra: [{"text", "filename", "time"}], accepted and not used yet."""
-    if not isinstance(v, list) or not all(isinstance(c, dict) for c in v):
-        raise BadRequest(f"{name} must be a list of {{filename, text}} objects")
-    for i, chunk in enumerate(v):
-        _text(f"{name}[{i}].text", chunk.get("text", ""))
-    return v
+class _Body(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    # diffusion extras, the same on both endpoints
+    steps: Steps | None = Field(None, description="denoising steps (default: the server's)")
+    alg: Text | None = Field(None, description="the unmasking order, as the `alg` setting")
+    stream_states: bool = Field(False, description="stream each denoising step's candidates "
+                                                   "(needs stream: true)")
+    language: Text | None = Field(None, description="an LSP languageId or grammar name: the "
+                                                    "grammar that checks the fill")
+    filename: Text | None = Field(None, description="else the file's name says the language; "
+                                                    "else it is detected")
 
 
-def _any(name: str, v: Any) -> Any:
-    return v
+class ExtraChunk(BaseModel):
+    """llama.vim's ring buffer of other text: accepted, not used yet."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+    text: Text = ""
+    filename: Any = None
+    time: Any = None
+
+
+# sampler knobs of an autoregressive server, caching hints, slots: llama.vim sends some
+LLAMA_IGNORED = (
+    "n_indent", "top_k", "top_p", "min_p", "typical_p", "cache_prompt", "t_max_prompt_ms",
+    "t_max_predict_ms", "id_slot", "lora", "seed", "n_keep", "n_probs", "min_keep",
+    "repeat_penalty", "repeat_last_n", "presence_penalty", "frequency_penalty",
+    "dynatemp_range", "dynatemp_exponent", "mirostat", "mirostat_tau", "mirostat_eta",
+    "xtc_probability", "xtc_threshold", "dry_multiplier", "dry_base", "dry_allowed_length",
+    "dry_penalty_last_n", "ignore_eos", "timings_per_token", "return_tokens",
+    "post_sampling_probs", "logit_bias", "model")
+OPENAI_IGNORED = ("top_p", "presence_penalty", "frequency_penalty", "logit_bias", "seed")
+
+_LlamaIgnored: Any = create_model("_LlamaIgnored", __base__=_Body,
+                                  **{name: (Ignored, None) for name in LLAMA_IGNORED})
+_OpenAIIgnored: Any = create_model("_OpenAIIgnored", __base__=_Body,
+                                   **{name: (Ignored, None) for name in OPENAI_IGNORED})
 
 
 MAX_LENGTHS = 64  # a span request's candidate lengths (the prompt keeps MAX_CANDIDATES)
-
-
-def _lengths(name: str, v: Any) -> tuple[int, ...]:
-    if not isinstance(v, list) or not 1 <= len(v) <= MAX_LENGTHS:
-        raise BadRequest(f"{name} must be a list of 1 to {MAX_LENGTHS} integers")
-    return tuple(_integer(1, 1024)(f"{name}[{i}]", n) for i, n in enumerate(v))
-
-
+SPAN_MAX_STEPS = 4096  # a span request carries a hole fill's fillHoleSteps
 # Settings a span request may steer a fill with, the language server's own names: what
 # ``Engine.fill`` reads from its job's settings besides steps, alg and temperature.
 SPAN_SETTINGS = ("algTemp", "contextTokens", "maxMiddleTokens", "fillHoleExact", "multiline")
 
 
-def _span_settings(name: str, v: Any) -> Mapping[str, Any]:
-    v = _object(name, v)
-    unknown = sorted(set(v) - set(SPAN_SETTINGS))
+class InfillRequest(_LlamaIgnored):
+    """llama.cpp's ``POST /infill``: the text before the cursor is input_prefix + prompt."""
+
+    input_prefix: Text = ""
+    input_suffix: Text = ""
+    prompt: Text = Field("", description="the cursor line up to the cursor")
+    input_extra: list[ExtraChunk] = []
+    n_predict: _integer(-1, MAX_TOKENS) = Field(-1, description="-1: the server's limit; "
+                                                               "0: nothing to run")
+    temperature: _number(0.0, 10.0) | None = None
+    stream: bool = False
+    stop: Stops = []
+    response_fields: list[Text] = Field([], description="answer only these (a/b) fields")
+    samplers: Text | list[Text] | None = Field(None, description="accepted and ignored")
+    # the span request (a language server's remote engine): its lengths, job flags, settings
+    steps: _integer(1, SPAN_MAX_STEPS) | None = Field(
+        None, description="denoising steps, 1-1024 (a span request's: up to 4096)")
+    lengths: list[Any] | None = Field(None, description="a span request: the caller's "
+                                      f"candidate mask counts, 1 to {MAX_LENGTHS} integers")
+    fast: bool | None = Field(None, description="with lengths: the typing path")
+    inline: bool | None = Field(None, description="with lengths: the one-line rule applies")
+    settings: dict[str, Any] | None = Field(None, description="with lengths: one of "
+                                            + ", ".join(SPAN_SETTINGS))
+
+
+class CompletionsRequest(_OpenAIIgnored):
+    """OpenAI's ``POST /v1/completions`` (also ``/v1/fim/completions``): prompt, then suffix."""
+
+    model: Text | None = None
+    prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=1)] = ""
+    suffix: Text | None = None
+    max_tokens: _integer(0, MAX_TOKENS) | None = None
+    temperature: _number(0.0, 2.0) | None = None
+    n: _integer(1, MAX_CHOICES) | None = None
+    best_of: _integer(1, MAX_CHOICES) | None = None
+    stop: Stops | None = None
+    stream: bool | None = None
+    stream_options: dict[str, Any] | None = None
+    user: Text | None = Field(None, description="the newest-wins key if no X-Coda-Client")
+    echo: _refused("echo") = None
+    logprobs: _refused("log probabilities") = None
+
+
+# -- one-line messages -----------------------------------------------------------------------
+
+
+def _validated(model: type[BaseModel], body: Any) -> Any:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise BadRequest(_message(model, exc.errors(include_url=False))) from None
+
+
+def _message(model: type[BaseModel], errors: list[Any]) -> str:
+    """The first problem in one line; unknown fields first, as a typo is the likeliest."""
+    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
     if unknown:
-        raise BadRequest(f"{name}: unknown setting {unknown[0]!r} (one of "
-                         + ", ".join(SPAN_SETTINGS) + ")")
-    return v
+        return f"unknown field {unknown[0]!r}"
+    error = errors[0]
+    if error["type"] == "model_type" and not error["loc"]:
+        return "the body must be a JSON object"
+    schema = _schema(model)
+    name, node = _field(schema, error["loc"])
+    if error["type"] == "lone_surrogate":
+        return f"{name} is not valid Unicode (a lone surrogate)"
+    if error["type"] == "unsupported":
+        return f"{name} is not supported by this server ({error['msg']})"
+    what = _must_be(schema, node)
+    return f"{name} must be {what}" if what else f"{name}: {error['msg']}"
 
 
-def _samplers(name: str, v: Any) -> Any:
-    if isinstance(v, str):
-        return v
-    return _texts(name, v)
+@functools.cache
+def _schema(model: type[BaseModel]) -> dict:
+    return model.model_json_schema()
 
 
-def _object(name: str, v: Any) -> Mapping[str, Any]:
-    if not isinstance(v, dict):
-        raise BadRequest(f"{name} must be an object")
-    return v
+def _field(schema: dict, loc: tuple) -> tuple[str, dict]:
+    """The field's name as the client wrote it (``input_extra[0].text``) and its schema; the
+    walk stops at a union's branch tag, so a union field is named whole."""
+    name, node = "", schema
+    for part in loc:
+        node = _resolve(schema, node)
+        if isinstance(part, int) and "items" in node:
+            name, node = f"{name}[{part}]", node["items"]
+        elif isinstance(part, str) and part in node.get("properties", {}):
+            name, node = f"{name}.{part}" if name else part, node["properties"][part]
+        else:
+            break
+    return name, node
 
 
-def _unsupported(what: str) -> Check:
-    """A field whose non-default value would change the answer's shape: refused, not faked."""
-
-    def check(name: str, v: Any) -> Any:
-        if v not in (None, False, 0):
-            raise BadRequest(f"{name} is not supported by this server ({what})")
-        return v
-
-    return check
+def _resolve(schema: dict, node: dict) -> dict:
+    if "$ref" in node:
+        return schema["$defs"][node["$ref"].rsplit("/", 1)[1]]
+    branches = [b for b in node.get("anyOf", []) if b.get("type") != "null"]
+    return _resolve(schema, branches[0]) if len(branches) == 1 else node
 
 
-def _steps(name: str, v: Any) -> int:
-    """1-1024 as the steps setting; a span request's hole fill (``fillHoleSteps``) up to 4096
-    (past 1024 without ``lengths``, the settings refuse it with the same line)."""
-    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 4096:
-        raise BadRequest(f"{name} must be an integer in [1, 1024] (a span request's: 4096)")
-    return v
+def _must_be(schema: dict, node: dict) -> str | None:
+    """What a value of this JSON schema is, in words: "an integer in [1, 1024]"."""
+    node = _resolve(schema, node)
+    if "anyOf" in node:
+        parts = [_must_be(schema, b) for b in node["anyOf"] if b.get("type") != "null"]
+        return " or ".join(parts) if all(parts) else None  # type: ignore[arg-type]
+    kind = node.get("type")
+    if kind == "string":
+        return "a non-empty string" if node.get("minLength") else "a string"
+    if kind in ("integer", "number"):
+        word = "an integer" if kind == "integer" else "a number"
+        if "minimum" in node and "maximum" in node:
+            return f"{word} in [{node['minimum']}, {node['maximum']}]"
+        return word
+    if kind == "boolean":
+        return "true or false"
+    if kind == "object":
+        fields = ", ".join(node.get("properties", {}))
+        return f"a {{{fields}}} object" if fields else "an object"
+    if kind == "array":
+        item = _must_be(schema, node.get("items", {}))
+        if item is None:
+            return "a list"
+        items = item.split(" ", 1)[1] + "s"  # "a string" -> "strings"
+        if node.get("maxItems") == 1:
+            return f"a list of one {item.split(' ', 1)[1]}"
+        if "maxItems" in node:
+            return f"a list of at most {node['maxItems']} {items}"
+        return f"a list of {items}"
+    return None
 
 
-STEPS = _steps
-# Diffusion extras, the same on both endpoints.
-EXTRAS: dict[str, Check] = {
-    "steps": STEPS,
-    "alg": _text,
-    "stream_states": _flag,
-    "language": _optional(_text),
-    "filename": _optional(_text),
-}
-
-INFILL_FIELDS: dict[str, Check] = {
-    "input_prefix": _text,
-    "input_suffix": _text,
-    "input_extra": _chunks,
-    "prompt": _text,
-    "n_predict": _integer(-1, 1 << 20),
-    "temperature": _number(0.0, 10.0),
-    "stream": _flag,
-    "stop": _stops,
-    "response_fields": _texts,
-    # accepted and ignored: sampler knobs of an autoregressive server, caching hints, slots
-    **{name: _any for name in (
-        "n_indent", "top_k", "top_p", "min_p", "typical_p", "cache_prompt", "t_max_prompt_ms",
-        "t_max_predict_ms", "id_slot", "lora", "seed", "n_keep", "n_probs", "min_keep",
-        "repeat_penalty", "repeat_last_n", "presence_penalty", "frequency_penalty",
-        "dynatemp_range", "dynatemp_exponent", "mirostat", "mirostat_tau", "mirostat_eta",
-        "xtc_probability", "xtc_threshold", "dry_multiplier", "dry_base", "dry_allowed_length",
-        "dry_penalty_last_n", "ignore_eos", "timings_per_token", "return_tokens",
-        "post_sampling_probs", "logit_bias", "model")},
-    "samplers": _samplers,
-    **EXTRAS,
-    # the span request (a remote engine): the caller's lengths, job flags and settings
-    "lengths": _lengths,
-    "fast": _flag,
-    "inline": _flag,
-    "settings": _span_settings,
-}
-
-COMPLETIONS_FIELDS: dict[str, Check] = {
-    "model": _optional(_text),
-    "prompt": _any,  # a string or a list of one string: checked below
-    "suffix": _optional(_text),
-    "max_tokens": _optional(_integer(0, 1 << 20)),
-    "temperature": _optional(_number(0.0, 2.0)),
-    "n": _optional(_integer(1, MAX_CHOICES)),
-    "stop": _optional(_stops),
-    "stream": _optional(_flag),
-    "stream_options": _optional(_object),
-    "user": _optional(_text),
-    "echo": _unsupported("echo"),
-    "logprobs": _unsupported("log probabilities"),
-    "best_of": _optional(_integer(1, MAX_CHOICES)),
-    **{name: _any for name in ("top_p", "presence_penalty", "frequency_penalty", "logit_bias",
-                               "seed")},
-    **EXTRAS,
-}
+# -- the requests ----------------------------------------------------------------------------
 
 
-def _checked(body: Any, fields: Mapping[str, Check]) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    unknown = sorted(set(body) - set(fields))
-    if unknown:
-        raise BadRequest(f"unknown field {unknown[0]!r}")
-    return {name: fields[name](name, value) for name, value in body.items()}
+def _options(v: Any) -> dict[str, Any]:
+    return {name: getattr(v, name) for name in ("steps", "alg", "temperature")
+            if getattr(v, name) is not None}
 
 
-def _options(v: Mapping[str, Any]) -> dict[str, Any]:
-    out = {}
-    for name in ("steps", "alg", "temperature"):
-        if v.get(name) is not None:
-            out[name] = v[name]
-    return out
+def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
+    return (stop,) if isinstance(stop, str) else tuple(stop or ())
 
 
 def parse_infill(body: Any, client: str | None = None) -> FimRequest:
-    """llama.cpp: the text before the cursor is input_prefix + prompt (the cursor line).
-
-    With ``lengths`` (a span request), ``fast``, ``inline``, ``settings`` and a ``seed`` of
-    0 or more steer the one fill; without it they are refused (``seed`` ignored, as before).
-    """
-    v = _checked(body, INFILL_FIELDS)
-    lengths = v.get("lengths")
-    if lengths is None and any(k in v for k in ("fast", "inline", "settings")):
+    """llama.cpp: the text before the cursor is input_prefix + prompt (the cursor line)."""
+    v: InfillRequest = _validated(InfillRequest, body)
+    lengths = None if v.lengths is None else _lengths(v.lengths)
+    if lengths is None and (v.fast is not None or v.inline is not None
+                            or v.settings is not None):
         raise BadRequest("fast, inline and settings go with lengths (a span request)")
-    seed, options = v.get("seed"), _options(v)
+    if lengths is None and v.steps is not None and v.steps > 1024:
+        raise BadRequest("steps must be an integer in [1, 1024]")
+    options = _options(v)
     steps = None if lengths is None else options.pop("steps", None)
-    n_predict = v.get("n_predict", -1)
     return FimRequest(
-        prefix=v.get("input_prefix", "") + v.get("prompt", ""),
-        suffix=v.get("input_suffix", ""),
-        options={**options, **v.get("settings", {})},
-        max_tokens=None if n_predict < 0 else n_predict,
-        stop=v.get("stop", ()),
-        stream=v.get("stream", False),
-        stream_states=v.get("stream_states", False),
-        response_fields=v.get("response_fields", ()),
-        client=client,
-        language=v.get("language"),
-        filename=v.get("filename"),
+        prefix=v.input_prefix + v.prompt,
+        suffix=v.input_suffix,
+        options={**options, **_span_settings(v.settings or {})},
         lengths=lengths,
-        fast=v.get("fast", False),
-        inline=v.get("inline", False),
-        seed=seed if lengths is not None and _is_seed(seed) else None,
+        fast=bool(v.fast),
+        inline=bool(v.inline),
+        seed=v.seed if lengths is not None and _is_seed(v.seed) else None,
         steps=steps,
+        max_tokens=None if v.n_predict < 0 else v.n_predict,
+        stop=_stops(v.stop),
+        stream=v.stream,
+        stream_states=v.stream_states,
+        response_fields=tuple(v.response_fields),
+        client=client,
+        language=v.language,
+        filename=v.filename,
     )
+
+
+def _lengths(v: list[Any]) -> tuple[int, ...]:
+    if not 1 <= len(v) <= MAX_LENGTHS:
+        raise BadRequest(f"lengths must be a list of 1 to {MAX_LENGTHS} integers")
+    for i, n in enumerate(v):
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1024:
+            raise BadRequest(f"lengths[{i}] must be an integer in [1, 1024]")
+    return tuple(v)
+
+
+def _span_settings(v: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(v) - set(SPAN_SETTINGS))
+    if unknown:
+        raise BadRequest(f"settings: unknown setting {unknown[0]!r} (one of "
+                         + ", ".join(SPAN_SETTINGS) + ")")
+    return v
 
 
 def _is_seed(v: Any) -> bool:
@@ -313,27 +378,21 @@ def _is_seed(v: Any) -> bool:
 
 def parse_completions(body: Any, client: str | None = None) -> FimRequest:
     """OpenAI: prompt is the text before the cursor, suffix the text after it."""
-    v = _checked(body, COMPLETIONS_FIELDS)
-    text = v.get("prompt", "")
-    if isinstance(text, list) and len(text) == 1:
-        text = text[0]
-    text = _text("prompt", text) if isinstance(text, str) else None
-    if text is None:
-        raise BadRequest("prompt must be a string (or a list of one string)")
-    stream_options = v.get("stream_options") or {}
+    v: CompletionsRequest = _validated(CompletionsRequest, body)
+    text = v.prompt if isinstance(v.prompt, str) else v.prompt[0]
     return FimRequest(
         prefix=text,
-        suffix=v.get("suffix") or "",
+        suffix=v.suffix or "",
         options=_options(v),
-        max_tokens=v.get("max_tokens"),
-        n=v.get("n") or 1,
-        stop=v.get("stop") or (),
-        stream=bool(v.get("stream")),
-        stream_states=v.get("stream_states", False),
-        include_usage=stream_options.get("include_usage") is True,
-        client=client or v.get("user"),
-        language=v.get("language"),
-        filename=v.get("filename"),
+        max_tokens=v.max_tokens,
+        n=v.n or 1,
+        stop=_stops(v.stop),
+        stream=bool(v.stream),
+        stream_states=v.stream_states,
+        include_usage=(v.stream_options or {}).get("include_usage") is True,
+        client=client or v.user,
+        language=v.language,
+        filename=v.filename,
     )
 
 

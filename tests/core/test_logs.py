@@ -80,3 +80,13 @@ def test_what_the_client_was_answered_with_is_one_warning_not_a_traceback(clean_
     assert answered.type == types.MessageType.Warning and "Traceback" not in answered.message
     assert answered.message.endswith('message "7": coda/documentText takes {uri}')
     assert failed.type == types.MessageType.Error and "Traceback" in failed.message
+
+
+def test_warnings_remember_a_bounded_number_of_keys():
+    warnings = logs.Warnings(interval=3600, max_keys=8)
+    assert warnings.allow("load:typing")
+    for i in range(100):  # a client sending ever new bad settings
+        assert warnings.allow(f"settings:coda.steps must be ... {i}")
+    assert len(warnings._shown) == 8
+    assert not warnings.allow("settings:coda.steps must be ... 99")  # the recent are still quiet
+    assert warnings.allow("load:typing")  # the oldest was forgotten, so it may speak again
