@@ -90,6 +90,9 @@ class RemoteEngine:
     def probe(self) -> None:
         """Read ``/health`` (which model, which dtype) and check the key on ``/v1/models``."""
         status, body = self._get("/health")
+        if status == 503 and isinstance(body, dict) and body.get("status") == "loading":
+            raise RemoteError(f"the remote {self.url} is still loading its model ("
+                              f"{body.get('message') or 'no percent yet'})")
         models = body.get("models") if isinstance(body, dict) else None
         if status != 200 or not isinstance(models, dict) or not models:
             raise RemoteError(f"{self.url} is not a coda-lsp http server (/health: {status})")
@@ -301,8 +304,8 @@ class RemoteEngine:
         if status == 400:
             return RemoteError(f"the remote {self.url} cannot take this request ({message}): "
                                "update coda-lsp there")
-        if status == 503:
-            return RemoteError(f"the remote {self.url} is busy or stopping (503: {message})")
+        if status == 503:  # its queue is full, it is stopping, or its model still loads
+            return RemoteError(f"the remote {self.url} cannot fill now (503: {message})")
         return RemoteError(f"the remote {self.url} answered {status}"
                            + (f": {message}" if message else ""))
 
