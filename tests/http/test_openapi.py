@@ -54,8 +54,11 @@ def test_openapi_lists_every_path_and_the_request_schemas(api):
     infill = schemas["InfillRequest"]
     assert infill["additionalProperties"] is False  # unknown fields are refused
     assert infill["properties"]["input_prefix"]["type"] == "string"
-    assert infill["properties"]["steps"]["anyOf"][0] == {"maximum": 1024, "minimum": 1,
+    # a span request (the remote engine) carries a hole fill's steps past the setting's 1024
+    assert infill["properties"]["steps"]["anyOf"][0] == {"maximum": 4096, "minimum": 1,
                                                          "type": "integer"}
+    assert schemas["CompletionsRequest"]["properties"]["steps"]["anyOf"][0]["maximum"] == 1024
+    assert "lengths" in infill["properties"] and "settings" in infill["properties"]
     assert schemas["CompletionsRequest"]["properties"]["n"]["anyOf"][0]["maximum"] == 4
 
 
