@@ -17,6 +17,7 @@ import pytest
 from hubkit import FakeHub, hub_env
 
 from training.data import heldout, unseen
+from training.data.heldout import Example
 from training.eval import unseen as unseen_eval
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,7 +168,7 @@ def load_driver():
     return module
 
 
-def test_the_harness_fills_holes_from_a_model_folder_through_the_server_path(tmp_path,
+def test_the_harness_fills_holes_from_a_model_folder_through_the_server_path(tmp_path, capsys,
                                                                              tiny_model_dir):
     cache, manifest = fake_cache(tmp_path)
     calls = []
@@ -194,6 +195,9 @@ def test_the_harness_fills_holes_from_a_model_folder_through_the_server_path(tmp
     assert saved["summary"] == result["summary"] and saved["repos"] == ["alpha==1.0",
                                                                          "beta==1.0"]
     assert "| all | all | 4 |" in (tmp_path / "out" / "unseen.md").read_text()
+    capsys.readouterr()
+    assert unseen_eval.main(["report", str(tmp_path / "out")]) == 0  # rows saved as they came
+    assert result["table"] in capsys.readouterr().out
     again = unseen_eval.evaluate(str(tiny_model_dir), lambda f: lambda p, s: ("", ""),
                                  cache=cache, lines=1, blocks=1, seed=3, manifest=manifest)
     assert [r["id"] for r in again["rows"]] == [r["id"] for r in rows]  # seeded
@@ -240,3 +244,14 @@ def test_training_evaluate_takes_the_unseen_task_beside_the_stdlib_one(tmp_path)
     assert {unseen.repo_of(e) for e in found} <= {r.name for r in repos}
     scored = evaluate.Scorer(10.0, 512)(found[0], found[0].middle)
     assert scored["exact"] and scored["parses"] is True
+
+
+def test_shards_split_the_holes_round_robin_over_repositories_and_kinds():
+    examples = [Example("unseen", f"{repo}/m.py#{i}", "", "x", "", kind=kind)
+                for repo in ("a", "b") for kind in ("line", "block") for i in range(3)]
+    order = unseen_eval.interleave(examples)
+    assert sorted(e.id + e.kind for e in order) == sorted(e.id + e.kind for e in examples)
+    assert {(unseen.repo_of(e), e.kind) for e in order[:4]} == {
+        ("a", "line"), ("a", "block"), ("b", "line"), ("b", "block")}
+    shards = [order[i::3] for i in range(3)]
+    assert sum(map(len, shards)) == len(examples)
