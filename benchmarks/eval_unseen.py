@@ -8,7 +8,9 @@ the fill, which ``training`` may not import: the hole is a ``<FILL>`` marker, si
 ``coda_syntax.spans.hole_at`` as the server sizes it, filled by ``coda_lsp.core.fim.fill_span``
 with the server's settings (``fillHoleSteps``, the context-cached sampler, ranking, the fill
 contract and its retries), the model loaded by ``Engine.load`` as the server loads it (its
-dtype for this CPU unless ``CODA_EVAL_DTYPE`` says otherwise).
+dtype for this CPU unless ``CODA_EVAL_DTYPE`` says otherwise). ``CODA_EVAL_RETRY=0`` keeps the
+contract's first attempt only (no retries when every candidate fails: the engine path of
+``bench_fill_hole.py``; cheaper where the model is often refused).
 """
 
 from __future__ import annotations
@@ -33,13 +35,15 @@ def hole_fill(folder: Path):
     """``fill(prefix, suffix) -> (offered, best)`` for documents ``prefix <FILL> suffix``."""
     engine = Engine.load(folder, device="cpu", dtype=os.environ.get("CODA_EVAL_DTYPE") or None)
     settings = Settings()
+    retry = os.environ.get("CODA_EVAL_RETRY", "1") != "0"
 
     def fill(prefix: str, suffix: str) -> tuple[str, str]:
         doc = fim.open_document(prefix + MARKER + suffix, "file:///unseen/hole.py")
         span = spans.hole_at(doc.syntax, doc.byte_at(len(prefix)))
         if span is None:
             raise RuntimeError(f"no hole found at the marker: {prefix[-40:]!r}")
-        decision = fim.fill_span(engine, doc, span, settings.fill_hole_steps, settings).decision
+        decision = fim.fill_span(engine, doc, span, settings.fill_hole_steps, settings,
+                                 retry=retry).decision
         offered = decision.fills[0].text if decision.fills else ""
         best = offered or (decision.best_rejected.text if decision.best_rejected else "")
         return offered, best

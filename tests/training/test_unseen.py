@@ -14,9 +14,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from hubkit import REFERENCE, FakeHub, hub_env, needs_reference
+from hubkit import FakeHub, hub_env
 
 from training.data import heldout, unseen
+from training.data.heldout import Example
 from training.eval import unseen as unseen_eval
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,8 +152,8 @@ def check_summary(summary: list[dict]) -> None:
     groups = {(s["repo"], s["kind"]): s for s in summary}
     assert {("alpha", "line"), ("alpha", "block"), ("beta", "all"), ("all", "line"),
             ("all", "block"), ("all", "all")} <= set(groups)
-    assert groups["all", "all"]["spans"] == 2 * (2 + 1)
-    assert groups["all", "line"]["spans"] == 4 and groups["alpha", "block"]["spans"] == 1
+    assert groups["all", "all"]["spans"] == 4
+    assert groups["all", "line"]["spans"] == 2 and groups["alpha", "block"]["spans"] == 1
     for s in summary:
         assert set(s) == FIELDS
         for key in FIELDS - {"repo", "kind", "spans", "ms_p50"}:
@@ -167,8 +168,8 @@ def load_driver():
     return module
 
 
-@needs_reference
-def test_the_harness_fills_holes_from_a_model_folder_through_the_server_path(tmp_path):
+def test_the_harness_fills_holes_from_a_model_folder_through_the_server_path(tmp_path, capsys,
+                                                                             tiny_model_dir):
     cache, manifest = fake_cache(tmp_path)
     calls = []
     server = load_driver().hole_fill
@@ -181,33 +182,35 @@ def test_the_harness_fills_holes_from_a_model_folder_through_the_server_path(tmp
             return fill(prefix, suffix)
         return counted
 
-    result = unseen_eval.evaluate(str(REFERENCE), hole_fill, cache=cache, lines=2, blocks=1,
-                                  seed=3, out=tmp_path / "out", manifest=manifest)
-    assert len(calls) == 6 and all(folder == REFERENCE for folder, _, _ in calls)
+    result = unseen_eval.evaluate(str(tiny_model_dir), hole_fill, cache=cache, lines=1,
+                                  blocks=1, seed=3, out=tmp_path / "out", manifest=manifest)
+    assert len(calls) == 4 and all(folder == tiny_model_dir for folder, _, _ in calls)
     check_summary(result["summary"])
     rows = result["rows"]
-    assert len(rows) == 6 and {r["kind"] for r in rows} == {"line", "block"}
+    assert len(rows) == 4 and {r["kind"] for r in rows} == {"line", "block"}
     for r in rows:  # the floor is the line above, from the hole's column
         assert r["floor_similarity"] == pytest.approx(
             heldout.edit_similarity(r["floor"], r["truth"]))
     saved = json.loads((tmp_path / "out" / "unseen.json").read_text())
     assert saved["summary"] == result["summary"] and saved["repos"] == ["alpha==1.0",
                                                                          "beta==1.0"]
-    assert "| all | all | 6 |" in (tmp_path / "out" / "unseen.md").read_text()
-    again = unseen_eval.evaluate(str(REFERENCE), lambda f: lambda p, s: ("", ""), cache=cache,
-                                 lines=2, blocks=1, seed=3, manifest=manifest)
+    assert "| all | all | 4 |" in (tmp_path / "out" / "unseen.md").read_text()
+    capsys.readouterr()
+    assert unseen_eval.main(["report", str(tmp_path / "out")]) == 0  # rows saved as they came
+    assert result["table"] in capsys.readouterr().out
+    again = unseen_eval.evaluate(str(tiny_model_dir), lambda f: lambda p, s: ("", ""),
+                                 cache=cache, lines=1, blocks=1, seed=3, manifest=manifest)
     assert [r["id"] for r in again["rows"]] == [r["id"] for r in rows]  # seeded
     assert again["summary"][-1]["offered"] == 0.0 and again["summary"][-1]["parses"] == 0.0
 
 
-@needs_reference
-def test_the_harness_takes_a_hub_id(tmp_path):
+def test_the_harness_takes_a_hub_id(tmp_path, tiny_model_dir):
     cache, manifest = fake_cache(tmp_path)
     with FakeHub() as hub:
-        hub.add("org/tiny", REFERENCE)
+        hub.add("org/tiny", tiny_model_dir)
         done = subprocess.run(
             [sys.executable, str(ROOT / "benchmarks" / "eval_unseen.py"), "run", "--model",
-             "org/tiny", "--cache", str(cache), "--manifest", str(manifest), "--lines", "2",
+             "org/tiny", "--cache", str(cache), "--manifest", str(manifest), "--lines", "1",
              "--blocks", "1", "--threads", "1", "--out", str(tmp_path / "out")],
             capture_output=True, text=True, env=hub_env(hub, tmp_path / "hf"), timeout=600)
     assert done.returncode == 0, done.stderr
@@ -215,7 +218,7 @@ def test_the_harness_takes_a_hub_id(tmp_path):
     assert saved["model"] == "org/tiny"
     assert Path(saved["folder"]).is_relative_to(tmp_path / "hf" / "hub" / "models--org--tiny")
     check_summary(saved["summary"])
-    assert "| all | all | 6 |" in done.stdout
+    assert "| all | all | 4 |" in done.stdout
 
 
 def test_run_without_the_fetch_says_how_to_fetch(tmp_path, capsys):
@@ -241,3 +244,14 @@ def test_training_evaluate_takes_the_unseen_task_beside_the_stdlib_one(tmp_path)
     assert {unseen.repo_of(e) for e in found} <= {r.name for r in repos}
     scored = evaluate.Scorer(10.0, 512)(found[0], found[0].middle)
     assert scored["exact"] and scored["parses"] is True
+
+
+def test_shards_split_the_holes_round_robin_over_repositories_and_kinds():
+    examples = [Example("unseen", f"{repo}/m.py#{i}", "", "x", "", kind=kind)
+                for repo in ("a", "b") for kind in ("line", "block") for i in range(3)]
+    order = unseen_eval.interleave(examples)
+    assert sorted(e.id + e.kind for e in order) == sorted(e.id + e.kind for e in examples)
+    assert {(unseen.repo_of(e), e.kind) for e in order[:4]} == {
+        ("a", "line"), ("a", "block"), ("b", "line"), ("b", "block")}
+    shards = [order[i::3] for i in range(3)]
+    assert sum(map(len, shards)) == len(examples)

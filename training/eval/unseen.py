@@ -70,15 +70,34 @@ def score(ex: Example, offered: str, best: str, ms: float) -> Row:
 
 
 def fill_all(fill: Callable[[str, str], tuple[str, str]], examples: list[Example],
-             every: int = 10) -> list[Row]:
+             every: int = 10, sink: Path | None = None) -> list[Row]:
+    """Every hole filled and scored; each row is appended to ``sink`` (JSON lines) as it comes,
+    so a run cut short still leaves what it filled."""
     rows, t0 = [], time.monotonic()
     for i, ex in enumerate(examples, 1):
         start = time.perf_counter()
         offered, best = fill(ex.prefix, ex.suffix)
         rows.append(score(ex, offered, best, 1000 * (time.perf_counter() - start)))
+        if sink is not None:
+            with sink.open("a") as f:
+                f.write(json.dumps(asdict(rows[-1])) + "\n")
         if i % every == 0 or i == len(examples):
             log.info("%d/%d holes in %.0fs", i, len(examples), time.monotonic() - t0)
     return rows
+
+
+def interleave(examples: list[Example]) -> list[Example]:
+    """Round robin over (repository, kind), so any prefix of the run, or a shard, is spread
+    over every repository and both kinds."""
+    groups: dict[tuple[str, str], list[Example]] = {}
+    for ex in examples:
+        groups.setdefault((unseen.repo_of(ex), ex.kind), []).append(ex)
+    out, queues = [], list(groups.values())
+    while any(queues):
+        for q in queues:
+            if q:
+                out.append(q.pop(0))
+    return out
 
 
 def summarize(rows: list[Row]) -> list[dict]:
@@ -118,24 +137,27 @@ def table(summary: list[dict]) -> str:
 
 def evaluate(model_ref: str | Path, hole_fill: HoleFill, *, cache: Path, lines: int = 15,
              blocks: int = 10, seed: int = 0, out: Path | None = None,
-             manifest: Path = unseen.MANIFEST) -> dict:
-    """Fill every hole; returns {"model", "repos", "summary", "table", "rows"} and writes
-    ``unseen.json``, ``unseen.md`` and ``fills.jsonl`` into ``out``."""
+             manifest: Path = unseen.MANIFEST, shard: tuple[int, int] = (0, 1)) -> dict:
+    """Fill every hole (of shard ``i`` of ``n``: every n-th from the i-th); returns {"model",
+    "repos", "summary", "table", "rows"} and writes ``unseen.json``, ``unseen.md`` and
+    ``fills.jsonl`` (row by row, as they come) into ``out``."""
     repos, exclude = unseen.manifest(manifest)
     examples = unseen.examples(cache, repos, exclude, lines=lines, blocks=blocks, seed=seed)
+    examples = interleave(examples)[shard[0]::shard[1]]
     folder = resolve_model_dir(model_ref)
+    sink = None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        sink = out / "fills.jsonl"
+        sink.write_text("")
     t0 = time.monotonic()
-    rows = fill_all(hole_fill(folder), examples)
+    rows = fill_all(hole_fill(folder), examples, sink=sink)
     summary = summarize(rows)
     result = {"model": str(model_ref), "folder": str(folder), "seed": seed,
               "repos": [f"{r.name}=={r.version}" for r in repos],
               "seconds": round(time.monotonic() - t0, 1), "summary": summary,
               "table": table(summary), "rows": [asdict(r) for r in rows]}
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        with (out / "fills.jsonl").open("w") as f:
-            for row in result["rows"]:
-                f.write(json.dumps(row) + "\n")
         meta = {k: v for k, v in result.items() if k not in ("rows", "table")}
         (out / "unseen.json").write_text(json.dumps(meta, indent=1) + "\n")
         (out / "unseen.md").write_text(f"{model_ref}, seed {seed}, "
@@ -161,6 +183,10 @@ def main(argv: list[str] | None = None, hole_fill: HoleFill | None = None) -> in
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--out", type=Path, default=Path("runs/unseen"))
+    r.add_argument("--shard", default="0/1", help="i/n: every n-th hole from the i-th (run "
+                   "shards side by side, then `report` their folders together)")
+    m = sub.add_parser("report", help="one table from the fills.jsonl of runs or shards")
+    m.add_argument("folders", type=Path, nargs="+")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
@@ -169,12 +195,18 @@ def main(argv: list[str] | None = None, hole_fill: HoleFill | None = None) -> in
             for folder in unseen.fetch(args.cache, repos, shlex.split(args.pip_args)):
                 print(folder)
             return 0
+        if args.command == "report":
+            rows = [Row(**json.loads(line)) for folder in args.folders
+                    for line in (folder / "fills.jsonl").read_text().splitlines() if line]
+            print(table(summarize(sorted(rows, key=lambda r: r.id))))
+            return 0
         if hole_fill is None:
             p.error("run needs the server's fill path: use benchmarks/eval_unseen.py")
         torch.set_num_threads(args.threads)
         result = evaluate(args.model, hole_fill, cache=args.cache, lines=args.lines,
                           blocks=args.blocks, seed=args.seed, out=args.out,
-                          manifest=args.manifest)
+                          manifest=args.manifest,
+                          shard=tuple(int(v) for v in args.shard.split("/")))
     except unseen.UnseenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
