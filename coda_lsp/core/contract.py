@@ -141,6 +141,10 @@ def retry_jobs(job: FillJob) -> list[FillJob]:
             replace(job, span_lengths=tuple(longer), settings=other, seed=RETRY_SEED)]
 
 
+def _longest(job: FillJob) -> int:
+    return max(job.span_lengths or (16,))
+
+
 class Attempts:
     """The first attempt, then retries while nothing passed and the time budget allows.
 
@@ -157,6 +161,7 @@ class Attempts:
                  retry: bool = True, budget: float = RETRY_BUDGET,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self.pending = [job, *(retry_jobs(job) if retry else [])]
+        self.first_longest = _longest(job)
         self.min_confidence, self.errors_of = min_confidence, errors_of
         self.budget, self.clock = budget, clock
         self.decision = Decision(min_confidence)
@@ -171,10 +176,12 @@ class Attempts:
         if self.started is None:
             self.started = self.clock()
         elif self.first_s is not None:
-            # another attempt costs about what the first did: start it only if it should end
-            # within the budget
+            # another attempt costs what the first did, scaled by its longest candidate (the
+            # denoising steps a fill runs grow with it): start it only if it should end within
+            # the budget
             budget = max(self.budget * self.first_s, RETRY_FLOOR_S)
-            if self.spent_s + self.first_s > budget:
+            projected = self.first_s * _longest(self.pending[0]) / self.first_longest
+            if self.spent_s + projected > budget:
                 return None
         self.mark = self.clock()
         return self.pending.pop(0)

@@ -64,10 +64,15 @@ def test_a_refusal_retries_shorter_then_another_order_and_a_retry_can_rescue():
 
 
 def test_retries_stop_at_the_time_budget():
-    """The first attempt takes 1 s: retries taking 1 s each fit the budget (3 s in all); a
-    first retry taking 1.5 s leaves no room for the second."""
+    """The first attempt (longest candidate 16) takes 1 s, the budget is 3 s in all. The
+    shorter retry is expected to cost less; the longer one (longest 24) 1.5 s, so it starts
+    only if 1.5 s are left: after a 0.4 s shorter retry it runs, after a 1 s one it does not
+    (it would end at 3.5 s), nor after a 1.5 s one."""
     job = FillJob("def f():\n    ", "\n", (8, 16), 4, Settings())
-    for durations, expected in (((1.0, 1.0, 1.0), 3), ((1.0, 1.5, 1.0), 2)):
+    shorter, longer = contract.retry_jobs(job)
+    assert max(shorter.span_lengths) < 16 and max(longer.span_lengths) == 24
+    for durations, expected in (((1.0, 0.4, 1.5), 3), ((1.0, 1.0, 1.5), 2),
+                                ((1.0, 1.5, 1.0), 2)):
         now = [100.0]
         attempts = contract.Attempts(job, 0.1, lambda text: 1, clock=lambda now=now: now[0])
         runs = 0
