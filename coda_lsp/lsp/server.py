@@ -254,7 +254,8 @@ class CodaServer(LanguageServer):
         engine = served.engine
         log.debug("[%s] %s model %s", stages.request_id, role.value, served.spec.label)
         try:
-            work = partial(engine.fill, job, on_partial=on_partial)
+            work = partial(engine.fill, job, on_partial=on_partial) if on_partial else \
+                partial(engine.fill, job)
             result = await served.scheduler.submit(key, work)
         except Superseded:
             log.info("%s", stages.line("superseded"))

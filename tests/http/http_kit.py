@@ -30,8 +30,9 @@ class Server:
     "listening" (the port is open, the model loads)."""
 
     def __init__(self, model_dir: Path | str, *extra: str, api_key: str | None = API_KEY,
-                 environ: dict[str, str] | None = None, wait_for: str = "serving") -> None:
-        command = [sys.executable, "-m", "coda_lsp", "http", "--model", str(model_dir),
+                 environ: dict[str, str] | None = None, wait_for: str = "serving",
+                 program: tuple[str, ...] = (sys.executable, "-m", "coda_lsp")) -> None:
+        command = [*program, "http", "--model", str(model_dir),
                    "--port", "0", "--steps", str(STEPS), *extra]
         if api_key:
             command += ["--api-key", api_key]

@@ -9,6 +9,7 @@ answer says which side wrote it. Nothing of the HTTP layer is mocked.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 import sys
@@ -24,6 +25,9 @@ from pytest_lsp import ClientServerConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "http"))
 from http_kit import API_KEY, Server  # noqa: E402 -- the HTTP tests' real server process
+from http_kit import env as http_env  # noqa: E402
+
+SCRIPTED = Path(__file__).resolve().parents[1] / "scripted_coda.py"
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -200,8 +204,13 @@ async def test_a_wrong_api_key_is_one_line(saying_models, remote):
         await stop(client)
 
 
-async def test_a_cancelled_keystroke_hangs_up_its_plain_request_too(saying_models, remote):
-    """Typing's requests are not streamed: the hang-up still reaches the remote's fill."""
+async def test_a_cancelled_keystroke_hangs_up_its_plain_request_too(saying_models):
+    """Typing's requests are not streamed: the hang-up still reaches the remote's fill. The
+    remote is a scripted slow model (tests/scripted_coda.py, 20 ms a step), so the fill is
+    still running when the hang-up arrives however fast the machine is."""
+    script = json.dumps({"fills": [[REMOTE_WORD, 0.9]], "step_s": 0.02})
+    remote = Server(saying_models[REMOTE_WORD], "-v", environ={**http_env(), "CODA_SCRIPT": script},
+                    program=(sys.executable, str(SCRIPTED)))
     client = await start(saying_models, "--typing-remote", remote.base_url, "--api-key",
                          API_KEY, options={"steps": 1024, "maxMiddleTokens": 64})
     try:
@@ -220,6 +229,7 @@ async def test_a_cancelled_keystroke_hangs_up_its_plain_request_too(saying_model
         await wait_until(lambda: cancelled_count(remote) == before + 1)
     finally:
         await stop(client)
+        remote.stop()
 
 
 async def test_typing_goes_back_to_the_remote_once_it_answers(saying_models):
