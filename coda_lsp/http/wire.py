@@ -326,6 +326,10 @@ def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
 
 def parse_infill(body: Any, client: str | None = None) -> FimRequest:
     """llama.cpp: the text before the cursor is input_prefix + prompt (the cursor line)."""
+    steps = body.get("steps") if isinstance(body, dict) else None
+    if (isinstance(steps, int) and not isinstance(steps, bool) and not 1 <= steps <= 1024
+            and body.get("lengths") is None):  # past 1024 only in a span request
+        raise BadRequest("steps must be an integer in [1, 1024]")
     v: InfillRequest = _validated(InfillRequest, body)
     lengths = None if v.lengths is None else _lengths(v.lengths)
     if lengths is None and (v.fast is not None or v.inline is not None

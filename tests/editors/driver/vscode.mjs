@@ -74,7 +74,12 @@ async function goToLine(page, line) {
   await input.waitFor({ state: "visible", timeout });
   await input.fill(`:${line}`);
   await page.keyboard.press("Enter");
-  await input.waitFor({ state: "hidden", timeout });
+  // The palette is gone: the widget hides, or a quick pick the command opened (Fill hole's
+  // choice of fills) takes it over with an input that is no longer ">command".
+  await page.waitForFunction(() => {
+    const el = document.querySelector(".quick-input-widget input");
+    return !el || el.offsetParent === null || !el.value.startsWith(">");
+  }, null, { timeout });
 }
 
 async function runCommand(page, title) {
@@ -84,7 +89,12 @@ async function runCommand(page, title) {
   await input.fill(`>${title}`);
   await page.locator(".quick-input-list .monaco-list-row", { hasText: title }).first().waitFor({ timeout });
   await page.keyboard.press("Enter");
-  await input.waitFor({ state: "hidden", timeout });
+  // The palette is gone: the widget hides, or a quick pick the command opened (Fill hole's
+  // choice of fills) takes it over with an input that is no longer ">command".
+  await page.waitForFunction(() => {
+    const el = document.querySelector(".quick-input-widget input");
+    return !el || el.offsetParent === null || !el.value.startsWith(">");
+  }, null, { timeout });
 }
 
 const statusItem = (page) => page.locator('[id="coda-lsp.coda-lsp.coda.status"]');
