@@ -104,3 +104,16 @@ def build_saying_checkpoint(out: Path, word: str, *, layers: int = 2, hidden: in
         model.lm_head.weight[:, 0] = 0.0
         model.lm_head.weight[token, 0] = 50.0
     return save_model(model, out, tokenizer_dir=out)
+
+
+def write_toy_repo(folder: Path, n: int) -> Path:
+    """A repository of ``n`` small, alike modules under ``folder/pkg``: enough files for the
+    fine-tune's held-out, validation and training splits."""
+    pkg = folder / "pkg"
+    pkg.mkdir(parents=True)
+    for i in range(n):
+        (pkg / f"mod{i}.py").write_text(
+            f"def scale_{i}(values, factor={i + 1}):\n    total = 0\n"
+            f"    for value in values:\n        total += value * factor\n    return total\n\n\n"
+            f"class Box{i}:\n    def __init__(self, size):\n        self.size = size + {i}\n")
+    return folder

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from testkit import write_toy_repo
 
 from coda_model import load_model
 from training.data.packing import DataConfig, read_corpus
@@ -15,14 +16,7 @@ from training.run.loop import Trainer, passes_for
 
 
 def write_repo(folder: Path, n: int = 40) -> Path:
-    pkg = folder / "pkg"
-    pkg.mkdir(parents=True)
-    for i in range(n):
-        (pkg / f"mod{i}.py").write_text(
-            f"def scale_{i}(values, factor={i + 1}):\n    total = 0\n"
-            f"    for value in values:\n        total += value * factor\n    return total\n\n\n"
-            f"class Box{i}:\n    def __init__(self, size):\n        self.size = size + {i}\n")
-    return folder
+    return write_toy_repo(folder, n)
 
 
 def test_early_stop_keeps_the_best_snapshot_and_stops_after_patience():

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
+from testkit import write_toy_repo
 
 from coda_model import CodaModel, load_model, save_model
 from training import finetune
@@ -29,14 +30,7 @@ ADAPTED = tuple(f"{name}.weight" for name in lora.TARGETS)
 
 
 def write_repo(folder: Path, n: int = 30) -> Path:
-    pkg = folder / "pkg"
-    pkg.mkdir(parents=True)
-    for i in range(n):
-        (pkg / f"mod{i}.py").write_text(
-            f"def scale_{i}(values, factor={i + 1}):\n    total = 0\n"
-            f"    for value in values:\n        total += value * factor\n    return total\n\n\n"
-            f"class Box{i}:\n    def __init__(self, size):\n        self.size = size + {i}\n")
-    return folder
+    return write_toy_repo(folder, n)
 
 
 def lora_recipe(repo: Path, steps: int = 4) -> recipes.Recipe:
