@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from coda_lsp.core import positions, prompt
+from coda_lsp.core import budget, positions, prompt
 from coda_lsp.core.settings import Settings
 from coda_model import Cancelled, ContextCarry, SamplerConfig, infill, load_model, load_tokenizer
 from coda_model.compiled import compile_layers
@@ -144,6 +144,8 @@ class Engine:
         tokenizer = load_tokenizer(model_dir)
         tokenizer.texts_in_order  # noqa: B018 -- decoded and sorted now, not on a keystroke
         engine = cls(model, tokenizer, dev, chosen)
+        if engine.planned:
+            log.info("%s on a CPU: fills sized to its speed here (%s)", model_dir, engine.speed)
         if compile:
             compile_layers(model)
             engine.warm_up()
@@ -163,6 +165,27 @@ class Engine:
         log.info("warm-up (compilation) took %.1f s", seconds)
         return seconds
 
+    @functools.cached_property
+    def planned(self) -> bool:
+        """Whether fills are sized to this machine (``core.budget``): a big model on a CPU."""
+        return self.device == "cpu" and budget.parameters(self.model) >= budget.BIG_MODEL_PARAMS
+
+    @functools.cached_property
+    def speed(self) -> budget.Speed:
+        """This model's forward-pass cost here, measured once (at load for a planned model)."""
+        return budget.measure(self.model)
+
+    def plan(self, wanted: budget.Plan) -> budget.Plan:
+        """What the settings want, or for a big model on a CPU what fits the time budget."""
+        if not self.planned:
+            return wanted
+        chosen = budget.plan(wanted, self.speed)
+        if chosen != wanted:
+            log.info("fill sized to this CPU: %s (expected %.0f ms) instead of %s (%.0f ms)",
+                     chosen.describe(), self.speed.fill_ms(chosen), wanted.describe(),
+                     self.speed.fill_ms(wanted))
+        return chosen
+
     def context_budget(self, settings: Settings) -> int:
         """The setting, capped at the positions the model was trained on (a small model's
         quality collapses past them, and every extra token costs latency)."""
@@ -170,7 +193,7 @@ class Engine:
         return min(settings.context_tokens, trained) if trained else settings.context_tokens
 
     def sampler(self, settings: Settings, steps: int, fast: bool = False,
-                seed: int | None = None) -> SamplerConfig:
+                seed: int | None = None, window: int | None = None) -> SamplerConfig:
         """Typing and hole fills both compute the context's keys/values once per request;
         hole fills also recompute the HOLE_CACHE_WINDOW context tokens on each side of the hole
         every step (agreement with the exact path: benchmarks/bench_fill_hole.py).
@@ -181,7 +204,7 @@ class Engine:
             alg_temp=settings.alg_temp,
             temperature=settings.temperature,
             context_cache=fast or not settings.fill_hole_exact,
-            cache_window=0 if fast else HOLE_CACHE_WINDOW,
+            cache_window=window if window is not None else 0 if fast else HOLE_CACHE_WINDOW,
             stop_weight=STOP_WEIGHT,
             seed=seed,
         )
@@ -197,16 +220,22 @@ class Engine:
         """
         t0 = time.perf_counter()
         prefix, suffix = positions.for_model(job.prefix), positions.for_model(job.suffix)
+        lengths = prompt.candidate_lengths(job.span_lengths, job.settings.max_middle_tokens)
+        if job.fast:  # typing: the shortest candidates only, latency grows with the batch
+            lengths = lengths[:INLINE_CANDIDATES]
+        wanted = budget.Plan(self.context_budget(job.settings), tuple(lengths), job.steps,
+                             0 if job.fast else HOLE_CACHE_WINDOW)
+        plan = self.plan(wanted)
         p = prompt.build(
             self.tokenizer,
             prefix,
             suffix,
-            job.span_lengths,
-            self.context_budget(job.settings),
+            job.span_lengths if plan.lengths == wanted.lengths else plan.lengths,
+            plan.context,
             job.settings.max_middle_tokens,
         )
         lengths = list(p.lengths)
-        if job.fast:  # typing: the shortest candidates only, latency grows with the batch
+        if job.fast:
             lengths = lengths[:INLINE_CANDIDATES]
         carry = self.carry(job.carry_key) if job.fast else None
         prefix_ids = p.prefix_ids
@@ -226,7 +255,7 @@ class Engine:
                 prefix_ids,
                 p.suffix_ids,
                 lengths,
-                self.sampler(job.settings, job.steps, job.fast, job.seed),
+                self.sampler(job.settings, plan.steps, job.fast, job.seed, plan.window),
                 should_stop=should_stop,
                 on_step=on_step,
                 carry=carry,

@@ -305,14 +305,17 @@ class CodaServer(LanguageServer):
         stages.mark("span")
         attempts = contract.Attempts(self.job_for(target, self.settings.fill_hole_steps),
                                      self.settings.confidence_threshold, self.errors_of(target))
+        first_ms = None
         while (job := attempts.next_job()) is not None:
             result = await self.run_job(target, job, key, stages, on_partial, Role.FILL)
             if result is None:
                 return None
+            first_ms = stages.total_ms if first_ms is None else first_ms
             attempts.add(result.fills, contract.engine_seconds(result.timings))
         stages.mark("judge")
         decision = attempts.decision
         stages.note("attempts", decision.attempts)
+        stages.note("first", round(first_ms or 0))  # what the hole cost had it passed at once
         return decision
 
     async def complete_inline(self, params: types.InlineCompletionParams):

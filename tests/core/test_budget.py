@@ -1,0 +1,73 @@
+"""A big model's fill is sized to the machine's measured speed; a small model's never is."""
+
+import logging
+
+import pytest
+
+from coda_lsp.core import budget
+from coda_lsp.core.budget import Plan, Speed
+from coda_lsp.core.engine import Engine, FillJob
+from coda_lsp.core.settings import Settings
+
+WANTED = Plan(context=1024, lengths=(4, 8, 16, 32), steps=64, window=16)
+FAST = Speed(pass_ms=1.0, token_ms=0.001)   # the shipped model's order of magnitude
+SLOW = Speed(pass_ms=40.0, token_ms=2.0)    # a 1.7B on two CPU cores, roughly
+
+
+def test_a_plan_that_fits_is_kept():
+    assert budget.plan(WANTED, FAST) == WANTED
+
+
+def test_a_slow_machine_gets_a_plan_within_the_budget():
+    chosen = budget.plan(WANTED, SLOW)
+    assert SLOW.fill_ms(WANTED) > budget.budget_ms(8) >= SLOW.fill_ms(chosen)
+    assert 8 in chosen.lengths   # the span's own estimate (4, 8, 16, 32: 0.5x, 1x, 2x, 4x) stays
+    assert chosen.steps >= max(chosen.lengths) / 4
+
+
+def test_cheaper_plans_cost_less_each_time():
+    costs = [SLOW.fill_ms(p) for p in (WANTED, *budget.cheaper(WANTED))]
+    assert len(costs) > 4 and costs == sorted(costs, reverse=True) and len(set(costs)) == len(costs)
+
+
+def test_the_first_thing_given_up_is_steps_beyond_two_tokens_each():
+    first = next(budget.cheaper(WANTED))
+    assert first == Plan(1024, WANTED.lengths, 16, 16)
+
+
+def test_when_nothing_fits_the_cheapest_plan_is_used():
+    glacial = Speed(pass_ms=10_000.0, token_ms=100.0)
+    assert budget.plan(WANTED, glacial) == list(budget.cheaper(WANTED))[-1]
+
+
+def test_the_speed_is_measured_from_real_forward_passes(tiny_model_dir):
+    speed = Engine.load(tiny_model_dir, device="cpu").speed
+    assert speed.pass_ms >= 0 and speed.token_ms > 0
+    assert speed.fill_ms(WANTED) > speed.fill_ms(list(budget.cheaper(WANTED))[-1])
+
+
+@pytest.fixture
+def engine(tiny_model_dir):
+    return Engine.load(tiny_model_dir, device="cpu")
+
+
+def job(fast=False):
+    return FillJob(prefix="def add(a, b):\n    return ", suffix="\n", span_lengths=(2, 4, 8, 16),
+                   steps=16, settings=Settings(), fast=fast)
+
+
+def test_a_small_model_is_never_planned(engine):
+    assert not engine.planned
+    assert len(engine.fill(job()).fills) == 4
+
+
+def test_a_big_model_on_a_slow_cpu_fills_fewer_candidates(engine, monkeypatch, caplog):
+    monkeypatch.setattr(budget, "BIG_MODEL_PARAMS", 0)   # the tiny model counts as big
+    engine = Engine(engine.model, engine.tokenizer)
+    engine.speed = SLOW
+    assert engine.planned
+    with caplog.at_level(logging.INFO, logger="coda_lsp.core.engine"):
+        fills = engine.fill(job()).fills
+    assert len(fills) == 1 and fills[0].length >= 4   # the estimate (plus any healing)
+    assert "fill sized to this CPU" in caplog.text
+    assert len(engine.fill(job(fast=True)).fills) == 1   # invoked completions too
