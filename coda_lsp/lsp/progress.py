@@ -156,6 +156,9 @@ class LoadProgress:
         message, percentage = download_message(name, done, total)
         log.info("%s", message)
         self.loop.call_soon_threadsafe(self._report, message, percentage)
+        if total and done >= total:  # the weights load next (tens of seconds for a 1.7B)
+            self.loop.call_soon_threadsafe(
+                self._report, f"loading {name} (downloaded {total / 1e6:.1f} MB)", 100)
 
     def _report(self, message: str, percentage: int | None) -> None:
         if self.done:  # not after end (a late report from a thread)
