@@ -34,6 +34,7 @@ INLINE_CANDIDATES = 2  # mask counts tried per keystroke-driven request (hole fi
 CARRIED_DOCUMENTS = 4  # context keys/values kept for this many documents (~117 MB each at 1.7B)
 STOP_WEIGHT = 0.0  # padding committed last: longer, less often empty fills (bench_ranking.py)
 HOLE_CACHE_WINDOW = 16  # hole fills recompute this much context by the hole: 97 % same as exact
+BANNED_CACHE_BYTES = 16 << 20  # token-healing masks kept (one vocabulary-sized bool each)
 HEAL_DEPTH = 3  # prefix tokens a heal may take back: a word cut into pieces ("ret" + "u")
 
 
@@ -129,7 +130,9 @@ class Engine:
         self.device = device
         self.dtype_name = dtype_name or dtype_of(model)  # what status lines report
         self.carries: OrderedDict[str, ContextCarry] = OrderedDict()  # worker thread only
-        self.banned_before = functools.lru_cache(maxsize=1024)(self._banned_before)
+        vocab = getattr(getattr(model, "config", None), "vocab_size", 0) or 1
+        masks = max(16, min(1024, BANNED_CACHE_BYTES // vocab))  # 1024 x 8 KiB; 110 at 1.7B
+        self.banned_before = functools.lru_cache(maxsize=masks)(self._banned_before)
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", dtype: str | None = None,
