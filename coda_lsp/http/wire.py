@@ -32,6 +32,7 @@ from pydantic import (
     ValidationError,
     WithJsonSchema,
     create_model,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -177,9 +178,23 @@ _OpenAIIgnored: Any = create_model("_OpenAIIgnored", __base__=_Body,
 
 MAX_LENGTHS = 64  # a span request's candidate lengths (the prompt keeps MAX_CANDIDATES)
 SPAN_MAX_STEPS = 4096  # a span request carries a hole fill's fillHoleSteps
-# Settings a span request may steer a fill with, the language server's own names: what
-# ``Engine.fill`` reads from its job's settings besides steps, alg and temperature.
-SPAN_SETTINGS = ("algTemp", "contextTokens", "maxMiddleTokens", "fillHoleExact", "multiline")
+Lengths = Annotated[list[_integer(1, 1024)], Field(min_length=1, max_length=MAX_LENGTHS)]
+
+
+class SpanSettings(BaseModel):
+    """Settings a span request may steer a fill with, the language server's own names: what
+    ``Engine.fill`` reads from its job's settings besides steps, alg and temperature. Their
+    values are checked by ``settings.update``, as the editors' are."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    algTemp: Any = None  # noqa: N815 -- the settings' wire names
+    contextTokens: Any = None  # noqa: N815
+    maxMiddleTokens: Any = None  # noqa: N815
+    fillHoleExact: Any = None  # noqa: N815
+    multiline: Any = None
+
+
+SPAN_SETTINGS = tuple(SpanSettings.model_fields)
 
 
 class InfillRequest(_LlamaIgnored):
@@ -197,14 +212,27 @@ class InfillRequest(_LlamaIgnored):
     response_fields: list[Text] = Field([], description="answer only these (a/b) fields")
     samplers: Text | list[Text] | None = Field(None, description="accepted and ignored")
     # the span request (a language server's remote engine): its lengths, job flags, settings
-    steps: _integer(1, SPAN_MAX_STEPS) | None = Field(
-        None, description="denoising steps, 1-1024 (a span request's: up to 4096)")
-    lengths: list[Any] | None = Field(None, description="a span request: the caller's "
-                                      f"candidate mask counts, 1 to {MAX_LENGTHS} integers")
+    # the range is checked with lengths in view (_span_request); the schema says the widest
+    steps: Annotated[int, WithJsonSchema({"type": "integer", "minimum": 1,
+                                          "maximum": SPAN_MAX_STEPS})] | None = Field(
+        None, description=f"denoising steps, 1-1024 (a span request's: up to {SPAN_MAX_STEPS})")
+    lengths: Lengths | None = Field(None, description="a span request: the caller's "
+                                    f"candidate mask counts, 1 to {MAX_LENGTHS} integers")
     fast: bool | None = Field(None, description="with lengths: the typing path")
     inline: bool | None = Field(None, description="with lengths: the one-line rule applies")
-    settings: dict[str, Any] | None = Field(None, description="with lengths: one of "
-                                            + ", ".join(SPAN_SETTINGS))
+    settings: SpanSettings | None = Field(None, description="with lengths")
+
+    @model_validator(mode="after")
+    def _span_request(self) -> InfillRequest:
+        """A span request's fields go together; its steps may pass the setting's 1024."""
+        if self.lengths is None and (self.fast, self.inline, self.settings) != (None,) * 3:
+            raise PydanticCustomError("span_only", "fast, inline and settings go with lengths "
+                                                   "(a span request)")
+        limit = 1024 if self.lengths is None else SPAN_MAX_STEPS
+        if self.steps is not None and not 1 <= self.steps <= limit:
+            raise PydanticCustomError("steps_range", "steps must be an integer in [1, {limit}]",
+                                      {"limit": limit})
+        return self
 
 
 class CompletionsRequest(_OpenAIIgnored):
@@ -228,6 +256,9 @@ class CompletionsRequest(_OpenAIIgnored):
 # -- one-line messages -----------------------------------------------------------------------
 
 
+WHOLE_LINES = ("span_only", "steps_range")  # errors whose message is the whole line
+
+
 def _validated(model: type[BaseModel], body: Any) -> Any:
     try:
         return model.model_validate(body)
@@ -237,13 +268,20 @@ def _validated(model: type[BaseModel], body: Any) -> Any:
 
 def _message(model: type[BaseModel], errors: list[Any]) -> str:
     """The first problem in one line; unknown fields first, as a typo is the likeliest."""
-    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
+    schema = _schema(model)
+    unknown = sorted(e["loc"] for e in errors if e["type"] == "extra_forbidden")
     if unknown:
-        return f"unknown field {unknown[0]!r}"
+        *parent, key = unknown[0]
+        if not parent:
+            return f"unknown field {key!r}"
+        name, node = _field(schema, tuple(parent))
+        known = ", ".join(_resolve(schema, node).get("properties", {}))
+        return f"{name}: unknown field {key!r} (one of {known})"
     error = errors[0]
     if error["type"] == "model_type" and not error["loc"]:
         return "the body must be a JSON object"
-    schema = _schema(model)
+    if error["type"] in WHOLE_LINES:
+        return error["msg"]
     name, node = _field(schema, error["loc"])
     if error["type"] == "lone_surrogate":
         return f"{name} is not valid Unicode (a lone surrogate)"
@@ -303,9 +341,12 @@ def _must_be(schema: dict, node: dict) -> str | None:
         item = _must_be(schema, node.get("items", {}))
         if item is None:
             return "a list"
-        items = item.split(" ", 1)[1] + "s"  # "a string" -> "strings"
+        noun, _, rest = item.split(" ", 1)[1].partition(" ")
+        items = f"{noun}s {rest}".rstrip()  # "an integer in [1, 9]" -> "integers in [1, 9]"
         if node.get("maxItems") == 1:
             return f"a list of one {item.split(' ', 1)[1]}"
+        if "minItems" in node and "maxItems" in node:
+            return f"a list of {node['minItems']} to {node['maxItems']} {items}"
         if "maxItems" in node:
             return f"a list of at most {node['maxItems']} {items}"
         return f"a list of {items}"
@@ -326,23 +367,15 @@ def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
 
 def parse_infill(body: Any, client: str | None = None) -> FimRequest:
     """llama.cpp: the text before the cursor is input_prefix + prompt (the cursor line)."""
-    steps = body.get("steps") if isinstance(body, dict) else None
-    if (isinstance(steps, int) and not isinstance(steps, bool) and not 1 <= steps <= 1024
-            and body.get("lengths") is None):  # past 1024 only in a span request
-        raise BadRequest("steps must be an integer in [1, 1024]")
     v: InfillRequest = _validated(InfillRequest, body)
-    lengths = None if v.lengths is None else _lengths(v.lengths)
-    if lengths is None and (v.fast is not None or v.inline is not None
-                            or v.settings is not None):
-        raise BadRequest("fast, inline and settings go with lengths (a span request)")
-    if lengths is None and v.steps is not None and v.steps > 1024:
-        raise BadRequest("steps must be an integer in [1, 1024]")
+    lengths = None if v.lengths is None else tuple(v.lengths)
     options = _options(v)
     steps = None if lengths is None else options.pop("steps", None)
     return FimRequest(
         prefix=v.input_prefix + v.prompt,
         suffix=v.input_suffix,
-        options={**options, **_span_settings(v.settings or {})},
+        options={**options, **(v.settings.model_dump(exclude_unset=True) if v.settings
+                               else {})},
         lengths=lengths,
         fast=bool(v.fast),
         inline=bool(v.inline),
@@ -357,23 +390,6 @@ def parse_infill(body: Any, client: str | None = None) -> FimRequest:
         language=v.language,
         filename=v.filename,
     )
-
-
-def _lengths(v: list[Any]) -> tuple[int, ...]:
-    if not 1 <= len(v) <= MAX_LENGTHS:
-        raise BadRequest(f"lengths must be a list of 1 to {MAX_LENGTHS} integers")
-    for i, n in enumerate(v):
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1024:
-            raise BadRequest(f"lengths[{i}] must be an integer in [1, 1024]")
-    return tuple(v)
-
-
-def _span_settings(v: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(v) - set(SPAN_SETTINGS))
-    if unknown:
-        raise BadRequest(f"settings: unknown setting {unknown[0]!r} (one of "
-                         + ", ".join(SPAN_SETTINGS) + ")")
-    return v
 
 
 def _is_seed(v: Any) -> bool:

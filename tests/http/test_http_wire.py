@@ -75,9 +75,10 @@ def test_a_span_request_carries_the_callers_lengths_steps_flags_and_settings():
 
 @pytest.mark.parametrize(("body", "line"), [
     ({"fast": True}, "fast, inline and settings go with lengths (a span request)"),
-    ({"lengths": []}, "lengths must be a list of 1 to 64 integers"),
+    ({"lengths": []}, "lengths must be a list of 1 to 64 integers in [1, 1024]"),
+    ({"lengths": [4], "steps": 5000}, "steps must be an integer in [1, 4096]"),
     ({"lengths": [0]}, "lengths[0] must be an integer in [1, 1024]"),
-    ({"lengths": [4], "settings": {"typingModel": "/x"}}, "settings: unknown setting "
+    ({"lengths": [4], "settings": {"typingModel": "/x"}}, "settings: unknown field "
      "'typingModel' (one of algTemp, contextTokens, maxMiddleTokens, fillHoleExact, multiline)"),
     ({"steps": 2048}, "steps must be an integer in [1, 1024]"),
 ])
