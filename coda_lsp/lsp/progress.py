@@ -28,7 +28,7 @@ from coda_lsp.core.models import download_message
 
 log = logging.getLogger(__name__)
 
-FILL_TITLE = "coda: filling the hole"
+FILL_TITLE = "coda-lsp: filling the hole"
 REPORTS_PER_S = 10
 PREVIEW_CHARS = 60  # of the fill in a progress message: a notification's line
 _tokens = itertools.count(1)
@@ -100,7 +100,7 @@ class FillProgress:
         self.ls.work_done_progress.tokens.pop(token, None)  # pygls keeps tokens otherwise
 
 
-LOAD_TITLE = "coda: loading the model"
+LOAD_TITLE = "coda-lsp: loading the model"
 DOWNLOAD_REPORTS_PER_S = 4  # a download's bytes come in 10 MB pieces from several threads
 
 

@@ -139,7 +139,7 @@ class CodaServer(LanguageServer):
         self.settings, problems = settings_mod.update(self.settings, payload, self.defaults)
         if problems:
             self.warn_user("settings:" + ";".join(problems),
-                           "coda: " + "; ".join(problems))
+                           "coda-lsp: " + "; ".join(problems))
         log.info("settings: %s", settings_mod.to_wire(self.settings))
 
     async def load_model(self) -> None:
@@ -149,7 +149,7 @@ class CodaServer(LanguageServer):
         changes = await self.models.apply(self.settings, *self._load_hooks(progress))
         for change in changes:
             if change.error is not None:
-                self.warn_user(f"load:{change.role.value}", f"coda: {change.message}",
+                self.warn_user(f"load:{change.role.value}", f"coda-lsp: {change.message}",
                                types.MessageType.Error)
         self.report_remote()
         if self.engine is not None:
@@ -158,7 +158,7 @@ class CodaServer(LanguageServer):
         else:
             failed = next((c for c in changes if c.role is Role.TYPING), None)
             self.state = "error"
-            message = f"coda: {failed.message}" if failed else "coda: no model loaded"
+            message = f"coda-lsp: {failed.message}" if failed else "coda-lsp: no model loaded"
         progress.end(message)
         log.info("%s", message)
         self.send_status(message)
@@ -187,7 +187,7 @@ class CodaServer(LanguageServer):
         """After a settings change: load what a role now names beside the old model, then
         switch; a failed load keeps the old model and says so in one line."""
         pending = self.models.pending(self.settings)
-        progress = LoadProgress(self, "coda: loading " + ", ".join(
+        progress = LoadProgress(self, "coda-lsp: loading " + ", ".join(
             f"the {role.value} model {model_name(spec)}" for role, spec in pending),
             on_message=self.send_status)
         if pending:
@@ -196,7 +196,7 @@ class CodaServer(LanguageServer):
         for change in changes:
             if change.error is not None:
                 self.warn_user(f"load:{change.role.value}:{change.spec}",
-                               f"coda: {change.message}; keeping the model it had")
+                               f"coda-lsp: {change.message}; keeping the model it had")
             else:
                 log.info("%s", change.message)
         progress.end("; ".join(c.message for c in changes) or "no change")

@@ -40,7 +40,7 @@ FILL_ANYWAY = "Fill anyway (adds a syntax error)"
 HOLE = "..."
 SLOW = "# slow"
 SLOW_STEPS, SLOW_STEP_S = 40, 0.25  # ten seconds: long enough to watch and to cancel
-FILL_PROGRESS_TITLE = "coda: filling the hole"
+FILL_PROGRESS_TITLE = "coda-lsp: filling the hole"
 
 server = LanguageServer("coda-standin", "0")
 settings = {"enabled": True}

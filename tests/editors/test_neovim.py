@@ -188,7 +188,7 @@ def test_checkhealth_reports_binary_version_client_model_and_settings(server, nv
     assert "ERROR" not in report and "WARNING" not in report, report
 
 
-FILL_PROGRESS = "coda: filling the hole"  # the $/progress title of a hole fill
+FILL_PROGRESS = "coda-lsp: filling the hole"  # the $/progress title of a hole fill
 
 
 def test_fill_reports_progress_and_clears_its_message(server, nvim_for):
@@ -414,7 +414,7 @@ def test_a_hub_model_downloads_with_its_progress_on_the_message_line(tmp_path, m
             last = max(i for i, m in enumerate(shown) if m)
             assert any(e["text"] == "" for e in echoes[last + 1:]), echoes  # then it clears
             titles = {p["title"] for p in nvim.call("progress") if p["kind"] == "begin"}
-            assert "coda: loading the model" in titles
+            assert "coda-lsp: loading the model" in titles
         finally:
             nvim.close()
 

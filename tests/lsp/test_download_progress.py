@@ -83,7 +83,7 @@ async def test_a_hub_id_at_start_downloads_with_progress_then_serves(tmp_path):
             assert client.recorder.statuses[-1].state == "ready"
             [reports] = [r for r in client.progress_reports.values()
                          if isinstance(r[0], types.WorkDoneProgressBegin)
-                         and r[0].title == "coda: loading the model"]
+                         and r[0].title == "coda-lsp: loading the model"]
             check_download(reports)
             assert reports[-1].message == "model ready"
             messages = [getattr(v, "message", None) for v in reports]
@@ -111,7 +111,7 @@ async def test_a_settings_change_to_a_hub_id_downloads_with_progress(tmp_path, t
                 "model ready: ") and "tiny-reference" in s.message)  # after the progress end
             [reports] = [client.progress_reports[t] for t in client.progress_reports
                          if t not in before]
-            assert reports[0].title == f"coda: loading the fill model {REPO}"
+            assert reports[0].title == f"coda-lsp: loading the fill model {REPO}"
             check_download(reports)
             assert reports[-1].message == "fill model tiny-reference ready"
         finally:

@@ -148,7 +148,7 @@ async def test_a_fill_model_that_cannot_load_keeps_the_old_one(client, checkpoin
 
     await asyncio.wait_for(said(), 30)
     lines = [m.message for m in client.messages[before:] if "/no/such/model" in m.message]
-    assert lines == ["coda: cannot load the model /no/such/model (fill): model folder not "
+    assert lines == ["coda-lsp: cannot load the model /no/such/model (fill): model folder not "
                      "found: /no/such/model; keeping the model it had"]
     uri = open_doc(client, CODE)
     assert words(await offer(client, uri, INVOKED)) == {NEW_FILL_WORD}

@@ -14,7 +14,7 @@ local M = {}
 
 local FILL_TITLE = "Fill this hole"
 local FILL_HOLE_COMMAND = "coda.fillHole" -- the server's command (ARCHITECTURE.md)
-M.PROGRESS_TITLE = "coda: filling the hole" -- the server's $/progress title
+M.PROGRESS_TITLE = "coda-lsp: filling the hole" -- the server's $/progress title
 local call = require("coda.config").client_call
 
 --- The hole fill in flight (at most one): the request it waits on, the server's progress.

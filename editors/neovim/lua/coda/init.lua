@@ -280,7 +280,7 @@ local function create_commands()
   api.nvim_create_user_command("CodaToggle", M.toggle, { desc = "Coda: completions on/off" })
 end
 
-local LOAD_PROGRESS = "coda: loading" -- the server's $/progress titles while a model loads
+local LOAD_PROGRESS = "coda-lsp: loading" -- the server's $/progress titles while a model loads
 local load_titles = {} -- progress token -> whether it is a model load
 -- While a model loads (a Hub id downloads first: "downloading owner/name: 42 % (12.3 / 29.1
 -- MB)"), the server's progress goes on the message line (no history); it clears at the end.
