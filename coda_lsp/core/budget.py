@@ -9,8 +9,10 @@ more on a CPU, ``plan`` times the job with the forward-pass cost measured on thi
 ``budget_ms``: steps down to two tokens a step, then candidates (4 -> 2 -> 1, keeping the
 span's own length estimate, and the longest while two are kept), then context (512, then
 256 tokens: the code next to the hole matters most), then the recomputed window, then steps
-down to four tokens a step. Small models are never planned, so their fills stay what the
-settings say on any machine (and the same from run to run, however busy the machine).
+down to four tokens a step. The speed measured at load follows what each fill then takes
+(``Speed.observed``), so a model loaded while the machine was busy is not held to a cheap
+plan for good. Small models are never planned, so their fills stay what the settings say on
+any machine (and the same from run to run, however busy the machine).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ BUDGET_BASE_MS = 800.0  # a one-line hole (~16 tokens): 1.4 s, a short block (~4
 BUDGET_PER_TOKEN_MS = 40.0
 CONTEXTS = (512, 256)  # context tokens tried, in order, when the setting does not fit
 SPEED_TOKENS = (16, 128)  # the two forward passes timed: cost per pass and per token
+OBSERVED_WEIGHT = 0.3  # how far one fill's time moves the measured speed (in log scale)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,14 @@ class Speed:
         first = self.pass_ms + self.token_ms * rows * (plan.context + longest)
         step = self.pass_ms + self.token_ms * rows * (longest + 2 * plan.window + 1)
         return first + (min(plan.steps, longest) - 1) * step
+
+
+    def observed(self, plan: Plan, actual_ms: float) -> Speed:
+        """This speed corrected by a fill of ``plan`` that took ``actual_ms``: the machine may
+        be busier (or idler) than when it was measured. Smoothed (OBSERVED_WEIGHT), so one
+        odd fill moves the plans a little and a lasting change moves them all the way."""
+        ratio = (max(actual_ms, 1e-3) / max(self.fill_ms(plan), 1e-3)) ** OBSERVED_WEIGHT
+        return Speed(self.pass_ms * ratio, self.token_ms * ratio)
 
 
 @dataclass(frozen=True)

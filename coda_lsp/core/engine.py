@@ -269,6 +269,8 @@ class Engine:
                                       for ids in middles])),
             )
         t2 = time.perf_counter()
+        if self.planned:  # the machine may be busier or idler than when it was measured
+            self.speed = self.speed.observed(plan, (t2 - t1) * 1e3)
         one_line = job.inline and one_line_only(job.settings.multiline, prefix)
         fills = [
             Fill(tidy(c.text.removeprefix(healed), suffix, job.line_ending, prefix,

@@ -40,6 +40,14 @@ def test_when_nothing_fits_the_cheapest_plan_is_used():
     assert budget.plan(WANTED, glacial) == list(budget.cheaper(WANTED))[-1]
 
 
+def test_the_speed_follows_what_fills_take():
+    slower = SLOW.observed(WANTED, 4 * SLOW.fill_ms(WANTED))
+    assert SLOW.fill_ms(WANTED) < slower.fill_ms(WANTED) < 4 * SLOW.fill_ms(WANTED)
+    for _ in range(30):   # a lasting change moves it all the way
+        slower = slower.observed(WANTED, 4 * SLOW.fill_ms(WANTED))
+    assert slower.fill_ms(WANTED) == pytest.approx(4 * SLOW.fill_ms(WANTED), rel=0.01)
+
+
 def test_the_speed_is_measured_from_real_forward_passes(tiny_model_dir):
     speed = Engine.load(tiny_model_dir, device="cpu").speed
     assert speed.pass_ms >= 0 and speed.token_ms > 0
@@ -70,4 +78,6 @@ def test_a_big_model_on_a_slow_cpu_fills_fewer_candidates(engine, monkeypatch, c
         fills = engine.fill(job()).fills
     assert len(fills) == 1 and fills[0].length >= 4   # the estimate (plus any healing)
     assert "fill sized to this CPU" in caplog.text
+    engine.speed = SLOW
     assert len(engine.fill(job(fast=True)).fills) == 1   # invoked completions too
+    assert engine.speed != SLOW   # and each fill's time corrects the measured speed
