@@ -43,6 +43,16 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def row_positions(a: int, b: int, offsets: torch.Tensor | None) -> torch.Tensor:
+    """Position ids of columns [a, b): [b - a], or [B, b - a] with row r's columns moved back
+    by offsets[r] (its left padding: a padded row keeps the positions it has alone; padding
+    columns, hidden from attention, get 0)."""
+    columns = torch.arange(a, b, device=None if offsets is None else offsets.device)
+    if offsets is None:
+        return columns
+    return (columns[None, :] - offsets[:, None]).clamp_(min=0)
+
+
 def shifted_sources(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(row, column) of the raw outputs that predict the masked positions: column p-1 (p=0: 0)."""
     rows, cols = mask.nonzero(as_tuple=True)
@@ -54,16 +64,21 @@ class FullForward:
     back as [B, hi - lo, V] for all of them (`dense_region`), else as [N, V] for the masks."""
 
     def __init__(self, model, key_mask: torch.Tensor | None = None,
-                 region: tuple[int, int] | None = None) -> None:
+                 region: tuple[int, int] | None = None,
+                 offsets: torch.Tensor | None = None) -> None:
         self.model = model
         self.key_mask = key_mask
+        self.offsets = offsets  # [B]: row r's position p is column p + offsets[r] (left pad)
         self.passes = 0
         self.dense_region = region if region and dense_logits(model_device(model)) else None
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         self.passes += 1
-        hidden = self.model.hidden_states(x, key_mask=self.key_mask)  # [B, L, H]
+        positions = None
+        if self.offsets is not None:
+            positions = row_positions(0, x.shape[1], self.offsets)
+        hidden = self.model.hidden_states(x, positions=positions, key_mask=self.key_mask)
         if self.dense_region is not None:
             lo, hi = self.dense_region
             sources = (torch.arange(lo, hi, device=x.device) - 1).clamp(min=0)
@@ -86,9 +101,11 @@ class ContextCache:
     """
 
     def __init__(self, model, ids: torch.Tensor, key_mask: torch.Tensor | None,
-                 prefix_len: int, lengths, config, carry: ContextCarry | None = None) -> None:
+                 prefix_len: int, lengths, config, carry: ContextCarry | None = None,
+                 offsets: torch.Tensor | None = None) -> None:
         self.model = model
         self.key_mask = key_mask
+        self.offsets = offsets  # [B] left padding per row (infill_many), no carry with it
         self.refresh_every = config.refresh_every
         self.start = max(0, prefix_len - 1 - config.cache_window)
         self.stop = min(ids.shape[1], prefix_len + max(lengths) + config.cache_window)
@@ -101,14 +118,20 @@ class ContextCache:
         self.carry = carry
         self.context_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         hole = (prefix_len, prefix_len + max(self.lengths))
-        self.dense_region = hole if dense_logits(device) or static_windows(device) else None
-        self.static = static_windows(device)
+        self.dense_region = hole if dense_logits(device) or (
+            static_windows(device) and offsets is None) else None
+        self.static = static_windows(device) and offsets is None
         self.window = None  # graphs.WindowStep: the bucketed window step (static path)
         self.slots: list[KVSlots] = []  # the dynamic path's per-layer context + window buffers
         self.window_mask: torch.Tensor | None = None  # its key mask, context then window
         self.calls = 0
         self.passes = 0  # full passes
         self.window_passes = 0
+
+    def _positions(self, a: int, b: int, device) -> torch.Tensor:
+        if self.offsets is None:
+            return torch.arange(a, b, device=device)
+        return row_positions(a, b, self.offsets)
 
     def _split_mask(self, a: int, b: int) -> torch.Tensor | None:
         """The key mask reordered as [columns before a, columns from b, columns a..b-1]."""
@@ -143,7 +166,7 @@ class ContextCache:
             if cols.numel() and (cols.min() < a or cols.max() >= b):
                 raise ValueError("ContextCache: a mask lies outside the recomputed window")
         hidden = self.model.hidden_states(
-            x[:, a:b], positions=torch.arange(a, b, device=x.device),
+            x[:, a:b], positions=self._positions(a, b, x.device),
             key_mask=self.window_mask, kv_context=self.slots)  # [B, b - a, H]
         return self._logits_of(hidden, a, mask)
 
@@ -211,7 +234,7 @@ class ContextCache:
                            for (pk, pv), (sk, sv) in zip(context, suffix, strict=True)]
         layers_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
         hidden = self.model.hidden_states(
-            x[:, c:e], positions=torch.arange(c, e, device=x.device),
+            x[:, c:e], positions=self._positions(c, e, x.device),
             key_mask=self._split_mask(c, e), kv_context=context, out_kv=layers_kv)
         if context is not None:  # back to column order: [0, c) + [c, e) + [e, width)
             layers_kv = [

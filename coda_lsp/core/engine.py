@@ -14,15 +14,24 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from coda_lsp.core import positions, prompt
 from coda_lsp.core.settings import Settings
-from coda_model import Cancelled, ContextCarry, SamplerConfig, infill, load_model, load_tokenizer
+from coda_model import (
+    Cancelled,
+    ContextCarry,
+    InfillRequest,
+    SamplerConfig,
+    infill,
+    infill_many,
+    load_model,
+    load_tokenizer,
+)
 from coda_model.compiled import compile_layers
 from coda_model.infill import fill_ends
 from coda_model.quantize import cpu_flags, full_precision, int8_fast
@@ -64,6 +73,16 @@ class Healing:
 
 
 @dataclass(frozen=True)
+class _Prepared:
+    """A job's text as the model sees it and its ``infill`` input (``Engine._prepare``)."""
+
+    prefix: str
+    suffix: str
+    healed: str  # the prefix text token healing gave back to the canvas
+    request: InfillRequest
+
+
+@dataclass(frozen=True)
 class Fill:
     text: str
     confidence: float
@@ -77,6 +96,7 @@ class FillResult:
     timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
     reused: int = 0  # context tokens whose keys/values came from the previous request
     prompt_tokens: int = 0  # prefix + suffix tokens the model saw
+    batch: int = 1  # requests whose rows shared these forward passes (``Engine.fill_many``)
 
 
 def pick_device(device: str) -> str:
@@ -196,6 +216,85 @@ class Engine:
         drawn as MASK_GLYPH: lets a client draw the fill sharpening.
         """
         t0 = time.perf_counter()
+        carry = self.carry(job.carry_key) if job.fast else None
+        ready = self._prepare(job, carry)
+        t1 = time.perf_counter()
+        healed = ready.healed
+        with torch.inference_mode(), self._precision(job):
+            candidates = infill(
+                self.model,
+                self.tokenizer,
+                ready.request.prefix_ids,
+                ready.request.suffix_ids,
+                ready.request.lengths,
+                self.sampler(job.settings, job.steps, job.fast, job.seed),
+                should_stop=should_stop,
+                on_step=on_step,
+                carry=carry,
+                first_banned=ready.request.first_banned,
+                on_middles=None if on_partial is None else (
+                    lambda step, steps, middles: on_partial(
+                        step, steps, [self.partial_text(ids).removeprefix(healed)
+                                      for ids in middles])),
+            )
+        t2 = time.perf_counter()
+        timings = {"prompt": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3}
+        return self._result(job, ready, candidates, timings,
+                            carry.last_reused if carry else 0)
+
+    def fill_many(self, jobs: Sequence[FillJob],
+                  stops: Sequence[Callable[[], bool]]) -> list[FillResult | BaseException]:
+        """``fill`` for several jobs at once (requests from different clients): jobs with the
+        same sampler settings are denoised as rows of one batch (``infill_many``), a job
+        alone in its group takes ``fill`` itself (its carry included). One result or
+        exception per job, in order; a batch stops only when every job in it is stopped."""
+        out: list[FillResult | BaseException | None] = [None] * len(jobs)
+        groups: dict[tuple, list[int]] = {}
+        for i, job in enumerate(jobs):
+            key = (job.fast, self.sampler(job.settings, job.steps, job.fast, job.seed))
+            groups.setdefault(key, []).append(i)
+        for members in groups.values():
+            if len(members) == 1:
+                i = members[0]
+                try:
+                    out[i] = self.fill(jobs[i], stops[i])
+                except Exception as exc:  # this job's failure, handed back with it
+                    out[i] = exc
+                continue
+            try:
+                results = self._fill_batch([jobs[i] for i in members],
+                                           [stops[i] for i in members])
+            except Exception as exc:  # the whole batch failed or every job was stopped
+                results = [exc] * len(members)
+            for i, result in zip(members, results, strict=True):
+                out[i] = result
+        return out
+
+    def _fill_batch(self, jobs: list[FillJob],
+                    stops: list[Callable[[], bool]]) -> list[FillResult]:
+        """Jobs with one sampler config as one batch; no carry (the rows are other texts)."""
+        t0 = time.perf_counter()
+        ready = [self._prepare(job, None) for job in jobs]
+        t1 = time.perf_counter()
+        first = jobs[0]
+        with torch.inference_mode(), self._precision(first):
+            grouped = infill_many(self.model, self.tokenizer, [r.request for r in ready],
+                                  self.sampler(first.settings, first.steps, first.fast,
+                                               first.seed),
+                                  should_stop=lambda: all(stop() for stop in stops))
+        t2 = time.perf_counter()
+        timings = {"prompt": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3}
+        return [replace(self._result(job, r, candidates, timings), batch=len(jobs))
+                for job, r, candidates in zip(jobs, ready, grouped, strict=True)]
+
+    @staticmethod
+    def _precision(job: FillJob):
+        """Typing takes int8's speed; hole fills (a second to spare) their fp32 weights."""
+        return contextlib.nullcontext() if job.fast else full_precision()
+
+    def _prepare(self, job: FillJob, carry: ContextCarry | None) -> _Prepared:
+        """The model's input for a job: prompt within the context budget, candidate lengths
+        (the shortest only when fast), token healing."""
         prefix, suffix = positions.for_model(job.prefix), positions.for_model(job.suffix)
         p = prompt.build(
             self.tokenizer,
@@ -208,7 +307,6 @@ class Engine:
         lengths = list(p.lengths)
         if job.fast:  # typing: the shortest candidates only, latency grows with the batch
             lengths = lengths[:INLINE_CANDIDATES]
-        carry = self.carry(job.carry_key) if job.fast else None
         prefix_ids = p.prefix_ids
         if carry is not None:  # keep the window's far end where the carried keys start
             prefix_ids = prefix_ids[carry.overhang(prefix_ids):]
@@ -216,38 +314,22 @@ class Engine:
         healed, first_banned = ("", None) if heal is None else (heal.text, heal.banned)
         if heal is not None:  # the prompt's last tokens are decided again, with the fill
             prefix_ids, lengths = heal.prefix_ids, [n + heal.extra for n in lengths]
-        t1 = time.perf_counter()
-        # typing takes int8's speed; hole fills (a second to spare) its fp32 weights
-        precision = contextlib.nullcontext() if job.fast else full_precision()
-        with torch.inference_mode(), precision:
-            candidates = infill(
-                self.model,
-                self.tokenizer,
-                prefix_ids,
-                p.suffix_ids,
-                lengths,
-                self.sampler(job.settings, job.steps, job.fast, job.seed),
-                should_stop=should_stop,
-                on_step=on_step,
-                carry=carry,
-                first_banned=first_banned,
-                on_middles=None if on_partial is None else (
-                    lambda step, steps, middles: on_partial(
-                        step, steps, [self.partial_text(ids).removeprefix(healed)
-                                      for ids in middles])),
-            )
-        t2 = time.perf_counter()
-        one_line = job.inline and one_line_only(job.settings.multiline, prefix)
-        fills = [
-            Fill(tidy(c.text.removeprefix(healed), suffix, job.line_ending, prefix,
-                      one_line=one_line), c.fill_confidence, c.length)
-            for c in candidates
-        ]
-        timings = {"prompt": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3}
         log.debug("prompt %d+%d tokens, lengths %s", len(prefix_ids), len(p.suffix_ids),
                   p.lengths)
-        return FillResult(fills, timings, carry.last_reused if carry else 0,
-                          len(prefix_ids) + len(p.suffix_ids))
+        return _Prepared(prefix, suffix, healed,
+                         InfillRequest(prefix_ids, p.suffix_ids, lengths, first_banned))
+
+    def _result(self, job: FillJob, ready: _Prepared, candidates, timings: dict[str, float],
+                reused: int = 0) -> FillResult:
+        one_line = job.inline and one_line_only(job.settings.multiline, ready.prefix)
+        fills = [
+            Fill(tidy(c.text.removeprefix(ready.healed), ready.suffix, job.line_ending,
+                      ready.prefix, one_line=one_line), c.fill_confidence, c.length)
+            for c in candidates
+        ]
+        request = ready.request
+        return FillResult(fills, dict(timings), reused,
+                          len(request.prefix_ids) + len(request.suffix_ids))
 
     def partial_text(self, ids: list[int]) -> str:
         """A middle being denoised: decoded runs, MASK_GLYPH per mask, cut where the fill will
