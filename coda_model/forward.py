@@ -248,6 +248,91 @@ class ContextCache:
         return hidden, c, layers_kv
 
 
+class BatchedWindows:
+    """Logits for several requests' rows in ``infill_many``'s layout (holes aligned at column
+    ``start``, row r's columns moved right by offsets[r]), each request decoding as it would
+    alone through its own ``ContextCache``.
+
+    The first pass is each request's own (its carry included: on a CPU that pass is the
+    cost, and the carry skips most of it); the later steps recompute every row's window in
+    one batched pass. A row's window is its request's own columns [p - 1, p + longest): in
+    the aligned layout they all start at column start - 1, and the columns a shorter window
+    does not have are computed but hidden from every key mask. The context keys/values are
+    each request's own, padded to the longest and masked. For the fast path's settings only
+    (no refresh, no window of context, the CPU layout)."""
+
+    def __init__(self, model, caches: Sequence[ContextCache], rows: Sequence[int],
+                 key_mask: torch.Tensor, start: int, offsets: torch.Tensor,
+                 own_offsets: Sequence[int], own_widths: Sequence[int]) -> None:
+        self.model = model
+        self.caches = list(caches)
+        self.rows = list(rows)  # rows per request, in order
+        self.key_mask = key_mask  # [B, width] of the aligned layout
+        self.start = start
+        self.offsets = offsets
+        self.own_offsets, self.own_widths = list(own_offsets), list(own_widths)
+        self.window = max(c.stop - c.start for c in self.caches)
+        self.slots: list[KVSlots] = []
+        self.mask: torch.Tensor | None = None  # context then window
+        self.passes = 0
+        self.window_passes = 0
+
+    @property
+    def carried(self) -> int:
+        return sum(c.carry.last_reused for c in self.caches if c.carry is not None)
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if not self.slots:
+            self.passes += 1
+            logits, row = [], 0
+            for cache, n, off, w in zip(self.caches, self.rows, self.own_offsets,
+                                        self.own_widths, strict=True):
+                logits.append(cache(x[row : row + n, off : off + w],
+                                    mask[row : row + n, off : off + w]))
+                row += n
+            self._load()
+            return torch.cat(logits)
+        self.window_passes += 1
+        a = self.start - 1
+        b = a + self.window
+        hidden = self.model.hidden_states(
+            x[:, a:b], positions=row_positions(a, b, self.offsets), key_mask=self.mask,
+            kv_context=self.slots)  # [B, window, H]
+        rows, cols = shifted_sources(mask)
+        return self.model.lm_head(hidden[rows, cols - a])
+
+    def _load(self) -> None:
+        """Every request's context keys/values into one buffer per layer, rows padded to the
+        longest context, with room for the window after them; the key mask to match."""
+        batch, device = self.key_mask.shape[0], self.key_mask.device
+        widest = max(c.context_kv[0][0].shape[2] for c in self.caches)
+        context = torch.zeros(batch, widest, dtype=torch.bool, device=device)
+        windows = torch.zeros(batch, self.window, dtype=torch.bool, device=device)
+        a = self.start - 1
+        row = 0
+        for cache, n in zip(self.caches, self.rows, strict=True):
+            width = cache.context_kv[0][0].shape[2]
+            own = cache._split_mask(cache.start, cache.stop)
+            context[row : row + n, :width] = True if own is None else own[:, :width]
+            length = cache.stop - cache.start
+            windows[row : row + n, :length] = self.key_mask[row : row + n, a : a + length]
+            row += n
+        self.mask = torch.cat((context, windows), 1)
+        self.slots = []
+        for layer in range(len(self.caches[0].context_kv)):
+            k0 = self.caches[0].context_kv[layer][0]
+            shape = (batch, k0.shape[1], widest + self.window, k0.shape[3])
+            kb, vb = k0.new_zeros(shape), k0.new_zeros(shape)
+            row = 0
+            for cache, n in zip(self.caches, self.rows, strict=True):
+                k, v = cache.context_kv[layer]
+                kb[row : row + n, :, : k.shape[2]] = k
+                vb[row : row + n, :, : v.shape[2]] = v
+                row += n
+            self.slots.append(KVSlots(kb, vb, widest))
+
+
 class ContextCarry:
     """Context keys/values handed from one infill to the next on the same document (typing).
 

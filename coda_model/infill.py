@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 import torch
 
-from .forward import ContextCache, ContextCarry, FullForward
+from .forward import (
+    BatchedWindows,
+    ContextCache,
+    ContextCarry,
+    FullForward,
+    dense_logits,
+)
+from .graphs import static_windows
 from .sampler import SamplerConfig, denoise
 
 
@@ -134,6 +141,25 @@ def _candidates(tokenizer, out: torch.Tensor, probs: torch.Tensor, start: int,
     return candidates
 
 
+def _own_windows(model, tokenizer, requests, config, carries, ids, key_mask, start,
+                 offsets) -> BatchedWindows:
+    """``BatchedWindows`` over one ``ContextCache`` per request, built as ``infill`` builds
+    it for that request alone."""
+    device = ids.device
+    carries = list(carries) if carries is not None else [None] * len(requests)
+    caches, own_offsets, own_widths = [], [], []
+    for r, carry in zip(requests, carries, strict=True):
+        own, own_mask = build_batch(r.prefix_ids, r.suffix_ids, r.lengths, tokenizer.mask_id,
+                                    tokenizer.pad_id, device)
+        caches.append(ContextCache(model, own, None if own_mask.all() else own_mask,
+                                   len(r.prefix_ids), [int(n) for n in r.lengths], config,
+                                   carry))
+        own_offsets.append(start - len(r.prefix_ids))
+        own_widths.append(own.shape[1])
+    return BatchedWindows(model, caches, [len(r.lengths) for r in requests], key_mask, start,
+                          offsets, own_offsets, own_widths)
+
+
 @dataclass(frozen=True)
 class InfillRequest:
     """One request's part of ``infill_many``: what ``infill`` takes for it alone."""
@@ -169,14 +195,19 @@ def build_aligned(requests: Sequence[InfillRequest], mask_id: int, pad_id: int,
 
 def infill_many(model, tokenizer, requests: Sequence[InfillRequest], config: SamplerConfig,
                 *, should_stop: Callable[[], bool] | None = None,
+                carries: Sequence[ContextCarry | None] | None = None,
                 ) -> list[list[InfillCandidate]]:
     """``infill`` for several requests at once (different prefixes, suffixes, lengths and
     healing bans), their rows denoised as one batch: each request's candidates, in order.
 
     Each row follows its own step schedule (the sampler counts commits per row), so a row
     decodes as it would alone; only rounding can differ (the batch's shapes pick other
-    kernels; each row keeps its own positions despite the left padding). No ``carry``: the rows are different
-    texts. Raises Cancelled if should_stop() fires."""
+    kernels; each row keeps its own positions despite the left padding). With the fast
+    path's settings on a CPU
+    (context cache, no refresh, no context window) each request's first pass is its own,
+    ``carries[i]`` included, and only the steps after it are batched (``BatchedWindows``);
+    otherwise the whole aligned batch runs through one ``ContextCache`` or ``FullForward``
+    without carries. Raises Cancelled if should_stop() fires."""
     if not requests:
         return []
     for r in requests:
@@ -190,7 +221,13 @@ def infill_many(model, tokenizer, requests: Sequence[InfillRequest], config: Sam
     lengths = [int(n) for r in requests for n in r.lengths]
     offsets = torch.tensor([start - len(r.prefix_ids) for r in requests for _ in r.lengths],
                            device=device)  # each row keeps the positions it has alone
-    if config.context_cache:
+    own_windows = (config.context_cache and not config.refresh_every
+                   and not config.cache_window and not dense_logits(device)
+                   and not static_windows(device))
+    if own_windows:
+        forward = _own_windows(model, tokenizer, requests, config, carries, ids, key_mask,
+                               start, offsets)
+    elif config.context_cache:
         forward = ContextCache(model, ids, key_mask, start, lengths, config, offsets=offsets)
     else:
         forward = FullForward(model, key_mask, region=(start, start + max(lengths)),

@@ -40,7 +40,10 @@ log = logging.getLogger(__name__)
 
 MASK_GLYPH = "\u2591"  # how a still-masked token shows in a partial fill
 INLINE_CANDIDATES = 2  # mask counts tried per keystroke-driven request (hole fills try all)
-CARRIED_DOCUMENTS = 4  # context keys/values kept for this many documents (~117 MB each at 1.7B)
+CARRIED_DOCUMENTS = 4  # context keys/values kept for at least this many documents (~117 MB
+#                       each at 1.7B), and for as many more as CARRY_BUDGET holds, up to 64:
+CARRY_BUDGET = 128 << 20  # bytes; the shipped model's carry is ~1 MiB: 64 clients keep theirs
+MAX_CARRIED = 64
 STOP_WEIGHT = 0.0  # padding committed last: longer, less often empty fills (bench_ranking.py)
 HOLE_CACHE_WINDOW = 16  # hole fills recompute this much context by the hole: 97 % same as exact
 HEAL_DEPTH = 3  # prefix tokens a heal may take back: a word cut into pieces ("ret" + "u")
@@ -141,6 +144,21 @@ def pick_dtype(dtype: str | None, device: str) -> str | None:
     return "int8" if int8_fast() else None
 
 
+def carried_documents(model) -> int:
+    """How many documents' (or HTTP clients') context keys/values to keep: what CARRY_BUDGET
+    holds at the model's full context, within [CARRIED_DOCUMENTS, MAX_CARRIED]. Many typing
+    clients each keep theirs (a batch of them reuses its carries), a large model keeps few."""
+    config = getattr(model, "config", None)
+    try:
+        weight = next(model.parameters())
+        per_document = (2 * config.num_hidden_layers * config.num_key_value_heads
+                        * config.head_dim * config.max_position_embeddings
+                        * weight.element_size())
+    except (AttributeError, StopIteration, TypeError):
+        return CARRIED_DOCUMENTS
+    return max(CARRIED_DOCUMENTS, min(MAX_CARRIED, CARRY_BUDGET // max(1, per_document)))
+
+
 class Engine:
     def __init__(self, model, tokenizer, device: str = "cpu",
                  dtype_name: str | None = None) -> None:
@@ -149,6 +167,7 @@ class Engine:
         self.device = device
         self.dtype_name = dtype_name or dtype_of(model)  # what status lines report
         self.carries: OrderedDict[str, ContextCarry] = OrderedDict()  # worker thread only
+        self.carried_documents = carried_documents(model)
         self.banned_before = functools.lru_cache(maxsize=1024)(self._banned_before)
 
     @classmethod
@@ -272,20 +291,25 @@ class Engine:
 
     def _fill_batch(self, jobs: list[FillJob],
                     stops: list[Callable[[], bool]]) -> list[FillResult]:
-        """Jobs with one sampler config as one batch; no carry (the rows are other texts)."""
+        """Jobs with one sampler config as one batch, each with its own carry."""
         t0 = time.perf_counter()
-        ready = [self._prepare(job, None) for job in jobs]
+        carries = [self.carry(job.carry_key) if job.fast else None for job in jobs]
+        if len({id(c) for c in carries if c is not None}) < sum(c is not None for c in carries):
+            carries = [None] * len(jobs)  # two jobs, one carry key: neither may use it
+        ready = [self._prepare(job, carry) for job, carry in zip(jobs, carries, strict=True)]
         t1 = time.perf_counter()
         first = jobs[0]
         with torch.inference_mode(), self._precision(first):
             grouped = infill_many(self.model, self.tokenizer, [r.request for r in ready],
                                   self.sampler(first.settings, first.steps, first.fast,
                                                first.seed),
-                                  should_stop=lambda: all(stop() for stop in stops))
+                                  should_stop=lambda: all(stop() for stop in stops),
+                                  carries=carries)
         t2 = time.perf_counter()
         timings = {"prompt": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3}
-        return [replace(self._result(job, r, candidates, timings), batch=len(jobs))
-                for job, r, candidates in zip(jobs, ready, grouped, strict=True)]
+        return [replace(self._result(job, r, candidates, timings,
+                                     carry.last_reused if carry else 0), batch=len(jobs))
+                for job, r, candidates, carry in zip(jobs, ready, grouped, carries, strict=True)]
 
     @staticmethod
     def _precision(job: FillJob):
@@ -386,12 +410,13 @@ class Engine:
         return banned
 
     def carry(self, key: str | None) -> ContextCarry | None:
-        """The document's context carry; the least recently used beyond CARRIED_DOCUMENTS go."""
+        """The document's context carry; the least recently used beyond
+        ``carried_documents`` go."""
         if key is None:
             return None
         carry = self.carries.pop(key, None) or ContextCarry()
         self.carries[key] = carry
-        while len(self.carries) > CARRIED_DOCUMENTS:
+        while len(self.carries) > self.carried_documents:
             self.carries.popitem(last=False)
         return carry
 
