@@ -8,7 +8,9 @@ one server and then the other (interleaved: a busy box drifts between rounds).
 A round: N clients, each typing a line into its own file (``bench_http.context``) for
 ``--seconds``: one llama.vim-shaped ``/infill`` per typed character under its own
 ``X-Coda-Client`` key, sent when the previous answer came back (plus ``--think-ms``). A
-request sent before the deadline is waited for. Prints, per server and N, the fills
+request sent before the deadline is waited for. Each client's first request (its file's
+first: a full pass, no context carried from a previous keystroke) is sent before the clock
+starts and not timed, unless ``--cold``. Prints, per server and N, the fills
 answered, fills per second (answered over the round's wall time) and p50/p95 latency, then
 the issue's two ratios and the load average before and after.
 
@@ -51,18 +53,28 @@ def start_server(max_batch: str, args) -> tuple[subprocess.Popen, str, str]:
     raise SystemExit("the server did not start:\n" + proc.stderr.read())
 
 
-def typing_round(target: Target, clients: int, seconds: float, think_s: float) -> dict:
+def typing_round(target: Target, clients: int, seconds: float, think_s: float,
+                 warmup: bool) -> dict:
     """Closed-loop typing clients for ``seconds``; their answered requests' latencies."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     lock = threading.Lock()
-    start = time.perf_counter()
-    deadline = start + seconds
+    clock: list[float] = []  # start, deadline: set as the warmed-up clients are released
+
+    def start_clock() -> None:
+        now = time.perf_counter()
+        clock[:] = [now, now + seconds]
+
+    warm = threading.Barrier(clients + 1, action=start_clock)
 
     def client(c: int) -> None:
         before, after = context(c)
+        if warmup:  # the file's first request (a full pass, no carried context): not timed
+            target.post("/infill", infill_body(before + "    ", after), f"client-{c}", None,
+                        (c, -1))
+        warm.wait()
         k = 0
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < clock[1]:
             typed = TYPED[: k % len(TYPED) + 1]
             result = target.post("/infill", infill_body(before + "    " + typed, after),
                                  f"client-{c}", None, (c, k))
@@ -76,9 +88,10 @@ def typing_round(target: Target, clients: int, seconds: float, think_s: float) -
     threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
     for t in threads:
         t.start()
+    warm.wait()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - clock[0]
     return {"clients": clients, "answered": len(latencies), "wall_s": wall,
             "fills_per_s": len(latencies) / wall, "p50_ms": percentile(latencies, 50),
             "p95_ms": percentile(latencies, 95),
@@ -93,6 +106,9 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="typing time per round")
     p.add_argument("--think-ms", type=float, default=20.0, help="between answer and next key")
     p.add_argument("--batched", default="auto", help="--max-batch of the batched server")
+    p.add_argument("--cold", action="store_true",
+                   help="time each client's first request too (by default it warms the "
+                        "server's carried context for that client and is not timed)")
     args = p.parse_args()
 
     print(f"load average before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
@@ -106,7 +122,8 @@ def main() -> int:
         rows: dict[str, list[dict]] = {name: [] for name in servers}
         for n in args.clients:
             for name, (_, target) in servers.items():
-                row = typing_round(target, n, args.seconds, args.think_ms / 1e3)
+                row = typing_round(target, n, args.seconds, args.think_ms / 1e3,
+                                   not args.cold)
                 row["load"] = os.getloadavg()[0]
                 rows[name].append(row)
                 print(f"  {name:>13}, {n:>3} clients: {row['answered']:>5} fills, "

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from coda_lsp.core.engine import Engine, FillJob, FillResult
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 ShouldStop = Callable[[], bool]
 PROBE_SIZES = (1, 2, 4, 8, 16, 32)  # batch sizes the probe times
+PROBE_KEY = "batching-probe:"  # the probe's carry keys, removed after it
 NEAR_BEST = 0.85  # the smallest batch with this share of the best fills per second is kept
 PROBE_TEXT = '''import json
 from pathlib import Path
@@ -112,7 +113,7 @@ def probe(engine: Engine, settings: Settings, limit: int = PROBE_SIZES[-1],
     """Time B typing fills as one batch for B = 1, 2, 4, ..., limit (best of ``repeats``;
     the sweep ends early once fills per second fall well below the best) and keep the
     smallest B within NEAR_BEST of the best fills per second: what batching pays on this
-    machine, model and dtype, for the least wait. Some 30 single fills' time at most."""
+    machine, model and dtype, for the least wait. Some 60 single fills' time at most."""
     lines = PROBE_TEXT.splitlines(keepends=True)
     cut = len(lines) * 2 // 3
     job = FillJob("".join(lines[:cut]) + "        ", "".join(lines[cut:]), (8, 16, 32),
@@ -122,10 +123,16 @@ def probe(engine: Engine, settings: Settings, limit: int = PROBE_SIZES[-1],
     for size in PROBE_SIZES:
         if size > limit:
             break
-        seconds[size] = min(_timed(engine, [job] * size) for _ in range(repeats))
+        # B typing clients, each with its own carried context (a first, untimed, fill
+        # leaves it): a keystroke's fill, not a new document's, is what typing waits for
+        jobs = [replace(job, carry_key=f"{PROBE_KEY}{i}") for i in range(size)]
+        _timed(engine, jobs)
+        seconds[size] = min(_timed(engine, jobs) for _ in range(repeats))
         rates = {b: b / s for b, s in seconds.items()}
         if rates[size] < 0.8 * max(rates.values()):  # past the knee: larger only waits longer
             break
+    for key in [k for k in engine.carries if k.startswith(PROBE_KEY)]:
+        del engine.carries[key]
     rates = {b: b / s for b, s in seconds.items()}
     best = max(rates.values())
     chosen = min(b for b, rate in rates.items() if rate >= NEAR_BEST * best)
