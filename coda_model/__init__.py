@@ -11,6 +11,6 @@ from .tokenizer import Tokenizer, TokenizerError, load_tokenizer
 __all__ = [
     "Cancelled", "CheckpointError", "CodaConfig", "CodaModel", "InfillCandidate", "ContextCarry",
     "InfillRequest", "SamplerConfig",
-    "Tokenizer", "TokenizerError", "denoise", "infill", "infill_many", "load_model", "load_tokenizer",
-    "save_model",
+    "Tokenizer", "TokenizerError", "denoise", "infill", "infill_many", "load_model",
+    "load_tokenizer", "save_model",
 ]

@@ -223,7 +223,8 @@ class CodaModel(nn.Module):
     ) -> torch.Tensor:
         """Final-norm hidden states [B, L, H].
 
-        positions: [L] position ids (default 0..L-1), or [B, L] one row each; key_mask: [B, L_keys] bool, True = attend;
+        positions: [L] position ids (default 0..L-1), or [B, L] one row each;
+        key_mask: [B, L_keys] bool, True = attend;
         kv_context: per-layer (k, v) [1 or B, KV, Lc, D] prepended to this call's keys;
         out_kv: if given, receives each layer's (k, v) for this call's positions;
         causal: autoregressive attention (the AR baseline only; CoDA is bidirectional).
