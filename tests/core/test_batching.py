@@ -101,7 +101,7 @@ def test_the_batch_runner_answers_every_work_as_fill_between_would(shipped):
 
 
 def test_the_probe_measures_and_leaves_no_carries_behind(shipped):
-    found = batching.probe(shipped, SETTINGS, limit=4, repeats=1)
-    assert set(found.seconds) <= {1, 2, 4} and 1 in found.seconds
+    found = batching.probe(shipped, SETTINGS, limit=2, repeats=1)
+    assert set(found.seconds) <= {1, 2} and 1 in found.seconds
     assert found.max_batch in found.seconds
     assert not any(k.startswith(batching.PROBE_KEY) for k in shipped.carries)
