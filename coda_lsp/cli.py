@@ -175,10 +175,22 @@ def http_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=32, metavar="N",
                    help="fills waiting or running at once; past it a request is answered 503 "
                         "with Retry-After at once (default 32)")
+    p.add_argument("--max-batch", type=_max_batch, default="auto", metavar="N|auto",
+                   help="--fast fills from different clients that wait at the same time run "
+                        "as rows of one batch, up to N (1: one at a time); auto measures at "
+                        "start-up how many pay on this machine (default auto)")
     p.add_argument("--allow-host", action="append", metavar="NAME", default=[],
                    help="a Host name besides loopback names, IP addresses and --host that "
                         "requests may name (DNS rebinding guard); repeatable, * for any")
     return p
+
+
+def _max_batch(text: str) -> str | int:
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or auto, got {text!r}")
+    return int(text)
 
 
 def pull_parser() -> argparse.ArgumentParser:
@@ -318,9 +330,14 @@ def http_main(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     policy = Policy.make(args.allow_origin, args.allow_host, bound_host=args.host)
     service = http_server.Service(models, role, defaults, name, args.api_key, fast=args.fast,
-                                  policy=policy, max_queue=args.max_queue)
+                                  policy=policy, max_queue=args.max_queue,
+                                  max_batch=http_server.AUTO_BATCH if args.max_batch == "auto"
+                                  else args.max_batch)
 
     def ready() -> None:  # the line scripts wait for: fills are served from now on
+        if service.probe is not None:
+            print(f"coda-lsp http: batching {service.probe.describe()}", file=sys.stderr,
+                  flush=True)
         print(f"coda-lsp http: serving {name} on {url}", file=sys.stderr, flush=True)
 
     http_server.serve(service, sock, args.verbose, load=spec, on_ready=ready)

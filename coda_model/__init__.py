@@ -3,14 +3,14 @@
 from .checkpoint import CheckpointError, load_model, save_model
 from .config import CodaConfig
 from .forward import ContextCarry
-from .infill import InfillCandidate, infill
+from .infill import InfillCandidate, InfillRequest, infill, infill_many
 from .modeling import CodaModel
 from .sampler import Cancelled, SamplerConfig, denoise
 from .tokenizer import Tokenizer, TokenizerError, load_tokenizer
 
 __all__ = [
     "Cancelled", "CheckpointError", "CodaConfig", "CodaModel", "InfillCandidate", "ContextCarry",
-    "SamplerConfig",
-    "Tokenizer", "TokenizerError", "denoise", "infill", "load_model", "load_tokenizer",
-    "save_model",
+    "InfillRequest", "SamplerConfig",
+    "Tokenizer", "TokenizerError", "denoise", "infill", "infill_many", "load_model",
+    "load_tokenizer", "save_model",
 ]

@@ -43,6 +43,16 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def row_positions(a: int, b: int, offsets: torch.Tensor | None) -> torch.Tensor:
+    """Position ids of columns [a, b): [b - a], or [B, b - a] with row r's columns moved back
+    by offsets[r] (its left padding: a padded row keeps the positions it has alone; padding
+    columns, hidden from attention, get 0)."""
+    columns = torch.arange(a, b, device=None if offsets is None else offsets.device)
+    if offsets is None:
+        return columns
+    return (columns[None, :] - offsets[:, None]).clamp_(min=0)
+
+
 def shifted_sources(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(row, column) of the raw outputs that predict the masked positions: column p-1 (p=0: 0)."""
     rows, cols = mask.nonzero(as_tuple=True)
@@ -54,16 +64,21 @@ class FullForward:
     back as [B, hi - lo, V] for all of them (`dense_region`), else as [N, V] for the masks."""
 
     def __init__(self, model, key_mask: torch.Tensor | None = None,
-                 region: tuple[int, int] | None = None) -> None:
+                 region: tuple[int, int] | None = None,
+                 offsets: torch.Tensor | None = None) -> None:
         self.model = model
         self.key_mask = key_mask
+        self.offsets = offsets  # [B]: row r's position p is column p + offsets[r] (left pad)
         self.passes = 0
         self.dense_region = region if region and dense_logits(model_device(model)) else None
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         self.passes += 1
-        hidden = self.model.hidden_states(x, key_mask=self.key_mask)  # [B, L, H]
+        positions = None
+        if self.offsets is not None:
+            positions = row_positions(0, x.shape[1], self.offsets)
+        hidden = self.model.hidden_states(x, positions=positions, key_mask=self.key_mask)
         if self.dense_region is not None:
             lo, hi = self.dense_region
             sources = (torch.arange(lo, hi, device=x.device) - 1).clamp(min=0)
@@ -86,9 +101,11 @@ class ContextCache:
     """
 
     def __init__(self, model, ids: torch.Tensor, key_mask: torch.Tensor | None,
-                 prefix_len: int, lengths, config, carry: ContextCarry | None = None) -> None:
+                 prefix_len: int, lengths, config, carry: ContextCarry | None = None,
+                 offsets: torch.Tensor | None = None) -> None:
         self.model = model
         self.key_mask = key_mask
+        self.offsets = offsets  # [B] left padding per row (infill_many), no carry with it
         self.refresh_every = config.refresh_every
         self.start = max(0, prefix_len - 1 - config.cache_window)
         self.stop = min(ids.shape[1], prefix_len + max(lengths) + config.cache_window)
@@ -101,14 +118,20 @@ class ContextCache:
         self.carry = carry
         self.context_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         hole = (prefix_len, prefix_len + max(self.lengths))
-        self.dense_region = hole if dense_logits(device) or static_windows(device) else None
-        self.static = static_windows(device)
+        self.dense_region = hole if dense_logits(device) or (
+            static_windows(device) and offsets is None) else None
+        self.static = static_windows(device) and offsets is None
         self.window = None  # graphs.WindowStep: the bucketed window step (static path)
         self.slots: list[KVSlots] = []  # the dynamic path's per-layer context + window buffers
         self.window_mask: torch.Tensor | None = None  # its key mask, context then window
         self.calls = 0
         self.passes = 0  # full passes
         self.window_passes = 0
+
+    def _positions(self, a: int, b: int, device) -> torch.Tensor:
+        if self.offsets is None:
+            return torch.arange(a, b, device=device)
+        return row_positions(a, b, self.offsets)
 
     def _split_mask(self, a: int, b: int) -> torch.Tensor | None:
         """The key mask reordered as [columns before a, columns from b, columns a..b-1]."""
@@ -143,7 +166,7 @@ class ContextCache:
             if cols.numel() and (cols.min() < a or cols.max() >= b):
                 raise ValueError("ContextCache: a mask lies outside the recomputed window")
         hidden = self.model.hidden_states(
-            x[:, a:b], positions=torch.arange(a, b, device=x.device),
+            x[:, a:b], positions=self._positions(a, b, x.device),
             key_mask=self.window_mask, kv_context=self.slots)  # [B, b - a, H]
         return self._logits_of(hidden, a, mask)
 
@@ -211,7 +234,7 @@ class ContextCache:
                            for (pk, pv), (sk, sv) in zip(context, suffix, strict=True)]
         layers_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
         hidden = self.model.hidden_states(
-            x[:, c:e], positions=torch.arange(c, e, device=x.device),
+            x[:, c:e], positions=self._positions(c, e, x.device),
             key_mask=self._split_mask(c, e), kv_context=context, out_kv=layers_kv)
         if context is not None:  # back to column order: [0, c) + [c, e) + [e, width)
             layers_kv = [
@@ -223,6 +246,91 @@ class ContextCache:
             self.carry.keep(x[0].tolist(), layers_kv, p, self.lengths[0], self.suffix_len,
                             reused=c)
         return hidden, c, layers_kv
+
+
+class BatchedWindows:
+    """Logits for several requests' rows in ``infill_many``'s layout (holes aligned at column
+    ``start``, row r's columns moved right by offsets[r]), each request decoding as it would
+    alone through its own ``ContextCache``.
+
+    The first pass is each request's own (its carry included: on a CPU that pass is the
+    cost, and the carry skips most of it); the later steps recompute every row's window in
+    one batched pass. A row's window is its request's own columns [p - 1, p + longest): in
+    the aligned layout they all start at column start - 1, and the columns a shorter window
+    does not have are computed but hidden from every key mask. The context keys/values are
+    each request's own, padded to the longest and masked. For the fast path's settings only
+    (no refresh, no window of context, the CPU layout)."""
+
+    def __init__(self, model, caches: Sequence[ContextCache], rows: Sequence[int],
+                 key_mask: torch.Tensor, start: int, offsets: torch.Tensor,
+                 own_offsets: Sequence[int], own_widths: Sequence[int]) -> None:
+        self.model = model
+        self.caches = list(caches)
+        self.rows = list(rows)  # rows per request, in order
+        self.key_mask = key_mask  # [B, width] of the aligned layout
+        self.start = start
+        self.offsets = offsets
+        self.own_offsets, self.own_widths = list(own_offsets), list(own_widths)
+        self.window = max(c.stop - c.start for c in self.caches)
+        self.slots: list[KVSlots] = []
+        self.mask: torch.Tensor | None = None  # context then window
+        self.passes = 0
+        self.window_passes = 0
+
+    @property
+    def carried(self) -> int:
+        return sum(c.carry.last_reused for c in self.caches if c.carry is not None)
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if not self.slots:
+            self.passes += 1
+            logits, row = [], 0
+            for cache, n, off, w in zip(self.caches, self.rows, self.own_offsets,
+                                        self.own_widths, strict=True):
+                logits.append(cache(x[row : row + n, off : off + w],
+                                    mask[row : row + n, off : off + w]))
+                row += n
+            self._load()
+            return torch.cat(logits)
+        self.window_passes += 1
+        a = self.start - 1
+        b = a + self.window
+        hidden = self.model.hidden_states(
+            x[:, a:b], positions=row_positions(a, b, self.offsets), key_mask=self.mask,
+            kv_context=self.slots)  # [B, window, H]
+        rows, cols = shifted_sources(mask)
+        return self.model.lm_head(hidden[rows, cols - a])
+
+    def _load(self) -> None:
+        """Every request's context keys/values into one buffer per layer, rows padded to the
+        longest context, with room for the window after them; the key mask to match."""
+        batch, device = self.key_mask.shape[0], self.key_mask.device
+        widest = max(c.context_kv[0][0].shape[2] for c in self.caches)
+        context = torch.zeros(batch, widest, dtype=torch.bool, device=device)
+        windows = torch.zeros(batch, self.window, dtype=torch.bool, device=device)
+        a = self.start - 1
+        row = 0
+        for cache, n in zip(self.caches, self.rows, strict=True):
+            width = cache.context_kv[0][0].shape[2]
+            own = cache._split_mask(cache.start, cache.stop)
+            context[row : row + n, :width] = True if own is None else own[:, :width]
+            length = cache.stop - cache.start
+            windows[row : row + n, :length] = self.key_mask[row : row + n, a : a + length]
+            row += n
+        self.mask = torch.cat((context, windows), 1)
+        self.slots = []
+        for layer in range(len(self.caches[0].context_kv)):
+            k0 = self.caches[0].context_kv[layer][0]
+            shape = (batch, k0.shape[1], widest + self.window, k0.shape[3])
+            kb, vb = k0.new_zeros(shape), k0.new_zeros(shape)
+            row = 0
+            for cache, n in zip(self.caches, self.rows, strict=True):
+                k, v = cache.context_kv[layer]
+                kb[row : row + n, :, : k.shape[2]] = k
+                vb[row : row + n, :, : v.shape[2]] = v
+                row += n
+            self.slots.append(KVSlots(kb, vb, widest))
 
 
 class ContextCarry:

@@ -1,4 +1,5 @@
-"""Fill-in-the-middle: prefix + n masks + suffix for several candidate n, decoded as one batch.
+"""Fill-in-the-middle: prefix + n masks + suffix for several candidate n, decoded as one batch
+(``infill``); several requests' candidates as one batch too (``infill_many``).
 
 Rows are right-padded to a common length and the padding is hidden from attention, so each
 candidate decodes as it would alone. A candidate's text stops at the first pad/eos token the
@@ -12,7 +13,14 @@ from dataclasses import dataclass
 
 import torch
 
-from .forward import ContextCache, ContextCarry, FullForward
+from .forward import (
+    BatchedWindows,
+    ContextCache,
+    ContextCarry,
+    FullForward,
+    dense_logits,
+)
+from .graphs import static_windows
 from .sampler import SamplerConfig, denoise
 
 
@@ -109,6 +117,12 @@ def infill(
                   on_state=on_state, stop_ids=(tokenizer.pad_id, tokenizer.eos_id),
                   allowed_at=None if first_banned is None else (
                       len(prefix_ids), first_banned.to(device)))
+    return _candidates(tokenizer, out, probs, start, lengths)
+
+
+def _candidates(tokenizer, out: torch.Tensor, probs: torch.Tensor, start: int,
+                lengths: Sequence[int]) -> list[InfillCandidate]:
+    """One candidate per row: its hole starts at column ``start`` and is lengths[row] long."""
     stops = fill_ends(tokenizer)   # every mask is committed by now
     end = start + max(lengths)
     middles, probs = out[:, start:end].tolist(), probs[:, start:end].tolist()  # one read each
@@ -125,3 +139,113 @@ def infill(
             mean_confidence=sum(confidences) / n,
         ))
     return candidates
+
+
+def _own_windows(model, tokenizer, requests, config, carries, ids, key_mask, start,
+                 offsets) -> BatchedWindows:
+    """``BatchedWindows`` over one ``ContextCache`` per request, built as ``infill`` builds
+    it for that request alone."""
+    device = ids.device
+    carries = list(carries) if carries is not None else [None] * len(requests)
+    caches, own_offsets, own_widths = [], [], []
+    for r, carry in zip(requests, carries, strict=True):
+        own, own_mask = build_batch(r.prefix_ids, r.suffix_ids, r.lengths, tokenizer.mask_id,
+                                    tokenizer.pad_id, device)
+        caches.append(ContextCache(model, own, None if own_mask.all() else own_mask,
+                                   len(r.prefix_ids), [int(n) for n in r.lengths], config,
+                                   carry))
+        own_offsets.append(start - len(r.prefix_ids))
+        own_widths.append(own.shape[1])
+    return BatchedWindows(model, caches, [len(r.lengths) for r in requests], key_mask, start,
+                          offsets, own_offsets, own_widths)
+
+
+@dataclass(frozen=True)
+class InfillRequest:
+    """One request's part of ``infill_many``: what ``infill`` takes for it alone."""
+
+    prefix_ids: Sequence[int]
+    suffix_ids: Sequence[int]
+    lengths: Sequence[int]
+    first_banned: torch.Tensor | None = None  # [V] bool (token healing), as in ``infill``
+
+
+def build_aligned(requests: Sequence[InfillRequest], mask_id: int, pad_id: int,
+                  device) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Several requests' rows with every hole starting in one column: each prefix is
+    left-padded to the longest, each row right-padded to the widest; padding is hidden from
+    attention by the key mask. One hole column lets the rows share ``ContextCache``'s window
+    (the few columns recomputed each step) however long each context is. Returns the ids, the
+    key mask and the hole's first column."""
+    start = max(len(r.prefix_ids) for r in requests)
+    rows, spans = [], []
+    for r in requests:
+        lead = start - len(r.prefix_ids)
+        for n in r.lengths:
+            rows.append([pad_id] * lead + list(r.prefix_ids) + [mask_id] * n
+                        + list(r.suffix_ids))
+            spans.append((lead, len(rows[-1])))
+    width = max(len(row) for row in rows)
+    ids = torch.tensor([row + [pad_id] * (width - len(row)) for row in rows], dtype=torch.long)
+    column = torch.arange(width)
+    lead, end = torch.tensor(spans).unbind(1)
+    key_mask = (column[None, :] >= lead[:, None]) & (column[None, :] < end[:, None])
+    return ids.to(device), key_mask.to(device), start
+
+
+def infill_many(model, tokenizer, requests: Sequence[InfillRequest], config: SamplerConfig,
+                *, should_stop: Callable[[], bool] | None = None,
+                carries: Sequence[ContextCarry | None] | None = None,
+                ) -> list[list[InfillCandidate]]:
+    """``infill`` for several requests at once (different prefixes, suffixes, lengths and
+    healing bans), their rows denoised as one batch: each request's candidates, in order.
+
+    Each row follows its own step schedule (the sampler counts commits per row), so a row
+    decodes as it would alone; only rounding can differ (the batch's shapes pick other
+    kernels; each row keeps its own positions despite the left padding). With the fast
+    path's settings on a CPU
+    (context cache, no refresh, no context window) each request's first pass is its own,
+    ``carries[i]`` included, and only the steps after it are batched (``BatchedWindows``);
+    otherwise the whole aligned batch runs through one ``ContextCache`` or ``FullForward``
+    without carries. Raises Cancelled if should_stop() fires."""
+    if not requests:
+        return []
+    for r in requests:
+        if not r.prefix_ids:
+            raise ValueError("infill needs at least one prefix token: the first mask is "
+                             "predicted by the output of the token before it")
+        if not r.lengths or min(int(n) for n in r.lengths) < 1:
+            raise ValueError(f"candidate lengths must be positive, got {list(r.lengths)}")
+    device = next(model.parameters()).device
+    ids, key_mask, start = build_aligned(requests, tokenizer.mask_id, tokenizer.pad_id, device)
+    lengths = [int(n) for r in requests for n in r.lengths]
+    offsets = torch.tensor([start - len(r.prefix_ids) for r in requests for _ in r.lengths],
+                           device=device)  # each row keeps the positions it has alone
+    own_windows = (config.context_cache and not config.refresh_every
+                   and not config.cache_window and not dense_logits(device)
+                   and not static_windows(device))
+    if own_windows:
+        forward = _own_windows(model, tokenizer, requests, config, carries, ids, key_mask,
+                               start, offsets)
+    elif config.context_cache:
+        forward = ContextCache(model, ids, key_mask, start, lengths, config, offsets=offsets)
+    else:
+        forward = FullForward(model, key_mask, region=(start, start + max(lengths)),
+                              offsets=offsets)
+    allowed_at = None
+    if any(r.first_banned is not None for r in requests):
+        vocab = next(r.first_banned for r in requests if r.first_banned is not None).shape[0]
+        nothing = torch.zeros(vocab, dtype=torch.bool)
+        banned = torch.stack([nothing if r.first_banned is None else r.first_banned.cpu()
+                              for r in requests for _ in r.lengths])
+        allowed_at = (start, banned.to(device))
+    probs = torch.zeros(ids.shape, dtype=torch.float32, device=device)
+    out = denoise(model, ids, config, mask_id=tokenizer.mask_id, should_stop=should_stop,
+                  key_mask=key_mask, forward=forward, probs_out=probs,
+                  stop_ids=(tokenizer.pad_id, tokenizer.eos_id), allowed_at=allowed_at)
+    flat = _candidates(tokenizer, out, probs, start, lengths)
+    grouped, at = [], 0
+    for r in requests:
+        grouped.append(flat[at : at + len(r.lengths)])
+        at += len(r.lengths)
+    return grouped

@@ -49,7 +49,10 @@ def rotary_tables(positions: torch.Tensor, head_dim: int, theta: float, dtype: t
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [B, H, L, D]; rotate-half convention (first half pairs with second half)."""
+    """x [B, H, L, D]; rotate-half convention (first half pairs with second half). cos/sin
+    [L, D] for every row, or [B, L, D] where each row has its own positions."""
+    if cos.dim() == 3:
+        cos, sin = cos[:, None], sin[:, None]
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin
@@ -220,7 +223,8 @@ class CodaModel(nn.Module):
     ) -> torch.Tensor:
         """Final-norm hidden states [B, L, H].
 
-        positions: [L] position ids (default 0..L-1); key_mask: [B, L_keys] bool, True = attend;
+        positions: [L] position ids (default 0..L-1), or [B, L] one row each;
+        key_mask: [B, L_keys] bool, True = attend;
         kv_context: per-layer (k, v) [1 or B, KV, Lc, D] prepended to this call's keys;
         out_kv: if given, receives each layer's (k, v) for this call's positions;
         causal: autoregressive attention (the AR baseline only; CoDA is bidirectional).

@@ -166,7 +166,8 @@ def denoise(
     after each step (read-only: for showing a fill as it sharpens); stop_ids (pad, eos) are
     the tokens config.stop_weight applies to; allowed_at (column, banned [V] bool) keeps the
     tokens marked banned out of that one column (token healing: the first token of a fill
-    must start with the text of the prefix token it replaces).
+    must start with the text of the prefix token it replaces); banned may be [B, V], one per
+    row, when the rows are different requests (``infill_many``).
 
     The step loop keeps its work on the model's device: mask counts are read once and then
     tracked on the host (each step commits a known number), so a step waits on the device
@@ -283,19 +284,22 @@ def _restrict(logits, positions, region, allowed_at):
     sync already; finding the column's rows is one more, on a GPU's sampled path only)."""
     if allowed_at is None:
         return logits
-    col, banned = allowed_at
+    col, banned = allowed_at  # banned: [V] for every row, or [B, V] one per batch row
     floor = torch.finfo(logits.dtype).min
     if region is None:  # the rows of logits that are column col's, one per batch row
         in_col = torch.zeros_like(positions)
         in_col[:, col] = positions[:, col]
         rows = in_col[positions].nonzero().squeeze(1)
+        if banned.dim() == 2:  # the batch rows still masked there, in the same order
+            banned = banned[positions[:, col].nonzero().squeeze(1)]
         return logits.index_put((rows,), logits[rows].masked_fill(banned, floor))
     lo, hi = region
     if not lo <= col < hi:
         return logits
     in_col = torch.zeros(hi - lo, dtype=torch.bool, device=logits.device)
     in_col[col - lo] = True
-    return logits.masked_fill(in_col[None, :, None] & banned[None, None, :], floor)
+    per_row = banned[:, None, :] if banned.dim() == 2 else banned[None, None, :]
+    return logits.masked_fill(in_col[None, :, None] & per_row, floor)
 
 
 def _f32(value: float) -> float:

@@ -14,15 +14,24 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from coda_lsp.core import budget, positions, prompt
 from coda_lsp.core.settings import Settings
-from coda_model import Cancelled, ContextCarry, SamplerConfig, infill, load_model, load_tokenizer
+from coda_model import (
+    Cancelled,
+    ContextCarry,
+    InfillRequest,
+    SamplerConfig,
+    infill,
+    infill_many,
+    load_model,
+    load_tokenizer,
+)
 from coda_model.compiled import compile_layers
 from coda_model.infill import fill_ends
 from coda_model.quantize import cpu_flags, full_precision, int8_fast
@@ -31,7 +40,10 @@ log = logging.getLogger(__name__)
 
 MASK_GLYPH = "\u2591"  # how a still-masked token shows in a partial fill
 INLINE_CANDIDATES = 2  # mask counts tried per keystroke-driven request (hole fills try all)
-CARRIED_DOCUMENTS = 4  # context keys/values kept for this many documents (~117 MB each at 1.7B)
+CARRIED_DOCUMENTS = 4  # context keys/values kept for at least this many documents (~117 MB
+#                       each at 1.7B), and for as many more as CARRY_BUDGET holds, up to 64:
+CARRY_BUDGET = 128 << 20  # bytes; the shipped model's carry is ~1 MiB: 64 clients keep theirs
+MAX_CARRIED = 64
 STOP_WEIGHT = 0.0  # padding committed last: longer, less often empty fills (bench_ranking.py)
 HOLE_CACHE_WINDOW = 16  # hole fills recompute this much context by the hole: 97 % same as exact
 BANNED_CACHE_BYTES = 16 << 20  # token-healing masks kept (one vocabulary-sized bool each)
@@ -65,6 +77,17 @@ class Healing:
 
 
 @dataclass(frozen=True)
+class _Prepared:
+    """A job's text as the model sees it and its ``infill`` input (``Engine._prepare``)."""
+
+    prefix: str
+    suffix: str
+    healed: str  # the prefix text token healing gave back to the canvas
+    request: InfillRequest
+    plan: budget.Plan  # context, lengths, steps and window (core.budget: a big model's CPU plan)
+
+
+@dataclass(frozen=True)
 class Fill:
     text: str
     confidence: float
@@ -78,6 +101,7 @@ class FillResult:
     timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
     reused: int = 0  # context tokens whose keys/values came from the previous request
     prompt_tokens: int = 0  # prefix + suffix tokens the model saw
+    batch: int = 1  # requests whose rows shared these forward passes (``Engine.fill_many``)
 
 
 def pick_device(device: str) -> str:
@@ -122,6 +146,21 @@ def pick_dtype(dtype: str | None, device: str) -> str | None:
     return "int8" if int8_fast() else None
 
 
+def carried_documents(model) -> int:
+    """How many documents' (or HTTP clients') context keys/values to keep: what CARRY_BUDGET
+    holds at the model's full context, within [CARRIED_DOCUMENTS, MAX_CARRIED]. Many typing
+    clients each keep theirs (a batch of them reuses its carries), a large model keeps few."""
+    config = getattr(model, "config", None)
+    try:
+        weight = next(model.parameters())
+        per_document = (2 * config.num_hidden_layers * config.num_key_value_heads
+                        * config.head_dim * config.max_position_embeddings
+                        * weight.element_size())
+    except (AttributeError, StopIteration, TypeError):
+        return CARRIED_DOCUMENTS
+    return max(CARRIED_DOCUMENTS, min(MAX_CARRIED, CARRY_BUDGET // max(1, per_document)))
+
+
 class Engine:
     def __init__(self, model, tokenizer, device: str = "cpu",
                  dtype_name: str | None = None) -> None:
@@ -130,6 +169,7 @@ class Engine:
         self.device = device
         self.dtype_name = dtype_name or dtype_of(model)  # what status lines report
         self.carries: OrderedDict[str, ContextCarry] = OrderedDict()  # worker thread only
+        self.carried_documents = carried_documents(model)
         vocab = getattr(getattr(model, "config", None), "vocab_size", 0) or 1
         masks = max(16, min(1024, BANNED_CACHE_BYTES // vocab))  # 1024 x 8 KiB; 110 at 1.7B
         self.banned_before = functools.lru_cache(maxsize=masks)(self._banned_before)
@@ -222,6 +262,95 @@ class Engine:
         drawn as MASK_GLYPH: lets a client draw the fill sharpening.
         """
         t0 = time.perf_counter()
+        carry = self.carry(job.carry_key) if job.fast else None
+        ready = self._prepare(job, carry)
+        t1 = time.perf_counter()
+        healed = ready.healed
+        with torch.inference_mode(), self._precision(job):
+            candidates = infill(
+                self.model,
+                self.tokenizer,
+                ready.request.prefix_ids,
+                ready.request.suffix_ids,
+                ready.request.lengths,
+                self.sampler(job.settings, ready.plan.steps, job.fast, job.seed,
+                             ready.plan.window),
+                should_stop=should_stop,
+                on_step=on_step,
+                carry=carry,
+                first_banned=ready.request.first_banned,
+                on_middles=None if on_partial is None else (
+                    lambda step, steps, middles: on_partial(
+                        step, steps, [self.partial_text(ids).removeprefix(healed)
+                                      for ids in middles])),
+            )
+        t2 = time.perf_counter()
+        if self.planned:  # the machine may be busier or idler than when it was measured
+            self.speed = self.speed.observed(ready.plan, (t2 - t1) * 1e3)
+        timings = {"prompt": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3}
+        return self._result(job, ready, candidates, timings,
+                            carry.last_reused if carry else 0)
+
+    def fill_many(self, jobs: Sequence[FillJob],
+                  stops: Sequence[Callable[[], bool]]) -> list[FillResult | BaseException]:
+        """``fill`` for several jobs at once (requests from different clients): jobs with the
+        same sampler settings are denoised as rows of one batch (``infill_many``), a job
+        alone in its group takes ``fill`` itself (its carry included). One result or
+        exception per job, in order; a batch stops only when every job in it is stopped."""
+        out: list[FillResult | BaseException | None] = [None] * len(jobs)
+        groups: dict[tuple, list[int]] = {}
+        for i, job in enumerate(jobs):
+            # a big model on a CPU sizes each fill on its own (core.budget): no batches
+            key = (i,) if self.planned else (
+                job.fast, self.sampler(job.settings, job.steps, job.fast, job.seed))
+            groups.setdefault(key, []).append(i)
+        for members in groups.values():
+            if len(members) == 1:
+                i = members[0]
+                try:
+                    out[i] = self.fill(jobs[i], stops[i])
+                except Exception as exc:  # this job's failure, handed back with it
+                    out[i] = exc
+                continue
+            try:
+                results = self._fill_batch([jobs[i] for i in members],
+                                           [stops[i] for i in members])
+            except Exception as exc:  # the whole batch failed or every job was stopped
+                results = [exc] * len(members)
+            for i, result in zip(members, results, strict=True):
+                out[i] = result
+        return out
+
+    def _fill_batch(self, jobs: list[FillJob],
+                    stops: list[Callable[[], bool]]) -> list[FillResult]:
+        """Jobs with one sampler config as one batch, each with its own carry."""
+        t0 = time.perf_counter()
+        carries = [self.carry(job.carry_key) if job.fast else None for job in jobs]
+        if len({id(c) for c in carries if c is not None}) < sum(c is not None for c in carries):
+            carries = [None] * len(jobs)  # two jobs, one carry key: neither may use it
+        ready = [self._prepare(job, carry) for job, carry in zip(jobs, carries, strict=True)]
+        t1 = time.perf_counter()
+        first = jobs[0]
+        with torch.inference_mode(), self._precision(first):
+            grouped = infill_many(self.model, self.tokenizer, [r.request for r in ready],
+                                  self.sampler(first.settings, first.steps, first.fast,
+                                               first.seed),
+                                  should_stop=lambda: all(stop() for stop in stops),
+                                  carries=carries)
+        t2 = time.perf_counter()
+        timings = {"prompt": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3}
+        return [replace(self._result(job, r, candidates, timings,
+                                     carry.last_reused if carry else 0), batch=len(jobs))
+                for job, r, candidates, carry in zip(jobs, ready, grouped, carries, strict=True)]
+
+    @staticmethod
+    def _precision(job: FillJob):
+        """Typing takes int8's speed; hole fills (a second to spare) their fp32 weights."""
+        return contextlib.nullcontext() if job.fast else full_precision()
+
+    def _prepare(self, job: FillJob, carry: ContextCarry | None) -> _Prepared:
+        """The model's input for a job: prompt within the context budget, candidate lengths
+        (the shortest only when fast), token healing."""
         prefix, suffix = positions.for_model(job.prefix), positions.for_model(job.suffix)
         lengths = prompt.candidate_lengths(job.span_lengths, job.settings.max_middle_tokens)
         if job.fast:  # typing: the shortest candidates only, latency grows with the batch
@@ -240,7 +369,6 @@ class Engine:
         lengths = list(p.lengths)
         if job.fast:
             lengths = lengths[:INLINE_CANDIDATES]
-        carry = self.carry(job.carry_key) if job.fast else None
         prefix_ids = p.prefix_ids
         if carry is not None:  # keep the window's far end where the carried keys start
             prefix_ids = prefix_ids[carry.overhang(prefix_ids):]
@@ -248,40 +376,22 @@ class Engine:
         healed, first_banned = ("", None) if heal is None else (heal.text, heal.banned)
         if heal is not None:  # the prompt's last tokens are decided again, with the fill
             prefix_ids, lengths = heal.prefix_ids, [n + heal.extra for n in lengths]
-        t1 = time.perf_counter()
-        # typing takes int8's speed; hole fills (a second to spare) its fp32 weights
-        precision = contextlib.nullcontext() if job.fast else full_precision()
-        with torch.inference_mode(), precision:
-            candidates = infill(
-                self.model,
-                self.tokenizer,
-                prefix_ids,
-                p.suffix_ids,
-                lengths,
-                self.sampler(job.settings, plan.steps, job.fast, job.seed, plan.window),
-                should_stop=should_stop,
-                on_step=on_step,
-                carry=carry,
-                first_banned=first_banned,
-                on_middles=None if on_partial is None else (
-                    lambda step, steps, middles: on_partial(
-                        step, steps, [self.partial_text(ids).removeprefix(healed)
-                                      for ids in middles])),
-            )
-        t2 = time.perf_counter()
-        if self.planned:  # the machine may be busier or idler than when it was measured
-            self.speed = self.speed.observed(plan, (t2 - t1) * 1e3)
-        one_line = job.inline and one_line_only(job.settings.multiline, prefix)
-        fills = [
-            Fill(tidy(c.text.removeprefix(healed), suffix, job.line_ending, prefix,
-                      one_line=one_line), c.fill_confidence, c.length)
-            for c in candidates
-        ]
-        timings = {"prompt": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3}
         log.debug("prompt %d+%d tokens, lengths %s", len(prefix_ids), len(p.suffix_ids),
                   p.lengths)
-        return FillResult(fills, timings, carry.last_reused if carry else 0,
-                          len(prefix_ids) + len(p.suffix_ids))
+        return _Prepared(prefix, suffix, healed,
+                         InfillRequest(prefix_ids, p.suffix_ids, lengths, first_banned), plan)
+
+    def _result(self, job: FillJob, ready: _Prepared, candidates, timings: dict[str, float],
+                reused: int = 0) -> FillResult:
+        one_line = job.inline and one_line_only(job.settings.multiline, ready.prefix)
+        fills = [
+            Fill(tidy(c.text.removeprefix(ready.healed), ready.suffix, job.line_ending,
+                      ready.prefix, one_line=one_line), c.fill_confidence, c.length)
+            for c in candidates
+        ]
+        request = ready.request
+        return FillResult(fills, dict(timings), reused,
+                          len(request.prefix_ids) + len(request.suffix_ids))
 
     def partial_text(self, ids: list[int]) -> str:
         """A middle being denoised: decoded runs, MASK_GLYPH per mask, cut where the fill will
@@ -338,12 +448,13 @@ class Engine:
         return banned
 
     def carry(self, key: str | None) -> ContextCarry | None:
-        """The document's context carry; the least recently used beyond CARRIED_DOCUMENTS go."""
+        """The document's context carry; the least recently used beyond
+        ``carried_documents`` go."""
         if key is None:
             return None
         carry = self.carries.pop(key, None) or ContextCarry()
         self.carries[key] = carry
-        while len(self.carries) > CARRIED_DOCUMENTS:
+        while len(self.carries) > self.carried_documents:
             self.carries.popitem(last=False)
         return carry
 

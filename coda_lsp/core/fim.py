@@ -10,14 +10,14 @@ contract (``coda_lsp.core.contract``), as the language server does.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 
 from lsprotocol import types
 
 from coda_lsp.core import contract, edits, positions
 from coda_lsp.core.documents import Document, DocumentStore
-from coda_lsp.core.engine import Engine, Fill, FillJob
+from coda_lsp.core.engine import Engine, Fill, FillJob, FillResult
 from coda_lsp.core.settings import Settings
 from coda_syntax import spans
 
@@ -32,6 +32,7 @@ class Outcome:
     timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
     reused: int = 0  # fast: context tokens whose keys/values the previous request left
     decision: contract.Decision | None = None  # why nothing passed, the best rejected one
+    batch: int = 1  # requests that shared the first attempt's forward passes
 
 
 def open_document(text: str, uri: str, language_id: str = "") -> Document:
@@ -53,6 +54,54 @@ def hole_span(doc: Document, start: int, end: int) -> spans.Span | None:
     return spans.widen(doc.syntax, doc.byte_at(start), doc.byte_at(end))
 
 
+FillSteps = Generator[FillJob, FillResult, "Outcome"]
+"""A fill as steps: it yields each ``FillJob`` the model must run, is sent the
+``FillResult`` back (or thrown its exception), and returns the ``Outcome``. One driver runs
+it alone (``drive``), another as rows of a batch with other requests' (``core.batching``)."""
+
+
+def drive(steps: FillSteps, run: Callable[[FillJob], FillResult]) -> Outcome:
+    """Run a fill's steps to their outcome, ``run`` answering each job; a failure of
+    ``run`` is raised inside the steps (their ``finally`` sees it), then here."""
+    try:
+        job = next(steps)
+        while True:
+            try:
+                result = run(job)
+            except BaseException as exc:
+                job = steps.throw(exc)
+            else:
+                job = steps.send(result)
+    except StopIteration as end:
+        return end.value
+
+
+def span_steps(doc: Document, span: spans.Span, steps: int, settings: Settings,
+               fast: bool = False, carry_key: str | None = None, inline: bool = False,
+               retry: bool | None = None) -> FillSteps:
+    """``fill_span``'s steps: the fill contract's attempts, each a job for the model."""
+    start, end = doc.offset_of_byte(span.start), doc.offset_of_byte(span.end)
+    job = FillJob(doc.text[:start], doc.text[end:], tuple(span.lengths), steps, settings,
+                  edits.line_ending(doc.text), fast=fast, carry_key=carry_key if fast else None,
+                  inline=inline)
+    errors = spans.error_counter(doc.syntax, span)
+    attempts = contract.Attempts(job, settings.confidence_threshold,
+                                 lambda text: errors(positions.to_bytes(text)),
+                                 retry=not fast if retry is None else retry)
+    first = None
+    while (next_job := attempts.next_job()) is not None:
+        result = yield next_job
+        first = first or result
+        attempts.add(result.fills, contract.engine_seconds(result.timings))
+    decision = attempts.decision
+    timings = dict(first.timings) if first else {}
+    if decision.attempts > 1:
+        timings["retries"] = attempts.elapsed_s * 1e3 - sum(timings.values())
+    return Outcome(decision.fills, decision.candidates, first.prompt_tokens if first else 0,
+                   timings, first.reused if first else 0, decision,
+                   getattr(first, "batch", 1))
+
+
 def fill_span(engine: Engine, doc: Document, span: spans.Span, steps: int, settings: Settings,
               should_stop: Callable[[], bool] | None = None,
               on_partial: Partial | None = None, fast: bool = False,
@@ -67,25 +116,19 @@ def fill_span(engine: Engine, doc: Document, span: spans.Span, steps: int, setti
     retry: try again when every candidate fails (default: unless fast, where a keystroke
     cannot wait).
     """
-    start, end = doc.offset_of_byte(span.start), doc.offset_of_byte(span.end)
-    job = FillJob(doc.text[:start], doc.text[end:], tuple(span.lengths), steps, settings,
-                  edits.line_ending(doc.text), fast=fast, carry_key=carry_key if fast else None,
-                  inline=inline)
-    errors = spans.error_counter(doc.syntax, span)
-    attempts = contract.Attempts(job, settings.confidence_threshold,
-                                 lambda text: errors(positions.to_bytes(text)),
-                                 retry=not fast if retry is None else retry)
-    first = None
-    while (next_job := attempts.next_job()) is not None:
-        result = engine.fill(next_job, should_stop, on_partial=on_partial)
-        first = first or result
-        attempts.add(result.fills, contract.engine_seconds(result.timings))
-    decision = attempts.decision
-    timings = dict(first.timings) if first else {}
-    if decision.attempts > 1:
-        timings["retries"] = attempts.elapsed_s * 1e3 - sum(timings.values())
-    return Outcome(decision.fills, decision.candidates, first.prompt_tokens if first else 0,
-                   timings, first.reused if first else 0, decision)
+    return drive(span_steps(doc, span, steps, settings, fast, carry_key, inline, retry),
+                 lambda job: engine.fill(job, should_stop, on_partial=on_partial))
+
+
+def between_steps(prefix: str, suffix: str, settings: Settings, steps: int,
+                  uri: str = "untitled:fim", fast: bool = False, carry_key: str | None = None,
+                  retry: bool | None = None) -> FillSteps:
+    """``fill_between``'s steps."""
+    doc = open_document(prefix + suffix, uri)
+    cursor = doc.byte_at(len(prefix))
+    span = replace(spans.choose(doc.syntax, cursor), start=cursor, end=cursor)
+    return (yield from span_steps(doc, span, steps, settings, fast, carry_key, inline=True,
+                                  retry=retry))
 
 
 def fill_between(engine: Engine, prefix: str, suffix: str, settings: Settings, steps: int,
@@ -97,11 +140,8 @@ def fill_between(engine: Engine, prefix: str, suffix: str, settings: Settings, s
     Equal to ``coda-lsp fill`` at the same place whenever the span there ends at the cursor
     (the cursor at the end of its line, the common case for these clients), unless fast.
     """
-    doc = open_document(prefix + suffix, uri)
-    cursor = doc.byte_at(len(prefix))
-    span = replace(spans.choose(doc.syntax, cursor), start=cursor, end=cursor)
-    return fill_span(engine, doc, span, steps, settings, should_stop, on_partial, fast,
-                     carry_key, inline=True, retry=retry)
+    return drive(between_steps(prefix, suffix, settings, steps, uri, fast, carry_key, retry),
+                 lambda job: engine.fill(job, should_stop, on_partial=on_partial))
 
 
 def best_fill(model, tokenizer) -> Callable[[str, str, int], str]:

@@ -7,6 +7,12 @@ has; the sampler polls that flag between denoising steps (``should_stop``). Canc
 awaiting task (what pygls does on ``$/cancelRequest``) raises the flag too.
 
 ``submit`` and ``close`` must be called on the event loop thread.
+
+Batching (``batching``): jobs submitted with a ``group`` may run together. When the worker
+takes such a job it also takes the waiting jobs of the same group, up to ``max_batch``, and
+hands them to the batch runner as one call (rows of one forward pass). Each keeps its own
+stop flag: newest-wins and hang-ups stop a member's answer, the others' go on. A group of
+one runs ``job.work`` exactly as without batching.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import itertools
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +30,8 @@ log = logging.getLogger(__name__)
 
 ShouldStop = Callable[[], bool]
 Work = Callable[[ShouldStop], Any]
+Outcome = tuple[Any, BaseException | None]  # a batched job's result, or why it has none
+BatchRunner = Callable[[list[Work], list[ShouldStop]], list[Outcome]]
 
 
 class Superseded(Exception):
@@ -37,6 +45,7 @@ class Job:
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     id: int
+    group: Hashable | None = None  # jobs of one group may share a batch
     stop: threading.Event = field(default_factory=threading.Event)
 
     def should_stop(self) -> bool:
@@ -47,18 +56,31 @@ class Scheduler:
     def __init__(self) -> None:
         self._queue: deque[Job] = deque()
         self._pending: dict[str, Job] = {}
-        self._running: Job | None = None
+        self._running: list[Job] = []
+        self._runner: BatchRunner | None = None
+        self.max_batch = 1
         self._cond = threading.Condition()
         self._closed = False
         self._retiring = False  # finish what is queued, then end: a swapped-out model
         self._ids = itertools.count(1)
         self._thread: threading.Thread | None = None
         self.started = 0  # jobs whose work actually ran (tests and logs read it)
+        self.batches = 0  # batches of two or more jobs run
 
-    def submit(self, key: str | None, work: Work) -> asyncio.Future:
-        """Queue ``work(should_stop)``; keyed work replaces older work with the same key."""
+    def batching(self, runner: BatchRunner, max_batch: int) -> None:
+        """Run up to ``max_batch`` waiting jobs of one group as one ``runner(works, stops)``
+        call (one outcome per work, in order); 1 turns batching off."""
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        with self._cond:
+            self._runner, self.max_batch = runner, max_batch
+
+    def submit(self, key: str | None, work: Work, group: Hashable | None = None
+               ) -> asyncio.Future:
+        """Queue ``work(should_stop)``; keyed work replaces older work with the same key.
+        ``group``: work that may run batched with the group's other waiting work."""
         loop = asyncio.get_running_loop()
-        job = Job(key, work, loop.create_future(), loop, next(self._ids))
+        job = Job(key, work, loop.create_future(), loop, next(self._ids), group)
         job.future.add_done_callback(lambda fut: fut.cancelled() and job.stop.set())
         with self._cond:
             if self._closed or self._retiring:
@@ -69,8 +91,9 @@ class Scheduler:
                 if older is not None:
                     older.stop.set()
                     self._resolve(older, exc=Superseded(f"replaced by job {job.id}"))
-                if self._running is not None and self._running.key == key:
-                    self._running.stop.set()
+                for running in self._running:
+                    if running.key == key:
+                        running.stop.set()
                 self._pending[key] = job
             self._queue.append(job)
             self._ensure_thread()
@@ -81,7 +104,7 @@ class Scheduler:
         """Jobs still to answer: waiting (not dropped) plus the one running."""
         with self._cond:
             waiting = sum(not job.stop.is_set() for job in self._queue)
-            return waiting + (self._running is not None)
+            return waiting + len(self._running)
 
     def has_pending(self, key: str | None) -> bool:
         """Whether a submission with this key would replace a waiting job (not add one)."""
@@ -91,8 +114,8 @@ class Scheduler:
     def close(self) -> None:
         with self._cond:
             self._closed = True
-            if self._running is not None:
-                self._running.stop.set()
+            for running in self._running:
+                running.stop.set()
             for job in self._queue:
                 job.stop.set()
                 self._resolve(job, exc=Superseded("server shutting down"))
@@ -111,7 +134,7 @@ class Scheduler:
     def idle(self) -> bool:
         """Nothing queued and nothing running."""
         with self._cond:
-            return not self._queue and self._running is None
+            return not self._queue and not self._running
 
     def _ensure_thread(self) -> None:
         if self._thread is None:
@@ -125,15 +148,55 @@ class Scheduler:
                     self._cond.wait()
                 if self._closed or not self._queue:
                     return
-                job = self._queue.popleft()
-                if job.key is not None and self._pending.get(job.key) is job:
-                    del self._pending[job.key]
+                job = self._take(self._queue.popleft())
                 if job.stop.is_set():
                     continue
-                self._running = job
-            self._run(job)
+                jobs = [job, *self._companions(job)]
+                self._running = jobs
+            if len(jobs) == 1:
+                self._run(job)
+            else:
+                self._run_batch(jobs)
             with self._cond:
-                self._running = None
+                self._running = []
+
+    def _take(self, job: Job) -> Job:
+        """A job leaving the queue is no longer the one its key's next submission replaces."""
+        if job.key is not None and self._pending.get(job.key) is job:
+            del self._pending[job.key]
+        return job
+
+    def _companions(self, first: Job) -> list[Job]:
+        """Waiting jobs of ``first``'s group (queue order, up to max_batch in all), taken out
+        of the queue; dropped jobs are cleared out of it on the way (lock held)."""
+        if first.group is None or self._runner is None or self.max_batch < 2:
+            return []
+        taken: list[Job] = []
+        kept: deque[Job] = deque()
+        for job in self._queue:
+            if job.stop.is_set():
+                self._take(job)
+            elif job.group == first.group and len(taken) + 1 < self.max_batch:
+                taken.append(self._take(job))
+            else:
+                kept.append(job)
+        self._queue = kept
+        return taken
+
+    def _run_batch(self, jobs: list[Job]) -> None:
+        self.started += len(jobs)
+        self.batches += 1
+        try:
+            outcomes = self._runner([job.work for job in jobs], [job.should_stop for job in jobs])
+        except BaseException as error:  # the runner itself failed: every member hears why
+            outcomes = [(None, error)] * len(jobs)
+        for job, (result, error) in zip(jobs, outcomes, strict=True):
+            if job.stop.is_set():
+                self._resolve(job, exc=Superseded(f"job {job.id} stopped"))
+            elif error is not None:
+                self._resolve(job, exc=error)
+            else:
+                self._resolve(job, result=result)
 
     def _run(self, job: Job) -> None:
         self.started += 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import itertools
 import json
@@ -36,9 +37,17 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from coda_lsp import __version__
-from coda_lsp.core import fim, logs
+from coda_lsp.core import batching, fim, logs
 from coda_lsp.core.engine import Cancelled, Engine, FillJob
-from coda_lsp.core.models import Models, ModelSpec, Role, download_message, first_line, model_name
+from coda_lsp.core.models import (
+    Models,
+    ModelSpec,
+    Role,
+    Served,
+    download_message,
+    first_line,
+    model_name,
+)
 from coda_lsp.core.scheduling import Scheduler, Superseded
 from coda_lsp.core.settings import Settings
 from coda_lsp.http.grammar import document_uri
@@ -71,6 +80,7 @@ CLIENT_GONE = 499  # nginx's "client closed request": nobody reads it, the log d
 MAX_QUEUE = 32  # fills waiting or running; past it a request is answered 503 at once
 RETRY_AFTER_MAX = 60  # seconds: the most a 503 asks a client to wait
 RETRY_LOADING = 2  # seconds a request asks to wait while the model loads
+AUTO_BATCH = 0  # --max-batch auto: measure at load how many fills a batch may hold
 
 
 class HttpError(Exception):
@@ -87,7 +97,8 @@ class Service:
 
     def __init__(self, models: Models, role: Role, settings: Settings, model_name: str,
                  api_key: str | None = None, fast: bool = False,
-                 policy: Policy | None = None, max_queue: int = MAX_QUEUE) -> None:
+                 policy: Policy | None = None, max_queue: int = MAX_QUEUE,
+                 max_batch: int = 1) -> None:
         self.models = models
         self.role = role
         self.policy = policy or Policy.make()  # who may call: no web page unless allowed
@@ -96,6 +107,8 @@ class Service:
         self.model_name = model_name
         self.api_key = api_key
         self.max_queue = max_queue
+        self.max_batch = max_batch  # --fast fills per batch; AUTO_BATCH: measured at load
+        self.probe: batching.Probe | None = None  # what the measurement found
         self.metrics = Metrics(lambda: self.scheduler.depth() if self.ready else 0, max_queue)
         self.fill_seconds = 1.0  # recent fills' mean model time (EWMA): sizes Retry-After
         self.closing = False
@@ -121,8 +134,13 @@ class Service:
                 message = f"loading {name} (downloaded {total / 1e6:.1f} MB)"
             self.loading = {"percent": percent, "message": message}
 
+        def load_model() -> Served:
+            served = self.models.load(spec, download)
+            self.batch(served)
+            return served
+
         try:
-            served = await _in_thread(lambda: self.models.load(spec, download))
+            served = await _in_thread(load_model)
         except Exception as exc:  # ModelError, CheckpointError, torch errors: one line
             self.load_error = f"cannot load the model from {spec.ref}: {first_line(exc)}"
             self.loading = {"percent": None, "message": self.load_error}
@@ -130,6 +148,20 @@ class Service:
             return
         self.models.install(self.role, served)
         on_ready()
+
+    def batch(self, served: Served) -> None:
+        """Let the worker run waiting ``--fast`` fills as one batch: up to ``max_batch``, or
+        as many as pay on this machine (``batching.probe``, a few seconds) under AUTO_BATCH.
+        The exact path (hole fills, retries, fp32) and remote engines stay one at a time."""
+        engine = served.engine
+        if not self.fast or self.max_batch == 1 or not hasattr(engine, "fill_many"):
+            return
+        size = self.max_batch
+        if size == AUTO_BATCH:
+            self.loading = {"percent": None, "message": "measuring what batching gains"}
+            self.probe = batching.probe(engine, self.settings)
+            size = self.probe.max_batch
+        served.scheduler.batching(functools.partial(batching.run_batch, engine), size)
 
     def require_ready(self) -> None:
         if not self.ready:
@@ -179,40 +211,14 @@ class Service:
                on_partial: fim.Partial | None = None) -> tuple[asyncio.Future, Settings]:
         settings = req.settings(self.settings)
         self.admit(req)
-        engine = self.engine  # the model this request started on, even across a swap
-        queued = time.perf_counter()
-
-        def work(should_stop: Callable[[], bool]) -> fim.Outcome:
-            polls = 0  # the sampler asks before each step: polls - 1 steps ran
-            started = time.perf_counter()
-            self.metrics.waited.observe(started - queued)
-
-            def counted() -> bool:
-                nonlocal polls
-                polls += 1
-                return should_stop()
-
-            uri, how = document_uri(req.prefix, req.suffix, req.language, req.filename)
-            log.debug("[%s] running (%s: %s)", stages.request_id, how, uri)
-            try:
-                if req.lengths is not None:  # the caller chose the span and ranks the fills
-                    return span_fill(engine, req, settings, counted, on_partial)
-                return fim.fill_between(engine, req.prefix, req.suffix, settings,
-                                        settings.steps, uri=uri, should_stop=counted,
-                                        on_partial=on_partial, fast=self.fast,
-                                        carry_key=f"client:{req.client}")
-            except Cancelled:
-                log.info("[%s] stopped after %d of %d denoising steps", stages.request_id,
-                         polls - 1, req.steps or settings.steps)
-                raise
-            finally:
-                seconds = time.perf_counter() - started
-                self.metrics.model.observe(seconds)
-                self.fill_seconds = 0.8 * self.fill_seconds + 0.2 * seconds
-
         served = self.models.get(self.role)
         assert served is not None
-        return served.scheduler.submit(req.client, work), settings
+        # the model this request started on, even across a swap
+        work = FillWork(self, served.engine, req, settings, stages, on_partial)
+        # --fast fills that draw no partial fills may share a batch (``core.batching``)
+        typing = self.fast and on_partial is None and (req.lengths is None or req.fast)
+        group = "typing" if typing else None
+        return served.scheduler.submit(req.client, work, group), settings
 
     def answer(self, future: asyncio.Future, req: FimRequest, settings: Settings,
                stages: logs.Stages) -> Answer:
@@ -309,17 +315,61 @@ class Service:
         self.models.close()
 
 
-def span_fill(engine: Engine, req: FimRequest, settings: Settings,
-              should_stop: Callable[[], bool], on_partial: fim.Partial | None) -> fim.Outcome:
+class FillWork:
+    """One request's fill on the model worker: alone (called with its stop flag) or, as
+    ``steps``, beside other requests' rows in one batch (``core.batching``)."""
+
+    def __init__(self, service: Service, engine: Engine, req: FimRequest, settings: Settings,
+                 stages: logs.Stages, on_partial: fim.Partial | None) -> None:
+        self.service, self.engine, self.req, self.settings = service, engine, req, settings
+        self.stages, self.on_partial = stages, on_partial
+        self.queued = time.perf_counter()
+
+    def __call__(self, should_stop: Callable[[], bool]) -> fim.Outcome:
+        polls = 0  # the sampler asks before each step: polls - 1 steps ran
+
+        def counted() -> bool:
+            nonlocal polls
+            polls += 1
+            return should_stop()
+
+        try:
+            return fim.drive(self.steps(counted), lambda job: self.engine.fill(
+                job, counted, on_partial=self.on_partial))
+        except Cancelled:
+            log.info("[%s] stopped after %d of %d denoising steps", self.stages.request_id,
+                     polls - 1, self.req.steps or self.settings.steps)
+            raise
+
+    def steps(self, should_stop: Callable[[], bool]) -> fim.FillSteps:
+        """The fill as steps: the jobs it needs the model for (one, unless retried)."""
+        service, req, settings = self.service, self.req, self.settings
+        started = time.perf_counter()
+        service.metrics.waited.observe(started - self.queued)
+        uri, how = document_uri(req.prefix, req.suffix, req.language, req.filename)
+        log.debug("[%s] running (%s: %s)", self.stages.request_id, how, uri)
+        try:
+            if req.lengths is not None:  # the caller chose the span and ranks the fills
+                return (yield from span_steps(req, settings))
+            return (yield from fim.between_steps(req.prefix, req.suffix, settings,
+                                                 settings.steps, uri=uri, fast=service.fast,
+                                                 carry_key=f"client:{req.client}"))
+        finally:
+            seconds = time.perf_counter() - started
+            service.metrics.model.observe(seconds)
+            service.fill_seconds = 0.8 * service.fill_seconds + 0.2 * seconds
+
+
+def span_steps(req: FimRequest, settings: Settings) -> fim.FillSteps:
     """A span request: one ``Engine.fill`` at the caller's lengths, its fills as they came
     (the caller ranks them with its own syntax tree and runs the fill contract's retries)."""
     job = FillJob(req.prefix, req.suffix, req.lengths or (), req.steps or settings.steps, settings,
                   fast=req.fast,
                   carry_key=f"client:{req.client}" if req.fast and req.client else None,
                   inline=req.inline, seed=req.seed)
-    result = engine.fill(job, should_stop, on_partial=on_partial)
+    result = yield job
     return fim.Outcome(result.fills, len(result.fills), result.prompt_tokens, result.timings,
-                       result.reused)
+                       result.reused, batch=getattr(result, "batch", 1))
 
 
 async def _disconnected(request: Request) -> None:
@@ -371,7 +421,8 @@ def create_app(service: Service,
                                 headers={"Retry-After": str(RETRY_LOADING)})
         return JSONResponse({"status": "ok", "models": service.models.describe(with_ref=False),
                              "queue": {"depth": service.scheduler.depth(),
-                                       "max": service.max_queue}})
+                                       "max": service.max_queue,
+                                       "max_batch": service.scheduler.max_batch}})
 
     async def metrics(request: Request) -> Response:
         return Response(service.metrics.text(), media_type=service.metrics.content_type)

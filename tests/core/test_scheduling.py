@@ -132,3 +132,92 @@ def test_errors_reach_the_awaiter_and_closed_scheduler_refuses():
             await sched.submit("doc", boom)
 
     asyncio.run(main())
+
+
+class BatchRecorder:
+    """A batch runner over FakeEngine works: records each batch's size, polls each member's
+    stop flag between ticks as the sampler does for a batch (every member's rows run until
+    all are stopped), answers each member or the error that stopped it."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.sizes = []
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self, works, stops):
+        self.sizes.append(len(works))
+        self.started.set()
+        self.release.wait()
+        return [(work(lambda: False), None) for work in works]
+
+
+def test_waiting_jobs_of_one_group_run_as_one_batch_and_each_gets_its_own_answer():
+    async def main():
+        sched, engine = Scheduler(), FakeEngine()
+        runner = BatchRecorder(engine)
+        sched.batching(runner, max_batch=3)
+        engine.gate.clear()  # the first job holds the worker while five more arrive
+        first = sched.submit("a", engine.job("a"), group="typing")
+        await asyncio.sleep(0.05)
+        rest = [sched.submit(k, engine.job(k), group="typing") for k in "bcde"]
+        other = sched.submit("f", engine.job("f"))  # no group: never batched
+        engine.gate.set()
+        outcomes = await gather_outcomes([first, *rest, other])
+        sched.close()
+        return runner.sizes, outcomes, sched.batches
+
+    sizes, outcomes, batches = asyncio.run(main())
+    assert outcomes == ["a", "b", "c", "d", "e", "f"]
+    assert sizes == [3] and batches == 1  # b, c, d together (max 3), then e alone, f alone
+
+
+def test_a_cancelled_member_of_a_batch_is_answered_superseded_and_the_others_complete():
+    async def main():
+        sched, engine = Scheduler(), FakeEngine()
+        runner = BatchRecorder(engine)
+        sched.batching(runner, max_batch=8)
+        engine.gate.clear()
+        blocker = sched.submit("x", engine.job("x"))
+        await asyncio.sleep(0.05)
+        members = {k: sched.submit(k, engine.job(k), group="typing") for k in "abc"}
+        runner.release.clear()
+        engine.gate.set()
+        await asyncio.get_running_loop().run_in_executor(None, runner.started.wait)
+        assert sched.depth() == 3  # the batch is running: three jobs
+        members["b"].cancel()  # the client hung up mid-batch
+        newer = sched.submit("c", engine.job("c2"), group="typing")  # newest wins for c
+        runner.release.set()
+        await blocker
+        outcomes = {}
+        for k, f in members.items():
+            try:
+                outcomes[k] = await f
+            except (Superseded, asyncio.CancelledError) as exc:
+                outcomes[k] = type(exc).__name__
+        outcomes["c2"] = await newer
+        sched.close()
+        return outcomes, runner.sizes
+
+    outcomes, sizes = asyncio.run(main())
+    assert outcomes == {"a": "a", "b": "CancelledError", "c": "Superseded", "c2": "c2"}
+    assert sizes == [3]  # c2 arrived while the batch ran: it ran after it, alone
+
+
+def test_max_batch_one_runs_grouped_jobs_alone():
+    async def main():
+        sched, engine = Scheduler(), FakeEngine()
+        runner = BatchRecorder(engine)
+        sched.batching(runner, max_batch=1)
+        engine.gate.clear()
+        futures = [sched.submit(k, engine.job(k), group="typing") for k in "abc"]
+        engine.gate.set()
+        outcomes = await gather_outcomes(futures)
+        sched.close()
+        return outcomes, runner.sizes
+
+    outcomes, sizes = asyncio.run(main())
+    assert outcomes == ["a", "b", "c"] and sizes == []
+    with pytest.raises(ValueError, match="max_batch"):
+        Scheduler().batching(lambda works, stops: [], 0)

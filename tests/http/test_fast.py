@@ -26,3 +26,28 @@ def test_a_clients_next_keystroke_reuses_the_context_it_left(fast_server):
         assert status == 200 and isinstance(body["content"], str)
         line = fast_server.wait_for("reused=", start=start)
     assert int(line.split("reused=")[1].split()[0]) > 0  # the second keystroke reused context
+
+
+def test_concurrent_clients_on_a_batching_server_are_each_answered_newest_wins(tiny_model_dir):
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = Server(tiny_model_dir, "--fast", "--max-batch", "8")
+    try:
+        status, health = server.request("GET", "/health")
+        assert status == 200 and health["queue"]["max_batch"] == 8
+
+        def send(client: str, typed: str):
+            return server.request("POST", "/infill", {
+                "input_prefix": PREFIX, "prompt": typed, "input_suffix": "\n"},
+                headers=server.headers(**{"X-Coda-Client": client}))
+
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            firsts = [pool.submit(send, f"c{i}", "        self.") for i in range(8)]
+            again = pool.submit(send, "c0", "        self.items")  # c0 types on
+            answers = [f.result() for f in firsts]
+            last = again.result()
+        assert last[0] == 200 and isinstance(last[1]["content"], str)
+        assert all(status == 200 for status, _ in answers[1:])
+        assert answers[0][0] in (200, 409)  # c0's older request: answered or replaced
+    finally:
+        server.stop()

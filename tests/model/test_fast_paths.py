@@ -155,16 +155,18 @@ def test_a_rotated_key_moves_position_by_one_more_rotation():
     from coda_model.forward import _rotate
     from coda_model.modeling import apply_rotary, rotary_tables
 
-    k = torch.randn(1, 2, 1, 64)
+    k = torch.randn(1, 2, 1, 64, generator=torch.Generator().manual_seed(0))
+
     def at(p):
         return apply_rotary(k, *[t[:, None, None, :] for t in
                                  rotary_tables(torch.tensor([p]), 64, 10000.0, k.dtype)])
 
     [(moved, _)] = _rotate([(at(300), k)], torch.tensor([-7]), 10000.0)
-    torch.testing.assert_close(moved, at(293), atol=1e-5, rtol=1e-5)
+    # fp32 rotations composed at position ~300: ~1e-5 apart, as the sin/cos tables round
+    torch.testing.assert_close(moved, at(293), atol=5e-5, rtol=1e-5)
     rows = torch.cat([at(50), at(60)])
     [(both, _)] = _rotate([(rows, rows)], torch.tensor([5, -10]), 10000.0)
-    torch.testing.assert_close(both, torch.cat([at(55), at(50)]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(both, torch.cat([at(55), at(50)]), atol=5e-5, rtol=1e-5)
 
 
 def test_carry_matches_shifted_windows():

@@ -1,0 +1,156 @@
+"""N typing clients against ``coda-lsp http --fast``, one fill at a time against batched.
+
+Starts the real server twice in one run, ``--max-batch 1`` (one fill at a time, what it was)
+and ``--max-batch auto`` (fills waiting together share forward passes, batch size measured
+at start-up), both alive for the whole run. For each N in ``--clients`` it runs the round on
+one server and then the other (interleaved: a busy box drifts between rounds).
+
+A round: N clients, each typing a line into its own file (``bench_http.context``) for
+``--seconds``: one llama.vim-shaped ``/infill`` per typed character under its own
+``X-Coda-Client`` key, sent when the previous answer came back (plus ``--think-ms``). A
+request sent before the deadline is waited for. Each client's first request (its file's
+first: a full pass, no context carried from a previous keystroke) is sent before the clock
+starts and not timed, unless ``--cold``. Prints, per server and N, the fills
+answered, fills per second (answered over the round's wall time) and p50/p95 latency, then
+the issue's two ratios and the load average before and after.
+
+    python benchmarks/bench_clients.py                        # N = 1 4 16 64, 20 s rounds
+    python benchmarks/bench_clients.py --clients 1 16 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_http import TYPED, Target, context, infill_body, percentile  # noqa: E402
+
+
+def start_server(max_batch: str, args) -> tuple[subprocess.Popen, str, str]:
+    """The server's process, URL and its batching line ("" when it printed none)."""
+    command = [sys.executable, "-m", "coda_lsp", "http", "--fast", "--port", "0",
+               "--max-batch", max_batch, "--max-queue", "1024"]
+    if args.model:
+        command += ["--model", args.model]
+    if args.steps:
+        command += ["--steps", str(args.steps)]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ})
+    assert proc.stderr is not None
+    note = ""
+    for line in proc.stderr:
+        if "coda-lsp http: batching" in line:
+            note = line.split("batching", 1)[1].strip()
+        if "serving" in line:
+            url = line.strip().rsplit(" ", 1)[1]
+            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
+            return proc, url, note
+    raise SystemExit("the server did not start:\n" + proc.stderr.read())
+
+
+def typing_round(target: Target, clients: int, seconds: float, think_s: float,
+                 warmup: bool) -> dict:
+    """Closed-loop typing clients for ``seconds``; their answered requests' latencies."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    clock: list[float] = []  # start, deadline: set as the warmed-up clients are released
+
+    def start_clock() -> None:
+        now = time.perf_counter()
+        clock[:] = [now, now + seconds]
+
+    warm = threading.Barrier(clients + 1, action=start_clock)
+
+    def client(c: int) -> None:
+        before, after = context(c)
+        if warmup:  # the file's first request (a full pass, no carried context): not timed
+            target.post("/infill", infill_body(before + "    ", after), f"client-{c}", None,
+                        (c, -1))
+        warm.wait()
+        k = 0
+        while time.perf_counter() < clock[1]:
+            typed = TYPED[: k % len(TYPED) + 1]
+            result = target.post("/infill", infill_body(before + "    " + typed, after),
+                                 f"client-{c}", None, (c, k))
+            with lock:
+                statuses[result.status] = statuses.get(result.status, 0) + 1
+                if result.status == 200:
+                    latencies.append(result.ms)
+            k += 1
+            time.sleep(think_s)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    warm.wait()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - clock[0]
+    return {"clients": clients, "answered": len(latencies), "wall_s": wall,
+            "fills_per_s": len(latencies) / wall, "p50_ms": percentile(latencies, 50),
+            "p95_ms": percentile(latencies, 95),
+            "other": {s: n for s, n in statuses.items() if s != 200}}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="model folder (default: shipped)")
+    p.add_argument("--steps", type=int, default=None, help="server --steps (default: its own)")
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 64])
+    p.add_argument("--seconds", type=float, default=20.0, help="typing time per round")
+    p.add_argument("--think-ms", type=float, default=20.0, help="between answer and next key")
+    p.add_argument("--batched", default="auto", help="--max-batch of the batched server")
+    p.add_argument("--cold", action="store_true",
+                   help="time each client's first request too (by default it warms the "
+                        "server's carried context for that client and is not timed)")
+    args = p.parse_args()
+
+    print(f"load average before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
+          f"{os.getloadavg()[2]:.2f}")
+    servers = {}
+    try:
+        for name, max_batch in (("one at a time", "1"), ("batched", args.batched)):
+            proc, url, note = start_server(max_batch, args)
+            servers[name] = (proc, Target(url, None))
+            print(f"{name}: --max-batch {max_batch} on {url}" + (f" ({note})" if note else ""))
+        rows: dict[str, list[dict]] = {name: [] for name in servers}
+        for n in args.clients:
+            for name, (_, target) in servers.items():
+                row = typing_round(target, n, args.seconds, args.think_ms / 1e3,
+                                   not args.cold)
+                row["load"] = os.getloadavg()[0]
+                rows[name].append(row)
+                print(f"  {name:>13}, {n:>3} clients: {row['answered']:>5} fills, "
+                      f"{row['fills_per_s']:6.2f}/s, p50 {row['p50_ms']:8.0f} ms, "
+                      f"p95 {row['p95_ms']:8.0f} ms, load {row['load']:.1f}"
+                      + (f", other {row['other']}" if row["other"] else ""), flush=True)
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait(timeout=30)
+
+    for name, table in rows.items():
+        print(f"\n{name}\n| clients | fills | fills/s | p50 ms | p95 ms | load |\n"
+              "|---|---|---|---|---|---|")
+        for r in table:
+            print(f"| {r['clients']} | {r['answered']} | {r['fills_per_s']:.2f} | "
+                  f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['load']:.1f} |")
+    one, batched = rows["one at a time"], rows["batched"]
+    print()
+    for a, b in zip(one, batched, strict=True):
+        print(f"{a['clients']:>3} clients: batched/one-at-a-time fills/s "
+              f"{b['fills_per_s'] / a['fills_per_s']:.2f}x; batched p95 / batched 1-client "
+              f"p95 {b['p95_ms'] / batched[0]['p95_ms']:.2f}x")
+    print(f"load average after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
+          f"{os.getloadavg()[2]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
