@@ -43,6 +43,24 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+ROWS_ON_DEMAND = True  # benchmarks clear it to compare with computing every row every step
+
+
+def needed_rows(mask: torch.Tensor) -> slice | torch.Tensor | None:
+    """The batch rows with a position in ``mask`` (the sampler leaves out the rows that commit
+    nothing this step): None for all of them (or none), a slice when they are consecutive
+    (views of per-row buffers, no copies: candidates are sorted by length, so the rows
+    waiting for their last steps are the first ones), else their indices."""
+    if not ROWS_ON_DEMAND:
+        return None
+    rows = mask.any(dim=1).nonzero().squeeze(1).tolist()
+    if not rows or len(rows) == mask.shape[0]:
+        return None
+    if rows[-1] - rows[0] + 1 == len(rows):
+        return slice(rows[0], rows[-1] + 1)
+    return torch.tensor(rows, device=mask.device)
+
+
 def shifted_sources(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(row, column) of the raw outputs that predict the masked positions: column p-1 (p=0: 0)."""
     rows, cols = mask.nonzero(as_tuple=True)
@@ -63,11 +81,17 @@ class FullForward:
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         self.passes += 1
-        hidden = self.model.hidden_states(x, key_mask=self.key_mask)  # [B, L, H]
         if self.dense_region is not None:
+            hidden = self.model.hidden_states(x, key_mask=self.key_mask)  # [B, L, H]
             lo, hi = self.dense_region
             sources = (torch.arange(lo, hi, device=x.device) - 1).clamp(min=0)
             return self.model.lm_head(hidden[:, sources])  # [B, hi - lo, V]
+        key_mask = self.key_mask
+        sel = needed_rows(mask)
+        if sel is not None:  # rows are independent: the others' logits are not wanted
+            x, mask = x[sel], mask[sel]
+            key_mask = None if key_mask is None else key_mask[sel]
+        hidden = self.model.hidden_states(x, key_mask=key_mask)  # [B', L, H]
         rows, cols = shifted_sources(mask)
         return self.model.lm_head(hidden[rows, cols])  # [N, V]
 
@@ -138,13 +162,19 @@ class ContextCache:
         self.window_passes += 1
         if self.static:  # fixed shapes and buffers: a CUDA graph replay on a GPU
             return self._logits_of(self.window(x[:, a:b]), a, mask, head_done=True)
+        slots, window_mask, sel = self.slots, self.window_mask, None
         if self.dense_region is None:
             rows, cols = shifted_sources(mask)
             if cols.numel() and (cols.min() < a or cols.max() >= b):
                 raise ValueError("ContextCache: a mask lies outside the recomputed window")
+            sel = needed_rows(mask)
+        if sel is not None:  # only the rows that commit this step (the others wait)
+            x, mask = x[sel], mask[sel]
+            slots = [s.rows(sel) for s in slots]
+            window_mask = None if window_mask is None else window_mask[sel]
         hidden = self.model.hidden_states(
             x[:, a:b], positions=torch.arange(a, b, device=x.device),
-            key_mask=self.window_mask, kv_context=self.slots)  # [B, b - a, H]
+            key_mask=window_mask, kv_context=slots)  # [B', b - a, H]
         return self._logits_of(hidden, a, mask)
 
     def _load_slots(self, width: int) -> None:

@@ -234,8 +234,12 @@ def _step(forward, x, eligible, left, t, s, last, config, mask_id, generator, pr
     counts = [int(_f32(n * ratio)) if not last else n for n in left]
     if config.threshold is None and not any(counts) and config.skip_idle_steps:
         return left
-    logits = forward(x, eligible)
     region = getattr(forward, "dense_region", None)
+    if region is None and config.threshold is None and any(counts) and not all(counts):
+        # logits only where this step commits: a row that commits nothing now (a shorter
+        # candidate waiting for its last steps) costs the provider nothing (ROWS_ON_DEMAND)
+        eligible = eligible & torch.tensor(counts, device=x.device).gt(0)[:, None]
+    logits = forward(x, eligible)
     if region is not None and config.temperature > 0:  # sampled: draws for the masks only
         logits, region = gathered(logits, eligible, forward), None
     logits = _restrict(logits, eligible, region, allowed_at)
