@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_fill_hole import held_out_holes, hole_arguments, percentile  # noqa: E402
 
+from coda_lsp.core import engine as engine_module  # noqa: E402
 from coda_lsp.core import fim  # noqa: E402
 from coda_lsp.core.settings import Settings  # noqa: E402
 from coda_model import forward  # noqa: E402
@@ -37,6 +38,7 @@ from training.data import heldout  # noqa: E402
 # lever -> (module, flag): the flag True is the new path, False the path before issue 30's work
 LEVERS = {
     "rows": (forward, "ROWS_ON_DEMAND"),   # forwards skip candidate rows that commit nothing
+    "shared": (engine_module, "SHARED_HOLE_CONTEXT"),   # one row's full pass gives every row's context
 }
 
 

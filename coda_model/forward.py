@@ -114,6 +114,7 @@ class ContextCache:
         self.model = model
         self.key_mask = key_mask
         self.refresh_every = config.refresh_every
+        self.shared = config.shared_context and ids.shape[0] > 1 and carry is None
         self.start = max(0, prefix_len - 1 - config.cache_window)
         self.stop = min(ids.shape[1], prefix_len + max(lengths) + config.cache_window)
         self.prefix_len = prefix_len
@@ -127,6 +128,7 @@ class ContextCache:
         hole = (prefix_len, prefix_len + max(self.lengths))
         self.dense_region = hole if dense_logits(device) or static_windows(device) else None
         self.static = static_windows(device)
+        self.shared = self.shared and self.dense_region is None
         self.window = None  # graphs.WindowStep: the bucketed window step (static path)
         self.slots: list[KVSlots] = []  # the dynamic path's per-layer context + window buffers
         self.window_mask: torch.Tensor | None = None  # its key mask, context then window
@@ -147,6 +149,14 @@ class ContextCache:
             self.refresh_every > 0 and self.calls % self.refresh_every == 0)
         self.calls += 1
         a, b = self.start, self.stop
+        if refresh and self.shared:
+            self.passes += 1
+            hidden, src = self._shared_pass(x)
+            self._load_slots(b - a)
+            if int(mask.sum()) == int(mask[src].sum()):  # only that row commits now
+                return self._logits_of(hidden, 0, mask[src : src + 1])
+            self.window_passes += 1  # other rows commit now too: their window, shared context
+            return self._window_logits(x, mask)
         if refresh:
             self.passes += 1
             hidden, c, layers_kv = self._full_pass(x, carried=self.context_kv is None)
@@ -162,6 +172,11 @@ class ContextCache:
         self.window_passes += 1
         if self.static:  # fixed shapes and buffers: a CUDA graph replay on a GPU
             return self._logits_of(self.window(x[:, a:b]), a, mask, head_done=True)
+        return self._window_logits(x, mask)
+
+    def _window_logits(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The dynamic window step: columns [start, stop) against the cached context."""
+        a, b = self.start, self.stop
         slots, window_mask, sel = self.slots, self.window_mask, None
         if self.dense_region is None:
             rows, cols = shifted_sources(mask)
@@ -211,6 +226,39 @@ class ContextCache:
         cos, sin = self.model.rotary(torch.arange(a, b, device=x.device), k0.dtype)
         self.window.load(self.context_kv, None if mask is None else mask[:, : k0.shape[2]],
                          None if mask is None else mask[:, k0.shape[2] :], cos, sin)
+
+    def _shared_pass(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """One row's full pass (the longest candidate's: no padding) whose context keys and
+        values serve every row: the prefix's as they are (the same tokens at the same
+        positions), the suffix's moved to each row's positions (a row with k fewer masks has
+        its suffix k columns earlier: one more RoPE rotation). Another approximation on top
+        of the cache's: a shorter row's context was computed beside the longest row's masks,
+        and the window beside the hole is still recomputed every step. -> (the row's hidden
+        states [1, width, H], its index)."""
+        batch, width = x.shape
+        src = max(range(batch), key=lambda r: self.lengths[r])
+        p, n, s = self.prefix_len, self.lengths[src], self.suffix_len
+        a, b = self.start, self.stop
+        layers_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        hidden = self.model.hidden_states(x[src : src + 1], out_kv=layers_kv)
+        shifts = torch.tensor([length - n for length in self.lengths])
+        suffixes = []
+        for k, v in layers_kv:  # [1, KV, width, D] -> each row's columns [b, width)
+            ks = k.new_zeros((batch, k.shape[1], width - b, k.shape[3]))
+            vs = torch.zeros_like(ks)
+            for r, length in enumerate(self.lengths):
+                first = b - p - length  # the suffix index in row r's column b
+                m = max(0, min(s - first, width - b))
+                ks[r, :, :m] = k[0, :, p + n + first : p + n + first + m]
+                vs[r, :, :m] = v[0, :, p + n + first : p + n + first + m]
+            suffixes.append((ks, vs))
+        if shifts.any():
+            suffixes = _rotate(suffixes, shifts, self.model.config.rope_theta)
+        self.context_kv = [
+            (torch.cat((k[:, :, :a].expand(batch, -1, -1, -1), ks), 2),
+             torch.cat((v[:, :, :a].expand(batch, -1, -1, -1), vs), 2))
+            for (k, v), (ks, vs) in zip(layers_kv, suffixes, strict=True)]
+        return hidden, src
 
     def _full_pass(self, x: torch.Tensor, carried: bool):
         """Hidden states of columns [c, e) and every column's keys/values [B, KV, width, D].

@@ -49,6 +49,8 @@ class SamplerConfig:
     context_cache: bool = False  # infill: compute prefix/suffix keys and values once
     refresh_every: int = 0  # context cache: recompute everything every k steps (0 = never)
     cache_window: int = 0  # context cache: context tokens each side of the hole recomputed
+    shared_context: bool = False  # context cache, CPU: one candidate's context keys/values
+    #                               serve every candidate (one row's full pass, not B)
     stop_weight: float = 1.0  # pad/eos proposals' rank among commits (0: a fill's own tokens
     #                           first, its padding last; 1: the reference). Not for 'origin'.
 

@@ -34,6 +34,7 @@ INLINE_CANDIDATES = 2  # mask counts tried per keystroke-driven request (hole fi
 CARRIED_DOCUMENTS = 4  # context keys/values kept for this many documents (~117 MB each at 1.7B)
 STOP_WEIGHT = 0.0  # padding committed last: longer, less often empty fills (bench_ranking.py)
 HOLE_CACHE_WINDOW = 16  # hole fills recompute this much context by the hole: 97 % same as exact
+SHARED_HOLE_CONTEXT = True  # hole fills: one candidate's context keys/values serve all
 HEAL_DEPTH = 3  # prefix tokens a heal may take back: a word cut into pieces ("ret" + "u")
 
 
@@ -182,6 +183,7 @@ class Engine:
             temperature=settings.temperature,
             context_cache=fast or not settings.fill_hole_exact,
             cache_window=0 if fast else HOLE_CACHE_WINDOW,
+            shared_context=SHARED_HOLE_CONTEXT and not fast,
             stop_weight=STOP_WEIGHT,
             seed=seed,
         )
