@@ -237,9 +237,11 @@ def _step(forward, x, eligible, left, t, s, last, config, mask_id, generator, pr
     if config.threshold is None and not any(counts) and config.skip_idle_steps:
         return left
     region = getattr(forward, "dense_region", None)
-    if region is None and config.threshold is None and any(counts) and not all(counts):
+    if (region is None and config.threshold is None and config.temperature == 0
+            and any(counts) and not all(counts)):
         # logits only where this step commits: a row that commits nothing now (a shorter
-        # candidate waiting for its last steps) costs the provider nothing (ROWS_ON_DEMAND)
+        # candidate waiting for its last steps) costs the provider nothing (ROWS_ON_DEMAND).
+        # Greedy only: sampling draws for every mask, and its random stream stays the same
         eligible = eligible & torch.tensor(counts, device=x.device).gt(0)[:, None]
     logits = forward(x, eligible)
     if region is not None and config.temperature > 0:  # sampled: draws for the masks only
