@@ -53,6 +53,24 @@ def row_positions(a: int, b: int, offsets: torch.Tensor | None) -> torch.Tensor:
     return (columns[None, :] - offsets[:, None]).clamp_(min=0)
 
 
+ROWS_ON_DEMAND = True  # benchmarks clear it to compare with computing every row every step
+
+
+def needed_rows(mask: torch.Tensor) -> slice | torch.Tensor | None:
+    """The batch rows with a position in ``mask`` (the sampler leaves out the rows that commit
+    nothing this step): None for all of them (or none), a slice when they are consecutive
+    (views of per-row buffers, no copies: candidates are sorted by length, so the rows
+    waiting for their last steps are the first ones), else their indices."""
+    if not ROWS_ON_DEMAND:
+        return None
+    rows = mask.any(dim=1).nonzero().squeeze(1).tolist()
+    if not rows or len(rows) == mask.shape[0]:
+        return None
+    if rows[-1] - rows[0] + 1 == len(rows):
+        return slice(rows[0], rows[-1] + 1)
+    return torch.tensor(rows, device=mask.device)
+
+
 def shifted_sources(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(row, column) of the raw outputs that predict the masked positions: column p-1 (p=0: 0)."""
     rows, cols = mask.nonzero(as_tuple=True)
@@ -75,14 +93,20 @@ class FullForward:
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         self.passes += 1
-        positions = None
-        if self.offsets is not None:
-            positions = row_positions(0, x.shape[1], self.offsets)
-        hidden = self.model.hidden_states(x, positions=positions, key_mask=self.key_mask)
+        positions = None if self.offsets is None else row_positions(0, x.shape[1], self.offsets)
         if self.dense_region is not None:
+            hidden = self.model.hidden_states(x, positions=positions,
+                                              key_mask=self.key_mask)  # [B, L, H]
             lo, hi = self.dense_region
             sources = (torch.arange(lo, hi, device=x.device) - 1).clamp(min=0)
             return self.model.lm_head(hidden[:, sources])  # [B, hi - lo, V]
+        key_mask = self.key_mask
+        sel = needed_rows(mask)
+        if sel is not None:  # rows are independent: the others' logits are not wanted
+            x, mask = x[sel], mask[sel]
+            key_mask = None if key_mask is None else key_mask[sel]
+            positions = None if positions is None else positions[sel]
+        hidden = self.model.hidden_states(x, positions=positions, key_mask=key_mask)  # [B', L, H]
         rows, cols = shifted_sources(mask)
         return self.model.lm_head(hidden[rows, cols])  # [N, V]
 
@@ -107,6 +131,7 @@ class ContextCache:
         self.key_mask = key_mask
         self.offsets = offsets  # [B] left padding per row (infill_many), no carry with it
         self.refresh_every = config.refresh_every
+        self.shared = config.shared_context and ids.shape[0] > 1 and carry is None
         self.start = max(0, prefix_len - 1 - config.cache_window)
         self.stop = min(ids.shape[1], prefix_len + max(lengths) + config.cache_window)
         self.prefix_len = prefix_len
@@ -121,6 +146,8 @@ class ContextCache:
         self.dense_region = hole if dense_logits(device) or (
             static_windows(device) and offsets is None) else None
         self.static = static_windows(device) and offsets is None
+        # one row's context for every row: rows of one request only (not infill_many's)
+        self.shared = self.shared and self.dense_region is None and offsets is None
         self.window = None  # graphs.WindowStep: the bucketed window step (static path)
         self.slots: list[KVSlots] = []  # the dynamic path's per-layer context + window buffers
         self.window_mask: torch.Tensor | None = None  # its key mask, context then window
@@ -146,6 +173,14 @@ class ContextCache:
             self.refresh_every > 0 and self.calls % self.refresh_every == 0)
         self.calls += 1
         a, b = self.start, self.stop
+        if refresh and self.shared:
+            self.passes += 1
+            hidden, src = self._shared_pass(x)
+            self._load_slots(b - a)
+            if int(mask.sum()) == int(mask[src].sum()):  # only that row commits now
+                return self._logits_of(hidden, 0, mask[src : src + 1])
+            self.window_passes += 1  # other rows commit now too: their window, shared context
+            return self._window_logits(x, mask)
         if refresh:
             self.passes += 1
             hidden, c, layers_kv = self._full_pass(x, carried=self.context_kv is None)
@@ -161,13 +196,26 @@ class ContextCache:
         self.window_passes += 1
         if self.static:  # fixed shapes and buffers: a CUDA graph replay on a GPU
             return self._logits_of(self.window(x[:, a:b]), a, mask, head_done=True)
+        return self._window_logits(x, mask)
+
+    def _window_logits(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The dynamic window step: columns [start, stop) against the cached context."""
+        a, b = self.start, self.stop
+        slots, window_mask, sel = self.slots, self.window_mask, None
+        positions = self._positions(a, b, x.device)  # [b - a], or [B, b - a] with offsets
         if self.dense_region is None:
             rows, cols = shifted_sources(mask)
             if cols.numel() and (cols.min() < a or cols.max() >= b):
                 raise ValueError("ContextCache: a mask lies outside the recomputed window")
+            sel = needed_rows(mask)
+        if sel is not None:  # only the rows that commit this step (the others wait)
+            x, mask = x[sel], mask[sel]
+            slots = [s.rows(sel) for s in slots]
+            window_mask = None if window_mask is None else window_mask[sel]
+            positions = positions[sel] if positions.dim() == 2 else positions
         hidden = self.model.hidden_states(
-            x[:, a:b], positions=self._positions(a, b, x.device),
-            key_mask=self.window_mask, kv_context=self.slots)  # [B, b - a, H]
+            x[:, a:b], positions=positions,
+            key_mask=window_mask, kv_context=slots)  # [B', b - a, H]
         return self._logits_of(hidden, a, mask)
 
     def _load_slots(self, width: int) -> None:
@@ -204,6 +252,39 @@ class ContextCache:
         cos, sin = self.model.rotary(torch.arange(a, b, device=x.device), k0.dtype)
         self.window.load(self.context_kv, None if mask is None else mask[:, : k0.shape[2]],
                          None if mask is None else mask[:, k0.shape[2] :], cos, sin)
+
+    def _shared_pass(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """One row's full pass (the longest candidate's: no padding) whose context keys and
+        values serve every row: the prefix's as they are (the same tokens at the same
+        positions), the suffix's moved to each row's positions (a row with k fewer masks has
+        its suffix k columns earlier: one more RoPE rotation). Another approximation on top
+        of the cache's: a shorter row's context was computed beside the longest row's masks,
+        and the window beside the hole is still recomputed every step. -> (the row's hidden
+        states [1, width, H], its index)."""
+        batch, width = x.shape
+        src = max(range(batch), key=lambda r: self.lengths[r])
+        p, n, s = self.prefix_len, self.lengths[src], self.suffix_len
+        a, b = self.start, self.stop
+        layers_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        hidden = self.model.hidden_states(x[src : src + 1], out_kv=layers_kv)
+        shifts = torch.tensor([length - n for length in self.lengths])
+        suffixes = []
+        for k, v in layers_kv:  # [1, KV, width, D] -> each row's columns [b, width)
+            ks = k.new_zeros((batch, k.shape[1], width - b, k.shape[3]))
+            vs = torch.zeros_like(ks)
+            for r, length in enumerate(self.lengths):
+                first = b - p - length  # the suffix index in row r's column b
+                m = max(0, min(s - first, width - b))
+                ks[r, :, :m] = k[0, :, p + n + first : p + n + first + m]
+                vs[r, :, :m] = v[0, :, p + n + first : p + n + first + m]
+            suffixes.append((ks, vs))
+        if shifts.any():
+            suffixes = _rotate(suffixes, shifts, self.model.config.rope_theta)
+        self.context_kv = [
+            (torch.cat((k[:, :, :a].expand(batch, -1, -1, -1), ks), 2),
+             torch.cat((v[:, :, :a].expand(batch, -1, -1, -1), vs), 2))
+            for (k, v), (ks, vs) in zip(layers_kv, suffixes, strict=True)]
+        return hidden, src
 
     def _full_pass(self, x: torch.Tensor, carried: bool):
         """Hidden states of columns [c, e) and every column's keys/values [B, KV, width, D].

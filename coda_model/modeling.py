@@ -71,6 +71,11 @@ class KVSlots:
         self.v[:, :, self.at : self.at + v.shape[2]].copy_(v)
         return self.k, self.v
 
+    def rows(self, sel: slice | torch.Tensor) -> KVSlots:
+        """These batch rows only: views for a slice, copies for indices (a step writes its
+        window into them before reading, so a copy serves that step as well)."""
+        return KVSlots(self.k[sel], self.v[sel], self.at)
+
 
 def attend(q, k, v, attn_mask=None, per_key: bool = True) -> torch.Tensor:
     """SDPA with grouped-query attention (q [B, H, L, D], k/v [B, KV, Lk, D]) and no copies of

@@ -49,6 +49,8 @@ class SamplerConfig:
     context_cache: bool = False  # infill: compute prefix/suffix keys and values once
     refresh_every: int = 0  # context cache: recompute everything every k steps (0 = never)
     cache_window: int = 0  # context cache: context tokens each side of the hole recomputed
+    shared_context: bool = False  # context cache, CPU: one candidate's context keys/values
+    #                               serve every candidate (one row's full pass, not B)
     stop_weight: float = 1.0  # pad/eos proposals' rank among commits (0: a fill's own tokens
     #                           first, its padding last; 1: the reference). Not for 'origin'.
 
@@ -235,8 +237,14 @@ def _step(forward, x, eligible, left, t, s, last, config, mask_id, generator, pr
     counts = [int(_f32(n * ratio)) if not last else n for n in left]
     if config.threshold is None and not any(counts) and config.skip_idle_steps:
         return left
-    logits = forward(x, eligible)
     region = getattr(forward, "dense_region", None)
+    if (region is None and config.threshold is None and config.temperature == 0
+            and any(counts) and not all(counts)):
+        # logits only where this step commits: a row that commits nothing now (a shorter
+        # candidate waiting for its last steps) costs the provider nothing (ROWS_ON_DEMAND).
+        # Greedy only: sampling draws for every mask, and its random stream stays the same
+        eligible = eligible & torch.tensor(counts, device=x.device).gt(0)[:, None]
+    logits = forward(x, eligible)
     if region is not None and config.temperature > 0:  # sampled: draws for the masks only
         logits, region = gathered(logits, eligible, forward), None
     logits = _restrict(logits, eligible, region, allowed_at)

@@ -43,7 +43,8 @@ class Speed:
         per further step over the holes and their windows (idle steps are skipped, so a fill
         takes at most one step per token of its longest candidate)."""
         rows, longest = len(plan.lengths), max(plan.lengths)
-        first = self.pass_ms + self.token_ms * rows * (plan.context + longest)
+        whole = 1 if plan.shared_context else rows  # rows whose whole canvas the first pass runs
+        first = self.pass_ms + self.token_ms * whole * (plan.context + longest)
         step = self.pass_ms + self.token_ms * rows * (longest + 2 * plan.window + 1)
         return first + (min(plan.steps, longest) - 1) * step
 
@@ -62,6 +63,7 @@ class Plan:
     lengths: tuple[int, ...]  # candidate mask counts, ascending
     steps: int
     window: int  # context tokens recomputed on each side of the hole every step
+    shared_context: bool = False  # one row's first pass gives every row its context (holes)
 
     def describe(self) -> str:
         return (f"context {self.context}, {len(self.lengths)} candidate(s) {list(self.lengths)}, "

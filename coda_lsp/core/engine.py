@@ -47,6 +47,7 @@ MAX_CARRIED = 64
 STOP_WEIGHT = 0.0  # padding committed last: longer, less often empty fills (bench_ranking.py)
 HOLE_CACHE_WINDOW = 16  # hole fills recompute this much context by the hole: 97 % same as exact
 BANNED_CACHE_BYTES = 16 << 20  # token-healing masks kept (one vocabulary-sized bool each)
+SHARED_HOLE_CONTEXT = True  # hole fills: one candidate's context keys/values serve all
 HEAL_DEPTH = 3  # prefix tokens a heal may take back: a word cut into pieces ("ret" + "u")
 
 
@@ -248,6 +249,7 @@ class Engine:
             temperature=settings.temperature,
             context_cache=fast or not settings.fill_hole_exact,
             cache_window=window if window is not None else 0 if fast else HOLE_CACHE_WINDOW,
+            shared_context=SHARED_HOLE_CONTEXT and not fast,
             stop_weight=STOP_WEIGHT,
             seed=seed,
         )
@@ -356,7 +358,8 @@ class Engine:
         if job.fast:  # typing: the shortest candidates only, latency grows with the batch
             lengths = lengths[:INLINE_CANDIDATES]
         wanted = budget.Plan(self.context_budget(job.settings), tuple(lengths), job.steps,
-                             0 if job.fast else HOLE_CACHE_WINDOW)
+                             0 if job.fast else HOLE_CACHE_WINDOW,
+                             SHARED_HOLE_CONTEXT and not job.fast)
         plan = self.plan(wanted)
         p = prompt.build(
             self.tokenizer,

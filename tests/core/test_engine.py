@@ -247,17 +247,26 @@ def test_hole_fills_take_the_cached_path_unless_exact_is_set(engine, monkeypatch
     engine.fill(exact)
     assert [c.context_cache for c in configs] == [True, False]
     assert configs[0].cache_window > 0 == engine.sampler(Settings(), 8, fast=True).cache_window
+    assert configs[0].shared_context and not engine.sampler(Settings(), 8, fast=True).shared_context
     assert engine.fill(job).reused == 0   # cached within the request, never carried
 
 
-def test_cached_hole_fill_equals_the_exact_one_when_every_step_is_a_full_pass(engine):
-    """One step: the cache's first (and only) pass is the full pass, so the fills agree."""
+def test_cached_hole_fill_equals_the_exact_one_when_every_step_is_a_full_pass(engine,
+                                                                            monkeypatch):
+    """One step: the cache's first (and only) pass is the full pass, so the fills agree. With
+    the shared context only the longest candidate's pass is a full pass of its own."""
+    from coda_lsp.core import engine as engine_module
+
     body = "".join(f"def f{i}(x):\n    return x * {i}\n\n" for i in range(6))
     job = FillJob(prefix=body + "def g(x):\n    return ", suffix="\n\nprint(g(2))\n",
                   span_lengths=(3, 6, 12), steps=1, settings=Settings())
     exact = dataclasses.replace(job, settings=dataclasses.replace(Settings(),
                                                                   fill_hole_exact=True))
-    fast, slow = engine.fill(job).fills, engine.fill(exact).fills
+    slow, shared = engine.fill(exact).fills, engine.fill(job).fills
+    assert len(shared) == 3 and shared[-1].text == slow[-1].text
+    assert shared[-1].confidence == pytest.approx(slow[-1].confidence, abs=1e-4)
+    monkeypatch.setattr(engine_module, "SHARED_HOLE_CONTEXT", False)
+    fast = engine.fill(job).fills
     assert [f.text for f in fast] == [f.text for f in slow] and len(fast) == 3
     assert [f.confidence for f in fast] == pytest.approx([f.confidence for f in slow], abs=1e-4)
 

@@ -131,6 +131,83 @@ def test_cached_threshold_decoding_fills_every_mask_in_bf16(tiny_model_dir):
     assert steps and steps == sorted(steps)
 
 
+def batch_sizes_seen(model, monkeypatch):
+    sizes = []
+    real = model.hidden_states
+
+    def spy(ids, **kw):
+        sizes.append(ids.shape[0])
+        return real(ids, **kw)
+
+    monkeypatch.setattr(model, "hidden_states", spy)
+    return sizes
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_rows_that_commit_nothing_are_not_computed(tiny, monkeypatch, cached):
+    """A short candidate commits only in the last steps: until then a step computes the
+    longer rows alone, and the fills are those of computing every row every step."""
+    from coda_model import forward
+
+    model, tok = tiny
+    prefix, suffix = prompt(tok)
+    config = SamplerConfig(steps=16, context_cache=cached)
+    sizes = batch_sizes_seen(model, monkeypatch)
+    monkeypatch.setattr(forward, "ROWS_ON_DEMAND", False)
+    every_row = infill(model, tok, prefix, suffix, [2, 5, 10], config)
+    assert set(sizes) == {3}
+    sizes.clear()
+    monkeypatch.setattr(forward, "ROWS_ON_DEMAND", True)
+    on_demand = infill(model, tok, prefix, suffix, [2, 5, 10], config)
+    assert ids_of(on_demand) == ids_of(every_row)
+    assert 1 in sizes and 2 in sizes and sum(sizes) < 3 * len(sizes)
+
+
+def cache_after_first_pass(model, tok, prefix, suffix, lengths, shared):
+    ids, key_mask = build_batch(prefix, suffix, lengths, tok.mask_id, tok.pad_id, "cpu")
+    cache = ContextCache(model, ids, key_mask, len(prefix), lengths,
+                         SamplerConfig(context_cache=True, cache_window=4,
+                                       shared_context=shared))
+    mask = ids == tok.mask_id
+    mask[:-1] = False   # the longest row commits first
+    return cache, cache(ids, mask)
+
+
+def test_shared_context_moves_the_longest_rows_keys_to_each_row(tiny):
+    """Layer-0 keys/values depend on the token and its position only: the shared ones (taken
+    from the longest row, the suffix re-rotated per row) must equal each row's own. The
+    longest row's keys are its own full pass at every layer, and so are its logits."""
+    model, tok = tiny
+    prefix, suffix = long_prompt(tok)
+    lengths = [3, 6, 11]
+    shared, logits = cache_after_first_pass(model, tok, prefix, suffix, lengths, True)
+    own, own_logits = cache_after_first_pass(model, tok, prefix, suffix, lengths, False)
+    assert shared.shared and shared.passes == 1 and shared.window_passes == 0
+    torch.testing.assert_close(logits, own_logits, atol=1e-4, rtol=1e-4)
+    real = shared._split_mask(shared.start, shared.stop)[:, : shared.context_kv[0][0].shape[2]]
+    for layer, ((sk, sv), (ok, ov)) in enumerate(zip(shared.context_kv, own.context_kv,
+                                                     strict=True)):
+        rows = range(len(lengths)) if layer == 0 else [len(lengths) - 1]
+        for r in rows:
+            torch.testing.assert_close(sk[r][:, real[r]], ok[r][:, real[r]], atol=1e-4, rtol=0)
+            torch.testing.assert_close(sv[r][:, real[r]], ov[r][:, real[r]], atol=1e-4, rtol=0)
+    deeper = shared.context_kv[-1][0][0][:, real[0]] - own.context_kv[-1][0][0][:, real[0]]
+    assert deeper.abs().max() > 1e-4   # a shorter row's deeper keys: the approximation
+
+
+def test_shared_context_fills_every_row_when_all_commit_in_the_first_step(tiny):
+    """One step: every row commits in the first call, the shorter ones through a window pass
+    against the shared context; the longest row's fill is its own full pass's."""
+    model, tok = tiny
+    prefix, suffix = long_prompt(tok)
+    shared = infill(model, tok, prefix, suffix, [2, 4, 7],
+                    SamplerConfig(steps=1, context_cache=True, shared_context=True))
+    own = infill(model, tok, prefix, suffix, [2, 4, 7], SamplerConfig(steps=1))
+    assert [len(c.confidences) for c in shared] == [2, 4, 7]
+    assert all(tok.mask_id not in c.ids for c in shared)
+    assert shared[-1].ids == own[-1].ids
+
+
 # --------------------------------------------------------------------------------------------
 # ContextCarry: context keys/values handed from one request to the next (typing)
 # --------------------------------------------------------------------------------------------
