@@ -200,9 +200,10 @@ HELP = """\
 fine-tune a CoDA checkpoint on your repository (span-masked) or on prompt/response pairs (SFT)
 
 hardware:
-  CPU     --recipe finetune_repo_cpu (the default without CUDA): 2-7 minutes for the shipped
-          model on a 5-20k-line repository, with before/after scores on held-out files; a
-          fine-tune that did not help is written to OUT/rejected/, not OUT/final/ (exit 1)
+  CPU     --recipe finetune_repo_cpu (the default without CUDA): 2-10 minutes for the shipped
+          model on a 5-20k-line repository, with before/after scores on held-out files;
+          final/ averages the fine-tuned and base weights (train.blend=0.5); a fine-tune
+          that did not help is written to OUT/rejected/, not OUT/final/ (exit 1)
   GPU     --recipe finetune_repo_gpu (the default with CUDA), bf16; several GPUs or machines:
           accelerate launch -m training.finetune ...  (see `accelerate config`); a
           CoDA-1.7B-sized base trains LoRA adapters (peft), merged into final/ in bf16

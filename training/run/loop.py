@@ -43,7 +43,7 @@ from training.objective.masks import (
     diffusion_loss_sparse,
     response_maskable,
 )
-from training.run import checkpointing, early_stop, lora, recipes
+from training.run import blend, checkpointing, early_stop, lora, recipes
 from training.run.metrics import MetricsLog, plot_losses
 from training.run.progress import progress as progress_bar
 from training.run.recipes import Recipe
@@ -479,6 +479,20 @@ class Trainer:
                      stopper.best, stopper.best_step, "; stopping" if stop else "")
         return stop
 
+    def blend_with_base(self, trained) -> None:
+        """final/ = train.blend of the trained weights + the rest of the base's (in place:
+        training is over); the checkpoints keep the trained weights, so a re-run blends the
+        same way."""
+        share = self.recipe.train.blend
+        if share >= 1.0:
+            return
+        if not self.recipe.init_from:
+            raise UsageError(f"train.blend={share} needs a base to blend with (init_from)")
+        blend.with_base(trained, load_model(self.recipe.init_from, dtype=torch.float32,
+                                            autoregressive=True), share)
+        log.info("final/: %.2f of the fine-tuned weights + %.2f of the base's", share,
+                 1.0 - share)
+
     # ---------------------------------------------------------------- the run
     def run(self, *, resume: bool = True, stop_after_step: int | None = None,
             force: bool = False, deadline: float | None = None, on_checkpoint=None,
@@ -564,8 +578,9 @@ class Trainer:
         if self.finished and self.backend.is_main:
             from coda_model import save_model
             # LoRA: the adapters merged into the base, in place (training is over)
-            save_model(lora.merged(self.backend.unwrap(self.model), inplace=True),
-                       self.out / "final",
+            trained = lora.merged(self.backend.unwrap(self.model), inplace=True)
+            self.blend_with_base(trained)
+            save_model(trained, self.out / "final",
                        tokenizer_dir=self.tokenizer_dir, dtype=self.final_dtype)
             log.info("final model in %s", self.out / "final")
         return result
