@@ -32,6 +32,7 @@ from coda_model import (
     load_model,
     load_tokenizer,
 )
+from coda_model.bucketing import bucket_linears
 from coda_model.compiled import compile_layers
 from coda_model.infill import fill_ends
 from coda_model.quantize import cpu_flags, full_precision, int8_fast
@@ -185,6 +186,7 @@ class Engine:
             raise ValueError(f"--compile is for CUDA GPUs, not {dev}")
         chosen = pick_dtype(dtype, dev)
         model = load_model(model_dir, device=dev, dtype=chosen)
+        bucket_linears(model)  # a bounded set of kernel shapes: memory flat over hours
         tokenizer = load_tokenizer(model_dir)
         tokenizer.texts_in_order  # noqa: B018 -- decoded and sorted now, not on a keystroke
         engine = cls(model, tokenizer, dev, chosen)
