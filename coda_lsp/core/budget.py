@@ -9,7 +9,9 @@ more on a CPU, ``plan`` times the job with the forward-pass cost measured on thi
 ``budget_ms``: steps down to two tokens a step, then candidates (4 -> 2 -> 1, keeping the
 span's own length estimate, and the longest while two are kept), then context (512, then
 256 tokens: the code next to the hole matters most), then the recomputed window, then steps
-down to four tokens a step. The speed measured at load follows what each fill then takes
+down to four tokens a step, and last the context again (192, then 128 tokens: on a 2-core CPU
+a 1.7B's first pass costs ~5 ms a token, so 256 tokens alone spend most of a line's 1.5 s).
+The speed measured at load follows what each fill then takes
 (``Speed.observed``), so a model loaded while the machine was busy is not held to a cheap
 plan for good. Small models are never planned, so their fills stay what the settings say on
 any machine (and the same from run to run, however busy the machine).
@@ -24,9 +26,11 @@ from dataclasses import dataclass, replace
 import torch
 
 BIG_MODEL_PARAMS = 100_000_000  # below this a CPU fill meets the goals as the settings are
-BUDGET_BASE_MS = 800.0  # a one-line hole (~16 tokens): 1.4 s, a short block (~40): 2.4 s
-BUDGET_PER_TOKEN_MS = 40.0
+BUDGET_BASE_MS = 1400.0  # a hole of up to LINE_TOKENS: under the 1.5 s goal for a line
+LINE_TOKENS = 16
+BUDGET_PER_TOKEN_MS = 40.0  # past a line: ~40 tokens 2.4 s, ~56 tokens 3 s (a block's goal)
 CONTEXTS = (512, 256)  # context tokens tried, in order, when the setting does not fit
+LAST_CONTEXTS = (192, 128)  # tried when nothing else is left to give up
 SPEED_TOKENS = (16, 128)  # the two forward passes timed: cost per pass and per token
 OBSERVED_WEIGHT = 0.3  # how far one fill's time moves the measured speed (in log scale)
 
@@ -78,7 +82,7 @@ def estimate(lengths: tuple[int, ...]) -> int:
 def budget_ms(tokens: int) -> float:
     """The time a fill of about ``tokens`` tokens may take (issue 29's goals on 2 CPU cores:
     a one-line hole 1.5 s, a block 3 s)."""
-    return BUDGET_BASE_MS + BUDGET_PER_TOKEN_MS * tokens
+    return BUDGET_BASE_MS + BUDGET_PER_TOKEN_MS * max(0, tokens - LINE_TOKENS)
 
 
 def cheaper(plan: Plan):
@@ -99,7 +103,12 @@ def cheaper(plan: Plan):
         plan = replace(plan, window=0)
         yield plan
     if plan.steps > math.ceil(max(plan.lengths) / 4):
-        yield replace(plan, steps=math.ceil(max(plan.lengths) / 4))
+        plan = replace(plan, steps=math.ceil(max(plan.lengths) / 4))
+        yield plan
+    for context in LAST_CONTEXTS:
+        if plan.context > context:
+            plan = replace(plan, context=context)
+            yield plan
 
 
 def plan(wanted: Plan, speed: Speed) -> Plan:

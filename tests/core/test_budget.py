@@ -81,3 +81,20 @@ def test_a_big_model_on_a_slow_cpu_fills_fewer_candidates(engine, monkeypatch, c
     engine.speed = SLOW
     assert len(engine.fill(job(fast=True)).fills) == 1   # invoked completions too
     assert engine.speed != SLOW   # and each fill's time corrects the measured speed
+
+
+def test_the_context_goes_below_256_tokens_only_when_nothing_else_is_left():
+    plans = list(budget.cheaper(WANTED))
+    first_small = next(i for i, p in enumerate(plans) if p.context < 256)
+    given_up = plans[first_small - 1]
+    assert given_up.window == 0 and len(given_up.lengths) == 1
+    assert given_up.steps == -(-max(given_up.lengths) // 4)
+    assert [p.context for p in plans[first_small:]] == [192, 128]
+
+
+def test_a_1p7b_on_two_cores_fits_a_line_hole_in_its_goal():
+    measured = Speed(pass_ms=82.0, token_ms=5.3)   # int8 CoDA-1.7B shapes, this 2-core CPU
+    line = Plan(context=1024, lengths=(2, 4, 10), steps=64, window=16, shared_context=True)
+    chosen = budget.plan(line, measured)
+    assert measured.fill_ms(chosen) <= budget.budget_ms(4) <= 1500   # issue 29: 1.5 s a line
+    assert chosen.context >= 192   # as much context as the goal allows
