@@ -57,6 +57,10 @@ class ScriptedEngine:
                           {"prompt": 0.0, "model": 0.0})
 
 
+    def forget(self, key: str) -> None:
+        """No per-document state to drop."""
+
+
 def _note(record: dict) -> None:
     path = os.environ.get("CODA_SCRIPT_LOG")
     if path:

@@ -463,6 +463,12 @@ class Engine:
             self.carries.popitem(last=False)
         return carry
 
+    def forget(self, key: str) -> None:
+        """Drop a closed document's carry now, not when newer documents push it out. One dict
+        operation, so safe beside the worker thread (a fill still running keeps its own
+        reference, and the carry goes with it)."""
+        self.carries.pop(key, None)
+
 
 BLOCK_OPENERS = (":", "{", "[", "(")
 

@@ -328,6 +328,11 @@ class Models:
                 described.pop("ref")
         return out
 
+    def forget(self, key: str) -> None:
+        """A closed document's state in every model serving it (its context carry)."""
+        for served in {id(s): s for s in self.roles.values()}.values():
+            served.engine.forget(key)
+
     def close(self) -> None:
         for served in {id(s): s for s in self.roles.values()}.values():
             served.scheduler.close()

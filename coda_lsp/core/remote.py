@@ -165,6 +165,11 @@ class RemoteEngine:
         self._came_back()
         return result
 
+    def forget(self, key: str) -> None:
+        """A closed document's carry in the local fallback (the remote bounds its own)."""
+        if self._fallback is not None:
+            self._fallback.forget(key)
+
     def _local(self, job: FillJob, should_stop, on_step, on_partial) -> FillResult:
         with self._lock:
             if self._fallback is None:

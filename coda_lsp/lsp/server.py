@@ -528,6 +528,7 @@ def create_server(defaults: Settings, loader: Loader, verbose: int = 0) -> CodaS
     @ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: CodaServer, params: types.DidCloseTextDocumentParams):
         ls.store.close(params.text_document.uri)
+        ls.models.forget(params.text_document.uri)
 
     @ls.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def did_change_configuration(ls: CodaServer, params: types.DidChangeConfigurationParams):

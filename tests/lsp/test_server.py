@@ -6,7 +6,7 @@ import threading
 from lsprotocol import types
 
 from coda_lsp.core import positions
-from coda_lsp.core.engine import Fill, FillResult
+from coda_lsp.core.engine import Engine, Fill, FillResult
 from coda_lsp.core.settings import Settings
 from coda_lsp.lsp.server import STATUS_INTERVAL, create_server
 
@@ -24,6 +24,9 @@ class FakeEngine:
         self.jobs.append(job)
         self.release.wait(5)
         return FillResult([Fill(self.text, self.confidence, n) for n in job.span_lengths])
+
+    def forget(self, key):
+        pass
 
 
 def make_server(engine=None, text="def f(a):\n    return \n", encoding=positions.UTF16):
@@ -231,3 +234,14 @@ def test_hot_path_tokenizes_a_window_sized_to_the_budget():
     p = prompt.build(sparse, far, far, [16], 1024, 64)
     assert len(p.prefix_ids) + len(p.suffix_ids) == 1024 - 16
     assert max(sparse.calls) <= 1024 * prompt.CHARS_PER_TOKEN
+
+
+def test_closing_a_document_drops_its_typing_carry(tiny_model_dir):
+    engine = Engine.load(tiny_model_dir, device="cpu")
+    ls = make_server(engine)
+    automatic = types.InlineCompletionTriggerKind.Automatic
+    run(ls, ls.complete_inline(inline(1, 11, kind=automatic)))
+    assert URI in engine.carries   # typing keeps the document's context keys/values
+    close = ls.protocol.fm.features[types.TEXT_DOCUMENT_DID_CLOSE]
+    close(types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=URI)))
+    assert URI not in engine.carries and ls.store.get(URI) is None
