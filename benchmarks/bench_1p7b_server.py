@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -191,7 +192,7 @@ def first_attempts(log_file: Path) -> list[tuple[float, int, float]]:
 
 
 async def measure(folder: Path, kind: str, dtype: str, holes: dict, threads: int,
-                  typing_dtype: str) -> dict:
+                  typing_dtype: str, log_dir: Path | None = None) -> dict:
     env = {**os.environ, **KINDS[kind], "OMP_NUM_THREADS": str(threads)}
     with tempfile.TemporaryDirectory() as tmp:
         log_file = Path(tmp) / "server.log"
@@ -220,6 +221,9 @@ async def measure(folder: Path, kind: str, dtype: str, holes: dict, threads: int
             row["peak"] = memory_gb(editor.pid)["peak"]
         finally:
             await editor.stop()
+            if log_dir is not None:  # each fill's plan and stage timings, for a closer look
+                log_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copy(log_file, log_dir / f"{kind}-{dtype}.log")
     return row
 
 
@@ -254,6 +258,7 @@ def main() -> None:
     p.add_argument("--invoked", type=int, default=6)
     p.add_argument("--typing", type=int, default=20, help="automatic completions timed")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--log-dir", type=Path, help="keep each server's log here")
     args = p.parse_args()
     folder = write_checkpoint(args.cache)
     repos, exclude = unseen.manifest()
@@ -269,7 +274,7 @@ def main() -> None:
         kind, dtype = config.split(":")
         typing_dtype = "int8" if kind == "vnni" else "auto"
         rows.append(asyncio.run(measure(folder, kind, dtype, holes, args.threads,
-                                        typing_dtype)))
+                                        typing_dtype, args.log_dir)))
         print("  ", {k: round(v, 2) if isinstance(v, float) else v for k, v in rows[-1].items()},
               flush=True)
     alone = {kind: asyncio.run(typing_alone(args.threads, "int8" if kind == "vnni" else "auto",

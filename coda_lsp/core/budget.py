@@ -9,8 +9,8 @@ more on a CPU, ``plan`` times the job with the forward-pass cost measured on thi
 ``budget_ms``: steps down to two tokens a step, then candidates (4 -> 2 -> 1, keeping the
 span's own length estimate, and the longest while two are kept), then context (512, then
 256 tokens: the code next to the hole matters most), then the recomputed window, then steps
-down to four tokens a step, and last the context again (192, then 128 tokens: on a 2-core CPU
-a 1.7B's first pass costs ~5 ms a token, so 256 tokens alone spend most of a line's 1.5 s).
+down to four tokens a step, and last the context again (192, 128, then 96 tokens: on a 2-core
+CPU a 1.7B's first pass costs ~5 ms a token, so 256 tokens alone spend most of a line's 1.5 s).
 The speed measured at load follows what each fill then takes
 (``Speed.observed``), so a model loaded while the machine was busy is not held to a cheap
 plan for good. Small models are never planned, so their fills stay what the settings say on
@@ -27,20 +27,23 @@ import torch
 
 BIG_MODEL_PARAMS = 100_000_000  # below this a CPU fill meets the goals as the settings are
 BUDGET_BASE_MS = 1400.0  # a hole of up to LINE_TOKENS: under the 1.5 s goal for a line
-LINE_TOKENS = 16
-BUDGET_PER_TOKEN_MS = 40.0  # past a line: ~40 tokens 2.4 s, ~56 tokens 3 s (a block's goal)
+LINE_TOKENS = 24  # an invoked completion at a line's end estimates 18-20 tokens
+BUDGET_PER_TOKEN_MS = 40.0  # past a line: ~40 tokens 2.0 s, ~64 tokens 3 s (a block's goal)
 CONTEXTS = (512, 256)  # context tokens tried, in order, when the setting does not fit
-LAST_CONTEXTS = (192, 128)  # tried when nothing else is left to give up
+LAST_CONTEXTS = (192, 128, 96)  # tried when nothing else is left to give up
 SPEED_TOKENS = (16, 128)  # the two forward passes timed: cost per pass and per token
 OBSERVED_WEIGHT = 0.3  # how far one fill's time moves the measured speed (in log scale)
 
 
 @dataclass(frozen=True)
 class Speed:
-    """What one forward pass costs here: a fixed part and a part per token of every row."""
+    """What one forward pass costs here: a fixed part and a part per token of every row, and
+    the output head over a step's masked tokens (a 1.7B's head is a 151,936 x 2,048 product:
+    ~35 ms a step on 2 cores whatever the few rows, a quarter of a step over a line's hole)."""
 
     pass_ms: float
     token_ms: float
+    head_ms: float = 0.0
 
     def fill_ms(self, plan: Plan) -> float:
         """The expected time of a fill: one pass over every row's whole canvas, then one pass
@@ -50,7 +53,8 @@ class Speed:
         whole = 1 if plan.shared_context else rows  # rows whose whole canvas the first pass runs
         first = self.pass_ms + self.token_ms * whole * (plan.context + longest)
         step = self.pass_ms + self.token_ms * rows * (longest + 2 * plan.window + 1)
-        return first + (min(plan.steps, longest) - 1) * step
+        steps = min(plan.steps, longest)
+        return first + (steps - 1) * step + steps * self.head_ms
 
 
     def observed(self, plan: Plan, actual_ms: float) -> Speed:
@@ -58,7 +62,7 @@ class Speed:
         be busier (or idler) than when it was measured. Smoothed (OBSERVED_WEIGHT), so one
         odd fill moves the plans a little and a lasting change moves them all the way."""
         ratio = (max(actual_ms, 1e-3) / max(self.fill_ms(plan), 1e-3)) ** OBSERVED_WEIGHT
-        return Speed(self.pass_ms * ratio, self.token_ms * ratio)
+        return Speed(self.pass_ms * ratio, self.token_ms * ratio, self.head_ms * ratio)
 
 
 @dataclass(frozen=True)
@@ -129,19 +133,26 @@ def parameters(model) -> int:
 @torch.inference_mode()
 def measure(model, repeats: int = 2) -> Speed:
     """Time forward passes of SPEED_TOKENS tokens (one row, the best of ``repeats``) and fit
-    cost = pass + tokens x token. The first pass of each size is a warm-up."""
+    cost = pass + tokens x token; then the output head over the first pass's tokens (as many
+    as a line's hole). The first call of each size is a warm-up."""
     device = next(model.parameters()).device
     token = model.config.vocab_size // 2  # any ordinary token: the cost does not depend on it
-    times = []
-    for n in SPEED_TOKENS:
-        ids = torch.full((1, n), token, dtype=torch.long, device=device)
-        model.hidden_states(ids)
+
+    def best_ms(run) -> float:
+        run()
         best = math.inf
         for _ in range(repeats):
             start = time.perf_counter()
-            model.hidden_states(ids)
+            run()
             best = min(best, (time.perf_counter() - start) * 1e3)
-        times.append(best)
+        return best
+
+    times = []
+    for n in SPEED_TOKENS:
+        ids = torch.full((1, n), token, dtype=torch.long, device=device)
+        times.append(best_ms(lambda ids=ids: model.hidden_states(ids)))
+    hidden = model.hidden_states(torch.full((1, SPEED_TOKENS[0]), token, device=device))
+    head = best_ms(lambda: model.lm_head(hidden))
     (n1, n2), (t1, t2) = SPEED_TOKENS, times
     token = max((t2 - t1) / (n2 - n1), 1e-6)
-    return Speed(pass_ms=max(t1 - token * n1, 0.0), token_ms=token)
+    return Speed(pass_ms=max(t1 - token * n1, 0.0), token_ms=token, head_ms=head)

@@ -89,12 +89,33 @@ def test_the_context_goes_below_256_tokens_only_when_nothing_else_is_left():
     given_up = plans[first_small - 1]
     assert given_up.window == 0 and len(given_up.lengths) == 1
     assert given_up.steps == -(-max(given_up.lengths) // 4)
-    assert [p.context for p in plans[first_small:]] == [192, 128]
+    assert [p.context for p in plans[first_small:]] == list(budget.LAST_CONTEXTS)
 
 
 def test_a_1p7b_on_two_cores_fits_a_line_hole_in_its_goal():
-    measured = Speed(pass_ms=82.0, token_ms=5.3)   # int8 CoDA-1.7B shapes, this 2-core CPU
+    measured = Speed(pass_ms=82.0, token_ms=5.3, head_ms=35.0)   # int8 CoDA-1.7B, 2 cores
     line = Plan(context=1024, lengths=(2, 4, 10), steps=64, window=16, shared_context=True)
     chosen = budget.plan(line, measured)
     assert measured.fill_ms(chosen) <= budget.budget_ms(4) <= 1500   # issue 29: 1.5 s a line
     assert chosen.context >= 192   # as much context as the goal allows
+
+
+def test_each_step_pays_the_output_head():
+    """The head runs once a step over the masked tokens: a plan with more steps costs more
+    by that much, and a big model's plans take it into account."""
+    plan = Plan(context=256, lengths=(18,), steps=5, window=0)
+    headless, headed = Speed(pass_ms=48.0, token_ms=4.6), Speed(48.0, 4.6, head_ms=35.0)
+    assert headed.fill_ms(plan) == pytest.approx(headless.fill_ms(plan) + 5 * 35.0)
+    invoked = Plan(context=1024, lengths=(8, 18), steps=16, window=0)
+    assert headed.fill_ms(budget.plan(invoked, headed)) <= budget.budget_ms(18)
+    assert headless.fill_ms(budget.plan(invoked, headless)) <= budget.budget_ms(18)
+    assert headed.fill_ms(budget.plan(invoked, headless)) > budget.budget_ms(18)  # unplanned
+
+
+def test_the_measured_speed_includes_the_head(tiny_model_dir):
+    from coda_model import load_model
+
+    speed = budget.measure(load_model(tiny_model_dir), repeats=1)
+    assert speed.pass_ms >= 0 and speed.token_ms > 0 and speed.head_ms > 0
+    slower = speed.observed(Plan(128, (8,), 4, 0), 10 * speed.fill_ms(Plan(128, (8,), 4, 0)))
+    assert slower.head_ms > speed.head_ms

@@ -74,6 +74,11 @@ def test_cpu_dtype_follows_the_cpu(tmp_path, monkeypatch, cpuinfo, expected):
     assert engine_module.pick_dtype("auto", "cpu") == expected
     assert engine_module.pick_dtype("float32", "cpu") == "float32"  # --dtype still decides
     assert engine_module.pick_dtype(None, "cuda") == "bfloat16"
+    big = engine_module.budget.BIG_MODEL_PARAMS
+    assert engine_module.pick_dtype(None, "cpu", big) == "int8"  # a 1.7B: int8 on any CPU
+    assert engine_module.pick_dtype(None, "cpu", big - 1) == expected
+    assert engine_module.pick_dtype("bfloat16", "cpu", big) == "bfloat16"
+    assert engine_module.pick_dtype(None, "cuda", big) == "bfloat16"
 
 
 def test_a_short_real_fill_beats_a_long_padded_one(engine, monkeypatch):

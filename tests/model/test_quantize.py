@@ -37,6 +37,26 @@ def test_per_channel_scales_keep_small_rows_accurate():
 
 
 @needs_int8
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rows_quantize_as_torch_quantize_per_channel_does(dtype):
+    """The written-out arithmetic gives PyTorch's own int8 values and scales, halves included,
+    and leaves the caller's weight as it was (an fp32 one is kept for full precision)."""
+    torch.manual_seed(0)
+    weight = (torch.randn(300, 64) * 0.05).to(dtype)
+    weight[7, :4] = torch.tensor([1.0, -1.0, 0.5 / 127 * 3, 2.5 / 127])  # k + 0.5 steps: ties
+    weight[9] = 0  # an all-zero row
+    before = weight.clone()
+    ours = quantize.quantize_rows(weight)
+    w = weight.float()
+    scale = (w.abs().amax(dim=1).clamp_min(1e-12) / 127).double()
+    theirs = torch.quantize_per_channel(w, scale, torch.zeros(300, dtype=torch.int64), 0,
+                                        torch.qint8)
+    assert torch.equal(ours.int_repr(), theirs.int_repr())
+    assert torch.equal(ours.q_per_channel_scales(), theirs.q_per_channel_scales())
+    assert torch.equal(weight, before)
+
+
+@needs_int8
 def test_quantized_model_logits_follow_fp32(tiny_model_dir):
     model = load_model(tiny_model_dir)
     q = load_model(tiny_model_dir, dtype="int8")
