@@ -11,6 +11,7 @@ diffusion decoding of such weights runs without error and writes nonsense.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import math
@@ -216,7 +217,19 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
             place.close()
     if not int8 and config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    return_freed_memory()
+    return model
+
+
+def return_freed_memory() -> None:
+    """Hand the memory the load freed back to the system (glibc keeps freed tensors' pages in
+    its heaps): a 1.7B int8 load leaves 2.07 GiB resident, 1.56 GiB after this. Elsewhere
+    (another C library) nothing happens."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def check_tensors(path: Path, model: CodaModel, shapes: dict[str, tuple[int, ...]]) -> None:
