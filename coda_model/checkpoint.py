@@ -171,8 +171,8 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
 
     ``dtype="int8"``: float32 with every linear layer's weights int8 (coda_model.quantize), a
     CPU serving choice; each linear is quantized as it is read. A model too big to keep fp32
-    weights (quantize.KEEP_FP32_BYTES) also keeps its embedding table in bf16, and a tied
-    lm_head multiplies by that table (quantize.NarrowEmbedding, NarrowHead).
+    weights (quantize.KEEP_FP32_BYTES) also keeps its embedding table in bf16
+    (quantize.NarrowEmbedding), and a tied lm_head gets an int8 copy of it (quantize.TIED_HEAD).
 
     ``autoregressive=True`` accepts an autoregressive checkpoint, for callers that decode it
     causally or train it further; by default one is refused before its weights are read.
