@@ -88,7 +88,6 @@ def weight_files(path: Path) -> list[Path]:
             shards = sorted(set(index["weight_map"].values()))
         except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as exc:
             raise CheckpointError(f"{path / INDEX}: unreadable shard index ({exc})") from exc
-        log.info("loading %d safetensors shards listed in %s", len(shards), INDEX)
         files = [path / s for s in shards]
         for f in files:
             if not f.is_file():
@@ -191,6 +190,8 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
                               "use --dtype float32")
     dtype = resolve_dtype(None if int8 else dtype)
     files = weight_files(path)
+    if len(files) > 1:
+        log.info("loading %d safetensors shards listed in %s", len(files), INDEX)
     shapes = tensor_shapes(files)
     if "lm_head.weight" not in shapes:
         log.info("no lm_head.weight in %s: tying it to the embedding", path)

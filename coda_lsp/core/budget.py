@@ -133,13 +133,14 @@ def parameters(model) -> int:
 @torch.inference_mode()
 def measure(model, repeats: int = 2) -> Speed:
     """Time forward passes of SPEED_TOKENS tokens (one row, the best of ``repeats``) and fit
-    cost = pass + tokens x token; then the output head over the first pass's tokens (as many
-    as a line's hole). The first call of each size is a warm-up."""
+    cost = pass + tokens x token; then the output head over the first size's tokens (as many
+    as a line's hole). One pass first warms the kernels up and gives the head its input."""
     device = next(model.parameters()).device
     token = model.config.vocab_size // 2  # any ordinary token: the cost does not depend on it
+    sizes = [torch.full((1, n), token, dtype=torch.long, device=device) for n in SPEED_TOKENS]
+    hidden = model.hidden_states(sizes[0])
 
     def best_ms(run) -> float:
-        run()
         best = math.inf
         for _ in range(repeats):
             start = time.perf_counter()
@@ -147,12 +148,9 @@ def measure(model, repeats: int = 2) -> Speed:
             best = min(best, (time.perf_counter() - start) * 1e3)
         return best
 
-    times = []
-    for n in SPEED_TOKENS:
-        ids = torch.full((1, n), token, dtype=torch.long, device=device)
-        times.append(best_ms(lambda ids=ids: model.hidden_states(ids)))
-    hidden = model.hidden_states(torch.full((1, SPEED_TOKENS[0]), token, device=device))
+    t1, t2 = (best_ms(lambda ids=ids: model.hidden_states(ids)) for ids in sizes)
+    model.lm_head(hidden)
     head = best_ms(lambda: model.lm_head(hidden))
-    (n1, n2), (t1, t2) = SPEED_TOKENS, times
+    n1, n2 = SPEED_TOKENS
     token = max((t2 - t1) / (n2 - n1), 1e-6)
     return Speed(pass_ms=max(t1 - token * n1, 0.0), token_ms=token, head_ms=head)
