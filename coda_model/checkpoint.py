@@ -229,7 +229,7 @@ def return_freed_memory() -> None:
     (another C library) nothing happens."""
     try:
         ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # no such symbol, or no C library to open
         pass
 
 

@@ -143,8 +143,8 @@ def pick_dtype(dtype: str | None, device: str, parameters: int = 0) -> str | Non
     if device != "cpu":
         return None  # MPS: float32 (load_model's default)
     # A big model on a CPU waits on reading its weights, and int8 holds them in half of bf16's
-    # bytes: a CoDA-1.7B's invoked completion 1.44 s in int8 vs 1.99 s in bf16 on 2 cores,
-    # 2.9 vs 3.6 GB resident (benchmarks/README.md, "A 1.7B fill model on a CPU").
+    # bytes: a CoDA-1.7B's invoked completion 1.48 s in int8 vs 2.04 s in bf16 on 2 cores,
+    # 2.7 vs 3.6 GiB resident (benchmarks/README.md, "A 1.7B fill model through the server").
     if parameters >= budget.BIG_MODEL_PARAMS and quantize.int8_available():
         return "int8"
     # bf16 halves the weights' memory traffic where the CPU computes in bf16 natively (emulated,

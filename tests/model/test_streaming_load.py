@@ -187,6 +187,26 @@ def test_a_truncated_weights_file_is_refused(tiny_model_dir, tmp_path):
             load_model(dst, dtype=dtype)
 
 
+@needs_int8
+def test_a_read_failing_mid_load_stops_the_quantizing_threads(tiny_model_dir, monkeypatch):
+    """Linears are in work on other threads when a later read fails: the error is the
+    loader's one line, and no quantizing thread is left behind."""
+    import threading
+
+    real = checkpoint.stream_tensors
+
+    def failing(files):
+        for i, item in enumerate(real(files)):
+            if i == 6:
+                raise CheckpointError("model.safetensors: corrupt or unreadable (cut short)")
+            yield item
+
+    monkeypatch.setattr(checkpoint, "stream_tensors", failing)
+    with pytest.raises(CheckpointError, match="cut short"):
+        load_model(tiny_model_dir, dtype="int8")
+    assert not [t for t in threading.enumerate() if t.name.startswith("int8-load")]
+
+
 def resident_mib() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
