@@ -11,6 +11,11 @@
   InvalidRequest or InvalidParams.
 - Params are checked strictly (``strict_converter``): a number where a string belongs is
   InvalidParams, not a string made up from it.
+- A handler's future is forgotten when it is done. pygls keeps each future of a handler run
+  as a task, a thread or a generator under its message id, for ``$/cancelRequest``, and drops
+  it only when it answers a request; a notification's id and a generator step's are made up
+  (uuid4) and nothing answers them, so every ``didChange`` kept one for good (the language
+  server's memory grew ~1.3 MiB a minute while typing; benchmarks/README.md, "Soak").
 """
 
 from __future__ import annotations
@@ -131,6 +136,16 @@ class CodaProtocol(LanguageServerProtocol):
     @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
     def lsp_text_document__did_close(self, params):
         yield from self._user_only(types.TEXT_DOCUMENT_DID_CLOSE, params)
+
+    def _execute_handler(self, msg_id, handler, callback, args=None, kwargs=None):
+        def forget_then(future) -> None:
+            # not a cancelled one: shutdown cancels them while it iterates over the dict (and
+            # $/cancelRequest forgets its own); the server runs no handler on another thread
+            if not future.cancelled() and self._request_futures.get(msg_id) is future:
+                del self._request_futures[msg_id]
+            callback(future)
+
+        super()._execute_handler(msg_id, handler, forget_then, args=args, kwargs=kwargs)
 
     def _user_only(self, method: str, params: Any):
         if (handler := self.fm.features.get(method)) is not None:

@@ -245,3 +245,40 @@ def test_closing_a_document_drops_its_typing_carry(tiny_model_dir):
     close = ls.protocol.fm.features[types.TEXT_DOCUMENT_DID_CLOSE]
     close(types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=URI)))
     assert URI not in engine.carries and ls.store.get(URI) is None
+
+
+def test_handled_notifications_leave_no_futures_behind():
+    """pygls keeps a future per handler it runs as a generator, a task or a thread, under the
+    message id; a notification's id is made up and never answered, so without
+    ``CodaProtocol._execute_handler`` every didChange kept one for good."""
+    ls = make_server(FakeEngine())
+    sent = []
+
+    async def main():
+        ls.protocol.transport = type("Sink", (), {"write": lambda self, data: sent.append(data),
+                                                   "is_closing": lambda self: False})()
+        other = "file:///other.py"
+        messages = [{"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {
+            "textDocument": {"uri": other, "languageId": "python", "version": 1,
+                             "text": "x = 1\n"}}}]
+        for version in range(2, 52):
+            messages.append({"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {
+                "textDocument": {"uri": other, "version": version},
+                "contentChanges": [{"range": {"start": {"line": 0, "character": 0},
+                                              "end": {"line": 0, "character": 0}},
+                                    "text": "a"}]}})
+        messages.append({"jsonrpc": "2.0", "method": "workspace/didChangeConfiguration",
+                         "params": {"settings": {"coda": {"steps": 4}}}})
+        messages.append({"jsonrpc": "2.0", "method": "textDocument/didClose",
+                         "params": {"textDocument": {"uri": other}}})
+        for message in messages:
+            ls.protocol.handle_message(message)
+        for _ in range(50):  # the configuration handler is a coroutine: let it finish
+            await asyncio.sleep(0.01)
+            if not ls.protocol._request_futures:
+                break
+        return ls.store.get(other), ls.settings.steps
+
+    closed, steps = run(ls, main())
+    assert closed is None and steps == 4   # every message was handled...
+    assert ls.protocol._request_futures == {}   # ...and none is remembered
