@@ -257,7 +257,8 @@ def main() -> None:
     if args.plot_only:
         rows = read_csv(args.plot_only)
         report(rows, {}, {})
-        plot(rows, args.png)
+        if args.png:
+            plot(rows, args.png)
         return
     proc, port = start_server(args.model, not args.exact, Path(args.log))
     load = Load(port, args.clients)
@@ -335,8 +336,8 @@ def report(rows: list[list[float]], statuses: dict[int, int], counts: dict[str, 
         warm = rows[warm_at]
         growth = 100 * (rows[-1][off] / warm[off] - 1)
         peak = max(r[off] for r in rows[warm_at:])
-        p95 = [statistics.median(r[off + 5] for r in part if r[off + 5] == r[off + 5])
-               for part in (mid, last)]
+        p95 = [statistics.median([r[off + 5] for r in part if r[off + 5] == r[off + 5]]
+                                 or [float("nan")]) for part in (mid, last)]  # none: no clients
         print(f"{name}: RSS {warm[off]:.1f} MiB at {warm[0]:.1f} min -> {rows[-1][off]:.1f} "
               f"MiB at the end ({growth:+.1f} %, goal <= +10 %; peak {peak:.1f})")
         print(f"{name}: p95 {p95[0]:.2f} -> {p95[1]:.2f} s ({100 * (p95[1] / p95[0] - 1):+.1f} "
