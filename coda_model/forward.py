@@ -184,10 +184,7 @@ class ContextCache:
         if refresh:
             self.passes += 1
             hidden, c, layers_kv = self._full_pass(x, carried=self.context_kv is None)
-            self.context_kv = [
-                (torch.cat((k[:, :, :a], k[:, :, b:]), 2), torch.cat((v[:, :, :a], v[:, :, b:]), 2))
-                for k, v in layers_kv
-            ]
+            self._keep_context(layers_kv)
             if self.static:
                 self._load_window(x)
             else:
@@ -286,12 +283,31 @@ class ContextCache:
             for (k, v), (ks, vs) in zip(layers_kv, suffixes, strict=True)]
         return hidden, src
 
+    def _keep_context(self, layers_kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Every column's keys/values less the recomputed window's: the cached context."""
+        a, b = self.start, self.stop
+        self.context_kv = [
+            (torch.cat((k[:, :, :a], k[:, :, b:]), 2), torch.cat((v[:, :, :a], v[:, :, b:]), 2))
+            for k, v in layers_kv
+        ]
+
     def _full_pass(self, x: torch.Tensor, carried: bool):
         """Hidden states of columns [c, e) and every column's keys/values [B, KV, width, D].
 
         Columns [0, c) and [e, width) come from the carry when it has them (first pass only);
         otherwise c = 0 and e = width, the plain full pass.
         """
+        c, e, context = self._first_columns(x, carried)
+        layers_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        hidden = self.model.hidden_states(
+            x[:, c:e], positions=self._positions(c, e, x.device),
+            key_mask=self._split_mask(c, e), kv_context=context, out_kv=layers_kv)
+        return hidden, c, self._all_columns(x, c, context, layers_kv, carried)
+
+    def _first_columns(self, x: torch.Tensor, carried: bool):
+        """(c, e, context): a first pass computes columns [c, e); the carry's keys/values
+        ([B, KV, c + width - e, D] per layer, prefix then suffix) stand for the others, or
+        None and the pass computes every column."""
         batch, width = x.shape
         theta = self.model.config.rope_theta
         p, e = self.prefix_len, width
@@ -313,20 +329,37 @@ class ContextCache:
             if suffix is not None:
                 context = [(torch.cat((pk, sk), 2), torch.cat((pv, sv), 2))
                            for (pk, pv), (sk, sv) in zip(context, suffix, strict=True)]
-        layers_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
-        hidden = self.model.hidden_states(
-            x[:, c:e], positions=self._positions(c, e, x.device),
-            key_mask=self._split_mask(c, e), kv_context=context, out_kv=layers_kv)
-        if context is not None:  # back to column order: [0, c) + [c, e) + [e, width)
+        return c, e, context
+
+    def _all_columns(self, x: torch.Tensor, c: int, context, layers_kv, carried: bool):
+        """The computed columns' keys/values and the carried ones in column order
+        ([0, c) + [c, e) + [e, width)), handed to the carry for the next request."""
+        if context is not None:
             layers_kv = [
                 (torch.cat((ck[:, :, :c], k, ck[:, :, c:]), 2),
                  torch.cat((cv[:, :, :c], v, cv[:, :, c:]), 2))
                 for (ck, cv), (k, v) in zip(context, layers_kv, strict=True)
             ]
         if carried and self.carry is not None:
-            self.carry.keep(x[0].tolist(), layers_kv, p, self.lengths[0], self.suffix_len,
-                            reused=c)
-        return hidden, c, layers_kv
+            self.carry.keep(x[0].tolist(), layers_kv, self.prefix_len, self.lengths[0],
+                            self.suffix_len, reused=c)
+        return layers_kv
+
+
+SIMILAR_WIDTHS = 1.5  # first passes batched together compute at most this x the fewest columns
+
+
+def _similar_widths(widths: dict[int, int]) -> list[list[int]]:
+    """Requests grouped by the columns their first passes compute, each group's widest at
+    most SIMILAR_WIDTHS x its narrowest plus 16: a full pass (no carry, hundreds of columns)
+    padded beside keystrokes' few dozen would cost them all a full pass."""
+    groups: list[list[int]] = []
+    for i in sorted(widths, key=widths.__getitem__):
+        if groups and widths[i] <= SIMILAR_WIDTHS * widths[groups[-1][0]] + 16:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 class BatchedWindows:
@@ -366,22 +399,107 @@ class BatchedWindows:
     def __call__(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if not self.slots:
             self.passes += 1
-            logits, row = [], 0
-            for cache, n, off, w in zip(self.caches, self.rows, self.own_offsets,
-                                        self.own_widths, strict=True):
-                logits.append(cache(x[row : row + n, off : off + w],
-                                    mask[row : row + n, off : off + w]))
-                row += n
+            logits = self._first_pass(x, mask)
             self._load()
-            return torch.cat(logits)
+            return logits
         self.window_passes += 1
         a = self.start - 1
         b = a + self.window
+        offsets, key_mask, slots = self.offsets, self.mask, self.slots
+        sel = needed_rows(mask)
+        if sel is not None:  # only the rows that commit this step (finished requests' rest)
+            x, mask, offsets, key_mask = x[sel], mask[sel], offsets[sel], key_mask[sel]
+            slots = [s.rows(sel) for s in slots]
         hidden = self.model.hidden_states(
-            x[:, a:b], positions=row_positions(a, b, self.offsets), key_mask=self.mask,
-            kv_context=self.slots)  # [B, window, H]
+            x[:, a:b], positions=row_positions(a, b, offsets), key_mask=key_mask,
+            kv_context=slots)  # [B', window, H]
         rows, cols = shifted_sources(mask)
         return self.model.lm_head(hidden[rows, cols - a])
+
+    def _first_pass(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Every request's first pass as it has it alone (its carry's columns skipped), those
+        computing a similar number of columns as rows of one batch: on a CPU a typing fill's
+        own first pass is a few dozen columns, mostly fixed cost, and once batched the
+        requests' first passes were most of a batch's time (8 requests: 80 of 210 ms)."""
+        logits: list[torch.Tensor | None] = [None] * len(self.caches)
+        plans: dict[int, tuple] = {}  # request -> (rows, own x, own mask, c, e, context)
+        picked: dict[int, torch.Tensor] = {}  # request -> hidden states predicting its masks
+        row = 0
+        for i, (cache, n, off, w) in enumerate(zip(self.caches, self.rows, self.own_offsets,
+                                                   self.own_widths, strict=True)):
+            own_x, own_mask = x[row : row + n, off : off + w], mask[row : row + n, off : off + w]
+            if cache.shared or cache.static or cache.context_kv is not None:
+                logits[i] = cache(own_x, own_mask)  # its own kind of first pass
+            else:
+                cache.calls += 1
+                cache.passes += 1
+                plans[i] = (slice(row, row + n), own_x, own_mask,
+                            *cache._first_columns(own_x, carried=True))
+            row += n
+        for group in _similar_widths({i: plan[4] - plan[3] for i, plan in plans.items()}):
+            together = self._columns_together([self.caches[i] for i in group],
+                                              [plans[i] for i in group])
+            for i, (hidden, kv) in zip(group, together, strict=True):
+                cache, (_, own_x, own_mask, c, _, context) = self.caches[i], plans[i]
+                cache._keep_context(cache._all_columns(own_x, c, context, kv, carried=True))
+                rows, cols = shifted_sources(own_mask)
+                picked[i] = hidden[rows, cols - c]
+        if picked:  # one head call for every request's masks (CPU layout: logits at masks)
+            heads = self.model.lm_head(torch.cat(list(picked.values())))
+            for i, out in zip(picked, heads.split([len(h) for h in picked.values()]),
+                              strict=True):
+                logits[i] = out
+        return torch.cat(logits)
+
+    def _columns_together(self, caches: list[ContextCache],
+                          plans: list[tuple]) -> list[tuple[torch.Tensor, list]]:
+        """(hidden states, keys/values) of each plan's columns [c, e) against its carried
+        context, as ``ContextCache._full_pass`` computes them, from one pass: the columns
+        right-padded, the contexts padded, padding hidden from every key mask."""
+        if len(plans) == 1:  # alone: exactly its own pass
+            (_, own_x, _, c, e, context), cache = plans[0], caches[0]
+            kv: list = []
+            hidden = self.model.hidden_states(
+                own_x[:, c:e], positions=cache._positions(c, e, own_x.device),
+                key_mask=cache._split_mask(c, e), kv_context=context, out_kv=kv)
+            return [(hidden, kv)]
+        rows = [own_x.shape[0] for _, own_x, *_ in plans]
+        widths = [e - c for *_, c, e, _ in plans]
+        contexts = [0 if ctx is None else ctx[0][0].shape[2] for *_, ctx in plans]
+        total, most, widest = sum(rows), max(widths), max(contexts)
+        device = plans[0][1].device
+        ids = torch.zeros(total, most, dtype=torch.long, device=device)
+        positions = torch.zeros(total, most, dtype=torch.long, device=device)
+        key_mask = torch.zeros(total, widest + most, dtype=torch.bool, device=device)
+        context = None
+        if widest:
+            k0 = next(ctx for *_, ctx in plans if ctx is not None)[0][0]
+            shape = (total, k0.shape[1], widest, k0.shape[3])
+            context = [(k0.new_zeros(shape), k0.new_zeros(shape))
+                       for _ in range(len(self.model.model.layers))]
+        at = 0
+        for cache, (_, own_x, _, c, e, own_ctx), n, w, m in zip(
+                caches, plans, rows, widths, contexts, strict=True):
+            r = slice(at, at + n)
+            ids[r, :w] = own_x[:, c:e]
+            positions[r, :w] = cache._positions(c, e, device)
+            own_mask = cache._split_mask(c, e)  # [n, m + w]: context columns, then computed
+            key_mask[r, :m] = True if own_mask is None else own_mask[:, :m]
+            key_mask[r, widest : widest + w] = True if own_mask is None else own_mask[:, m:]
+            if own_ctx is not None:
+                for (kb, vb), (k, v) in zip(context, own_ctx, strict=True):
+                    kb[r, :, :m] = k
+                    vb[r, :, :m] = v
+            at += n
+        kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        hidden = self.model.hidden_states(ids, positions=positions, key_mask=key_mask,
+                                          kv_context=context, out_kv=kv)
+        out, at = [], 0
+        for n, w in zip(rows, widths, strict=True):
+            r = slice(at, at + n)
+            out.append((hidden[r, :w], [(k[r, :, :w], v[r, :, :w]) for k, v in kv]))
+            at += n
+        return out
 
     def _load(self) -> None:
         """Every request's context keys/values into one buffer per layer, rows padded to the

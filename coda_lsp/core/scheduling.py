@@ -13,6 +13,13 @@ takes such a job it also takes the waiting jobs of the same group, up to ``max_b
 hands them to the batch runner as one call (rows of one forward pass). Each keeps its own
 stop flag: newest-wins and hang-ups stop a member's answer, the others' go on. A group of
 one runs ``job.work`` exactly as without batching.
+
+Before a batch starts, the worker waits a little (``gather_wait``) for the clients the last
+batch just answered: a typing client sends its next request a moment after its answer, so
+without the wait the one or two that were already waiting run as a batch of their own while
+the others come back, and the clients split into cohorts that each wait for the other's batch
+(16 clients: batches of 14 and 2, every answer waiting two batches). A client with nobody
+else recently answered never waits.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import asyncio
 import itertools
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -32,6 +40,8 @@ ShouldStop = Callable[[], bool]
 Work = Callable[[ShouldStop], Any]
 Outcome = tuple[Any, BaseException | None]  # a batched job's result, or why it has none
 BatchRunner = Callable[[list[Work], list[ShouldStop]], list[Outcome]]
+MAX_GATHER_S = 0.04  # the longest a batch waits for the last batch's clients to come back
+GATHER_SHARE = 0.25  # ... and at most this share of the last batch's own time
 
 
 class Superseded(Exception):
@@ -66,6 +76,10 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self.started = 0  # jobs whose work actually ran (tests and logs read it)
         self.batches = 0  # batches of two or more jobs run
+        self.max_gather_s = MAX_GATHER_S
+        self.gathered_s = 0.0  # time batches waited for their clients (tests and logs read it)
+        self._answered: set[str] = set()  # keys the last grouped run answered
+        self._gather_until = 0.0  # monotonic time: wait for them until then at most
 
     def batching(self, runner: BatchRunner, max_batch: int) -> None:
         """Run up to ``max_batch`` waiting jobs of one group as one ``runner(works, stops)``
@@ -148,17 +162,43 @@ class Scheduler:
                     self._cond.wait()
                 if self._closed or not self._queue:
                     return
+                self._gather(self._queue[0])
+                if self._closed or not self._queue:
+                    return
                 job = self._take(self._queue.popleft())
                 if job.stop.is_set():
                     continue
                 jobs = [job, *self._companions(job)]
                 self._running = jobs
+            started = time.monotonic()
             if len(jobs) == 1:
                 self._run(job)
             else:
                 self._run_batch(jobs)
             with self._cond:
                 self._running = []
+                if job.group is not None:
+                    self._answered = {j.key for j in jobs if j.key is not None
+                                      and not j.stop.is_set()}
+                    now = time.monotonic()
+                    self._gather_until = now + min(self.max_gather_s,
+                                                   GATHER_SHARE * (now - started))
+
+    def _gather(self, first: Job) -> None:
+        """Wait (lock held, woken by each submission) until the clients the last grouped run
+        answered have sent their next request, the batch is full, or the short while after
+        that run is over; at once when nobody else was answered (one client never waits)."""
+        if first.group is None or self._runner is None or self.max_batch < 2:
+            return
+        while not self._closed and not self._retiring:
+            waiting = [j for j in self._queue if j.group == first.group and not j.stop.is_set()]
+            expected = self._answered - {j.key for j in waiting}
+            left = self._gather_until - time.monotonic()
+            if not expected or len(waiting) >= self.max_batch or left <= 0:
+                return
+            start = time.monotonic()
+            self._cond.wait(left)
+            self.gathered_s += time.monotonic() - start
 
     def _take(self, job: Job) -> Job:
         """A job leaving the queue is no longer the one its key's next submission replaces."""

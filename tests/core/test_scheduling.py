@@ -205,6 +205,48 @@ def test_a_cancelled_member_of_a_batch_is_answered_superseded_and_the_others_com
     assert sizes == [3]  # c2 arrived while the batch ran: it ran after it, alone
 
 
+def test_a_batch_waits_briefly_for_the_clients_the_last_batch_answered():
+    """Typing clients send their next request a moment after their answer: the next batch
+    takes them together instead of running the one already back alone (which splits the
+    clients into cohorts that wait for each other's batches)."""
+    async def main():
+        sched, engine = Scheduler(), FakeEngine(step_seconds=0.04)  # a batch: ~0.6 s
+        runner = BatchRecorder(engine)
+        sched.batching(runner, max_batch=8)
+        sched.max_gather_s = 2.0
+        engine.gate.clear()
+        blocker = sched.submit("x", engine.job("x"))
+        await asyncio.sleep(0.05)
+        first = [sched.submit(k, engine.job(k), group="typing") for k in "abc"]
+        engine.gate.set()
+        await gather_outcomes([blocker, *first])
+        back = [sched.submit("c", engine.job("c2"), group="typing")]  # c comes back at once
+        await asyncio.sleep(0.05)  # a and b a moment later
+        back += [sched.submit(k, engine.job(k + "2"), group="typing") for k in "ab"]
+        outcomes = await gather_outcomes(back)
+        sched.close()
+        return outcomes, runner.sizes, sched.gathered_s
+
+    outcomes, sizes, gathered = asyncio.run(main())
+    assert outcomes == ["c2", "a2", "b2"]
+    assert sizes == [3, 3]  # not c2 alone, then a2 and b2
+    assert 0 < gathered < 1.0  # it waited for a and b, not for the whole while
+
+
+def test_a_lone_client_never_waits_for_others():
+    async def main():
+        sched, engine = Scheduler(), FakeEngine(step_seconds=0.04)
+        sched.batching(BatchRecorder(engine), max_batch=8)
+        sched.max_gather_s = 2.0
+        answers = [await sched.submit("a", engine.job(f"a{i}"), group="typing")
+                   for i in range(3)]
+        sched.close()
+        return answers, sched.gathered_s
+
+    answers, gathered = asyncio.run(main())
+    assert answers == ["a0", "a1", "a2"] and gathered == 0
+
+
 def test_max_batch_one_runs_grouped_jobs_alone():
     async def main():
         sched, engine = Scheduler(), FakeEngine()

@@ -8,6 +8,9 @@ from coda_model import CheckpointError, infill, load_model, load_tokenizer, quan
 from coda_model.quantize import Int8Linear, int8_available, quantize_linears
 
 needs_int8 = pytest.mark.skipif(not int8_available(), reason="no int8 kernels in this torch")
+# what quantize_linears picks on this CPU: 7-bit inputs where it lacks VNNI (8-bit products
+# would saturate the int16 sums of AVX2's kernels)
+REDUCE_RANGE_HERE = not quantize.int8_fast()
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -17,6 +20,8 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 @needs_int8
 @pytest.mark.parametrize("reduce_range", [False, True])
 def test_int8_linear_is_close_to_fp32(reduce_range):
+    if not reduce_range and REDUCE_RANGE_HERE:
+        pytest.skip("full-range int8 is for VNNI CPUs; quantize_linears never uses it here")
     torch.manual_seed(0)
     weight = torch.randn(96, 64) * 0.05
     x = torch.randn(2, 7, 64)
@@ -32,7 +37,7 @@ def test_per_channel_scales_keep_small_rows_accurate():
     weight = torch.randn(8, 32)
     weight[3] *= 1e-3
     x = torch.randn(4, 32)
-    out = Int8Linear(weight, False)(x)
+    out = Int8Linear(weight, REDUCE_RANGE_HERE)(x)
     assert relative_error(out[:, 3], F.linear(x, weight)[:, 3]) < 0.05
 
 
@@ -123,7 +128,7 @@ def test_full_precision_uses_the_kept_fp32_weight():
 
     torch.manual_seed(1)
     weight, x = torch.randn(24, 16), torch.randn(3, 16)
-    layer = Int8Linear(weight, False)
+    layer = Int8Linear(weight, REDUCE_RANGE_HERE)
     with full_precision():
         assert torch.equal(layer(x), F.linear(x, weight))
     assert not torch.equal(layer(x), F.linear(x, weight))   # int8 again outside
