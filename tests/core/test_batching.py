@@ -71,6 +71,23 @@ def test_a_batch_reuses_each_clients_carried_context(shipped):
     assert same == 2 * len(typed)
 
 
+def test_carried_and_fresh_clients_in_one_batch_each_get_their_own_fill(shipped):
+    """Half the clients carry their last keystroke's context (first passes of a few dozen
+    columns, run as one padded pass), half are new (full passes, run apart from them): every
+    one gets the fill, and reuses the context, it gets alone."""
+    alone_engine, batch_engine = twin(shipped), twin(shipped)
+    jobs = typing_jobs(8, carry=True)
+    for job in jobs[::2]:
+        alone_engine.fill(job)
+        batch_engine.fill(job)
+    typed = [dataclasses.replace(job, prefix=job.prefix + "x") for job in jobs]
+    alone = [alone_engine.fill(job) for job in typed]
+    batched = batch_engine.fill_many(typed, [lambda: False] * len(typed))
+    assert [r.reused for r in batched] == [r.reused for r in alone]
+    assert [r.reused > 50 for r in batched] == [True, False] * 4
+    assert [texts(r) for r in batched] == [texts(r) for r in alone]
+
+
 def test_a_batch_stops_when_every_member_is_stopped(shipped):
     jobs = typing_jobs(3)
     results = shipped.fill_many(jobs, [lambda: True] * 3)
