@@ -422,7 +422,7 @@ class BatchedWindows:
         own first pass is a few dozen columns, mostly fixed cost, and once batched the
         requests' first passes were most of a batch's time (8 requests: 80 of 210 ms)."""
         logits: list[torch.Tensor | None] = [None] * len(self.caches)
-        plans: dict[int, tuple] = {}  # request -> (rows, own x, own mask, c, e, context)
+        plans: dict[int, tuple] = {}  # request -> (own x, own mask, c, e, context)
         picked: dict[int, torch.Tensor] = {}  # request -> hidden states predicting its masks
         row = 0
         for i, (cache, n, off, w) in enumerate(zip(self.caches, self.rows, self.own_offsets,
@@ -433,14 +433,13 @@ class BatchedWindows:
             else:
                 cache.calls += 1
                 cache.passes += 1
-                plans[i] = (slice(row, row + n), own_x, own_mask,
-                            *cache._first_columns(own_x, carried=True))
+                plans[i] = (own_x, own_mask, *cache._first_columns(own_x, carried=True))
             row += n
-        for group in _similar_widths({i: plan[4] - plan[3] for i, plan in plans.items()}):
+        for group in _similar_widths({i: plan[3] - plan[2] for i, plan in plans.items()}):
             together = self._columns_together([self.caches[i] for i in group],
                                               [plans[i] for i in group])
             for i, (hidden, kv) in zip(group, together, strict=True):
-                cache, (_, own_x, own_mask, c, _, context) = self.caches[i], plans[i]
+                cache, (own_x, own_mask, c, _, context) = self.caches[i], plans[i]
                 cache._keep_context(cache._all_columns(own_x, c, context, kv, carried=True))
                 rows, cols = shifted_sources(own_mask)
                 picked[i] = hidden[rows, cols - c]
@@ -457,17 +456,17 @@ class BatchedWindows:
         context, as ``ContextCache._full_pass`` computes them, from one pass: the columns
         right-padded, the contexts padded, padding hidden from every key mask."""
         if len(plans) == 1:  # alone: exactly its own pass
-            (_, own_x, _, c, e, context), cache = plans[0], caches[0]
+            (own_x, _, c, e, context), cache = plans[0], caches[0]
             kv: list = []
             hidden = self.model.hidden_states(
                 own_x[:, c:e], positions=cache._positions(c, e, own_x.device),
                 key_mask=cache._split_mask(c, e), kv_context=context, out_kv=kv)
             return [(hidden, kv)]
-        rows = [own_x.shape[0] for _, own_x, *_ in plans]
+        rows = [own_x.shape[0] for own_x, *_ in plans]
         widths = [e - c for *_, c, e, _ in plans]
         contexts = [0 if ctx is None else ctx[0][0].shape[2] for *_, ctx in plans]
         total, most, widest = sum(rows), max(widths), max(contexts)
-        device = plans[0][1].device
+        device = plans[0][0].device
         ids = torch.zeros(total, most, dtype=torch.long, device=device)
         positions = torch.zeros(total, most, dtype=torch.long, device=device)
         key_mask = torch.zeros(total, widest + most, dtype=torch.bool, device=device)
@@ -478,7 +477,7 @@ class BatchedWindows:
             context = [(k0.new_zeros(shape), k0.new_zeros(shape))
                        for _ in range(len(self.model.model.layers))]
         at = 0
-        for cache, (_, own_x, _, c, e, own_ctx), n, w, m in zip(
+        for cache, (own_x, _, c, e, own_ctx), n, w, m in zip(
                 caches, plans, rows, widths, contexts, strict=True):
             r = slice(at, at + n)
             ids[r, :w] = own_x[:, c:e]
