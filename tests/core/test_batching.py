@@ -55,34 +55,34 @@ def test_a_batch_gives_each_request_the_fill_it_gets_alone(shipped):
     assert len({a for a, _ in pairs}) > 10  # different requests, different fills
 
 
-def test_a_batch_reuses_each_clients_carried_context(shipped):
+def next_keystroke(shipped, jobs, warmed):
+    """Each client types "x" after its job: (alone, batched) results on two twin engines,
+    where the clients in ``warmed`` filled their previous keystroke (alone) first on both."""
     alone_engine, batch_engine = twin(shipped), twin(shipped)
-    jobs = typing_jobs(6, carry=True)
-    for job in jobs:  # each client's previous keystroke, alone on both engines
+    for job in warmed:
         alone_engine.fill(job)
         batch_engine.fill(job)
     typed = [dataclasses.replace(job, prefix=job.prefix + "x") for job in jobs]
     alone = [alone_engine.fill(job) for job in typed]
-    batched = batch_engine.fill_many(typed, [lambda: False] * len(typed))
+    return alone, batch_engine.fill_many(typed, [lambda: False] * len(typed))
+
+
+def test_a_batch_reuses_each_clients_carried_context(shipped):
+    jobs = typing_jobs(6, carry=True)
+    alone, batched = next_keystroke(shipped, jobs, warmed=jobs)
     assert [r.reused for r in batched] == [r.reused for r in alone]
     assert all(r.reused > 50 for r in batched)
     same = sum(a == b for one, many in zip(alone, batched, strict=True)
                for a, b in zip(texts(one), texts(many), strict=True))
-    assert same == 2 * len(typed)
+    assert same == 2 * len(jobs)
 
 
 def test_carried_and_fresh_clients_in_one_batch_each_get_their_own_fill(shipped):
     """Half the clients carry their last keystroke's context (first passes of a few dozen
     columns, run as one padded pass), half are new (full passes, run apart from them): every
     one gets the fill, and reuses the context, it gets alone."""
-    alone_engine, batch_engine = twin(shipped), twin(shipped)
     jobs = typing_jobs(8, carry=True)
-    for job in jobs[::2]:
-        alone_engine.fill(job)
-        batch_engine.fill(job)
-    typed = [dataclasses.replace(job, prefix=job.prefix + "x") for job in jobs]
-    alone = [alone_engine.fill(job) for job in typed]
-    batched = batch_engine.fill_many(typed, [lambda: False] * len(typed))
+    alone, batched = next_keystroke(shipped, jobs, warmed=jobs[::2])
     assert [r.reused for r in batched] == [r.reused for r in alone]
     assert [r.reused > 50 for r in batched] == [True, False] * 4
     assert [texts(r) for r in batched] == [texts(r) for r in alone]
