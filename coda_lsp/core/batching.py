@@ -132,7 +132,7 @@ def probe(engine: Engine, settings: Settings, limit: int = PROBE_SIZES[-1],
         if rates[size] < 0.8 * max(rates.values()):  # past the knee: larger only waits longer
             break
     for key in [k for k in engine.carries if k.startswith(PROBE_KEY)]:
-        del engine.carries[key]
+        engine.forget(key)
     rates = {b: b / s for b, s in seconds.items()}
     best = max(rates.values())
     chosen = min(b for b, rate in rates.items() if rate >= NEAR_BEST * best)

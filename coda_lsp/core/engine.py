@@ -47,6 +47,9 @@ CARRIED_DOCUMENTS = 4  # context keys/values kept for at least this many documen
 #                       each at 1.7B), and for as many more as CARRY_BUDGET holds, up to 64:
 CARRY_BUDGET = 128 << 20  # bytes; the shipped model's carry is ~1 MiB: 64 clients keep theirs
 MAX_CARRIED = 64
+CARRY_IDLE_S = 120.0  # beyond the CARRIED_DOCUMENTS most recent, a carry unused this long goes:
+#                       an HTTP client that left never says so (a soak's came and went: 64
+#                       carries, 128 MiB, sat on); a returning one pays one full first pass
 STOP_WEIGHT = 0.0  # padding committed last: longer, less often empty fills (bench_ranking.py)
 HOLE_CACHE_WINDOW = 16  # hole fills recompute this much context by the hole: 97 % same as exact
 BANNED_CACHE_BYTES = 16 << 20  # token-healing masks kept (one vocabulary-sized bool each)
@@ -179,6 +182,7 @@ class Engine:
         self.device = device
         self.dtype_name = dtype_name or dtype_of(model)  # what status lines report
         self.carries: OrderedDict[str, ContextCarry] = OrderedDict()  # worker thread only
+        self.carry_used: dict[str, float] = {}  # key -> monotonic time of its last use
         self.carried_documents = carried_documents(model)
         vocab = getattr(getattr(model, "config", None), "vocab_size", 0) or 1
         masks = max(16, min(1024, BANNED_CACHE_BYTES // vocab))  # 1024 x 8 KiB; 110 at 1.7B
@@ -460,22 +464,30 @@ class Engine:
         banned[allowed] = False
         return banned
 
-    def carry(self, key: str | None) -> ContextCarry | None:
-        """The document's context carry; the least recently used beyond
-        ``carried_documents`` go."""
+    def carry(self, key: str | None, now: float | None = None) -> ContextCarry | None:
+        """The document's context carry. The least recently used go beyond
+        ``carried_documents``, and beyond the CARRIED_DOCUMENTS most recent, those unused for
+        CARRY_IDLE_S (``now``: monotonic seconds, for tests)."""
         if key is None:
             return None
+        now = time.monotonic() if now is None else now
         carry = self.carries.pop(key, None) or ContextCarry()
         self.carries[key] = carry
-        while len(self.carries) > self.carried_documents:
-            self.carries.popitem(last=False)
+        self.carry_used[key] = now
+        keys = list(self.carries)  # oldest first; one step, as the event loop may ``forget``
+        over, idle_ones = len(keys) - self.carried_documents, len(keys) - CARRIED_DOCUMENTS
+        for i, old in enumerate(keys[:-1]):
+            if i < over or (i < idle_ones
+                            and now - self.carry_used.get(old, now) > CARRY_IDLE_S):
+                self.forget(old)
         return carry
 
     def forget(self, key: str) -> None:
-        """Drop a closed document's carry now, not when newer documents push it out. One dict
-        operation, so safe beside the worker thread (a fill still running keeps its own
+        """Drop a closed document's carry now, not when newer documents push it out. Dict
+        operations, so safe beside the worker thread (a fill still running keeps its own
         reference, and the carry goes with it)."""
         self.carries.pop(key, None)
+        self.carry_used.pop(key, None)
 
 
 BLOCK_OPENERS = (":", "{", "[", "(")

@@ -4,7 +4,13 @@ import dataclasses
 
 import pytest
 
-from coda_lsp.core.engine import INLINE_CANDIDATES, Engine, FillJob
+from coda_lsp.core.engine import (
+    CARRIED_DOCUMENTS,
+    CARRY_IDLE_S,
+    INLINE_CANDIDATES,
+    Engine,
+    FillJob,
+)
 from coda_lsp.core.settings import Settings
 
 
@@ -42,6 +48,24 @@ def test_typing_carries_context_per_document(engine):
     for i in range(3 + 1):
         engine.fill(dataclasses.replace(job, carry_key=f"file:///{i}.py"))
     assert len(engine.carries) == 3 and "file:///a.py" not in engine.carries
+
+
+def test_carries_left_idle_go_but_the_most_recent_stay(engine):
+    """An HTTP client that left never says so: its carry goes once unused for CARRY_IDLE_S,
+    unless it is among the CARRIED_DOCUMENTS most recently used (a large model's few)."""
+    fresh = Engine(engine.model, engine.tokenizer)
+    fresh.carried_documents = 64
+    for i in range(10):
+        fresh.carry(f"client:{i}", now=1000.0 + i)
+    fresh.carry("client:0", now=1010.0)  # used again: the most recent now
+    assert len(fresh.carries) == 10
+    fresh.carry("client:new", now=1003.5 + CARRY_IDLE_S)  # 1..3 idle past the limit
+    assert list(fresh.carries) == [f"client:{i}" for i in range(4, 10)] + ["client:0",
+                                                                          "client:new"]
+    fresh.carry("client:last", now=5000.0)  # everyone idle: the most recent few stay
+    assert len(fresh.carries) == CARRIED_DOCUMENTS
+    assert list(fresh.carries)[-3:] == ["client:0", "client:new", "client:last"]
+    assert set(fresh.carry_used) == set(fresh.carries)
 
 
 def test_lone_surrogates_in_the_context_still_complete(engine):

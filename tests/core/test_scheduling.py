@@ -263,3 +263,26 @@ def test_max_batch_one_runs_grouped_jobs_alone():
     assert outcomes == ["a", "b", "c"] and sizes == []
     with pytest.raises(ValueError, match="max_batch"):
         Scheduler().batching(lambda works, stops: [], 0)
+
+
+@pytest.mark.parametrize("every, expected", [(0.0, 3), (3600.0, 0)])
+def test_the_worker_hands_memory_back_between_jobs_at_most_so_often(every, expected):
+    """Freed heap pages go back to the system after a job's answer, at most every
+    ``trim_every_s``: each of three jobs at 0 s, none within an hour of the start."""
+    async def main():
+        sched, engine = Scheduler(), FakeEngine()
+        sched.trim_every_s = every
+        trimmed_after = []
+        sched.release_memory = lambda: trimmed_after.append(list(engine.computed))
+        for name in ("a", "b", "c"):
+            assert await sched.submit(name, engine.job(name)) == name
+        for _ in range(500):  # the worker trims after resolving the last answer
+            if sched.trims >= expected:
+                break
+            await asyncio.sleep(0.01)
+        sched.close()
+        return trimmed_after, sched.trims
+
+    trimmed_after, trims = asyncio.run(main())
+    assert trims == expected
+    assert trimmed_after == [["a"], ["a", "b"], ["a", "b", "c"]][:expected]
