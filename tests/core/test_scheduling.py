@@ -286,3 +286,26 @@ def test_the_worker_hands_memory_back_between_jobs_at_most_so_often(every, expec
     trimmed_after, trims = asyncio.run(main())
     assert trims == expected
     assert trimmed_after == [["a"], ["a", "b"], ["a", "b", "c"]][:expected]
+
+
+def test_the_trim_waits_for_an_empty_queue():
+    """A trim takes tens of milliseconds: while fills wait it is put off (up to four times
+    ``trim_every_s``), so it comes after the last of three queued jobs, not between them."""
+    async def main():
+        sched, engine = Scheduler(), FakeEngine()
+        sched.trim_every_s = 0.5
+        trimmed_after = []
+        sched.release_memory = lambda: trimmed_after.append(list(engine.computed))
+        engine.gate.clear()  # all three wait behind the first while a trim falls due
+        futures = [sched.submit(name, engine.job(name)) for name in ("a", "b", "c")]
+        await asyncio.sleep(0.6)
+        engine.gate.set()
+        assert await gather_outcomes(futures) == ["a", "b", "c"]
+        for _ in range(500):
+            if sched.trims:
+                break
+            await asyncio.sleep(0.01)
+        sched.close()
+        return trimmed_after
+
+    assert asyncio.run(main()) == [["a", "b", "c"]]
