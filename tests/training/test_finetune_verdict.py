@@ -63,6 +63,36 @@ def test_the_split_survives_renaming_the_checkout_and_is_capped_by_tokens(tmp_pa
     assert {d.path for d in read_corpus(old) if d.is_eval} != set()
 
 
+def test_tests_train_only_never_held_out_and_leave_the_split_as_it_was(tmp_path):
+    repo = write_repo(tmp_path / "repo", big=200)
+    cfg = DataConfig(sources=(str(repo),), eval_fraction=0.0, eval_token_cap=0.12,
+                     val_token_cap=0.06)
+    before = {d.path: (d.is_eval, d.is_val) for d in read_corpus(cfg)}
+    tests = repo / "tests"
+    tests.mkdir()
+    for i in range(12):  # many test tokens: counted in the caps, they would move the split
+        (tests / f"test_mod{i}.py").write_text(
+            f"from pkg.mod{i} import scale_{i}\n\n\ndef test_scale():\n"
+            f"    assert scale_{i}([1, 2, 3]) == {6 * (i + 1)}\n" * 20)
+    assert {d.path for d in read_corpus(cfg)} == set(before)  # excluded unless asked
+    docs = read_corpus(DataConfig(**{**cfg.__dict__, "train_only_dirs": ("tests",)}))
+    extra = [d for d in docs if d.path not in before]
+    assert len(extra) == 12 and all(d.train_only and not d.is_eval and not d.is_val
+                                    for d in extra)
+    assert {d.path: (d.is_eval, d.is_val) for d in docs if d.path in before} == before
+
+
+def test_list_overrides_take_json_or_commas_and_refuse_a_number():
+    r = recipes.get("finetune_repo_cpu")
+    assert recipes.override(r, ["data.train_only_dirs=tests,test"]).data.train_only_dirs \
+        == ("tests", "test")
+    assert recipes.override(r, ['data.train_only_dirs=["tests"]']).data.train_only_dirs \
+        == ("tests",)
+    assert recipes.override(r, ["optim.betas=0.9,0.99"]).optim.betas == (0.9, 0.99)
+    with pytest.raises(ValueError, match="takes a list"):
+        recipes.override(r, ["data.train_only_dirs=3"])
+
+
 def test_the_cpu_recipe_holds_out_by_tokens_and_replays_general_code():
     r = recipes.get("finetune_repo_cpu")
     assert r.data.eval_token_cap == pytest.approx(0.12) and r.data.replay_mix == 0.5

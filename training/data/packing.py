@@ -64,6 +64,10 @@ class DataConfig:
     # > 0 (with eval_token_cap): also set apart validation files, up to this fraction of the
     # tokens, neither trained on nor scored by the verdict: early stopping's (val.safetensors).
     val_token_cap: float = 0.0
+    # Folders read for training only, even where exclude_dirs names them: a repository's own
+    # tests are its code too (its API called the way it is meant to be), but are never held
+    # out, validated on or counted in the caps above, so the verdict scores the same files.
+    train_only_dirs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -89,6 +93,7 @@ class Document:
     is_eval: bool
     sha256: str = field(default="", repr=False)
     is_val: bool = False   # early stopping's validation file (DataConfig.val_token_cap)
+    train_only: bool = False  # in DataConfig.train_only_dirs: never held out
 
 
 def eval_split(rel_path: str, fraction: float) -> bool:
@@ -105,14 +110,21 @@ def looks_generated(text: str, cfg: DataConfig) -> bool:
 
 
 def candidate_files(root: Path, cfg: DataConfig) -> list[Path]:
-    """The files under ``root`` with a wanted extension, outside the excluded folders."""
+    """The files under ``root`` with a wanted extension, outside the excluded folders (those
+    in ``cfg.train_only_dirs`` included)."""
     if not root.exists():
         raise DataError(f"data source {root} does not exist")
     if root.is_file():
         return [root]
+    excluded = set(cfg.exclude_dirs) - set(cfg.train_only_dirs)
     return sorted(p for p in root.rglob("*")
                   if p.suffix in cfg.extensions and p.is_file()
-                  and not set(p.relative_to(root).parts[:-1]) & set(cfg.exclude_dirs))
+                  and not set(p.relative_to(root).parts[:-1]) & excluded)
+
+
+def train_only(rel_path: str, cfg: DataConfig) -> bool:
+    """Whether a file (its path inside the source) lies in a train-only folder."""
+    return bool(set(Path(rel_path).parts[:-1]) & set(cfg.train_only_dirs))
 
 
 def read_corpus(cfg: DataConfig) -> list[Document]:
@@ -145,8 +157,10 @@ def read_corpus(cfg: DataConfig) -> list[Document]:
                 continue
             seen.add(sha)
             rel = f"{root.name}/{path.relative_to(root)}" if root.is_dir() else root.name
+            only = root.is_dir() and train_only(str(path.relative_to(root)), cfg)
             docs.append(Document(rel, text, LANGUAGES.get(path.suffix, "text"),
-                                 eval_split(rel, cfg.eval_fraction), sha))
+                                 not only and eval_split(rel, cfg.eval_fraction), sha,
+                                 train_only=only))
     if not docs:
         reasons = ", ".join(f"{n} {why}" for why, n in dropped.items() if n)
         raise DataError(f"no usable files in {', '.join(cfg.sources)}: all {sum(dropped.values())}"
@@ -158,8 +172,8 @@ def read_corpus(cfg: DataConfig) -> list[Document]:
             repo_split.hold_out_validation(docs, cfg.val_token_cap)
     else:
         _hold_out_at_least(docs, cfg.min_eval_files)
-    log.info("read %d files, %d held out (dropped %s)", len(docs),
-             sum(d.is_eval for d in docs), dropped)
+    log.info("read %d files, %d held out, %d train-only (dropped %s)", len(docs),
+             sum(d.is_eval for d in docs), sum(d.train_only for d in docs), dropped)
     return docs
 
 
@@ -169,7 +183,7 @@ def _hold_out_at_least(docs: list[Document], n: int) -> None:
     n = min(n, len(docs) // 4) - sum(d.is_eval for d in docs)
     if n <= 0:
         return
-    train = sorted((d for d in docs if not d.is_eval),
+    train = sorted((d for d in docs if not d.is_eval and not d.train_only),
                    key=lambda d: hashlib.sha256(d.path.encode("utf-8")).digest())
     for doc in train[:n]:
         doc.is_eval = True

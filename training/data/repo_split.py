@@ -23,6 +23,7 @@ class _Doc(Protocol):
     path: str
     text: str
     is_eval: bool
+    train_only: bool
 
 
 def path_in_repo(doc_path: str) -> str:
@@ -40,7 +41,9 @@ def approx_tokens(text: str) -> int:
 
 
 def hold_out(docs: list[_Doc], cap: float) -> int:
-    """Mark held-out files in place (``is_eval``); returns the held-out token count."""
+    """Mark held-out files in place (``is_eval``); returns the held-out token count.
+    Train-only files (a repository's tests) are neither held out nor counted in the cap."""
+    docs = _eligible(docs)
     sizes = {id(d): approx_tokens(d.text) for d in docs}
     budget = cap * sum(sizes.values())
     held = 0
@@ -56,6 +59,7 @@ def hold_out_validation(docs: list, cap: float) -> int:
     order, while they stay under ``cap`` of the repository's tokens.  Apart from the held-out
     files, so choosing when to stop never looks at the files the verdict scores; returns the
     validation token count."""
+    docs = _eligible(docs)
     sizes = {id(d): approx_tokens(d.text) for d in docs}
     budget = cap * sum(sizes.values())
     taken = 0
@@ -64,3 +68,7 @@ def hold_out_validation(docs: list, cap: float) -> int:
         if doc.is_val:
             taken += sizes[id(doc)]
     return taken
+
+
+def _eligible(docs: list) -> list:
+    return [d for d in docs if not getattr(d, "train_only", False)]

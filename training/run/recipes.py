@@ -363,15 +363,19 @@ def override(recipe: Recipe, assignments: list[str]) -> Recipe:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ValueError(f"override {item!r} is not key=value")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
+        value = _parsed(raw)
         parts = key.split(".")
         if parts[0] == "model":
             _check_model_key(parts)
         recipe = _set(recipe, parts, value)
     return recipe
+
+
+def _parsed(raw: str):
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
 
 
 TOKENIZER_OWNED = {"vocab_size": "; set tokenizer.vocab_size instead",
@@ -415,6 +419,10 @@ def _set(obj, parts: list[str], value):
     current = getattr(obj, head)
     if rest:
         return replace(obj, **{head: _set(current, rest, value)})
-    if isinstance(current, tuple) and isinstance(value, list):
+    if isinstance(current, tuple):  # a JSON list, or names with commas: a=tests,test
+        if isinstance(value, str):
+            value = [_parsed(v) for v in value.split(",") if v]
+        if not isinstance(value, list):
+            raise ValueError(f"{head} takes a list, e.g. [\"a\", \"b\"] or a,b; got {value!r}")
         value = tuple(value)
     return replace(obj, **{head: value})
