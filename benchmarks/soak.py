@@ -27,6 +27,7 @@ import http.client
 import json
 import os
 import random
+import shlex
 import statistics
 import subprocess
 import sys
@@ -41,9 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
 TEXT = (ROOT / "coda_lsp" / "core" / "engine.py").read_text(encoding="utf-8")
 
 
-def start_server(model: str, fast: bool, log: Path) -> tuple[subprocess.Popen, int]:
-    """The server, its stderr (request log, failures) in ``log``; returns once it serves."""
-    command = [sys.executable, "-m", "coda_lsp", "http", "--model", model, "--port", "0"]
+def start_server(model: str, fast: bool, log: Path, python: str = sys.executable
+                 ) -> tuple[subprocess.Popen, int]:
+    """The server, its stderr (request log, failures) in ``log``; returns once it serves.
+    ``python``: what runs ``-m coda_lsp`` (a heap profiler, e.g. ``memray run --native``)."""
+    command = [*shlex.split(python), "-m", "coda_lsp", "http", "--model", model, "--port", "0"]
     with open(log, "w") as out:
         proc = subprocess.Popen(command + (["--fast"] if fast else []), stderr=out,
                                 stdout=subprocess.DEVNULL, text=True)
@@ -253,6 +256,9 @@ def main() -> None:
     p.add_argument("--png", default=None)
     p.add_argument("--plot-only", metavar="CSV", help="draw --png from a CSV and stop")
     p.add_argument("--log", default="soak-server.log", help="the HTTP server's stderr")
+    p.add_argument("--python", default=sys.executable,
+                   help="what runs the HTTP server's '-m coda_lsp', e.g. "
+                        "'memray run --native -o heap.bin' to see what holds its memory")
     args = p.parse_args()
     if args.plot_only:
         rows = read_csv(args.plot_only)
@@ -260,7 +266,7 @@ def main() -> None:
         if args.png:
             plot(rows, args.png)
         return
-    proc, port = start_server(args.model, not args.exact, Path(args.log))
+    proc, port = start_server(args.model, not args.exact, Path(args.log), args.python)
     load = Load(port, args.clients)
     editor = None if args.no_lsp else Editor(args.model)
     rows = []
