@@ -1,6 +1,8 @@
 """What ``GET /metrics`` shows (Prometheus text format, prometheus_client): how deep the
 queue is, how many fills are answered (``rate()`` of the counter is fills per second), how
-long they wait and run, and how many requests are turned away and why.
+long they wait and run, how many requests are turned away and why, and what the process
+holds (resident memory and open files, the carried contexts, the heap trims): the figures a
+long-running server is judged by.
 
 One registry per server, not the library's global one, so several servers in one process
 (tests, benchmarks) keep their own counts.
@@ -16,6 +18,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -26,9 +29,16 @@ SECONDS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, depth: Callable[[], int], max_queue: int) -> None:
+    def __init__(self, depth: Callable[[], int], max_queue: int,
+                 carried: Callable[[], int] = lambda: 0,
+                 trims: Callable[[], int] = lambda: 0) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, process_open_fds, ...
+        Gauge("coda_carried_contexts", "Clients and documents whose context keys/values are "
+              "kept for their next fill", registry=r).set_function(carried)
+        Gauge("coda_memory_trims", "Times the model worker handed free heap pages back to "
+              "the system", registry=r).set_function(trims)
         Gauge("coda_queue_depth", "Fill requests waiting or running", registry=r
               ).set_function(depth)
         Gauge("coda_queue_limit", "Fill requests allowed to wait or run (--max-queue)",

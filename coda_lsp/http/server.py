@@ -109,7 +109,10 @@ class Service:
         self.max_queue = max_queue
         self.max_batch = max_batch  # --fast fills per batch; AUTO_BATCH: measured at load
         self.probe: batching.Probe | None = None  # what the measurement found
-        self.metrics = Metrics(lambda: self.scheduler.depth() if self.ready else 0, max_queue)
+        self.metrics = Metrics(
+            lambda: self.scheduler.depth() if self.ready else 0, max_queue,
+            carried=lambda: len(getattr(self.engine, "carries", ())) if self.ready else 0,
+            trims=lambda: self.scheduler.trims if self.ready else 0)
         self.fill_seconds = 1.0  # recent fills' mean model time (EWMA): sizes Retry-After
         self.closing = False
         self._ids = itertools.count(1)

@@ -117,6 +117,15 @@ class Server:
             self.proc.wait()
 
 
+def metric(text: str, name: str) -> float:
+    """The value of one sample line of /metrics (Prometheus text)."""
+    for line in text.splitlines():
+        key, _, value = line.rpartition(" ")
+        if key == name:
+            return float(value)
+    raise AssertionError(f"{name} not in /metrics:\n{text}")
+
+
 def sse_events(text: str) -> list[Any]:
     """The data of each server-sent event, parsed when it is JSON."""
     out = []

@@ -4,7 +4,7 @@ from one keystroke of a client to its next."""
 from __future__ import annotations
 
 import pytest
-from http_kit import Server
+from http_kit import Server, metric
 
 PREFIX = "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self):\n"
 
@@ -26,6 +26,18 @@ def test_a_clients_next_keystroke_reuses_the_context_it_left(fast_server):
         assert status == 200 and isinstance(body["content"], str)
         line = fast_server.wait_for("reused=", start=start)
     assert int(line.split("reused=")[1].split()[0]) > 0  # the second keystroke reused context
+
+
+def test_metrics_show_the_carried_contexts_and_the_process_memory(fast_server):
+    for client in ("m-1", "m-2"):
+        assert fast_server.request("POST", "/infill", {
+            "input_prefix": PREFIX, "prompt": "        self.", "input_suffix": "\n"},
+            headers=fast_server.headers(**{"X-Coda-Client": client}))[0] == 200
+    text = fast_server.request("GET", "/metrics", headers={})[1]
+    assert metric(text, "coda_carried_contexts") >= 2  # one per client that typed
+    assert metric(text, "process_resident_memory_bytes") > 20 << 20
+    assert metric(text, "process_open_fds") >= 3
+    assert metric(text, "coda_memory_trims") >= 0
 
 
 def test_concurrent_clients_on_a_batching_server_are_each_answered_newest_wins(tiny_model_dir):

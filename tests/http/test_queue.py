@@ -9,7 +9,7 @@ import json
 import time
 
 import pytest
-from http_kit import Server
+from http_kit import Server, metric
 
 LONG = 1024  # denoising steps: far longer than the test waits
 
@@ -39,14 +39,6 @@ def wait_for_depth(server: Server, n: int, timeout: float = 30) -> None:
     while depth(server) != n:
         assert time.monotonic() < deadline, f"queue depth never reached {n}"
         time.sleep(0.05)
-
-
-def metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        key, _, value = line.rpartition(" ")
-        if key == name:
-            return float(value)
-    raise AssertionError(f"{name} not in /metrics:\n{text}")
 
 
 def test_past_the_limit_a_request_is_refused_at_once_with_retry_after(small_queue):
