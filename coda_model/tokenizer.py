@@ -26,6 +26,7 @@ FIM_NAMES = {"fim_prefix_id": "<|fim_prefix|>", "fim_middle_id": "<|fim_middle|>
              "fim_suffix_id": "<|fim_suffix|>", "fim_pad_id": "<|fim_pad|>"}
 # Used only when a folder names no mask token at all (the CoDA release always does).
 DEFAULT_MASK = "<|mask|>"
+LAST_CODE_POINT = chr(0x10FFFF)  # sorts after every other character
 
 
 class TokenizerError(ValueError):
@@ -82,13 +83,17 @@ class Tokenizer:
         pairs = sorted((t, i) for i, t in enumerate(self.token_texts) if i not in skip)
         return [t for t, _ in pairs], [i for _, i in pairs]
 
+    def run_starting_with(self, text: str) -> tuple[int, int]:
+        """[lo, hi) of ``texts_in_order`` whose texts start with ``text``: two binary searches
+        (every such text sorts at or after ``text`` and before ``text`` + the last code point),
+        so even " " (half of a vocabulary) costs microseconds."""
+        texts, _ = self.texts_in_order
+        return bisect_left(texts, text), bisect_left(texts, text + LAST_CODE_POINT)
+
     def ids_starting_with(self, text: str) -> list[int]:
-        """Ids of the ordinary tokens whose text starts with ``text`` (a binary search)."""
-        texts, ids = self.texts_in_order
-        lo = hi = bisect_left(texts, text)
-        while hi < len(texts) and texts[hi].startswith(text):
-            hi += 1
-        return ids[lo:hi]
+        """Ids of the ordinary tokens whose text starts with ``text``."""
+        lo, hi = self.run_starting_with(text)
+        return self.texts_in_order[1][lo:hi]
 
 
 def _token_name(value) -> str | None:

@@ -52,7 +52,6 @@ CARRY_IDLE_S = 120.0  # beyond the CARRIED_DOCUMENTS most recent, a carry unused
 #                       carries, 128 MiB, sat on); a returning one pays one full first pass
 STOP_WEIGHT = 0.0  # padding committed last: longer, less often empty fills (bench_ranking.py)
 HOLE_CACHE_WINDOW = 16  # hole fills recompute this much context by the hole: 97 % same as exact
-BANNED_CACHE_BYTES = 16 << 20  # token-healing masks kept (one vocabulary-sized bool each)
 SHARED_HOLE_CONTEXT = True  # hole fills: one candidate's context keys/values serve all
 HEAL_DEPTH = 3  # prefix tokens a heal may take back: a word cut into pieces ("ret" + "u")
 
@@ -184,9 +183,6 @@ class Engine:
         self.carries: OrderedDict[str, ContextCarry] = OrderedDict()  # worker thread only
         self.carry_used: dict[str, float] = {}  # key -> monotonic time of its last use
         self.carried_documents = carried_documents(model)
-        vocab = getattr(getattr(model, "config", None), "vocab_size", 0) or 1
-        masks = max(16, min(1024, BANNED_CACHE_BYTES // vocab))  # 1024 x 8 KiB; 110 at 1.7B
-        self.banned_before = functools.lru_cache(maxsize=masks)(self._banned_before)
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", dtype: str | None = None,
@@ -456,13 +452,20 @@ class Engine:
             k, text = k + 1, longer
         return Healing(prefix_ids[:-k], text, self.banned_before(text), k)
 
-    def _banned_before(self, text: str) -> torch.Tensor:
-        """[V] mask of the ids whose text does not start with ``text`` (cached per text: one
-        binary search, then reused on every keystroke; callers only read it)."""
-        banned = torch.ones(self.model.config.vocab_size, dtype=torch.bool)
-        allowed = [i for i in self.tokenizer.ids_starting_with(text) if i < len(banned)]
-        banned[allowed] = False
+    def banned_before(self, text: str) -> torch.Tensor:
+        """[V] mask of the ids whose text does not start with ``text``: made per fill from
+        one run of the sorted token texts (microseconds), not kept, so a server typing
+        through many files holds no masks (1024 of them were 8 MiB of a slow rise in RSS)."""
+        vocab = self.model.config.vocab_size
+        lo, hi = self.tokenizer.run_starting_with(text)
+        allowed = self._ids_in_order[lo:hi]
+        banned = torch.ones(vocab, dtype=torch.bool)
+        banned[allowed[allowed < vocab]] = False
         return banned
+
+    @functools.cached_property
+    def _ids_in_order(self) -> torch.Tensor:
+        return torch.tensor(self.tokenizer.texts_in_order[1], dtype=torch.long)
 
     def carry(self, key: str | None, now: float | None = None) -> ContextCarry | None:
         """The document's context carry. The least recently used go beyond
