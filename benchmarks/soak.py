@@ -241,7 +241,26 @@ def percentile(values: list[float], q: float) -> float:
 
 
 COLUMNS = ["minute", "load1", "rss_mib", "fds", "threads", "fills", "p50_s", "p95_s",
-           "lsp_rss_mib", "lsp_fds", "lsp_threads", "completions", "lsp_p50_s", "lsp_p95_s"]
+           "lsp_rss_mib", "lsp_fds", "lsp_threads", "completions", "lsp_p50_s", "lsp_p95_s",
+           "heap_in_use_mib", "heap_free_mib", "carried"]
+SERVER_GAUGES = ("coda_heap_in_use_bytes", "coda_heap_free_bytes", "coda_carried_contexts")
+
+
+def server_gauges(port: int) -> list[float]:
+    """The HTTP server's own view from /metrics: its C heap's live and free MiB (glibc) and
+    the clients whose context it carries; NaN for any it does not show."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+    except OSError:
+        return [float("nan")] * len(SERVER_GAUGES)
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                  if line and not line.startswith("#"))
+    scale = (1 / 2**20, 1 / 2**20, 1)
+    return [float(values.get(name, "nan")) * k for name, k in zip(SERVER_GAUGES, scale,
+                                                                     strict=True)]
 
 
 def main() -> None:
@@ -297,6 +316,7 @@ def main() -> None:
                         percentile(lsp_lat, 95)]
             else:
                 row += [float("nan")] * 6
+            row += server_gauges(port)
             rows.append(row)
             writer.writerow([f"{v:.4f}" if isinstance(v, float) else v for v in row])
             out.flush()
@@ -367,6 +387,8 @@ def plot(rows: list[list[float]], path: str) -> None:
         for col, side in zip(cols, ("http", "lsp"), strict=True):
             ax.plot(minutes, [r[col] for r in rows], label=side)
         ax.set_ylabel(label)
+    if len(rows[0]) > 14:  # the HTTP server's live C heap under its RSS
+        axes[0].plot(minutes, [r[14] for r in rows], "--", label="http heap in use")
     axes[0].legend(loc="lower right", fontsize="small")
     axes[4].plot(minutes, [r[1] for r in rows], color="gray")
     axes[4].set_ylabel("load avg (1 min)")

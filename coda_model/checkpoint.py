@@ -233,6 +233,25 @@ def return_freed_memory() -> None:
         pass
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def heap_bytes() -> tuple[int, int] | None:
+    """(bytes the C heap hands out now, bytes it holds free) over every arena, or None without
+    glibc's ``mallinfo2``: beside the resident size it tells live growth (caches, leaks) from
+    free pages kept (fragmentation, which ``return_freed_memory`` hands back in part)."""
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError, TypeError):
+        return None
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    return info.uordblks + info.hblkhd, info.fordblks
+
+
 def check_tensors(path: Path, model: CodaModel, shapes: dict[str, tuple[int, ...]]) -> None:
     """Names and shapes on disk against the model the config describes, before any read."""
     expected = dict(model.state_dict())

@@ -22,6 +22,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from coda_model.checkpoint import heap_bytes
+
 # a typing fill is ~0.05-1 s on a CPU, a hole fill several seconds; a backlog, minutes
 SECONDS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -39,6 +41,11 @@ class Metrics:
               "kept for their next fill", registry=r).set_function(carried)
         Gauge("coda_memory_trims", "Times the model worker handed free heap pages back to "
               "the system", registry=r).set_function(trims)
+        if heap_bytes() is not None:  # glibc: live heap beside free pages it keeps
+            Gauge("coda_heap_in_use_bytes", "C heap handed out (tensors, caches)", registry=r
+                  ).set_function(lambda: (heap_bytes() or (0, 0))[0])
+            Gauge("coda_heap_free_bytes", "C heap held free by the allocator (not all of it "
+                  "resident)", registry=r).set_function(lambda: (heap_bytes() or (0, 0))[1])
         Gauge("coda_queue_depth", "Fill requests waiting or running", registry=r
               ).set_function(depth)
         Gauge("coda_queue_limit", "Fill requests allowed to wait or run (--max-queue)",

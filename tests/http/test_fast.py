@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from http_kit import Server, metric
 
+from coda_model.checkpoint import heap_bytes
+
 PREFIX = "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self):\n"
 
 
@@ -38,6 +40,10 @@ def test_metrics_show_the_carried_contexts_and_the_process_memory(fast_server):
     assert metric(text, "process_resident_memory_bytes") > 20 << 20
     assert metric(text, "process_open_fds") >= 3
     assert metric(text, "coda_memory_trims") >= 0
+    if heap_bytes() is not None:  # glibc: the heap's live bytes, well under the resident size
+        live = metric(text, "coda_heap_in_use_bytes")
+        assert 1 << 20 < live < metric(text, "process_resident_memory_bytes")
+        assert metric(text, "coda_heap_free_bytes") >= 0
 
 
 def test_concurrent_clients_on_a_batching_server_are_each_answered_newest_wins(tiny_model_dir):
