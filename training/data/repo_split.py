@@ -23,6 +23,7 @@ class _Doc(Protocol):
     path: str
     text: str
     is_eval: bool
+    is_val: bool
     train_only: bool
 
 
@@ -54,7 +55,7 @@ def hold_out(docs: list[_Doc], cap: float) -> int:
     return held
 
 
-def hold_out_validation(docs: list, cap: float) -> int:
+def hold_out_validation(docs: list[_Doc], cap: float) -> int:
     """Mark validation files (``is_val``) for early stopping: the train files next in hash
     order, while they stay under ``cap`` of the repository's tokens.  Apart from the held-out
     files, so choosing when to stop never looks at the files the verdict scores; returns the
@@ -70,5 +71,5 @@ def hold_out_validation(docs: list, cap: float) -> int:
     return taken
 
 
-def _eligible(docs: list) -> list:
-    return [d for d in docs if not getattr(d, "train_only", False)]
+def _eligible(docs: list[_Doc]) -> list[_Doc]:
+    return [d for d in docs if not d.train_only]
