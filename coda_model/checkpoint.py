@@ -11,7 +11,6 @@ diffusion decoding of such weights runs without error and writes nonsense.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import math
@@ -30,6 +29,7 @@ from torch import nn
 
 from . import quantize
 from .config import CodaConfig
+from .memory import return_freed_memory
 from .modeling import CodaModel
 
 log = logging.getLogger(__name__)
@@ -221,35 +221,6 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     model = model.to(device).eval()
     return_freed_memory()
     return model
-
-
-def return_freed_memory() -> None:
-    """Hand the memory the load freed back to the system (glibc keeps freed tensors' pages in
-    its heaps): a 1.7B int8 load leaves 2.07 GiB resident, 1.56 GiB after this. Elsewhere
-    (another C library) nothing happens."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):  # no such symbol, or no C library to open
-        pass
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-        "fordblks", "keepcost")]
-
-
-def heap_bytes() -> tuple[int, int] | None:
-    """(bytes the C heap hands out now, bytes it holds free) over every arena, or None without
-    glibc's ``mallinfo2``: beside the resident size it tells live growth (caches, leaks) from
-    free pages kept (fragmentation, which ``return_freed_memory`` hands back in part)."""
-    try:
-        mallinfo2 = ctypes.CDLL(None).mallinfo2
-    except (OSError, AttributeError, TypeError):
-        return None
-    mallinfo2.restype = _MallInfo2
-    info = mallinfo2()
-    return info.uordblks + info.hblkhd, info.fordblks
 
 
 def check_tensors(path: Path, model: CodaModel, shapes: dict[str, tuple[int, ...]]) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from .graphs import static_windows, window_step
+from .memory import outside_heap
 from .modeling import KVSlots, apply_rotary, rotary_tables
 
 DENSE_ON_CPU = False  # tests set it to check the accelerator layout on the CPU
@@ -631,12 +632,14 @@ class ContextCarry:
     def keep(self, ids: list[int], layers_kv, prefix_len: int, length0: int, suffix_len: int,
              reused: int) -> None:
         """Remember row 0's context keys/values [B, KV, width, D] for the next request."""
-        p, s0 = prefix_len, prefix_len + length0
+        p, s0, s1 = prefix_len, prefix_len + length0, prefix_len + length0 + suffix_len
         self.prefix_ids = ids[:p]
-        self.prefix_kv = [(k[:1, :, :p].clone(), v[:1, :, :p].clone()) for k, v in layers_kv]
-        self.suffix_ids = ids[s0 : s0 + suffix_len]
-        self.suffix_kv = [(k[:1, :, s0 : s0 + suffix_len].clone(),
-                           v[:1, :, s0 : s0 + suffix_len].clone()) for k, v in layers_kv]
+        self.suffix_ids = ids[s0:s1]
+        # kept for minutes among thousands of a batch's temporaries: outside the heap
+        kept = outside_heap([t[:1, :, a:b] for a, b in ((0, p), (s0, s1))
+                             for kv in layers_kv for t in kv])
+        pairs = list(zip(kept[::2], kept[1::2], strict=True))
+        self.prefix_kv, self.suffix_kv = pairs[: len(layers_kv)], pairs[len(layers_kv) :]
         self.suffix_at = s0
         self.stale = self.stale + self._new if reused else 0
 

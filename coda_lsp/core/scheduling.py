@@ -40,7 +40,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from coda_model.checkpoint import return_freed_memory
+from coda_model.memory import return_freed_memory
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from coda_model.checkpoint import heap_bytes
+from coda_model.memory import heap_bytes
 
 # a typing fill is ~0.05-1 s on a CPU, a hole fill several seconds; a backlog, minutes
 SECONDS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)

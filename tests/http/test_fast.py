@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from http_kit import Server, metric
 
-from coda_model.checkpoint import heap_bytes
+from coda_model.memory import heap_bytes
 
 PREFIX = "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self):\n"
 
