@@ -7,7 +7,10 @@ one server and then the other (interleaved: a busy box drifts between rounds).
 
 A round: N clients, each typing a line into its own file (``bench_http.context``) for
 ``--seconds``: one llama.vim-shaped ``/infill`` per typed character under its own
-``X-Coda-Client`` key, sent when the previous answer came back (plus ``--think-ms``). A
+``X-Coda-Client`` key, sent when the previous answer came back (plus ``--think-ms``).
+All clients start at the line's first character and stay in step (the figures in
+benchmarks/README.md); ``--stagger`` starts client c c/N of the way into the line, as a
+team's editors are at different places. A
 request sent before the deadline is waited for. Each client's first request (its file's
 first: a full pass, no context carried from a previous keystroke) is sent before the clock
 starts and not timed, unless ``--cold``. Prints, per server and N, the fills
@@ -54,7 +57,7 @@ def start_server(max_batch: str, args) -> tuple[subprocess.Popen, str, str]:
 
 
 def typing_round(target: Target, clients: int, seconds: float, think_s: float,
-                 warmup: bool) -> dict:
+                 warmup: bool, stagger: bool = False) -> dict:
     """Closed-loop typing clients for ``seconds``; their answered requests' latencies."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
@@ -69,11 +72,11 @@ def typing_round(target: Target, clients: int, seconds: float, think_s: float,
 
     def client(c: int) -> None:
         before, after = context(c)
+        k = c * len(TYPED) // clients if stagger else 0
         if warmup:  # the file's first request (a full pass, no carried context): not timed
-            target.post("/infill", infill_body(before + "    ", after), f"client-{c}", None,
-                        (c, -1))
+            target.post("/infill", infill_body(before + "    " + TYPED[:k], after),
+                        f"client-{c}", None, (c, -1))
         warm.wait()
-        k = 0
         while time.perf_counter() < clock[1]:
             typed = TYPED[: k % len(TYPED) + 1]
             result = target.post("/infill", infill_body(before + "    " + typed, after),
@@ -109,6 +112,9 @@ def main() -> int:
     p.add_argument("--cold", action="store_true",
                    help="time each client's first request too (by default it warms the "
                         "server's carried context for that client and is not timed)")
+    p.add_argument("--stagger", action="store_true",
+                   help="client c starts c/N of the way into the line (by default all "
+                        "type the same character at the same time)")
     args = p.parse_args()
 
     print(f"load average before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
@@ -123,7 +129,7 @@ def main() -> int:
         for n in args.clients:
             for name, (_, target) in servers.items():
                 row = typing_round(target, n, args.seconds, args.think_ms / 1e3,
-                                   not args.cold)
+                                   not args.cold, args.stagger)
                 row["load"] = os.getloadavg()[0]
                 rows[name].append(row)
                 print(f"  {name:>13}, {n:>3} clients: {row['answered']:>5} fills, "
