@@ -78,3 +78,21 @@ def test_outside_heap_is_one_mapping_of_its_own_that_goes_with_the_copies():
     address = keep.data_ptr()
     del keep
     assert mapping_of(address) != (start, end)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="Linux only")
+def test_a_kept_carry_lives_in_one_mapping_that_goes_when_it_is_cleared():
+    """What the hour's soak needed: a typing carry outside the heap, given back whole."""
+    from coda_model import ContextCarry
+
+    layers = [(torch.randn(2, 2, 40, 8), torch.randn(2, 2, 40, 8)) for _ in range(3)]
+    carry = ContextCarry()
+    carry.keep(list(range(40)), layers, prefix_len=20, length0=6, suffix_len=10, reused=0)
+    kept = [t for kv in carry.prefix_kv + carry.suffix_kv for t in kv]
+    assert len(kept) == 12 and len({mapping_of(t.data_ptr()) for t in kept}) == 1
+    assert torch.equal(carry.prefix_kv[2][1], layers[2][1][:1, :, :20])
+    assert torch.equal(carry.suffix_kv[1][0], layers[1][0][:1, :, 26:36])
+    span, address = mapping_of(kept[0].data_ptr()), kept[0].data_ptr()
+    del kept
+    carry.clear()
+    assert mapping_of(address) != span
