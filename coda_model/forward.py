@@ -635,9 +635,12 @@ class ContextCarry:
         p, s0, s1 = prefix_len, prefix_len + length0, prefix_len + length0 + suffix_len
         self.prefix_ids = ids[:p]
         self.suffix_ids = ids[s0:s1]
-        # kept for minutes among thousands of a batch's temporaries: outside the heap
+        # kept for minutes among thousands of a batch's temporaries: outside the heap, in
+        # the map of the carry it replaces (read by nothing once this request's first pass
+        # has taken what it needed: a batch never gives two requests one carry)
         kept = outside_heap([t[:1, :, a:b] for a, b in ((0, p), (s0, s1))
-                             for kv in layers_kv for t in kv])
+                             for kv in layers_kv for t in kv],
+                            over=self.prefix_kv[0][0] if self.prefix_kv else None)
         pairs = list(zip(kept[::2], kept[1::2], strict=True))
         self.prefix_kv, self.suffix_kv = pairs[: len(layers_kv)], pairs[len(layers_kv) :]
         self.suffix_at = s0
