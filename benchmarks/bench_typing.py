@@ -9,6 +9,7 @@ as the exact one, its edit similarity to the line actually written, and ms per k
 measured in this one run. A measurement, not a test.
 
     python benchmarks/bench_typing.py [--model DIR] [--files 4] [--lines 3] [--steps 8]
+    python benchmarks/bench_typing.py --margins 16 8 4   # the carry's recomputed margin
 """
 
 from __future__ import annotations
@@ -61,29 +62,32 @@ def main() -> None:
     p.add_argument("--context", type=int, default=512)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--margins", type=int, nargs="+", default=[ContextCarry().margin],
+                   help="carry modes, one per margin (prefix tokens before the first change "
+                        "recomputed rather than carried)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model, tok = load_model(args.model), load_tokenizer(args.model)
     modes = {"exact": SamplerConfig(steps=args.steps),
-             "cache": SamplerConfig(steps=args.steps, context_cache=True),
-             "carry": SamplerConfig(steps=args.steps, context_cache=True)}
+             "cache": SamplerConfig(steps=args.steps, context_cache=True)}
+    margins = {f"carry-{m}" if len(args.margins) > 1 else "carry": m for m in args.margins}
+    modes.update({mode: SamplerConfig(steps=args.steps, context_cache=True) for mode in margins})
     ms = {m: [] for m in modes}
     same = {m: 0 for m in modes}
     sim = {m: [] for m in modes}
     keystrokes = 0
     for before, line, after in typing_cases(args.files, args.lines, args.seed):
-        carry = ContextCarry()   # the server keeps one per document
+        carries = {mode: ContextCarry(margin=m) for mode, m in margins.items()}  # one per doc
         for k in range(len(line)):
             typed = before + line[:k]
             pr = prompt.build(tok, typed, after, LENGTHS, args.context, 64)
             texts = {}
             for mode, config in modes.items():
-                ids = pr.prefix_ids
-                if mode == "carry":
+                ids, carry = pr.prefix_ids, carries.get(mode)
+                if carry is not None:
                     ids = ids[carry.overhang(ids):]
                 t0 = time.perf_counter()
-                cands = infill(model, tok, ids, pr.suffix_ids, LENGTHS, config,
-                               carry=carry if mode == "carry" else None)
+                cands = infill(model, tok, ids, pr.suffix_ids, LENGTHS, config, carry=carry)
                 ms[mode].append((time.perf_counter() - t0) * 1e3)
                 texts[mode] = best(cands)
                 sim[mode].append(edit_similarity(texts[mode].strip(), line[k:].strip()))
@@ -92,9 +96,9 @@ def main() -> None:
             keystrokes += 1
     print(f"model={args.model} steps={args.steps} context={args.context} "
           f"keystrokes={keystrokes} threads={args.threads}")
-    print(f"{'mode':6} {'same as exact':>14} {'ES vs written':>14} {'ms p50':>8} {'ms mean':>8}")
+    print(f"{'mode':8} {'same as exact':>14} {'ES vs written':>14} {'ms p50':>8} {'ms mean':>8}")
     for mode in modes:
-        print(f"{mode:6} {same[mode] / keystrokes:>14.3f} {statistics.mean(sim[mode]):>14.3f} "
+        print(f"{mode:8} {same[mode] / keystrokes:>14.3f} {statistics.mean(sim[mode]):>14.3f} "
               f"{statistics.median(ms[mode]):>8.1f} {statistics.mean(ms[mode]):>8.1f}")
     exact = statistics.median(ms["exact"])
     print("speed-up vs exact (p50): " + "  ".join(

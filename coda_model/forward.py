@@ -185,11 +185,9 @@ class ContextCache:
         if refresh:
             self.passes += 1
             hidden, c, layers_kv = self._full_pass(x, carried=self.context_kv is None)
-            self._keep_context(layers_kv)
+            self._keep_context(layers_kv, room=0 if self.static else b - a)
             if self.static:
                 self._load_window(x)
-            else:
-                self._load_slots(b - a)
             return self._logits_of(hidden, c, mask)
         self.window_passes += 1
         if self.static:  # fixed shapes and buffers: a CUDA graph replay on a GPU
@@ -284,13 +282,24 @@ class ContextCache:
             for (k, v), (ks, vs) in zip(layers_kv, suffixes, strict=True)]
         return hidden, src
 
-    def _keep_context(self, layers_kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Every column's keys/values less the recomputed window's: the cached context."""
+    def _keep_context(self, layers_kv: list[tuple[torch.Tensor, torch.Tensor]],
+                      room: int = 0) -> None:
+        """Every column's keys/values less the recomputed window's: the cached context, at the
+        start of a buffer with `room` columns after it, the dynamic window step's slots (its
+        keys/values go there: no second copy of the context, as ``_load_slots`` makes)."""
         a, b = self.start, self.stop
-        self.context_kv = [
-            (torch.cat((k[:, :, :a], k[:, :, b:]), 2), torch.cat((v[:, :, :a], v[:, :, b:]), 2))
-            for k, v in layers_kv
-        ]
+        self.context_kv, slots = [], []
+        for k, v in layers_kv:
+            n = k.shape[2] - (b - a)
+            kb, vb = (t.new_empty(t.shape[0], t.shape[1], n + room, t.shape[3]) for t in (k, v))
+            for buffer, t in ((kb, k), (vb, v)):
+                buffer[:, :, :a] = t[:, :, :a]
+                buffer[:, :, a:n] = t[:, :, b:]
+            self.context_kv.append((kb[:, :, :n], vb[:, :, :n]))
+            slots.append(KVSlots(kb, vb, n))
+        if room:
+            self.slots = slots
+            self.window_mask = self._split_mask(a, b)
 
     def _full_pass(self, x: torch.Tensor, carried: bool):
         """Hidden states of columns [c, e) and every column's keys/values [B, KV, width, D].
@@ -298,17 +307,19 @@ class ContextCache:
         Columns [0, c) and [e, width) come from the carry when it has them (first pass only);
         otherwise c = 0 and e = width, the plain full pass.
         """
-        c, e, context = self._first_columns(x, carried)
+        c, e, pieces = self._first_columns(x, carried)
         layers_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
         hidden = self.model.hidden_states(
             x[:, c:e], positions=self._positions(c, e, x.device),
-            key_mask=self._split_mask(c, e), kv_context=context, out_kv=layers_kv)
-        return hidden, c, self._all_columns(x, c, context, layers_kv, carried)
+            key_mask=self._split_mask(c, e), kv_context=_joined(pieces, x.shape[0]),
+            out_kv=layers_kv)
+        return hidden, c, self._all_columns(x, c, pieces, layers_kv, carried)
 
     def _first_columns(self, x: torch.Tensor, carried: bool):
-        """(c, e, context): a first pass computes columns [c, e); the carry's keys/values
-        ([B, KV, c + width - e, D] per layer, prefix then suffix) stand for the others, or
-        None and the pass computes every column."""
+        """(c, e, pieces): a first pass computes columns [c, e); the carry's keys/values
+        stand for the others, per layer (k, v, suffix k, suffix v): columns [0, c)
+        [1, KV, c, D] for every row, then [e, width) [B, KV, width - e, D] or None (no
+        suffix carried: e = width); pieces None, and the pass computes every column."""
         batch, width = x.shape
         theta = self.model.config.rope_theta
         p, e = self.prefix_len, width
@@ -320,26 +331,24 @@ class ContextCache:
                 suffix = self.carry.take_suffix(
                     x[0, p + n0 : p + n0 + self.suffix_len].tolist(),
                     [p + n for n in self.lengths], self.stop, width, theta)
-        c = 0 if prefix is None else prefix[0][0].shape[2]
-        if suffix is not None:
+        if prefix is None:
+            return 0, e, None
+        if suffix is None:
+            suffix = [(None, None)] * len(prefix)
+        else:
             e = self.stop
-        context = None
-        if prefix is not None:
-            context = [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1))
-                       for k, v in prefix]
-            if suffix is not None:
-                context = [(torch.cat((pk, sk), 2), torch.cat((pv, sv), 2))
-                           for (pk, pv), (sk, sv) in zip(context, suffix, strict=True)]
-        return c, e, context
+        return prefix[0][0].shape[2], e, [
+            (pk, pv, sk, sv) for (pk, pv), (sk, sv) in zip(prefix, suffix, strict=True)]
 
-    def _all_columns(self, x: torch.Tensor, c: int, context, layers_kv, carried: bool):
+    def _all_columns(self, x: torch.Tensor, c: int, pieces, layers_kv, carried: bool):
         """The computed columns' keys/values and the carried ones in column order
         ([0, c) + [c, e) + [e, width)), handed to the carry for the next request."""
-        if context is not None:
+        if pieces is not None:
+            batch = layers_kv[0][0].shape[0]
             layers_kv = [
-                (torch.cat((ck[:, :, :c], k, ck[:, :, c:]), 2),
-                 torch.cat((cv[:, :, :c], v, cv[:, :, c:]), 2))
-                for (ck, cv), (k, v) in zip(context, layers_kv, strict=True)
+                (_cat_columns(pk.expand(batch, -1, -1, -1), k, sk),
+                 _cat_columns(pv.expand(batch, -1, -1, -1), v, sv))
+                for (pk, pv, sk, sv), (k, v) in zip(pieces, layers_kv, strict=True)
             ]
         if carried and self.carry is not None:
             self.carry.keep(x[0].tolist(), layers_kv, self.prefix_len, self.lengths[0],
@@ -348,6 +357,22 @@ class ContextCache:
 
 
 SIMILAR_WIDTHS = 1.5  # first passes batched together compute at most this x the fewest columns
+
+
+def _cat_columns(*parts: torch.Tensor | None) -> torch.Tensor:
+    """The parts given (None: absent) side by side along the columns (dim 2)."""
+    return torch.cat([t for t in parts if t is not None], 2)
+
+
+def _joined(pieces, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """A first pass's carried pieces as one context per layer [batch, KV, c + s, D] (a view
+    when only the prefix is carried)."""
+    if pieces is None:
+        return None
+    return [(pk.expand(batch, -1, -1, -1), pv.expand(batch, -1, -1, -1)) if sk is None else
+            (_cat_columns(pk.expand(batch, -1, -1, -1), sk),
+             _cat_columns(pv.expand(batch, -1, -1, -1), sv))
+            for pk, pv, sk, sv in pieces]
 
 
 def _similar_widths(widths: dict[int, int]) -> list[list[int]]:
@@ -400,8 +425,8 @@ class BatchedWindows:
     def __call__(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if not self.slots:
             self.passes += 1
-            logits = self._first_pass(x, mask)
-            self._load()
+            logits, columns = self._first_pass(x, mask)
+            self._load(columns)
             return logits
         self.window_passes += 1
         a = self.start - 1
@@ -417,13 +442,16 @@ class BatchedWindows:
         rows, cols = shifted_sources(mask)
         return self.model.lm_head(hidden[rows, cols - a])
 
-    def _first_pass(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _first_pass(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Every request's first pass as it has it alone (its carry's columns skipped), those
         computing a similar number of columns as rows of one batch: on a CPU a typing fill's
         own first pass is a few dozen columns, mostly fixed cost, and once batched the
-        requests' first passes were most of a batch's time (8 requests: 80 of 210 ms)."""
+        requests' first passes were most of a batch's time (8 requests: 80 of 210 ms).
+        -> (logits, each request's keys/values of every column where this pass computed
+        them: ``_load`` takes its context from them)."""
         logits: list[torch.Tensor | None] = [None] * len(self.caches)
-        plans: dict[int, tuple] = {}  # request -> (own x, own mask, c, e, context)
+        columns: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        plans: dict[int, tuple] = {}  # request -> (own x, own mask, c, e, carried pieces)
         picked: dict[int, torch.Tensor] = {}  # request -> hidden states predicting its masks
         row = 0
         for i, (cache, n, off, w) in enumerate(zip(self.caches, self.rows, self.own_offsets,
@@ -440,8 +468,8 @@ class BatchedWindows:
             together = self._columns_together([self.caches[i] for i in group],
                                               [plans[i] for i in group])
             for i, (hidden, kv) in zip(group, together, strict=True):
-                cache, (own_x, own_mask, c, _, context) = self.caches[i], plans[i]
-                cache._keep_context(cache._all_columns(own_x, c, context, kv, carried=True))
+                cache, (own_x, own_mask, c, _, pieces) = self.caches[i], plans[i]
+                columns[i] = cache._all_columns(own_x, c, pieces, kv, carried=True)
                 rows, cols = shifted_sources(own_mask)
                 picked[i] = hidden[rows, cols - c]
         if picked:  # one head call for every request's masks (CPU layout: logits at masks)
@@ -449,7 +477,7 @@ class BatchedWindows:
             for i, out in zip(picked, heads.split([len(h) for h in picked.values()]),
                               strict=True):
                 logits[i] = out
-        return torch.cat(logits)
+        return torch.cat(logits), columns
 
     def _columns_together(self, caches: list[ContextCache],
                           plans: list[tuple]) -> list[tuple[torch.Tensor, list]]:
@@ -457,15 +485,18 @@ class BatchedWindows:
         context, as ``ContextCache._full_pass`` computes them, from one pass: the columns
         right-padded, the contexts padded, padding hidden from every key mask."""
         if len(plans) == 1:  # alone: exactly its own pass
-            (own_x, _, c, e, context), cache = plans[0], caches[0]
+            (own_x, _, c, e, pieces), cache = plans[0], caches[0]
             kv: list = []
             hidden = self.model.hidden_states(
                 own_x[:, c:e], positions=cache._positions(c, e, own_x.device),
-                key_mask=cache._split_mask(c, e), kv_context=context, out_kv=kv)
+                key_mask=cache._split_mask(c, e), kv_context=_joined(pieces, own_x.shape[0]),
+                out_kv=kv)
             return [(hidden, kv)]
         rows = [own_x.shape[0] for own_x, *_ in plans]
         widths = [e - c for *_, c, e, _ in plans]
-        contexts = [0 if ctx is None else ctx[0][0].shape[2] for *_, ctx in plans]
+        # carried columns: the prefix's c, then the suffix's (own width - e)
+        contexts = [0 if pieces is None else c + own_x.shape[1] - e
+                    for own_x, _, c, e, pieces in plans]
         total, most, widest = sum(rows), max(widths), max(contexts)
         device = plans[0][0].device
         ids = torch.zeros(total, most, dtype=torch.long, device=device)
@@ -473,12 +504,12 @@ class BatchedWindows:
         key_mask = torch.zeros(total, widest + most, dtype=torch.bool, device=device)
         context = None
         if widest:
-            k0 = next(ctx for *_, ctx in plans if ctx is not None)[0][0]
+            k0 = next(pieces for *_, pieces in plans if pieces is not None)[0][0]
             shape = (total, k0.shape[1], widest, k0.shape[3])
             context = [(k0.new_zeros(shape), k0.new_zeros(shape))
                        for _ in range(len(self.model.model.layers))]
         at = 0
-        for cache, (own_x, _, c, e, own_ctx), n, w, m in zip(
+        for cache, (own_x, _, c, e, pieces), n, w, m in zip(
                 caches, plans, rows, widths, contexts, strict=True):
             r = slice(at, at + n)
             ids[r, :w] = own_x[:, c:e]
@@ -486,10 +517,13 @@ class BatchedWindows:
             own_mask = cache._split_mask(c, e)  # [n, m + w]: context columns, then computed
             key_mask[r, :m] = True if own_mask is None else own_mask[:, :m]
             key_mask[r, widest : widest + w] = True if own_mask is None else own_mask[:, m:]
-            if own_ctx is not None:
-                for (kb, vb), (k, v) in zip(context, own_ctx, strict=True):
-                    kb[r, :, :m] = k
-                    vb[r, :, :m] = v
+            if pieces is not None:  # the carried prefix (one for every row), then suffix
+                for (kb, vb), (pk, pv, sk, sv) in zip(context, pieces, strict=True):
+                    kb[r, :, :c] = pk
+                    vb[r, :, :c] = pv
+                    if sk is not None:
+                        kb[r, :, c:m] = sk
+                        vb[r, :, c:m] = sv
             at += n
         kv: list[tuple[torch.Tensor, torch.Tensor]] = []
         hidden = self.model.hidden_states(ids, positions=positions, key_mask=key_mask,
@@ -501,17 +535,20 @@ class BatchedWindows:
             at += n
         return out
 
-    def _load(self) -> None:
+    def _load(self, columns: dict[int, list[tuple[torch.Tensor, torch.Tensor]]]) -> None:
         """Every request's context keys/values into one buffer per layer, rows padded to the
-        longest context, with room for the window after them; the key mask to match."""
+        longest context, with room for the window after them; the key mask to match. A
+        request whose first pass ran here has its context copied straight from that pass's
+        `columns` (less its window's), not through a context of its own first."""
         batch, device = self.key_mask.shape[0], self.key_mask.device
-        widest = max(c.context_kv[0][0].shape[2] for c in self.caches)
+        sizes = [columns[i][0][0].shape[2] - (c.stop - c.start) if i in columns
+                 else c.context_kv[0][0].shape[2] for i, c in enumerate(self.caches)]
+        widest = max(sizes)
         context = torch.zeros(batch, widest, dtype=torch.bool, device=device)
         windows = torch.zeros(batch, self.window, dtype=torch.bool, device=device)
         a = self.start - 1
         row = 0
-        for cache, n in zip(self.caches, self.rows, strict=True):
-            width = cache.context_kv[0][0].shape[2]
+        for cache, n, width in zip(self.caches, self.rows, sizes, strict=True):
             own = cache._split_mask(cache.start, cache.stop)
             context[row : row + n, :width] = True if own is None else own[:, :width]
             length = cache.stop - cache.start
@@ -519,15 +556,21 @@ class BatchedWindows:
             row += n
         self.mask = torch.cat((context, windows), 1)
         self.slots = []
-        for layer in range(len(self.caches[0].context_kv)):
-            k0 = self.caches[0].context_kv[layer][0]
+        for layer in range(len(self.model.model.layers)):
+            k0 = (columns[0] if 0 in columns else self.caches[0].context_kv)[layer][0]
             shape = (batch, k0.shape[1], widest + self.window, k0.shape[3])
             kb, vb = k0.new_zeros(shape), k0.new_zeros(shape)
             row = 0
-            for cache, n in zip(self.caches, self.rows, strict=True):
-                k, v = cache.context_kv[layer]
-                kb[row : row + n, :, : k.shape[2]] = k
-                vb[row : row + n, :, : v.shape[2]] = v
+            for i, (cache, n, width) in enumerate(zip(self.caches, self.rows, sizes,
+                                                      strict=True)):
+                r = slice(row, row + n)
+                if i in columns:  # every column but the window's [start, stop)
+                    start, stop = cache.start, cache.stop
+                    for buffer, t in zip((kb, vb), columns[i][layer], strict=True):
+                        buffer[r, :, :start] = t[:, :, :start]
+                        buffer[r, :, start:width] = t[:, :, stop:]
+                else:
+                    kb[r, :, :width], vb[r, :, :width] = cache.context_kv[layer]
                 row += n
             self.slots.append(KVSlots(kb, vb, widest))
 
