@@ -78,12 +78,12 @@ def drive(steps: FillSteps, run: Callable[[FillJob], FillResult]) -> Outcome:
 
 def span_steps(doc: Document, span: spans.Span, steps: int, settings: Settings,
                fast: bool = False, carry_key: str | None = None, inline: bool = False,
-               retry: bool | None = None) -> FillSteps:
+               retry: bool | None = None, choices: int = 1) -> FillSteps:
     """``fill_span``'s steps: the fill contract's attempts, each a job for the model."""
     start, end = doc.offset_of_byte(span.start), doc.offset_of_byte(span.end)
     job = FillJob(doc.text[:start], doc.text[end:], tuple(span.lengths), steps, settings,
                   edits.line_ending(doc.text), fast=fast, carry_key=carry_key if fast else None,
-                  inline=inline)
+                  inline=inline, choices=choices)
     errors = spans.error_counter(doc.syntax, span)
     attempts = contract.Attempts(job, settings.confidence_threshold,
                                  lambda text: errors(positions.to_bytes(text)),
@@ -106,7 +106,7 @@ def fill_span(engine: Engine, doc: Document, span: spans.Span, steps: int, setti
               should_stop: Callable[[], bool] | None = None,
               on_partial: Partial | None = None, fast: bool = False,
               carry_key: str | None = None, inline: bool = False,
-              retry: bool | None = None) -> Outcome:
+              retry: bool | None = None, choices: int = 1) -> Outcome:
     """Regenerate the span's bytes: the fills the contract accepts (confidence bar:
     ``settings.confidence_threshold``), and its decision.
 
@@ -115,32 +115,37 @@ def fill_span(engine: Engine, doc: Document, span: spans.Span, steps: int, setti
     inline: a span on the cursor's line (not a hole), filled as ghost text would be.
     retry: try again when every candidate fails (default: unless fast, where a keystroke
     cannot wait).
+    choices: fills the caller can show; fast tries two lengths for more than one, else one
+    (``engine.typing_lengths``).
     """
-    return drive(span_steps(doc, span, steps, settings, fast, carry_key, inline, retry),
+    return drive(span_steps(doc, span, steps, settings, fast, carry_key, inline, retry,
+                            choices),
                  lambda job: engine.fill(job, should_stop, on_partial=on_partial))
 
 
 def between_steps(prefix: str, suffix: str, settings: Settings, steps: int,
                   uri: str = "untitled:fim", fast: bool = False, carry_key: str | None = None,
-                  retry: bool | None = None) -> FillSteps:
+                  retry: bool | None = None, choices: int = 1) -> FillSteps:
     """``fill_between``'s steps."""
     doc = open_document(prefix + suffix, uri)
     cursor = doc.byte_at(len(prefix))
     span = replace(spans.choose(doc.syntax, cursor), start=cursor, end=cursor)
     return (yield from span_steps(doc, span, steps, settings, fast, carry_key, inline=True,
-                                  retry=retry))
+                                  retry=retry, choices=choices))
 
 
 def fill_between(engine: Engine, prefix: str, suffix: str, settings: Settings, steps: int,
                  uri: str = "untitled:fim", should_stop: Callable[[], bool] | None = None,
                  on_partial: Partial | None = None, fast: bool = False,
-                 carry_key: str | None = None, retry: bool | None = None) -> Outcome:
+                 carry_key: str | None = None, retry: bool | None = None,
+                 choices: int = 1) -> Outcome:
     """Fill the gap between prefix and suffix (nothing of either is replaced).
 
     Equal to ``coda-lsp fill`` at the same place whenever the span there ends at the cursor
     (the cursor at the end of its line, the common case for these clients), unless fast.
     """
-    return drive(between_steps(prefix, suffix, settings, steps, uri, fast, carry_key, retry),
+    return drive(between_steps(prefix, suffix, settings, steps, uri, fast, carry_key, retry,
+                               choices),
                  lambda job: engine.fill(job, should_stop, on_partial=on_partial))
 
 

@@ -356,7 +356,8 @@ class FillWork:
                 return (yield from span_steps(req, settings))
             return (yield from fim.between_steps(req.prefix, req.suffix, settings,
                                                  settings.steps, uri=uri, fast=service.fast,
-                                                 carry_key=f"client:{req.client}"))
+                                                 carry_key=f"client:{req.client}",
+                                                 choices=req.n))
         finally:
             seconds = time.perf_counter() - started
             service.metrics.model.observe(seconds)
@@ -369,7 +370,7 @@ def span_steps(req: FimRequest, settings: Settings) -> fim.FillSteps:
     job = FillJob(req.prefix, req.suffix, req.lengths or (), req.steps or settings.steps, settings,
                   fast=req.fast,
                   carry_key=f"client:{req.client}" if req.fast and req.client else None,
-                  inline=req.inline, seed=req.seed)
+                  inline=req.inline, seed=req.seed, choices=req.n)
     result = yield job
     return fim.Outcome(result.fills, len(result.fills), result.prompt_tokens, result.timings,
                        result.reused, batch=getattr(result, "batch", 1))

@@ -229,7 +229,7 @@ class CodaServer(LanguageServer):
                 and doc.syntax is not None and self.settings.language_enabled(doc.language_id))
 
     def job_for(self, target: Target, steps: int, fast: bool = False,
-                inline: bool = False) -> FillJob:
+                inline: bool = False, choices: int = 1) -> FillJob:
         doc, s = target.doc, self.settings
         window = s.context_tokens * prompt.CHARS_PER_TOKEN + 1
         return FillJob(
@@ -242,6 +242,7 @@ class CodaServer(LanguageServer):
             fast=fast,
             carry_key=doc.uri if fast else None,
             inline=inline,
+            choices=choices,
         )
 
     async def run_job(self, target: Target, job: FillJob, key: str, stages: logs.Stages,
@@ -285,12 +286,13 @@ class CodaServer(LanguageServer):
         return lambda text: errors(positions.to_bytes(text))
 
     async def fill(self, target: Target, steps: int, key: str, stages: logs.Stages,
-                   fast: bool = False, inline: bool = False, role: Role = Role.TYPING):
+                   fast: bool = False, inline: bool = False, role: Role = Role.TYPING,
+                   choices: int = 1):
         """Typing: the model's fills for a target, ranked (those with a syntax error last),
         or None if superseded or outdated."""
         stages.mark("span")
-        result = await self.run_job(target, self.job_for(target, steps, fast, inline), key,
-                                    stages, role=role)
+        result = await self.run_job(target, self.job_for(target, steps, fast, inline, choices),
+                                    key, stages, role=role)
         if result is None:
             return None
         ranked = rank(result.fills, self.settings.confidence_threshold, self.errors_of(target))
@@ -332,8 +334,9 @@ class CodaServer(LanguageServer):
                 return await self.complete_hole(doc, hole)
         stages = logs.Stages(f"inline-{next(self._ids)}")
         target = self.inline_target(doc, params.position)
+        # typed: one fill (the surest length); asked for: alternatives to cycle through
         ranked = await self.fill(target, self.settings.steps, doc.uri, stages, fast=True,
-                                 inline=True, role=role)
+                                 inline=True, role=role, choices=1 if automatic else 2)
         if ranked is None:
             return None
         bar = self.settings.inline_threshold(automatic)

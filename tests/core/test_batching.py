@@ -22,7 +22,8 @@ def shipped():
 
 def typing_jobs(count: int, carry: bool = False) -> list[FillJob]:
     """Typing fills at fixed places in a real file: contexts of different lengths, cursors
-    mid-line and at line ends, so prefixes, suffixes, lengths and healing all differ."""
+    mid-line and at line ends, so prefixes, suffixes, lengths and healing all differ, and
+    one or two candidate rows each (a keystroke's one, or a caller's alternatives)."""
     text = SOURCE.read_text(encoding="utf-8")
     jobs = []
     for i in range(count):
@@ -30,7 +31,7 @@ def typing_jobs(count: int, carry: bool = False) -> list[FillJob]:
         start = max(0, cut - 300 - 37 * (i % 7))
         jobs.append(FillJob(text[start:cut], text[cut : cut + 120 + 11 * (i % 5)], (4, 8, 16),
                             4, SETTINGS, fast=True, inline=True,
-                            carry_key=f"client:{i}" if carry else None))
+                            carry_key=f"client:{i}" if carry else None, choices=1 + i % 2))
     return jobs
 
 
@@ -74,7 +75,7 @@ def test_a_batch_reuses_each_clients_carried_context(shipped):
     assert all(r.reused > 50 for r in batched)
     same = sum(a == b for one, many in zip(alone, batched, strict=True)
                for a, b in zip(texts(one), texts(many), strict=True))
-    assert same == 2 * len(jobs)
+    assert same == sum(len(r.fills) for r in alone) == 9  # 3 x 1 row + 3 x 2 rows
 
 
 def test_carried_and_fresh_clients_in_one_batch_each_get_their_own_fill(shipped):

@@ -10,6 +10,7 @@ from coda_lsp.core.engine import (
     INLINE_CANDIDATES,
     Engine,
     FillJob,
+    typing_lengths,
 )
 from coda_lsp.core.settings import Settings
 
@@ -25,11 +26,24 @@ def test_context_budget_is_capped_at_trained_positions(engine):
     assert engine.context_budget(dataclasses.replace(Settings(), context_tokens=64)) == 64
 
 
-@pytest.mark.parametrize("fast, expected", [(True, INLINE_CANDIDATES), (False, 4)])
-def test_typing_tries_fewer_lengths_than_hole_fills(engine, fast, expected):
+def test_typing_tries_fewer_lengths_than_hole_fills(engine):
+    """A hole fill tries every length; a keystroke the second shortest alone (the surest,
+    measured), or the two shortest when the caller shows alternatives."""
     job = FillJob(prefix="def add(a, b):\n    return ", suffix="\n", span_lengths=(2, 4, 8, 16),
-                  steps=2, settings=Settings(), fast=fast)
-    assert len(engine.fill(job).fills) == expected
+                  steps=2, settings=Settings())
+
+    def lengths(**kw):
+        return sorted(f.length for f in engine.fill(dataclasses.replace(job, **kw)).fills)
+
+    every = lengths()  # each mask count, plus the healed prompt's tokens if any
+    assert len(every) == 4
+    assert lengths(fast=True) == every[1:2]
+    assert lengths(fast=True, choices=2) == every[:INLINE_CANDIDATES]
+
+
+def test_typing_lengths_for_short_spans():
+    assert typing_lengths([3]) == [3] and typing_lengths([3], choices=4) == [3]
+    assert typing_lengths([2, 5, 9]) == [5] and typing_lengths([2, 5, 9], choices=3) == [2, 5]
 
 
 def test_typing_carries_context_per_document(engine):
