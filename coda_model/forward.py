@@ -288,7 +288,10 @@ class ContextCache:
         start of a buffer with `room` columns after it, the dynamic window step's slots (its
         keys/values go there: no second copy of the context, as ``_load_slots`` makes)."""
         a, b = self.start, self.stop
-        self.context_kv, slots = [], []
+        self.context_kv = []
+        if room:
+            self.slots = []
+            self.window_mask = self._split_mask(a, b)
         for k, v in layers_kv:
             n = k.shape[2] - (b - a)
             kb, vb = (t.new_empty(t.shape[0], t.shape[1], n + room, t.shape[3]) for t in (k, v))
@@ -296,10 +299,8 @@ class ContextCache:
                 buffer[:, :, :a] = t[:, :, :a]
                 buffer[:, :, a:n] = t[:, :, b:]
             self.context_kv.append((kb[:, :, :n], vb[:, :, :n]))
-            slots.append(KVSlots(kb, vb, n))
-        if room:
-            self.slots = slots
-            self.window_mask = self._split_mask(a, b)
+            if room:
+                self.slots.append(KVSlots(kb, vb, n))
 
     def _full_pass(self, x: torch.Tensor, carried: bool):
         """Hidden states of columns [c, e) and every column's keys/values [B, KV, width, D].
@@ -320,7 +321,7 @@ class ContextCache:
         stand for the others, per layer (k, v, suffix k, suffix v): columns [0, c)
         [1, KV, c, D] for every row, then [e, width) [B, KV, width - e, D] or None (no
         suffix carried: e = width); pieces None, and the pass computes every column."""
-        batch, width = x.shape
+        width = x.shape[1]
         theta = self.model.config.rope_theta
         p, e = self.prefix_len, width
         prefix = suffix = None

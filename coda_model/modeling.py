@@ -33,8 +33,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == self.weight.dtype == torch.float32:  # the same arithmetic, fused: the
-            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)  # CPU's 6 % -> 4.5 %
+        if x.dtype == self.weight.dtype == torch.float32:  # the same arithmetic, fused (a CPU
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)  # here: 157 -> 118 us)
         dtype = x.dtype
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)

@@ -375,7 +375,7 @@ class Engine:
 
     def _prepare(self, job: FillJob, carry: ContextCarry | None) -> _Prepared:
         """The model's input for a job: prompt within the context budget, candidate lengths
-        (the shortest only when fast), token healing."""
+        (one or two when fast: ``typing_lengths``), token healing."""
         prefix, suffix = positions.for_model(job.prefix), positions.for_model(job.suffix)
         lengths = prompt.candidate_lengths(job.span_lengths, job.settings.max_middle_tokens)
         if job.fast:  # typing: one or two candidates, latency grows with the rows
