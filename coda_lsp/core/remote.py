@@ -197,6 +197,8 @@ class RemoteEngine:
         }
         if job.seed is not None:
             body["seed"] = job.seed
+        if job.choices > 1:  # an invoked completion's alternatives: two typing lengths
+            body["choices"] = job.choices
         if stream:  # one event per denoising step: progress, and the candidates so far
             body.update(stream=True, stream_states=True)
         return body

@@ -220,14 +220,18 @@ class InfillRequest(_LlamaIgnored):
                                     f"candidate mask counts, 1 to {MAX_LENGTHS} integers")
     fast: bool | None = Field(None, description="with lengths: the typing path")
     inline: bool | None = Field(None, description="with lengths: the one-line rule applies")
+    choices: _integer(1, MAX_CHOICES) | None = Field(
+        None, description="with lengths: the fills the caller can show (the typing path "
+                          "tries two lengths for more than one)")
     settings: SpanSettings | None = Field(None, description="with lengths")
 
     @model_validator(mode="after")
     def _span_request(self) -> InfillRequest:
         """A span request's fields go together; its steps may pass the setting's 1024."""
-        if self.lengths is None and (self.fast, self.inline, self.settings) != (None,) * 3:
-            raise PydanticCustomError("span_only", "fast, inline and settings go with lengths "
-                                                   "(a span request)")
+        if self.lengths is None and (self.fast, self.inline, self.choices,
+                                     self.settings) != (None,) * 4:
+            raise PydanticCustomError("span_only", "fast, inline, choices and settings go with "
+                                                   "lengths (a span request)")
         limit = 1024 if self.lengths is None else SPAN_MAX_STEPS
         if self.steps is not None and not 1 <= self.steps <= limit:
             raise PydanticCustomError("steps_range", "steps must be an integer in [1, {limit}]",
@@ -377,6 +381,7 @@ def parse_infill(body: Any, client: str | None = None) -> FimRequest:
         options={**options, **(v.settings.model_dump(exclude_unset=True) if v.settings
                                else {})},
         lengths=lengths,
+        n=v.choices or 1,
         fast=bool(v.fast),
         inline=bool(v.inline),
         seed=v.seed if lengths is not None and _is_seed(v.seed) else None,

@@ -65,16 +65,17 @@ def test_a_span_request_carries_the_callers_lengths_steps_flags_and_settings():
     sampler settings, a hole fill's steps past the steps setting's 1024, a retry's seed."""
     req = parse_infill({"input_prefix": "a", "input_suffix": "b", "lengths": [3, 6, 10],
                         "steps": 2048, "fast": True, "inline": True, "seed": 7,
-                        "settings": {"contextTokens": 512, "multiline": "never"}})
-    assert (req.lengths, req.steps, req.fast, req.inline, req.seed) == ((3, 6, 10), 2048,
-                                                                        True, True, 7)
+                        "choices": 2, "settings": {"contextTokens": 512, "multiline": "never"}})
+    assert (req.lengths, req.steps, req.fast, req.inline, req.seed, req.n) == (
+        (3, 6, 10), 2048, True, True, 7, 2)
     s = req.settings(Settings())
     assert (s.context_tokens, s.multiline) == (512, "never")
     assert parse_infill({"seed": 7}).seed is None  # llama.cpp clients' seed: ignored as before
 
 
 @pytest.mark.parametrize(("body", "line"), [
-    ({"fast": True}, "fast, inline and settings go with lengths (a span request)"),
+    ({"fast": True}, "fast, inline, choices and settings go with lengths (a span request)"),
+    ({"choices": 2}, "fast, inline, choices and settings go with lengths (a span request)"),
     ({"lengths": []}, "lengths must be a list of 1 to 64 integers in [1, 1024]"),
     ({"lengths": [4], "steps": 5000}, "steps must be an integer in [1, 4096]"),
     ({"lengths": [0]}, "lengths[0] must be an integer in [1, 1024]"),

@@ -18,17 +18,18 @@ def local(tiny_model_dir):
     return Engine.load(tiny_model_dir, "cpu")
 
 
-@pytest.mark.parametrize("fast", [False, True])
+@pytest.mark.parametrize("fast, choices", [(False, 1), (True, 1), (True, 2)])
 def test_a_span_request_answers_each_length_as_the_local_engine_fills_it(http_server, local,
-                                                                          fast):
+                                                                          fast, choices):
     body = {"input_prefix": PREFIX, "input_suffix": SUFFIX, "lengths": [3, 8], "steps": 6,
-            "inline": True, "fast": fast,
+            "inline": True, "fast": fast, "choices": choices,
             "settings": {"multiline": "never", "maxMiddleTokens": 16}}
     status, answer = http_server.request("POST", "/infill", body)  # no client: no carry
     assert status == 200, answer
     settings = Settings(steps=6, multiline="never", max_middle_tokens=16)
     expected = local.fill(FillJob(PREFIX, SUFFIX, (3, 8), 6, settings, inline=True,
-                                  fast=fast)).fills
+                                  fast=fast, choices=choices)).fills
+    assert len(expected) == (1 if fast and choices == 1 else 2)  # a keystroke's one length
     got = answer["candidates"]
     assert [c["text"] for c in got] == [f.text for f in expected]
     assert [c["length"] for c in got] == [f.length for f in expected]
@@ -48,3 +49,14 @@ def test_a_span_request_streams_its_steps_then_the_candidates(http_server):
     steps = [e["state"]["step"] for e in events if "state" in e]
     assert steps[-1] == 5 and steps == sorted(steps)
     assert len(events[-1]["candidates"]) == 1 and events[-1]["stop"] is True
+
+
+@pytest.mark.parametrize("choices", [1, 2])
+def test_a_remote_engine_asks_for_the_alternatives_its_caller_shows(http_server, choices):
+    """An invoked completion through a remote engine gets two typing lengths, as locally."""
+    from coda_lsp.core.remote import RemoteEngine
+
+    job = FillJob(PREFIX, SUFFIX, (3, 8), 4, Settings(steps=4), inline=True, fast=True,
+                  choices=choices)
+    remote = RemoteEngine(http_server.base_url, api_key=http_server.api_key)
+    assert len(remote.fill(job).fills) == choices
