@@ -592,7 +592,7 @@ class ContextCarry:
     pass and starts afresh. A suffix is carried only if it is the same tokens as before.
     """
 
-    def __init__(self, margin: int = 16, max_stale: int = 64, max_shift: int = 64) -> None:
+    def __init__(self, margin: int = 8, max_stale: int = 64, max_shift: int = 64) -> None:
         self.margin = margin
         self.max_stale = max_stale
         self.max_shift = max_shift

@@ -196,6 +196,7 @@ class Engine:
         self.carries: OrderedDict[str, ContextCarry] = OrderedDict()  # worker thread only
         self.carry_used: dict[str, float] = {}  # key -> monotonic time of its last use
         self.carried_documents = carried_documents(model)
+        self.carry_margin = ContextCarry().margin  # prefix tokens a keystroke recomputes
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", dtype: str | None = None,
@@ -487,7 +488,7 @@ class Engine:
         if key is None:
             return None
         now = time.monotonic() if now is None else now
-        carry = self.carries.pop(key, None) or ContextCarry()
+        carry = self.carries.pop(key, None) or ContextCarry(margin=self.carry_margin)
         self.carries[key] = carry
         self.carry_used[key] = now
         keys = list(self.carries)  # oldest first; one step, as the event loop may ``forget``

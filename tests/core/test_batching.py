@@ -123,3 +123,15 @@ def test_the_probe_measures_and_leaves_no_carries_behind(shipped):
     assert set(found.seconds) <= {1, 2} and 1 in found.seconds
     assert found.max_batch in found.seconds
     assert not any(k.startswith(batching.PROBE_KEY) for k in shipped.carries)
+
+
+def test_the_probe_keeps_the_smallest_batch_with_nearly_the_best_rate():
+    # fills per second still rising at 8, 16, 32 (2.6x, 2.7x, 2.9x one at a time, as
+    # measured here): a cap of 8 would split 16 typing clients into two cohorts
+    rising = {1: 0.040, 8: 8 * 0.040 / 2.6, 16: 16 * 0.040 / 2.7, 32: 32 * 0.040 / 2.9}
+    assert batching.near_best(rising) == 32
+    # a plateau from 8 on: no bigger batch for the same rate
+    plateau = {1: 0.040, 8: 0.100, 16: 0.201, 32: 0.410}
+    assert batching.near_best(plateau) == 8
+    # batching that does not pay keeps one at a time
+    assert batching.near_best({1: 0.040, 2: 0.080, 4: 0.170}) == 1
