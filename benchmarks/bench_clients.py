@@ -19,12 +19,14 @@ the issue's two ratios and the load average before and after.
 
     python benchmarks/bench_clients.py                        # N = 1 4 16 64, 20 s rounds
     python benchmarks/bench_clients.py --clients 1 16 --seconds 10
+    python benchmarks/bench_clients.py --clients 1 16 --repeat 3   # medians of 3 rounds each
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -112,6 +114,10 @@ def main() -> int:
     p.add_argument("--cold", action="store_true",
                    help="time each client's first request too (by default it warms the "
                         "server's carried context for that client and is not timed)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run the rounds this many times over (same servers) and print the "
+                        "median of each round's ratios too: the box's speed drifts by a "
+                        "fifth between rounds, and each ratio pairs two of them")
     p.add_argument("--stagger", action="store_true",
                    help="client c starts c/N of the way into the line (by default all "
                         "type the same character at the same time)")
@@ -126,16 +132,17 @@ def main() -> int:
             servers[name] = (proc, Target(url, None))
             print(f"{name}: --max-batch {max_batch} on {url}" + (f" ({note})" if note else ""))
         rows: dict[str, list[dict]] = {name: [] for name in servers}
-        for n in args.clients:
-            for name, (_, target) in servers.items():
-                row = typing_round(target, n, args.seconds, args.think_ms / 1e3,
-                                   not args.cold, args.stagger)
-                row["load"] = os.getloadavg()[0]
-                rows[name].append(row)
-                print(f"  {name:>13}, {n:>3} clients: {row['answered']:>5} fills, "
-                      f"{row['fills_per_s']:6.2f}/s, p50 {row['p50_ms']:8.0f} ms, "
-                      f"p95 {row['p95_ms']:8.0f} ms, load {row['load']:.1f}"
-                      + (f", other {row['other']}" if row["other"] else ""), flush=True)
+        for repeat in range(args.repeat):
+            for n in args.clients:
+                for name, (_, target) in servers.items():
+                    row = typing_round(target, n, args.seconds, args.think_ms / 1e3,
+                                       not args.cold, args.stagger)
+                    row["load"], row["repeat"] = os.getloadavg()[0], repeat
+                    rows[name].append(row)
+                    print(f"  {name:>13}, {n:>3} clients: {row['answered']:>5} fills, "
+                          f"{row['fills_per_s']:6.2f}/s, p50 {row['p50_ms']:8.0f} ms, "
+                          f"p95 {row['p95_ms']:8.0f} ms, load {row['load']:.1f}"
+                          + (f", other {row['other']}" if row["other"] else ""), flush=True)
     finally:
         for proc, _ in servers.values():
             proc.terminate()
@@ -149,10 +156,19 @@ def main() -> int:
                   f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['load']:.1f} |")
     one, batched = rows["one at a time"], rows["batched"]
     print()
+    ratios: dict[int, list[tuple[float, float]]] = {}
     for a, b in zip(one, batched, strict=True):
-        print(f"{a['clients']:>3} clients: batched/one-at-a-time fills/s "
-              f"{b['fills_per_s'] / a['fills_per_s']:.2f}x; batched p95 / batched 1-client "
-              f"p95 {b['p95_ms'] / batched[0]['p95_ms']:.2f}x")
+        alone = next(r for r in batched if r["repeat"] == b["repeat"]
+                     and r["clients"] == min(args.clients))
+        pair = (b["fills_per_s"] / a["fills_per_s"], b["p95_ms"] / alone["p95_ms"])
+        ratios.setdefault(a["clients"], []).append(pair)
+        print(f"{a['clients']:>3} clients: batched/one-at-a-time fills/s {pair[0]:.2f}x; "
+              f"batched p95 / batched {alone['clients']}-client p95 {pair[1]:.2f}x")
+    if args.repeat > 1:  # the box's speed drifts between rounds: the median of the pairs
+        for n, pairs in ratios.items():
+            print(f"{n:>3} clients, median of {len(pairs)}: fills/s "
+                  f"{statistics.median(p[0] for p in pairs):.2f}x, p95 "
+                  f"{statistics.median(p[1] for p in pairs):.2f}x")
     print(f"load average after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
           f"{os.getloadavg()[2]:.2f}")
     return 0
