@@ -590,6 +590,9 @@ class ContextCarry:
     before the first difference are recomputed, and once `max_stale` new prefix tokens have
     been computed against carried ones (the text has drifted), the next request does a full
     pass and starts afresh. A suffix is carried only if it is the same tokens as before.
+    A margin of 8 writes the fill of 16 at 98-99 % of keystrokes typed on unseen repositories
+    (edit similarity within its standard error) for a first pass a third smaller
+    (benchmarks/README.md, "The carry's margin").
     """
 
     def __init__(self, margin: int = 8, max_stale: int = 64, max_shift: int = 64) -> None:
