@@ -26,12 +26,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_typing_lengths import code_lines  # noqa: E402
 
 from coda_lsp.core import fim  # noqa: E402
 from coda_lsp.core.engine import Engine  # noqa: E402
 from coda_lsp.core.settings import Settings  # noqa: E402
 from training.data.heldout import edit_similarity  # noqa: E402
-from training.data.unseen import default_cache, python_files  # noqa: E402
+from training.data.unseen import default_cache  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,14 +44,7 @@ def typed_lines(cache: Path, per_repo: int, keys: int, seed: int):
     rng = random.Random(seed)
     out = []
     for folder in sorted(p for p in cache.iterdir() if p.is_dir()):
-        lines = []
-        for _, text in python_files(folder):
-            start = 0
-            while (end := text.find("\n", start)) >= 0:
-                body = text[start:end].strip()
-                if start > 500 and keys + 6 <= len(body) <= 70 and not body.startswith("#"):
-                    lines.append((text, start, end))
-                start = end + 1
+        lines = code_lines(folder, keys + 6, 70)
         for text, start, end in rng.sample(lines, min(per_repo, len(lines))):
             body = text[start:end]
             at = start + len(body) - len(body.lstrip()) + 2

@@ -42,19 +42,26 @@ CHOICES = {  # name -> the lengths a keystroke tries, from its span's (shortest 
 }
 
 
+def code_lines(folder: Path, shortest: int, longest: int) -> list[tuple[str, int, int]]:
+    """(file text, line start, line end) of the repository's code lines past a file's first
+    500 characters, ``shortest``-``longest`` characters stripped, comments left out."""
+    lines = []
+    for _, text in python_files(folder):
+        start = 0
+        while (end := text.find("\n", start)) >= 0:
+            body = text[start:end].strip()
+            if start > 500 and shortest <= len(body) <= longest and not body.startswith("#"):
+                lines.append((text, start, end))
+            start = end + 1
+    return lines
+
+
 def cursors(cache: Path, per_repo: int, seed: int) -> list[tuple[str, str, str, str]]:
     """(repository, text before the cursor, text after its line, rest of the line)."""
     rng = random.Random(seed)
     out = []
     for folder in sorted(p for p in cache.iterdir() if p.is_dir()):
-        lines = []
-        for _, text in python_files(folder):
-            start = 0
-            while (end := text.find("\n", start)) >= 0:
-                body = text[start:end].strip()
-                if start > 500 and 12 <= len(body) <= 60 and not body.startswith("#"):
-                    lines.append((text, start, end))
-                start = end + 1
+        lines = code_lines(folder, 12, 60)
         for text, start, end in rng.sample(lines, min(per_repo, len(lines))):
             body = text[start:end]
             indent = len(body) - len(body.lstrip())
