@@ -14,7 +14,8 @@ team's editors are at different places. A
 request sent before the deadline is waited for. Each client's first request (its file's
 first: a full pass, no context carried from a previous keystroke) is sent before the clock
 starts and not timed, unless ``--cold``. Prints, per server and N, the fills
-answered, fills per second (answered over the round's wall time) and p50/p95 latency, then
+answered, fills per second (answered over the round's wall time) and p50/p95 latency, the
+server's own account of its worker (``/metrics``: fills per run, busy and gathering shares), then
 the issue's two ratios and the load average before and after.
 
     python benchmarks/bench_clients.py                        # N = 1 4 16 64, 20 s rounds
@@ -25,6 +26,7 @@ the issue's two ratios and the load average before and after.
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import statistics
 import subprocess
@@ -56,6 +58,32 @@ def start_server(max_batch: str, args) -> tuple[subprocess.Popen, str, str]:
             threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
             return proc, url, note
     raise SystemExit("the server did not start:\n" + proc.stderr.read())
+
+
+WORKER_FIGURES = ("coda_batch_rows_count", "coda_batch_rows_sum",
+                  "coda_worker_busy_seconds_total", "coda_batch_gather_seconds_total")
+
+
+def worker_figures(target: Target) -> dict[str, float]:
+    """The server's own account of its model worker (``/metrics``), to difference per round."""
+    conn = http.client.HTTPConnection(target.host, target.port, timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                  if line and not line.startswith("#"))
+    return {name: float(values[name]) for name in WORKER_FIGURES}
+
+
+def worker_share(before: dict[str, float], after: dict[str, float], wall_s: float) -> str:
+    """Where the worker's time went in a round (its untimed first requests included): fills
+    per run, the share of the round it ran fills, the share it waited for a batch's clients;
+    the rest it had nothing to do."""
+    runs, rows, busy, gathered = (after[k] - before[k] for k in WORKER_FIGURES)
+    return (f"{rows / max(runs, 1):.1f} fills a run, worker busy {busy / wall_s:.0%}, "
+            f"gathering {gathered / wall_s:.0%}")
 
 
 def typing_round(target: Target, clients: int, seconds: float, think_s: float,
@@ -135,13 +163,16 @@ def main() -> int:
         for repeat in range(args.repeat):
             for n in args.clients:
                 for name, (_, target) in servers.items():
+                    before, since = worker_figures(target), time.perf_counter()
                     row = typing_round(target, n, args.seconds, args.think_ms / 1e3,
                                        not args.cold, args.stagger)
+                    worker = worker_share(before, worker_figures(target),
+                                          time.perf_counter() - since)
                     row["load"], row["repeat"] = os.getloadavg()[0], repeat
                     rows[name].append(row)
                     print(f"  {name:>13}, {n:>3} clients: {row['answered']:>5} fills, "
                           f"{row['fills_per_s']:6.2f}/s, p50 {row['p50_ms']:8.0f} ms, "
-                          f"p95 {row['p95_ms']:8.0f} ms, load {row['load']:.1f}"
+                          f"p95 {row['p95_ms']:8.0f} ms, load {row['load']:.1f}; {worker}"
                           + (f", other {row['other']}" if row["other"] else ""), flush=True)
     finally:
         for proc, _ in servers.values():

@@ -1,8 +1,8 @@
 """What ``GET /metrics`` shows (Prometheus text format, prometheus_client): how deep the
 queue is, how many fills are answered (``rate()`` of the counter is fills per second), how
-long they wait and run, how many requests are turned away and why, and what the process
-holds (resident memory and open files, the carried contexts, the heap trims): the figures a
-long-running server is judged by.
+long they wait and run, how many fills the worker runs together and how busy it is, how many
+requests are turned away and why, and what the process holds (resident memory and open
+files, the carried contexts, the heap trims): the figures a long-running server is judged by.
 
 One registry per server, not the library's global one, so several servers in one process
 (tests, benchmarks) keep their own counts.
@@ -26,6 +26,7 @@ from coda_model.memory import heap_bytes
 
 # a typing fill is ~0.05-1 s on a CPU, a hole fill several seconds; a backlog, minutes
 SECONDS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+ROWS = (1, 2, 4, 8, 16, 32, 64)  # fills per run: batch sizes are the probe's powers of two
 
 
 class Metrics:
@@ -61,6 +62,19 @@ class Metrics:
                                 "worker", buckets=SECONDS, registry=r)
         self.model = Histogram("coda_model_seconds", "Time the model worked on a fill",
                                buckets=SECONDS, registry=r)
+        self.batch_rows = Histogram("coda_batch_rows", "Fills per model run (1: alone, more: "
+                                    "rows of one batch)", buckets=ROWS, registry=r)
+        self.busy = Counter("coda_worker_busy_seconds", "Seconds the model worker ran fills "
+                            "(its rate is the worker's busy share)", registry=r)
+        self.gathered = Counter("coda_batch_gather_seconds", "Seconds the worker waited for "
+                                "the last batch's clients before a batch", registry=r)
+
+    def worker_ran(self, rows: int, ran_s: float, gathered_s: float) -> None:
+        """One run of the model worker (``Scheduler.on_run``): how a batch server spends
+        its time, as rates (fills per run, busy share, gather wait per second)."""
+        self.batch_rows.observe(rows)
+        self.busy.inc(ran_s)
+        self.gathered.inc(gathered_s)
 
     def text(self) -> bytes:
         return generate_latest(self.registry)

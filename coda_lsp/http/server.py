@@ -139,6 +139,7 @@ class Service:
 
         def load_model() -> Served:
             served = self.models.load(spec, download)
+            served.scheduler.on_run = self.metrics.worker_ran
             self.batch(served)
             return served
 

@@ -233,6 +233,44 @@ def test_a_batch_waits_briefly_for_the_clients_the_last_batch_answered():
     assert 0 < gathered < 1.0  # it waited for a and b, not for the whole while
 
 
+def test_each_run_is_reported_with_its_fills_time_and_gather_wait():
+    """What /metrics shows of batching comes from here: fills per run, the run's seconds and
+    the wait for its clients; a failing report is logged and the fills go on."""
+    reports = []
+
+    def on_run(rows, ran_s, gathered_s):
+        reports.append((rows, ran_s, gathered_s))
+        raise RuntimeError("a broken metrics hook")
+
+    async def main():
+        sched, engine = Scheduler(), FakeEngine(step_seconds=0.04)  # a fill: ~0.2 s
+        sched.on_run = on_run
+        sched.batching(BatchRecorder(engine), max_batch=8)
+        sched.max_gather_s = 2.0
+        engine.gate.clear()
+        blocker = sched.submit("x", engine.job("x"))
+        await asyncio.sleep(0.05)
+        first = [sched.submit(k, engine.job(k), group="typing") for k in "ab"]
+        engine.gate.set()
+        await gather_outcomes([blocker, *first])
+        back = [sched.submit("a", engine.job("a2"), group="typing")]
+        await asyncio.sleep(0.05)  # b comes back later: the batch waits for it
+        back.append(sched.submit("b", engine.job("b2"), group="typing"))
+        outcomes = await gather_outcomes(back)
+        for _ in range(200):  # the report follows the answers
+            if len(reports) == 3:
+                break
+            await asyncio.sleep(0.01)
+        sched.close()
+        return outcomes, sched.gathered_s
+
+    outcomes, gathered = asyncio.run(main())
+    assert outcomes == ["a2", "b2"]  # the hook's failure stopped nothing
+    assert [rows for rows, _, _ in reports] == [1, 2, 2]
+    assert all(ran_s >= 0.19 * rows for rows, ran_s, _ in reports)  # five 0.04 s steps a fill
+    assert reports[1][2] == 0 and 0.03 < reports[2][2] == pytest.approx(gathered)
+
+
 def test_a_lone_client_never_waits_for_others():
     async def main():
         sched, engine = Scheduler(), FakeEngine(step_seconds=0.04)

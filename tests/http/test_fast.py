@@ -67,5 +67,12 @@ def test_concurrent_clients_on_a_batching_server_are_each_answered_newest_wins(t
         assert last[0] == 200 and isinstance(last[1]["content"], str)
         assert all(status == 200 for status, _ in answers[1:])
         assert answers[0][0] in (200, 409)  # c0's older request: answered or replaced
+        # how the worker spent its time: every fill that ran is a row of one run
+        text = server.request("GET", "/metrics", headers={})[1]
+        runs, rows = metric(text, "coda_batch_rows_count"), metric(text, "coda_batch_rows_sum")
+        assert 1 <= runs <= rows and 8 <= rows <= 9  # c0's older fill ran, or was replaced
+        assert metric(text, 'coda_batch_rows_bucket{le="8.0"}') == runs  # none over --max-batch
+        assert metric(text, "coda_worker_busy_seconds_total") > 0
+        assert metric(text, "coda_batch_gather_seconds_total") >= 0
     finally:
         server.stop()
