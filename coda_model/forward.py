@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from .graphs import static_windows, window_step
-from .memory import outside_heap
+from .memory import outside_heap_stacks
 from .modeling import KVSlots, apply_rotary, rotary_tables
 
 DENSE_ON_CPU = False  # tests set it to check the accelerator layout on the CPU
@@ -607,6 +607,10 @@ class ContextCarry:
         self.suffix_ids: list[int] = []
         self.suffix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.suffix_at = 0  # the position suffix_ids[0] was computed at
+        # the same keys/values stacked, [2 x layers (k, v of layer 0, ...), 1, KV, n, D]: one
+        # copy for every layer where a batch of carries would make thousands of small ones
+        self._prefix_stack: torch.Tensor | None = None
+        self._suffix_stack: torch.Tensor | None = None
         self.stale = 0  # new prefix tokens computed against carried ones since a full pass
         self.last_reused = 0  # context tokens the last request took from the carry
         self._new = 0
@@ -659,22 +663,19 @@ class ContextCarry:
                     rope_theta: float):
         """Carried suffix keys/values for columns [stop, width), row r's suffix starting at
         column starts[r] (rows right-padded: a row's missing tail is zeros), or None."""
-        if self.suffix_kv is None or self.suffix_ids[: len(ids)] != ids:
+        if self._suffix_stack is None or self.suffix_ids[: len(ids)] != ids:
             return None
-        n = len(ids)
-        out = []
-        for k, v in self.suffix_kv:  # [1, KV, s, D] -> [rows, KV, width - stop, D]
-            ks = k.new_zeros((len(starts), k.shape[1], width - stop, k.shape[3]))
-            vs = v.new_zeros(ks.shape)
-            for r, start in enumerate(starts):
-                first = stop - start  # the suffix index that lands on column `stop`
-                m = max(0, n - first)  # a short suffix may end before it
-                ks[r, :, :m] = k[0, :, first : first + m]
-                vs[r, :, :m] = v[0, :, first : first + m]
-            out.append((ks, vs))
+        n, kept = len(ids), self._suffix_stack  # [2L, 1, KV, s, D] -> [2L, rows, KV, w, D]
+        out = kept.new_zeros((kept.shape[0], len(starts), kept.shape[2], width - stop,
+                              kept.shape[4]))
+        for r, start in enumerate(starts):
+            first = stop - start  # the suffix index that lands on column `stop`
+            m = max(0, n - first)  # a short suffix may end before it
+            out[:, r, :, :m] = kept[:, 0, :, first : first + m]
         shifts = torch.tensor([start - self.suffix_at for start in starts])
         self.last_reused += len(ids)
-        return _rotate(out, shifts, rope_theta)
+        keys = _rotated(out[0::2], shifts, rope_theta)  # every layer's keys in one go
+        return [(keys[i], out[2 * i + 1]) for i in range(len(keys))]
 
     def keep(self, ids: list[int], layers_kv, prefix_len: int, length0: int, suffix_len: int,
              reused: int) -> None:
@@ -685,18 +686,23 @@ class ContextCarry:
         # kept for minutes among thousands of a batch's temporaries: outside the heap, in
         # the map of the carry it replaces (read by nothing once this request's first pass
         # has taken what it needed: a batch never gives two requests one carry)
-        kept = outside_heap([t[:1, :, a:b] for a, b in ((0, p), (s0, s1))
-                             for kv in layers_kv for t in kv],
-                            over=self.prefix_kv[0][0] if self.prefix_kv else None)
-        pairs = list(zip(kept[::2], kept[1::2], strict=True))
-        self.prefix_kv, self.suffix_kv = pairs[: len(layers_kv)], pairs[len(layers_kv) :]
+        self._prefix_stack, self._suffix_stack = outside_heap_stacks(
+            [[t[:1, :, a:b] for kv in layers_kv for t in kv] for a, b in ((0, p), (s0, s1))],
+            over=self._prefix_stack)
+        self.prefix_kv, self.suffix_kv = (list(zip(stack[0::2], stack[1::2], strict=True))
+                                          for stack in (self._prefix_stack, self._suffix_stack))
         self.suffix_at = s0
         self.stale = self.stale + self._new if reused else 0
 
 
 def _rotate(kv, shifts: torch.Tensor, rope_theta: float):
     """Keys moved by `shifts` positions ([1] for all rows, or one per row); values unchanged."""
-    k0 = kv[0][0]
-    cos, sin = rotary_tables(shifts.to(k0.device), k0.shape[-1], rope_theta, k0.dtype)
+    return [(_rotated(k, shifts, rope_theta), v) for k, v in kv]
+
+
+def _rotated(keys: torch.Tensor, shifts: torch.Tensor, rope_theta: float) -> torch.Tensor:
+    """Keys [..., rows, KV, n, D] moved by `shifts` positions ([1] for all rows, or one per
+    row): the same arithmetic for one layer's keys or every layer's stacked."""
+    cos, sin = rotary_tables(shifts.to(keys.device), keys.shape[-1], rope_theta, keys.dtype)
     cos, sin = cos[:, None, None, :], sin[:, None, None, :]  # [rows, 1, 1, D]
-    return [(apply_rotary(k, cos, sin), v) for k, v in kv]
+    return apply_rotary(keys, cos, sin)
