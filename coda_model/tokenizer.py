@@ -8,8 +8,10 @@ built from them. Nothing is hard-coded: the mask, pad and eos tokens are named i
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+from array import array
 from bisect import bisect_left
 from functools import cached_property
 from pathlib import Path
@@ -29,6 +31,32 @@ DEFAULT_MASK = "<|mask|>"
 LAST_CODE_POINT = chr(0x10FFFF)  # sorts after every other character
 
 
+# Texts ending in complete lines, encoded as ordinary text, are remembered: text up to its last
+# line break and the rest encode apart to the same ids (``splits_after_newlines``), and typing
+# sends the same lines again with every keystroke. Only windows of this many characters.
+LINES_CHARS = (256, 16_384)
+LINES_REMEMBERED = 64  # a typing client's prefix and suffix each: 32 clients
+
+
+def splits_after_newlines(backend: FastTokenizer) -> bool:
+    """Whether this tokenizer never joins the text before a line's last break with the text
+    after it: Qwen2's pre-tokenizer split (every match ends at or before the last of a run of
+    line breaks: no alternative reads on past one), byte-level and NFC only (a line break
+    composes with nothing), and no added token spelled with a line break."""
+    spec = json.loads(backend.to_str())
+    pre = spec.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", [])
+    split_ok = (pre.get("type") == "Sequence" and len(steps) == 2
+                and steps[0].get("type") == "Split"
+                and steps[0].get("pattern") == {"Regex": QWEN2_SPLIT}
+                and steps[0].get("behavior") == "Isolated" and not steps[0].get("invert")
+                and steps[1].get("type") == "ByteLevel" and not steps[1].get("use_regex"))
+    normalizer = spec.get("normalizer")
+    return (split_ok and (normalizer is None or normalizer.get("type") == "NFC")
+            and not any("\n" in t["content"] or "\r" in t["content"]
+                        for t in spec.get("added_tokens", [])))
+
+
 class TokenizerError(ValueError):
     """A tokenizer folder that cannot be used, with the reason."""
 
@@ -46,6 +74,8 @@ class Tokenizer:
         # a fill ends at the first one the model writes.
         self.control_ids = frozenset(
             i for i, t in backend.get_added_tokens_decoder().items() if t.special)
+        self._cuts_at_lines = splits_after_newlines(backend)
+        self._complete_lines = functools.lru_cache(maxsize=LINES_REMEMBERED)(self._lines_ids)
 
     def _require(self, name: str | None, role: str) -> int:
         token_id = None if name is None else self.backend.token_to_id(name)
@@ -60,8 +90,20 @@ class Tokenizer:
         allow_special=False for user code (a file containing "<|mask|>"), which must never
         inject a control token: it is then encoded as ordinary text.
         """
+        if not allow_special and self._cuts_at_lines:
+            # a typing prompt's window: the same complete lines on every keystroke
+            cut = text.rfind("\n") + 1
+            if LINES_CHARS[0] <= cut <= LINES_CHARS[1] and text[cut : cut + 1] != "\r":
+                return list(self._complete_lines(text[:cut])) + self._plain(text[cut:])
         self.backend.encode_special_tokens = not allow_special
         return self.backend.encode(text, add_special_tokens=False).ids
+
+    def _plain(self, text: str) -> list[int]:
+        self.backend.encode_special_tokens = True
+        return self.backend.encode(text, add_special_tokens=False).ids
+
+    def _lines_ids(self, lines: str) -> array:
+        return array("i", self._plain(lines))
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
