@@ -11,11 +11,12 @@ the next request's first pass, so a keystroke recomputes only what changed near 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from .graphs import static_windows, window_step
-from .memory import outside_heap_stacks
+from .memory import outside_heap
 from .modeling import KVSlots, apply_rotary, rotary_tables
 
 DENSE_ON_CPU = False  # tests set it to check the accelerator layout on the CPU
@@ -314,66 +315,82 @@ class ContextCache:
             x[:, c:e], positions=self._positions(c, e, x.device),
             key_mask=self._split_mask(c, e), kv_context=_joined(pieces, x.shape[0]),
             out_kv=layers_kv)
-        return hidden, c, self._all_columns(x, c, pieces, layers_kv, carried)
+        if pieces is None and (not carried or self.carry is None):
+            return hidden, c, layers_kv  # nothing to join or keep: the pass's own tensors
+        return hidden, c, layer_pairs(self._all_columns(x, c, pieces, stacked(layers_kv),
+                                                        carried))
 
     def _first_columns(self, x: torch.Tensor, carried: bool):
         """(c, e, pieces): a first pass computes columns [c, e); the carry's keys/values
-        stand for the others, per layer (k, v, suffix k, suffix v): columns [0, c)
-        [1, KV, c, D] for every row, then [e, width) [B, KV, width - e, D] or None (no
-        suffix carried: e = width); pieces None, and the pass computes every column."""
+        (``Carried``) stand for the others: columns [0, c) for every row, then [e, width) or
+        none (no suffix carried: e = width); pieces None, and the pass computes every
+        column."""
         width = x.shape[1]
         theta = self.model.config.rope_theta
         p, e = self.prefix_len, width
-        prefix = suffix = None
-        if carried and self.carry is not None:
-            prefix = self.carry.take_prefix(x[0, :p].tolist(), self.start, theta)
-            if prefix is not None and self.suffix_len > 0:
-                n0 = self.lengths[0]
-                suffix = self.carry.take_suffix(
-                    x[0, p + n0 : p + n0 + self.suffix_len].tolist(),
-                    [p + n for n in self.lengths], self.stop, width, theta)
+        if not carried or self.carry is None:
+            return 0, e, None
+        prefix = self.carry.taken_prefix(x[0, :p].tolist(), self.start, theta)
         if prefix is None:
             return 0, e, None
-        if suffix is None:
-            suffix = [(None, None)] * len(prefix)
-        else:
+        suffix = None
+        if self.suffix_len > 0:
+            n0 = self.lengths[0]
+            suffix = self.carry.taken_suffix(
+                x[0, p + n0 : p + n0 + self.suffix_len].tolist(),
+                [p + n for n in self.lengths], self.stop, width, theta)
+        if suffix is not None:
             e = self.stop
-        return prefix[0][0].shape[2], e, [
-            (pk, pv, sk, sv) for (pk, pv), (sk, sv) in zip(prefix, suffix, strict=True)]
+        return prefix.shape[3], e, Carried(prefix, suffix)
 
-    def _all_columns(self, x: torch.Tensor, c: int, pieces, layers_kv, carried: bool):
-        """The computed columns' keys/values and the carried ones in column order
-        ([0, c) + [c, e) + [e, width)), handed to the carry for the next request."""
+    def _all_columns(self, x: torch.Tensor, c: int, pieces: Carried | None,
+                     computed: torch.Tensor, carried: bool) -> torch.Tensor:
+        """The computed columns' keys/values (every layer stacked, [2L, B, KV, e - c, D]) and
+        the carried ones in column order ([0, c) + [c, e) + [e, width)), handed to the carry
+        for the next request."""
         if pieces is not None:
-            batch = layers_kv[0][0].shape[0]
-            layers_kv = [
-                (_cat_columns(pk.expand(batch, -1, -1, -1), k, sk),
-                 _cat_columns(pv.expand(batch, -1, -1, -1), v, sv))
-                for (pk, pv, sk, sv), (k, v) in zip(pieces, layers_kv, strict=True)
-            ]
+            parts = [pieces.prefix.expand(-1, computed.shape[1], -1, -1, -1), computed]
+            if pieces.suffix is not None:
+                parts.append(pieces.suffix)
+            computed = torch.cat(parts, 3)
         if carried and self.carry is not None:
-            self.carry.keep(x[0].tolist(), layers_kv, self.prefix_len, self.lengths[0],
-                            self.suffix_len, reused=c)
-        return layers_kv
+            self.carry.keep_stacked(x[0].tolist(), computed, self.prefix_len, self.lengths[0],
+                                    self.suffix_len, reused=c)
+        return computed
+
+
+@dataclass(frozen=True)
+class Carried:
+    """A first pass's carried keys/values, every layer stacked as [2L, rows, KV, n, D] (k
+    then v of layer 0, then of layer 1, ...): one copy moves them all. The prefix's columns
+    [0, c) (one row, the same for every row) and the suffix's [e, width), or None."""
+
+    prefix: torch.Tensor
+    suffix: torch.Tensor | None
+
+    def layers(self, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """One context per layer [batch, KV, c + s, D] (a view when only the prefix)."""
+        prefix = self.prefix.expand(-1, batch, -1, -1, -1)
+        joined = prefix if self.suffix is None else torch.cat((prefix, self.suffix), 3)
+        return layer_pairs(joined)
+
+
+def stacked(layers_kv: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Per-layer (k, v) as one tensor [2L, ...]: k then v of layer 0, then of layer 1, ..."""
+    return torch.stack([t for kv in layers_kv for t in kv])
+
+
+def layer_pairs(stack: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``stacked``'s inverse, as views."""
+    return list(zip(stack[0::2], stack[1::2], strict=True))
 
 
 SIMILAR_WIDTHS = 1.5  # first passes batched together compute at most this x the fewest columns
 
 
-def _cat_columns(*parts: torch.Tensor | None) -> torch.Tensor:
-    """The parts given (None: absent) side by side along the columns (dim 2)."""
-    return torch.cat([t for t in parts if t is not None], 2)
-
-
-def _joined(pieces, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-    """A first pass's carried pieces as one context per layer [batch, KV, c + s, D] (a view
-    when only the prefix is carried)."""
-    if pieces is None:
-        return None
-    return [(pk.expand(batch, -1, -1, -1), pv.expand(batch, -1, -1, -1)) if sk is None else
-            (_cat_columns(pk.expand(batch, -1, -1, -1), sk),
-             _cat_columns(pv.expand(batch, -1, -1, -1), sv))
-            for pk, pv, sk, sv in pieces]
+def _joined(pieces: Carried | None, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """A first pass's carried pieces as one context per layer, or None."""
+    return None if pieces is None else pieces.layers(batch)
 
 
 def _similar_widths(widths: dict[int, int]) -> list[list[int]]:
@@ -449,9 +466,10 @@ class BatchedWindows:
         own first pass is a few dozen columns, mostly fixed cost, and once batched the
         requests' first passes were most of a batch's time (8 requests: 80 of 210 ms).
         -> (logits, each request's keys/values of every column where this pass computed
-        them: ``_load`` takes its context from them)."""
+        them, every layer stacked [2L, rows, KV, width, D]: ``_load`` takes its context from
+        them)."""
         logits: list[torch.Tensor | None] = [None] * len(self.caches)
-        columns: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        columns: dict[int, torch.Tensor] = {}
         plans: dict[int, tuple] = {}  # request -> (own x, own mask, c, e, carried pieces)
         picked: dict[int, torch.Tensor] = {}  # request -> hidden states predicting its masks
         row = 0
@@ -468,9 +486,9 @@ class BatchedWindows:
         for group in _similar_widths({i: plan[3] - plan[2] for i, plan in plans.items()}):
             together = self._columns_together([self.caches[i] for i in group],
                                               [plans[i] for i in group])
-            for i, (hidden, kv) in zip(group, together, strict=True):
+            for i, (hidden, computed) in zip(group, together, strict=True):
                 cache, (own_x, own_mask, c, _, pieces) = self.caches[i], plans[i]
-                columns[i] = cache._all_columns(own_x, c, pieces, kv, carried=True)
+                columns[i] = cache._all_columns(own_x, c, pieces, computed, carried=True)
                 rows, cols = shifted_sources(own_mask)
                 picked[i] = hidden[rows, cols - c]
         if picked:  # one head call for every request's masks (CPU layout: logits at masks)
@@ -481,10 +499,11 @@ class BatchedWindows:
         return torch.cat(logits), columns
 
     def _columns_together(self, caches: list[ContextCache],
-                          plans: list[tuple]) -> list[tuple[torch.Tensor, list]]:
-        """(hidden states, keys/values) of each plan's columns [c, e) against its carried
-        context, as ``ContextCache._full_pass`` computes them, from one pass: the columns
-        right-padded, the contexts padded, padding hidden from every key mask."""
+                          plans: list[tuple]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(hidden states, keys/values of every layer stacked [2L, rows, KV, e - c, D]) of
+        each plan's columns [c, e) against its carried context, as
+        ``ContextCache._full_pass`` computes them, from one pass: the columns right-padded,
+        the contexts padded, padding hidden from every key mask."""
         if len(plans) == 1:  # alone: exactly its own pass
             (own_x, _, c, e, pieces), cache = plans[0], caches[0]
             kv: list = []
@@ -492,7 +511,7 @@ class BatchedWindows:
                 own_x[:, c:e], positions=cache._positions(c, e, own_x.device),
                 key_mask=cache._split_mask(c, e), kv_context=_joined(pieces, own_x.shape[0]),
                 out_kv=kv)
-            return [(hidden, kv)]
+            return [(hidden, stacked(kv))]
         rows = [own_x.shape[0] for own_x, *_ in plans]
         widths = [e - c for *_, c, e, _ in plans]
         # carried columns: the prefix's c, then the suffix's (own width - e)
@@ -503,12 +522,10 @@ class BatchedWindows:
         ids = torch.zeros(total, most, dtype=torch.long, device=device)
         positions = torch.zeros(total, most, dtype=torch.long, device=device)
         key_mask = torch.zeros(total, widest + most, dtype=torch.bool, device=device)
-        context = None
+        context = None  # every layer's carried keys/values, stacked: [2L, total, KV, widest, D]
         if widest:
-            k0 = next(pieces for *_, pieces in plans if pieces is not None)[0][0]
-            shape = (total, k0.shape[1], widest, k0.shape[3])
-            context = [(k0.new_zeros(shape), k0.new_zeros(shape))
-                       for _ in range(len(self.model.model.layers))]
+            p0 = next(pieces for *_, pieces in plans if pieces is not None).prefix
+            context = p0.new_zeros((p0.shape[0], total, p0.shape[2], widest, p0.shape[4]))
         at = 0
         for cache, (own_x, _, c, e, pieces), n, w, m in zip(
                 caches, plans, rows, widths, contexts, strict=True):
@@ -519,30 +536,29 @@ class BatchedWindows:
             key_mask[r, :m] = True if own_mask is None else own_mask[:, :m]
             key_mask[r, widest : widest + w] = True if own_mask is None else own_mask[:, m:]
             if pieces is not None:  # the carried prefix (one for every row), then suffix
-                for (kb, vb), (pk, pv, sk, sv) in zip(context, pieces, strict=True):
-                    kb[r, :, :c] = pk
-                    vb[r, :, :c] = pv
-                    if sk is not None:
-                        kb[r, :, c:m] = sk
-                        vb[r, :, c:m] = sv
+                context[:, r, :, :c] = pieces.prefix
+                if pieces.suffix is not None:
+                    context[:, r, :, c:m] = pieces.suffix
             at += n
         kv: list[tuple[torch.Tensor, torch.Tensor]] = []
         hidden = self.model.hidden_states(ids, positions=positions, key_mask=key_mask,
-                                          kv_context=context, out_kv=kv)
+                                          kv_context=None if context is None
+                                          else layer_pairs(context), out_kv=kv)
+        computed = stacked(kv)  # [2L, total, KV, most, D]
         out, at = [], 0
         for n, w in zip(rows, widths, strict=True):
-            r = slice(at, at + n)
-            out.append((hidden[r, :w], [(k[r, :, :w], v[r, :, :w]) for k, v in kv]))
+            out.append((hidden[at : at + n, :w], computed[:, at : at + n, :, :w]))
             at += n
         return out
 
-    def _load(self, columns: dict[int, list[tuple[torch.Tensor, torch.Tensor]]]) -> None:
-        """Every request's context keys/values into one buffer per layer, rows padded to the
-        longest context, with room for the window after them; the key mask to match. A
-        request whose first pass ran here has its context copied straight from that pass's
-        `columns` (less its window's), not through a context of its own first."""
+    def _load(self, columns: dict[int, torch.Tensor]) -> None:
+        """Every request's context keys/values into one buffer (every layer stacked, rows
+        padded to the longest context, room for the window after them), the key mask to
+        match. A request whose first pass ran here has its context copied straight from
+        that pass's `columns` (less its window's), two copies for all layers, not through a
+        context of its own first."""
         batch, device = self.key_mask.shape[0], self.key_mask.device
-        sizes = [columns[i][0][0].shape[2] - (c.stop - c.start) if i in columns
+        sizes = [columns[i].shape[3] - (c.stop - c.start) if i in columns
                  else c.context_kv[0][0].shape[2] for i, c in enumerate(self.caches)]
         widest = max(sizes)
         context = torch.zeros(batch, widest, dtype=torch.bool, device=device)
@@ -556,24 +572,22 @@ class BatchedWindows:
             windows[row : row + n, :length] = self.key_mask[row : row + n, a : a + length]
             row += n
         self.mask = torch.cat((context, windows), 1)
-        self.slots = []
-        for layer in range(len(self.model.model.layers)):
-            k0 = (columns[0] if 0 in columns else self.caches[0].context_kv)[layer][0]
-            shape = (batch, k0.shape[1], widest + self.window, k0.shape[3])
-            kb, vb = k0.new_zeros(shape), k0.new_zeros(shape)
-            row = 0
-            for i, (cache, n, width) in enumerate(zip(self.caches, self.rows, sizes,
-                                                      strict=True)):
-                r = slice(row, row + n)
-                if i in columns:  # every column but the window's [start, stop)
-                    start, stop = cache.start, cache.stop
-                    for buffer, t in zip((kb, vb), columns[i][layer], strict=True):
-                        buffer[r, :, :start] = t[:, :, :start]
-                        buffer[r, :, start:width] = t[:, :, stop:]
-                else:
-                    kb[r, :, :width], vb[r, :, :width] = cache.context_kv[layer]
-                row += n
-            self.slots.append(KVSlots(kb, vb, widest))
+        k0 = columns[0] if 0 in columns else self.caches[0].context_kv[0][0][None]
+        buffer = k0.new_zeros((2 * len(self.model.model.layers), batch, k0.shape[2],
+                               widest + self.window, k0.shape[4]))
+        row = 0
+        for i, (cache, n, width) in enumerate(zip(self.caches, self.rows, sizes, strict=True)):
+            r = slice(row, row + n)
+            if i in columns:  # every column but the window's [start, stop)
+                start, stop = cache.start, cache.stop
+                buffer[:, r, :, :start] = columns[i][:, :, :, :start]
+                buffer[:, r, :, start:width] = columns[i][:, :, :, stop:]
+            else:
+                for layer, kv in enumerate(cache.context_kv):
+                    for j, t in enumerate(kv):
+                        buffer[2 * layer + j, r, :, :width] = t
+            row += n
+        self.slots = [KVSlots(k, v, widest) for k, v in layer_pairs(buffer)]
 
 
 class ContextCarry:
@@ -644,28 +658,43 @@ class ContextCarry:
         return 0
 
     def take_prefix(self, ids: list[int], limit: int, rope_theta: float):
-        """Carried keys/values for ids[:c] at positions 0..c-1 (c <= limit), or None."""
+        """Carried keys/values for ids[:c] at positions 0..c-1 (c <= limit) per layer, or
+        None."""
+        taken = self.taken_prefix(ids, limit, rope_theta)
+        return None if taken is None else layer_pairs(taken)
+
+    def taken_prefix(self, ids: list[int], limit: int, rope_theta: float
+                     ) -> torch.Tensor | None:
+        """``take_prefix``'s keys/values, every layer stacked [2L, 1, KV, c, D]."""
         self.last_reused = 0
-        if self.prefix_kv is None or self.stale >= self.max_stale:
+        if self._prefix_stack is None or self.stale >= self.max_stale:
             return None
         shift, count = self.match(ids)
         c = min(count - self.margin, limit)
         if c <= 0:
             return None
-        kv = [(k[:, :, shift : shift + c], v[:, :, shift : shift + c]) for k, v in self.prefix_kv]
+        kept = self._prefix_stack[:, :, :, shift : shift + c]
         if shift:  # every key back by `shift` positions
-            kv = _rotate(kv, torch.tensor([-shift]), rope_theta)
+            kept = kept.clone()
+            kept[0::2] = _rotated(kept[0::2], torch.tensor([-shift]), rope_theta)
         self.last_reused = c
         self._new = len(ids) - count
-        return kv
+        return kept
 
     def take_suffix(self, ids: list[int], starts: list[int], stop: int, width: int,
                     rope_theta: float):
-        """Carried suffix keys/values for columns [stop, width), row r's suffix starting at
-        column starts[r] (rows right-padded: a row's missing tail is zeros), or None."""
+        """Carried suffix keys/values for columns [stop, width) per layer, row r's suffix
+        starting at column starts[r] (rows right-padded: a row's missing tail is zeros), or
+        None."""
+        taken = self.taken_suffix(ids, starts, stop, width, rope_theta)
+        return None if taken is None else layer_pairs(taken)
+
+    def taken_suffix(self, ids: list[int], starts: list[int], stop: int, width: int,
+                     rope_theta: float) -> torch.Tensor | None:
+        """``take_suffix``'s keys/values, every layer stacked [2L, rows, KV, width - stop, D]."""
         if self._suffix_stack is None or self.suffix_ids[: len(ids)] != ids:
             return None
-        n, kept = len(ids), self._suffix_stack  # [2L, 1, KV, s, D] -> [2L, rows, KV, w, D]
+        n, kept = len(ids), self._suffix_stack  # [2L, 1, KV, s, D]
         out = kept.new_zeros((kept.shape[0], len(starts), kept.shape[2], width - stop,
                               kept.shape[4]))
         for r, start in enumerate(starts):
@@ -674,23 +703,28 @@ class ContextCarry:
             out[:, r, :, :m] = kept[:, 0, :, first : first + m]
         shifts = torch.tensor([start - self.suffix_at for start in starts])
         self.last_reused += len(ids)
-        keys = _rotated(out[0::2], shifts, rope_theta)  # every layer's keys in one go
-        return [(keys[i], out[2 * i + 1]) for i in range(len(keys))]
+        out[0::2] = _rotated(out[0::2], shifts, rope_theta)  # every layer's keys in one go
+        return out
 
     def keep(self, ids: list[int], layers_kv, prefix_len: int, length0: int, suffix_len: int,
              reused: int) -> None:
-        """Remember row 0's context keys/values [B, KV, width, D] for the next request."""
+        """Remember row 0's context keys/values [B, KV, width, D] per layer for the next
+        request."""
+        self.keep_stacked(ids, stacked(layers_kv), prefix_len, length0, suffix_len, reused)
+
+    def keep_stacked(self, ids: list[int], columns: torch.Tensor, prefix_len: int,
+                     length0: int, suffix_len: int, reused: int) -> None:
+        """``keep`` for keys/values of every layer stacked [2L, B, KV, width, D]."""
         p, s0, s1 = prefix_len, prefix_len + length0, prefix_len + length0 + suffix_len
         self.prefix_ids = ids[:p]
         self.suffix_ids = ids[s0:s1]
         # kept for minutes among thousands of a batch's temporaries: outside the heap, in
         # the map of the carry it replaces (read by nothing once this request's first pass
         # has taken what it needed: a batch never gives two requests one carry)
-        self._prefix_stack, self._suffix_stack = outside_heap_stacks(
-            [[t[:1, :, a:b] for kv in layers_kv for t in kv] for a, b in ((0, p), (s0, s1))],
-            over=self._prefix_stack)
-        self.prefix_kv, self.suffix_kv = (list(zip(stack[0::2], stack[1::2], strict=True))
-                                          for stack in (self._prefix_stack, self._suffix_stack))
+        self._prefix_stack, self._suffix_stack = outside_heap(
+            [columns[:, :1, :, :p], columns[:, :1, :, s0:s1]], over=self._prefix_stack)
+        self.prefix_kv = layer_pairs(self._prefix_stack)
+        self.suffix_kv = layer_pairs(self._suffix_stack)
         self.suffix_at = s0
         self.stale = self.stale + self._new if reused else 0
 
