@@ -65,19 +65,6 @@ def outside_heap(tensors: list[torch.Tensor],
     return [place.copy_(t) for place, t in zip(places, tensors, strict=True)]
 
 
-def outside_heap_stacks(groups: list[list[torch.Tensor]],
-                        over: torch.Tensor | None = None) -> list[torch.Tensor]:
-    """``outside_heap`` for groups of equal-shaped tensors: each group stacked as one tensor
-    [len(group), *shape] (a carry's keys and values of every layer), one copy call per group
-    instead of one per tensor: a typing batch keeps 16 carries of 16 tensors each."""
-    flat = [t for group in groups for t in group]
-    shapes = [((len(group), *group[0].shape), group[0].dtype) for group in groups]
-    places = _places(shapes, flat, over)
-    if places is None:
-        return [torch.stack(group) for group in groups]
-    return [torch.stack(group, out=place) for place, group in zip(places, groups, strict=True)]
-
-
 def _places(shapes: list[tuple[tuple[int, ...], torch.dtype]], sources: list[torch.Tensor],
             over: torch.Tensor | None) -> list[torch.Tensor] | None:
     """Empty tensors of these shapes side by side in one map (``over``'s when it may be

@@ -81,24 +81,6 @@ def test_outside_heap_is_one_mapping_of_its_own_that_goes_with_the_copies():
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="Linux only")
-def test_stacks_outside_the_heap_equal_torch_stack_and_share_one_map_written_over():
-    """A carry's keys/values of every layer as one stack per group (one copy call each):
-    the values of ``torch.stack``, in one map, which the next carry's stacks reuse."""
-    prefix = [torch.randn(2, 2, 30, 8)[:1, :, 3:20] for _ in range(6)]  # strided slices
-    suffix = [torch.randn(1, 2, 5, 8) for _ in range(6)]
-    stacks = memory.outside_heap_stacks([prefix, suffix])
-    assert [s.shape for s in stacks] == [(6, 1, 2, 17, 8), (6, 1, 2, 5, 8)]
-    assert torch.equal(stacks[0], torch.stack(prefix)) and torch.equal(stacks[1],
-                                                                       torch.stack(suffix))
-    assert len({mapping_of(s.data_ptr()) for s in stacks}) == 1
-    home = stacks[0].untyped_storage().data_ptr()
-    longer = [torch.randn(1, 2, 18, 8) for _ in range(6)]
-    again = memory.outside_heap_stacks([longer, suffix], over=stacks[0])
-    assert again[0].untyped_storage().data_ptr() == home  # a keystroke longer: same map
-    assert torch.equal(again[0], torch.stack(longer))
-
-
-@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="Linux only")
 def test_a_kept_carry_lives_in_one_mapping_that_goes_when_it_is_cleared():
     """What the hour's soak needed: a typing carry outside the heap, given back whole."""
     from coda_model import ContextCarry
