@@ -82,7 +82,8 @@ def worker_share(before: dict[str, float], after: dict[str, float], wall_s: floa
     per run, the share of the round it ran fills, the share it waited for a batch's clients;
     the rest it had nothing to do."""
     runs, rows, busy, gathered = (after[k] - before[k] for k in WORKER_FIGURES)
-    return (f"{rows / max(runs, 1):.1f} fills a run, worker busy {busy / wall_s:.0%}, "
+    return (f"{rows / max(runs, 1):.1f} fills a run of {1e3 * busy / max(runs, 1):.0f} ms, "
+            f"worker busy {busy / wall_s:.0%}, "
             f"gathering {gathered / wall_s:.0%}")
 
 

@@ -18,8 +18,11 @@ Before a batch starts, the worker waits a little (``gather_wait``) for the clien
 batch just answered: a typing client sends its next request a moment after its answer, so
 without the wait the one or two that were already waiting run as a batch of their own while
 the others come back, and the clients split into cohorts that each wait for the other's batch
-(16 clients: batches of 14 and 2, every answer waiting two batches). A client with nobody
-else recently answered never waits.
+(16 clients: batches of 14 and 2, every answer waiting two batches). The wait is at most a
+share of the batch it would make (the last run's time per fill, times the fills waiting and
+expected), not of the last run: after a small cohort's run that would be too short for its
+clients to come back, and the cohorts would stay split. A client with nobody else recently
+answered never waits.
 
 After each run the worker tells ``on_run`` how many fills it ran together, for how long, and
 how long it waited for them: what an operator reads batching by (``/metrics``).
@@ -52,7 +55,7 @@ Work = Callable[[ShouldStop], Any]
 Outcome = tuple[Any, BaseException | None]  # a batched job's result, or why it has none
 BatchRunner = Callable[[list[Work], list[ShouldStop]], list[Outcome]]
 MAX_GATHER_S = 0.04  # the longest a batch waits for the last batch's clients to come back
-GATHER_SHARE = 0.25  # ... and at most this share of the last batch's own time
+GATHER_SHARE = 0.25  # ... and at most this share of the batch it would make
 TRIM_EVERY_S = 30.0  # free heap pages go back to the system at most this often
 
 
@@ -201,9 +204,11 @@ class Scheduler:
                 if job.group is not None:
                     self._answered = {j.key for j in jobs if j.key is not None
                                       and not j.stop.is_set()}
-                    now = time.monotonic()
-                    self._gather_until = now + min(self.max_gather_s,
-                                                   GATHER_SHARE * (now - started))
+                    waiting = sum(j.group == job.group and not j.stop.is_set()
+                                  for j in self._queue)
+                    rows = min(self.max_batch, waiting + len(self._answered))
+                    self._gather_until = time.monotonic() + min(
+                        self.max_gather_s, GATHER_SHARE * ran / len(jobs) * rows)
             self._report(len(jobs), ran, gathered)
             self._trim()
 

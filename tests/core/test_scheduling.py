@@ -233,6 +233,36 @@ def test_a_batch_waits_briefly_for_the_clients_the_last_batch_answered():
     assert 0 < gathered < 1.0  # it waited for a and b, not for the whole while
 
 
+def test_split_cohorts_merge_the_wait_is_a_share_of_the_batch_it_would_make():
+    """One client's fill ran alone while three others queued: the next batch waits for that
+    client as a share of the four-fill batch it would make, not of the one-fill run just
+    done (too short for a typing client to come back: the cohorts would stay split, each
+    waiting for the other's batch)."""
+    async def main():
+        sched, engine = Scheduler(), FakeEngine(step_seconds=0.08)  # a fill: ~0.4 s
+        runner = BatchRecorder(engine)
+        sched.batching(runner, max_batch=8)
+        sched.max_gather_s = 2.0
+        engine.gate.clear()
+        blocker = sched.submit("x", engine.job("x"))
+        await asyncio.sleep(0.05)
+        alone = sched.submit("a", engine.job("a"), group="typing")
+        engine.gate.set()
+        await blocker
+        await asyncio.sleep(0.05)  # a is running alone; the other cohort arrives
+        others = [sched.submit(k, engine.job(k), group="typing") for k in "bcd"]
+        await alone
+        await asyncio.sleep(0.2)  # a comes back after half its own run's time
+        back = sched.submit("a", engine.job("a2"), group="typing")
+        outcomes = await gather_outcomes([*others, back])
+        sched.close()
+        return outcomes, runner.sizes
+
+    outcomes, sizes = asyncio.run(main())
+    assert outcomes == ["b", "c", "d", "a2"]
+    assert sizes == [4]  # not b, c, d while a is away, then a2 alone
+
+
 def test_each_run_is_reported_with_its_fills_time_and_gather_wait():
     """What /metrics shows of batching comes from here: fills per run, the run's seconds and
     the wait for its clients; a failing report is logged and the fills go on."""
