@@ -39,6 +39,22 @@ def test_the_language_is_detected_from_the_text_around_the_cursor(name, typed):
     assert lang is not None and lang.name == resolve(uri=name).name
 
 
+def test_keystrokes_on_one_line_are_parsed_once():
+    """The cursor's line is left out of the parse: every keystroke on it is answered from
+    the line's first (a grammar that does not fit costs ~3 ms per KB, so a Go file used to
+    pay 100-350 ms on every keystroke), and what is typed there cannot change the answer."""
+    from coda_syntax.detect import _detect
+
+    prefix, suffix = hole("inventory.go", "result := ")
+    first = detect(prefix, suffix)
+    before = _detect.cache_info()
+    typed = [detect(prefix + text, suffix) for text in ("t", "to", "tot", "{{ <<<", "'")]
+    after = _detect.cache_info()
+    assert first is not None and first.name == "go"
+    assert all(lang is first for lang in typed)
+    assert after.misses == before.misses and after.hits == before.hits + len(typed)
+
+
 def test_no_language_for_prose_or_too_little_text():
     assert detect("The quick brown fox jumps over the lazy dog, and then", " it rests.") is None
     assert detect("x", "") is None
