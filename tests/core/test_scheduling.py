@@ -153,6 +153,20 @@ class BatchRecorder:
         return [(work(lambda: False), None) for work in works]
 
 
+async def held_batching(step_seconds: float = 0.002, max_gather_s: float | None = 2.0):
+    """(scheduler, engine, batch recorder, blocker): batching up to 8, the worker held by an
+    ungrouped job "x" until ``engine.gate`` is set, so what is submitted meanwhile queues."""
+    sched, engine = Scheduler(), FakeEngine(step_seconds=step_seconds)
+    runner = BatchRecorder(engine)
+    sched.batching(runner, max_batch=8)
+    if max_gather_s is not None:
+        sched.max_gather_s = max_gather_s
+    engine.gate.clear()
+    blocker = sched.submit("x", engine.job("x"))
+    await asyncio.sleep(0.05)
+    return sched, engine, runner, blocker
+
+
 def test_waiting_jobs_of_one_group_run_as_one_batch_and_each_gets_its_own_answer():
     async def main():
         sched, engine = Scheduler(), FakeEngine()
@@ -175,12 +189,7 @@ def test_waiting_jobs_of_one_group_run_as_one_batch_and_each_gets_its_own_answer
 
 def test_a_cancelled_member_of_a_batch_is_answered_superseded_and_the_others_complete():
     async def main():
-        sched, engine = Scheduler(), FakeEngine()
-        runner = BatchRecorder(engine)
-        sched.batching(runner, max_batch=8)
-        engine.gate.clear()
-        blocker = sched.submit("x", engine.job("x"))
-        await asyncio.sleep(0.05)
+        sched, engine, runner, blocker = await held_batching(max_gather_s=None)
         members = {k: sched.submit(k, engine.job(k), group="typing") for k in "abc"}
         runner.release.clear()
         engine.gate.set()
@@ -210,13 +219,7 @@ def test_a_batch_waits_briefly_for_the_clients_the_last_batch_answered():
     takes them together instead of running the one already back alone (which splits the
     clients into cohorts that wait for each other's batches)."""
     async def main():
-        sched, engine = Scheduler(), FakeEngine(step_seconds=0.04)  # a batch: ~0.6 s
-        runner = BatchRecorder(engine)
-        sched.batching(runner, max_batch=8)
-        sched.max_gather_s = 2.0
-        engine.gate.clear()
-        blocker = sched.submit("x", engine.job("x"))
-        await asyncio.sleep(0.05)
+        sched, engine, runner, blocker = await held_batching(0.04)  # a batch: ~0.6 s
         first = [sched.submit(k, engine.job(k), group="typing") for k in "abc"]
         engine.gate.set()
         await gather_outcomes([blocker, *first])
@@ -239,13 +242,7 @@ def test_split_cohorts_merge_the_wait_is_a_share_of_the_batch_it_would_make():
     done (too short for a typing client to come back: the cohorts would stay split, each
     waiting for the other's batch)."""
     async def main():
-        sched, engine = Scheduler(), FakeEngine(step_seconds=0.08)  # a fill: ~0.4 s
-        runner = BatchRecorder(engine)
-        sched.batching(runner, max_batch=8)
-        sched.max_gather_s = 2.0
-        engine.gate.clear()
-        blocker = sched.submit("x", engine.job("x"))
-        await asyncio.sleep(0.05)
+        sched, engine, runner, blocker = await held_batching(0.08)  # a fill: ~0.4 s
         alone = sched.submit("a", engine.job("a"), group="typing")
         engine.gate.set()
         await blocker
@@ -273,13 +270,8 @@ def test_each_run_is_reported_with_its_fills_time_and_gather_wait():
         raise RuntimeError("a broken metrics hook")
 
     async def main():
-        sched, engine = Scheduler(), FakeEngine(step_seconds=0.04)  # a fill: ~0.2 s
+        sched, engine, _, blocker = await held_batching(0.04)  # a fill: ~0.2 s
         sched.on_run = on_run
-        sched.batching(BatchRecorder(engine), max_batch=8)
-        sched.max_gather_s = 2.0
-        engine.gate.clear()
-        blocker = sched.submit("x", engine.job("x"))
-        await asyncio.sleep(0.05)
         first = [sched.submit(k, engine.job(k), group="typing") for k in "ab"]
         engine.gate.set()
         await gather_outcomes([blocker, *first])
